@@ -1,0 +1,181 @@
+"""Stage 3, check: run an assignment's pytest checks in the grader's process.
+
+Checks reach the student's live kernel only through the ``student`` fixture
+(``grader.protocol.Student``), which brings back data; every verdict is computed here. Inputs
+are drawn from ``rng``/``torch_rng``, seeded from the run's seed and the check's name, so a
+regrade with the recorded seed draws the same inputs.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from grader.protocol import ProtocolError, Student, StudentError
+
+_INI = Path(__file__).with_name("checks_pytest.ini")
+
+
+class ChecksConfigError(Exception):
+    """The checks themselves are broken (no points marker, import error): stop the run."""
+
+
+class Outcome(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"  # the check itself broke: a grader problem, reported to the instructor
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict. ``points`` possible, ``earned`` either all or nothing."""
+
+    name: str
+    points: float
+    outcome: Outcome
+    message: str = ""
+
+    @property
+    def earned(self) -> float:
+        return self.points if self.outcome is Outcome.PASSED else 0.0
+
+
+class _GraderPlugin:
+    """Fixtures and hooks that make a folder of pytest files into graded checks."""
+
+    def __init__(self, student: Student | None, seed: int, unavailable: str) -> None:
+        self._student = student
+        self._unavailable = unavailable
+        self.seed = seed
+        self.points: dict[str, float] = {}
+        self.missing_points: list[str] = []
+        self.collect_errors: list[str] = []
+        self.results: dict[str, CheckResult] = {}
+
+    # fixtures -------------------------------------------------------------------------------
+    @pytest.fixture
+    def student(self) -> Student:
+        if self._student is None:
+            raise StudentError(self._unavailable)
+        return self._student
+
+    @pytest.fixture
+    def grading_seed(self) -> int:
+        return self.seed
+
+    @pytest.fixture
+    def rng(self, request: pytest.FixtureRequest) -> random.Random:
+        return random.Random(self._item_seed(request.node))
+
+    @pytest.fixture
+    def torch_rng(self, request: pytest.FixtureRequest) -> torch.Generator:
+        return torch.Generator().manual_seed(self._item_seed(request.node))
+
+    def _item_seed(self, item: pytest.Item) -> int:
+        key = f"{self.seed}:{_check_name(item)}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
+
+    # hooks ----------------------------------------------------------------------------------
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.addinivalue_line("markers", "points(n): points a check is worth (required)")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(f"{report.nodeid}: {_short(str(report.longrepr))}")
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            marker = item.get_closest_marker("points")
+            value = marker.args[0] if marker is not None and marker.args else None
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.missing_points.append(_check_name(item))
+            else:
+                self.points[_check_name(item)] = float(value)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+        report = yield
+        name = _check_name(item)
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            excinfo = call.excinfo
+            if report.passed:
+                result = CheckResult(name, self.points[name], Outcome.PASSED)
+            elif excinfo is not None and excinfo.errisinstance(ProtocolError):
+                result = CheckResult(name, self.points[name], Outcome.ERROR,
+                                     f"grader error: {excinfo.value}")
+            elif excinfo is not None and excinfo.errisinstance(AssertionError):
+                result = CheckResult(name, self.points[name], Outcome.FAILED,
+                                     _assertion_message(str(excinfo.value)))
+            else:
+                text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
+                result = CheckResult(name, self.points[name], Outcome.ERROR,
+                                     f"grader error: {_short(text)}")
+            self.results.setdefault(name, result)
+        return report
+
+
+def _check_name(item: pytest.Item) -> str:
+    return f"{Path(str(item.path)).stem}::{item.name}"
+
+
+def _assertion_message(text: str) -> str:
+    # pytest appends its own "assert ... where ..." explanation to the check's message; the
+    # message is what the student should read, the explanation only when there is no message.
+    words, _, explanation = text.partition("\nassert ")
+    if text.startswith("assert "):
+        words, explanation = "", text[len("assert "):]
+    return _short(words) if words.strip() else _short("assert " + explanation, lines=1)
+
+
+def _short(text: str, lines: int = 6, chars: int = 800) -> str:
+    kept = "\n".join(text.strip().splitlines()[:lines])
+    return kept[:chars]
+
+
+def _pytest(check_dir: Path, plugin: _GraderPlugin, *extra: str) -> int:
+    args = [str(check_dir), "-c", str(_INI), "--rootdir", str(check_dir), "-p", "no:terminal",
+            "-p", "no:cacheprovider", "--import-mode=importlib", *extra]
+    return int(pytest.main(args, plugins=[plugin]))
+
+
+def collect(check_dir: Path) -> dict[str, float]:
+    """The checks in ``check_dir`` with their points; raise ChecksConfigError if any check has
+    no valid ``points`` marker or a check file fails to import."""
+    if not check_dir.is_dir():
+        raise ChecksConfigError(f"no checks folder at {check_dir}")
+    plugin = _GraderPlugin(None, 0, "")
+    _pytest(check_dir, plugin, "--collect-only")
+    if plugin.collect_errors:
+        raise ChecksConfigError(f"checks in {check_dir} fail to load: {plugin.collect_errors[0]}")
+    if plugin.missing_points:
+        raise ChecksConfigError(
+            f"checks in {check_dir} without a positive `@pytest.mark.points(n)` marker: "
+            + ", ".join(plugin.missing_points))
+    if not plugin.points:
+        raise ChecksConfigError(f"no checks found in {check_dir}")
+    return plugin.points
+
+
+def run_checks(check_dir: Path, student: Student | None, seed: int,
+               unavailable: str = "the notebook could not be run") -> tuple[CheckResult, ...]:
+    """Run every check in ``check_dir`` against ``student`` and return the verdicts, sorted by
+    name. With ``student`` None (the kernel is unusable) no check runs and each one fails with
+    ``unavailable`` as its message."""
+    points = collect(check_dir)
+    if student is None:
+        return tuple(CheckResult(name, pts, Outcome.FAILED, unavailable)
+                     for name, pts in sorted(points.items()))
+    plugin = _GraderPlugin(student, seed, unavailable)
+    _pytest(check_dir, plugin)
+    results = []
+    for name, pts in sorted(points.items()):
+        results.append(plugin.results.get(
+            name, CheckResult(name, pts, Outcome.ERROR, "grader error: the check did not run")))
+    return tuple(results)

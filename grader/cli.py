@@ -1,0 +1,220 @@
+"""The ``grader`` command: a thin layer over the library.
+
+Exit codes: 0 success; 1 a check failed (``check``) or a grading run hit a grader error
+(``grade``); 2 a usage or configuration error (bad course.toml, unreadable input, checks
+without points, a gradebook in use).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from grader import export as export_mod
+from grader.check import ChecksConfigError, Outcome, run_checks
+from grader.config import ConfigError, Course, load_course
+from grader.discover import Submission
+from grader.execute import ExecStatus, read_notebook
+from grader.pipeline import Graded, grade_all, grade_notebook, new_seed
+from grader.release import ReleaseError, release_notebooks
+from grader.store import GradebookError, locked, open_gradebook
+
+DEFAULT_GRADEBOOK = Path("grades/gradebook.sqlite")
+DEFAULT_CSV = Path("grades/gradebook.csv")
+DEFAULT_LONG_CSV = Path("grades/gradebook_long.csv")
+DEFAULT_FEEDBACK = Path("grades/feedback")
+
+course_option = click.option(
+    "--course", "course_path", type=click.Path(path_type=Path), default=Path("course.toml"),
+    show_default=True, envvar="GRADER_COURSE", help="The course settings file.")
+gradebook_option = click.option(
+    "--gradebook", type=click.Path(path_type=Path), default=DEFAULT_GRADEBOOK, show_default=True,
+    help="The SQLite gradebook (created if missing).")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class UsageFailure(click.ClickException):
+    exit_code = 2
+
+
+def _load(course_path: Path) -> Course:
+    try:
+        return load_course(course_path)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Autograder for the course "Neural Networks Speed-up and Compression"."""
+
+
+@main.command()
+@click.argument("submissions", type=click.Path(path_type=Path))
+@course_option
+@gradebook_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Grade only this assignment id (repeatable). Default: all.")
+@click.option("--force", is_flag=True, help="Regrade submissions already in the gradebook.")
+@click.option("--seed", type=int, default=None,
+              help="Seed for the hidden checks' draws (default: a fresh one, recorded in the "
+                   "gradebook; pass a recorded seed to reproduce a run).")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
+              show_default=True, help="Where to write the gradebook CSV after the run.")
+@click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
+              default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
+def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
+          force: bool, seed: int | None, csv_path: Path, feedback_dir: Path) -> None:
+    """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb).
+
+    Unchanged submissions keep their stored grade; the gradebook CSV and the feedback files are
+    rewritten at the end.
+
+    Example: grader grade examples/submissions --assignment hw1
+    """
+    course = _load(course_path)
+    try:
+        with locked(gradebook) as book:
+            graded = grade_all(course, submissions, book, assignments, force, seed, _progress)
+            rows = book.rows()
+    except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError) as exc:
+        raise UsageFailure(str(exc)) from None
+    export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
+    export_mod.write_feedback(course, rows, feedback_dir)
+    _summary(graded)
+    out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
+    if any(g.row.status == ExecStatus.GRADER_ERROR.value for g in graded):
+        sys.exit(1)
+
+
+def _progress(event: str, sub: Submission | None, graded: Graded | None) -> None:
+    if sub is None:
+        err.print(event)
+    elif event == "grading":
+        err.print(f"grading {sub.student}/{sub.assignment} ...")
+    elif graded is not None:
+        row = graded.row
+        what = "unchanged, kept" if graded.skipped else f"{row.status}, {row.seconds:.1f} s"
+        err.print(f"  {sub.student}/{sub.assignment}: raw {row.raw:.2f} % ({what})")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _summary(graded: list[Graded]) -> None:
+    table = Table(title="Grading summary")
+    for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds",
+                   "detail"):
+        table.add_column(column, overflow="fold")
+    for g in graded:
+        r = g.row
+        table.add_row(r.student, r.assignment, export_mod.display_status(r), _pct(r.raw),
+                      _pct(r.cap), _pct(r.final), f"{r.seconds:.1f}",
+                      ("(kept) " if g.skipped else "") + r.detail[:90])
+    out.print(table)
+
+
+@main.command("export")
+@course_option
+@gradebook_option
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
+              show_default=True, help="One row per student.")
+@click.option("--long", "long_path", type=click.Path(path_type=Path), default=DEFAULT_LONG_CSV,
+              show_default=True, help="One row per student and assignment (LMS import).")
+@click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
+              default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
+def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Path,
+               feedback_dir: Path) -> None:
+    """Write the gradebook CSVs and the feedback files from the gradebook.
+
+    Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
+    """
+    course = _load(course_path)
+    if not gradebook.exists():
+        raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
+    try:
+        with open_gradebook(gradebook) as book:
+            rows = book.rows()
+    except GradebookError as exc:
+        raise UsageFailure(str(exc)) from None
+    export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
+    export_mod.write_csv(export_mod.long_table(course, rows), long_path)
+    written = export_mod.write_feedback(course, rows, feedback_dir)
+    out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) in "
+              f"{feedback_dir}/")
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@course_option
+@click.option("-a", "--assignment", default=None,
+              help="Assignment id (default: the notebook's folder name, e.g. hw1).")
+@click.option("--seed", type=int, default=None, help="Seed for any drawn inputs.")
+def check(notebook: Path, course_path: Path, assignment: str | None, seed: int | None) -> None:
+    """Run the public checks on your own notebook. Exit 0 if all pass, 1 if any fails.
+
+    Example: grader check assignments/hw1/hw1.ipynb
+    """
+    course = _load(course_path)
+    assignment = assignment or notebook.resolve().parent.name
+    try:
+        course.assignment(assignment)
+        read_notebook(notebook)
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc}; pass --assignment") from None
+    except ValueError as exc:
+        raise UsageFailure(f"{notebook}: {exc}") from None
+    check_dir = course.public_checks(assignment)
+    err.print(f"running {notebook} and the public checks of {assignment} ...")
+    try:
+        execution, results = grade_notebook(notebook, check_dir, course.limits,
+                                            new_seed() if seed is None else seed)
+    except ChecksConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    out.print(f"notebook: {execution.status.value} ({execution.detail}), "
+              f"{execution.seconds:.1f} s")
+    for error in execution.cell_errors:
+        out.print(f"  {error}")
+    for r in results:
+        mark = "[green]PASS[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
+        out.print(f"{mark} {r.name} ({r.points:g} pt)")
+        if r.outcome is not Outcome.PASSED:
+            for line in r.message.splitlines():
+                out.print(f"     {line}", markup=False)
+    passed = sum(r.outcome is Outcome.PASSED for r in results)
+    out.print(f"{passed} passed, {len(results) - passed} failed")
+    if passed != len(results):
+        sys.exit(1)
+
+
+@main.command("release-notebooks")
+@course_option
+@click.option("--check", "check_only", is_flag=True,
+              help="Only report drift (exit 1 if a student notebook is out of date).")
+def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
+    """Generate the student notebooks in assignments/ from the reference notebooks.
+
+    Example: grader release-notebooks --check
+    """
+    course = _load(course_path)
+    try:
+        changed = release_notebooks(course, check_only)
+    except ReleaseError as exc:
+        raise UsageFailure(str(exc)) from None
+    for path in changed:
+        out.print(f"{'out of date' if check_only else 'wrote'}: {path}")
+    if check_only and changed:
+        sys.exit(1)
+    if not changed:
+        out.print("student notebooks are up to date")
+
+
+# run_checks is re-exported for scripts that grade one notebook by hand
+__all__ = ["main", "run_checks"]

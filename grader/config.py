@@ -1,0 +1,190 @@
+"""The course settings, read once from ``course.toml`` into a frozen, typed object.
+
+Any unknown key, wrong type or impossible date is a ``ConfigError`` that names the file and the
+key, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from grader.execute import Limits
+from grader.rules import LatePolicy
+
+
+class ConfigError(Exception):
+    """course.toml (or a file it names) is missing or wrong; the message names file and key."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    lecture_day: dt.date
+    required: bool
+    notebook: str  # file name of the notebook inside assignments/<id>/ and solutions/<id>/
+
+
+@dataclass(frozen=True)
+class PassRule:
+    min_percent: float = 50.0
+    min_required: int = 4
+
+
+@dataclass(frozen=True)
+class Course:
+    """Everything ``course.toml`` says. Paths are absolute, resolved against its folder."""
+
+    path: Path
+    name: str
+    timezone: ZoneInfo
+    deadline_time: dt.time
+    last_lecture_day: dt.date
+    late_policy: LatePolicy
+    pass_rule: PassRule
+    limits: Limits
+    assignments: tuple[Assignment, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def assignment(self, assignment_id: str) -> Assignment:
+        for a in self.assignments:
+            if a.id == assignment_id:
+                return a
+        known = ", ".join(a.id for a in self.assignments)
+        raise ConfigError(f"{self.path}: no assignment {assignment_id!r} (known: {known})")
+
+    def public_checks(self, assignment_id: str) -> Path:
+        return self.root / "assignments" / assignment_id / "checks"
+
+    def hidden_checks(self, assignment_id: str) -> Path:
+        return self.root / "solutions" / assignment_id / "checks"
+
+    def student_notebook(self, assignment_id: str) -> Path:
+        return self.root / "assignments" / assignment_id / self.assignment(assignment_id).notebook
+
+    def reference_notebook(self, assignment_id: str) -> Path:
+        return self.root / "solutions" / assignment_id / self.assignment(assignment_id).notebook
+
+
+_LIMIT_KEYS = {
+    "cell_timeout_s": float, "notebook_timeout_s": float, "call_timeout_s": float,
+    "memory_mb": int, "cpu_s": int, "fsize_mb": int, "nproc": int, "max_output_chars": int,
+}
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name the file and the dotted key."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], where: str) -> None:
+        self.path, self.table, self.where = path, table, where
+        self.used: set[str] = set()
+
+    def _err(self, key: str, problem: str) -> ConfigError:
+        dotted = f"{self.where}.{key}" if self.where else key
+        return ConfigError(f"{self.path}: {dotted}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = ...) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self._err(key, "missing")
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self._err(key, f"expected {kind.__name__}, got {type(value).__name__} "
+                                 f"{value!r}")
+        return value
+
+    def date(self, key: str) -> dt.date:
+        value = self.get(key, object)
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self._err(key, f"expected a date like 2026-02-03, got {value!r}")
+
+    def sub(self, key: str, default_empty: bool = True) -> _Reader:
+        table = self.get(key, dict, {} if default_empty else ...)
+        return _Reader(self.path, table, f"{self.where}.{key}" if self.where else key)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self._err(unknown[0], "unknown key")
+
+
+def load_course(path: Path) -> Course:
+    """Read and check ``course.toml``."""
+    path = Path(path).resolve()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+
+    top = _Reader(path, data, "")
+    course = top.sub("course", default_empty=False)
+    name = course.get("name", str)
+    tz_name = course.get("timezone", str, "Europe/Moscow")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise course._err("timezone", f"unknown time zone {tz_name!r}") from None
+    deadline_text = course.get("deadline_time", str, "11:59")
+    try:
+        deadline = dt.time.fromisoformat(deadline_text)
+    except ValueError:
+        raise course._err("deadline_time", f"expected HH:MM, got {deadline_text!r}") from None
+    policy_text = course.get("late_policy", str, "cap")
+    try:
+        policy = LatePolicy(policy_text)
+    except ValueError:
+        raise course._err("late_policy", f"expected 'cap' or 'scale', got {policy_text!r}") \
+            from None
+    last_lecture = course.date("last_lecture_day")
+    course.finish()
+
+    rule = top.sub("pass_rule")
+    pass_rule = PassRule(rule.get("min_percent", float, 50.0), rule.get("min_required", int, 4))
+    rule.finish()
+
+    limits_table = top.sub("limits")
+    limits = Limits(**{k: limits_table.get(k, kind, getattr(Limits(), k))
+                       for k, kind in _LIMIT_KEYS.items()})
+    limits_table.finish()
+
+    assignments = []
+    for i, table in enumerate(top.get("assignment", list)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: assignment[{i}]: expected a table")
+        reader = _Reader(path, table, f"assignment[{i}]")
+        a = Assignment(reader.get("id", str), reader.get("title", str), reader.date("lecture_day"),
+                       reader.get("required", bool, True), reader.get("notebook", str))
+        reader.finish()
+        if a.lecture_day > last_lecture:
+            raise reader._err("lecture_day", f"{a.lecture_day} is after the last lecture day "
+                                             f"{last_lecture}")
+        assignments.append(a)
+    top.finish()
+    ids = [a.id for a in assignments]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: assignment ids repeat: {ids}")
+    if not assignments:
+        raise ConfigError(f"{path}: no [[assignment]] tables")
+    return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,
+                  tuple(assignments))

@@ -1,0 +1,131 @@
+"""Stage 1, discover: find the submissions in a folder and describe each as a record.
+
+Layout (nbgrader's): ``<root>/<student>/<assignment>/<notebook>.ipynb`` with an optional
+``timestamp.txt`` beside the notebook holding the submission time, e.g.
+``2026-03-03 11:58:00.123456 Europe/Moscow`` or ``2026-03-03T11:58:00+03:00``. A time without
+a zone is read in the course's zone. A missing or unreadable timestamp is recorded as such,
+never taken as "on time". Symbolic links are never followed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+TIMESTAMP_FILE = "timestamp.txt"
+_ZONE_SUFFIX = re.compile(r"^(?P<time>.+?)\s+(?P<zone>[A-Za-z_]+(?:/[A-Za-z0-9_+\-]+)*)$")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's notebook for one assignment, as found on disk.
+
+    ``problem`` is empty for a gradable submission, else why it cannot be graded (no notebook,
+    a symbolic link, ...). ``time_problem`` is empty when ``submitted_at`` is known.
+    """
+
+    student: str
+    assignment: str
+    path: Path
+    sha256: str
+    submitted_at: dt.datetime | None
+    time_problem: str = ""
+    problem: str = ""
+
+
+def parse_timestamp(text: str, tz: ZoneInfo) -> dt.datetime:
+    """Parse nbgrader's timestamp text into an aware datetime; raise ValueError if unreadable.
+
+    Accepted: ISO 8601 with or without an offset, or a time followed by a zone name. A naive
+    time is taken in ``tz``.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("the file is empty")
+    zone: dt.tzinfo | None = None
+    match = _ZONE_SUFFIX.match(text)
+    if match and not re.search(r"[+-]\d\d:?\d\d$|Z$", text):
+        try:
+            zone = ZoneInfo(match["zone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {match['zone']!r}") from None
+        text = match["time"]
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date and time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone or tz)
+    elif zone is not None:
+        raise ValueError("both a UTC offset and a zone name")
+    return moment
+
+
+def _pick_notebook(folder: Path, preferred: str) -> tuple[Path | None, str]:
+    notebooks = sorted(p for p in folder.iterdir() if p.suffix == ".ipynb"
+                       and not p.name.startswith("."))
+    named = [p for p in notebooks if p.name == preferred]
+    chosen = named[0] if named else (notebooks[0] if len(notebooks) == 1 else None)
+    if chosen is None:
+        if not notebooks:
+            return None, "no .ipynb notebook in the folder"
+        names = ", ".join(p.name for p in notebooks)
+        return None, f"several notebooks ({names}) and none named {preferred}"
+    if chosen.is_symlink():
+        return chosen, f"{chosen.name} is a symbolic link; submit the notebook file itself"
+    if not chosen.is_file():
+        return chosen, f"{chosen.name} is not a regular file"
+    return chosen, ""
+
+
+def _read_time(folder: Path, tz: ZoneInfo) -> tuple[dt.datetime | None, str]:
+    stamp = folder / TIMESTAMP_FILE
+    if not stamp.exists():
+        return None, f"no {TIMESTAMP_FILE}"
+    if stamp.is_symlink() or not stamp.is_file():
+        return None, f"{TIMESTAMP_FILE} is not a regular file"
+    try:
+        return parse_timestamp(stamp.read_text(encoding="utf-8", errors="replace")[:200], tz), ""
+    except ValueError as exc:
+        return None, f"unreadable {TIMESTAMP_FILE}: {exc}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def discover(root: Path, notebooks: dict[str, str], tz: ZoneInfo) -> list[Submission]:
+    """All submissions under ``root`` for the assignments in ``notebooks`` (id -> expected
+    notebook file name), sorted by (assignment, student). Folders of other assignments and
+    hidden folders are ignored; raise FileNotFoundError if ``root`` is not a folder."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such submissions folder")
+    found = []
+    for student_dir in sorted(root.iterdir()):
+        if student_dir.name.startswith(".") or not student_dir.is_dir():
+            continue
+        for assignment, notebook_name in notebooks.items():
+            folder = student_dir / assignment
+            if not folder.exists() and not folder.is_symlink():
+                continue
+            if student_dir.is_symlink() or folder.is_symlink() or not folder.is_dir():
+                found.append(Submission(student_dir.name, assignment, folder, "", None,
+                                        "not read", f"{folder.name} is a symbolic link or not "
+                                                    f"a folder; it is not followed"))
+                continue
+            path, problem = _pick_notebook(folder, notebook_name)
+            submitted_at, time_problem = _read_time(folder, tz)
+            digest = sha256_of(path) if path is not None and not problem else ""
+            found.append(Submission(student_dir.name, assignment, path or folder, digest,
+                                    submitted_at, time_problem, problem))
+    return sorted(found, key=lambda s: (s.assignment, s.student))

@@ -1,0 +1,141 @@
+"""Stage 6, export: the gradebook as CSV (one row per student, or one per student and HA),
+per-student feedback, and the summary an instructor reads after a run.
+
+CSV cells that a spreadsheet would run as a formula are neutralised, and every file is written
+to a temporary name first and then renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from grader.check import Outcome
+from grader.config import Course
+from grader.rules import passes
+from grader.store import GradeRow
+
+PER_HA = ("raw", "cap", "final", "status", "submitted_at")
+LONG_COLUMNS = ["student", "assignment", "required", "raw", "cap", "final", "status",
+                "submitted_at", "detail", "sha256", "seed", "graded_at"]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_KERNEL_OK = ("ok", "cell_error", "cell_timeout")
+
+
+def counted_rows(rows: Iterable[GradeRow]) -> dict[tuple[str, str], GradeRow]:
+    """The row that counts for each (student, assignment): the latest submission (by
+    submission time, then by grading time; rows with an unknown time sort first)."""
+    counted: dict[tuple[str, str], GradeRow] = {}
+    for row in sorted(rows, key=lambda r: (r.submitted_at is not None, r.submitted_at or "",
+                                           r.graded_at)):
+        counted[(row.student, row.assignment)] = row
+    return counted
+
+
+def display_status(row: GradeRow) -> str:
+    """The status shown for a row: the execution status, or ``time_unknown`` when the notebook
+    ran but its submission time is unknown (its final waits for the instructor)."""
+    if row.submitted_at is None and row.status in _KERNEL_OK:
+        return "time_unknown"
+    return row.status
+
+
+def wide_table(course: Course, rows: Iterable[GradeRow],
+               roster: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per student, sorted by student id, columns in the documented fixed order:
+    ``student``, then per assignment ``<id>_raw, <id>_cap, <id>_final, <id>_status,
+    <id>_submitted_at``, then ``required_passed`` and ``passed`` (yes / no / pending)."""
+    counted = counted_rows(rows)
+    students = sorted({s for s, _ in counted} | set(roster))
+    records = []
+    for student in students:
+        record: dict[str, object] = {"student": student}
+        finals: list[float | None] = []
+        unknown = 0
+        for a in course.assignments:
+            row = counted.get((student, a.id))
+            if row is None:
+                values = {"raw": 0.0, "cap": None, "final": 0.0, "status": "missing",
+                          "submitted_at": None}
+            else:
+                values = {"raw": row.raw, "cap": row.cap, "final": row.final,
+                          "status": display_status(row), "submitted_at": row.submitted_at}
+            for key in PER_HA:
+                record[f"{a.id}_{key}"] = values[key]
+            if a.required:
+                finals.append(values["final"])  # type: ignore[arg-type]
+                unknown += values["final"] is None
+        count, passed = passes(finals, course.pass_rule.min_percent,
+                               course.pass_rule.min_required)
+        record["required_passed"] = count
+        record["passed"] = ("yes" if passed else
+                            "pending" if count + unknown >= course.pass_rule.min_required else "no")
+        records.append(record)
+    columns = ["student"] + [f"{a.id}_{k}" for a in course.assignments for k in PER_HA] + \
+        ["required_passed", "passed"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def long_table(course: Course, rows: Iterable[GradeRow]) -> pd.DataFrame:
+    """One row per (student, assignment) that counts, for LMS import; sorted by both."""
+    required = {a.id: a.required for a in course.assignments}
+    records = [{"student": r.student, "assignment": r.assignment,
+                "required": "yes" if required.get(r.assignment, True) else "no",
+                "raw": r.raw, "cap": r.cap, "final": r.final, "status": display_status(r),
+                "submitted_at": r.submitted_at, "detail": r.detail, "sha256": r.sha256,
+                "seed": r.seed, "graded_at": r.graded_at}
+               for (_, _), r in sorted(counted_rows(rows).items())]
+    return pd.DataFrame.from_records(records, columns=LONG_COLUMNS)
+
+
+def _neutralise(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as UTF-8 CSV at ``path`` atomically, formulas neutralised."""
+    safe = frame.map(_neutralise)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            safe.to_csv(f, index=False, float_format="%.2f", lineterminator="\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def feedback_text(row: GradeRow, title: str) -> str:
+    """The feedback a student reads for one graded submission (Markdown)."""
+    lines = [f"# {title} ({row.assignment}): feedback for {row.student}", ""]
+    final = "pending (submission time unknown)" if row.final is None else f"{row.final:.2f} %"
+    lines += [f"- Final score: **{final}**",
+              f"- Checks: {row.earned:g} of {row.possible:g} points (raw {row.raw:.2f} %)",
+              f"- Late rule: {row.late_reason or 'not applied'}",
+              f"- Notebook run: {row.status} ({row.detail})", "", "## Checks", ""]
+    for check in row.check_results:
+        mark = "passed" if check.outcome is Outcome.PASSED else check.outcome.value
+        lines.append(f"- [{mark}] `{check.name}` ({check.points:g} pt)")
+        if check.message and check.outcome is not Outcome.PASSED:
+            lines += [f"  > {line}" for line in check.message.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path) -> list[Path]:
+    """One Markdown file per counted submission: ``out_dir/<student>/<assignment>.md``."""
+    titles = {a.id: a.title for a in course.assignments}
+    written = []
+    for (student, assignment), row in sorted(counted_rows(rows).items()):
+        safe_student = student.replace(os.sep, "_").lstrip(".") or "_"
+        path = out_dir / safe_student / f"{assignment}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(feedback_text(row, titles.get(assignment, assignment)), encoding="utf-8")
+        written.append(path)
+    return written

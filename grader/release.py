@@ -1,0 +1,88 @@
+"""The student release: student notebooks generated from the reference notebooks.
+
+In a reference notebook, code a student must write sits between ``### BEGIN SOLUTION`` and
+``### END SOLUTION`` lines; each region becomes a stub at the same indentation. Outputs and
+execution counts are dropped. Generating is deterministic, so a test can tell when the
+committed student notebook and the reference have drifted apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+from grader.config import Course
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+MARKDOWN_STUB = ("YOUR ANSWER HERE",)
+
+
+class ReleaseError(Exception):
+    """A reference notebook's solution markers are unbalanced."""
+
+
+def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
+    """Replace every marked solution region in ``source`` by ``stub`` lines, indented like the
+    BEGIN marker."""
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ReleaseError(f"{where}, line {number}: {BEGIN} inside another region")
+            inside = True
+            indent = re.match(r"\s*", line).group(0)  # type: ignore[union-attr]
+            out += [indent + s for s in stub]
+        elif stripped == END:
+            if not inside:
+                raise ReleaseError(f"{where}, line {number}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ReleaseError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def student_version(reference: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """The student notebook made from ``reference`` (which is not modified)."""
+    nb = nbformat.from_dict(nbformat.to_dict(reference))
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}, cell {index + 1}"
+        if cell.cell_type == "code":
+            cell.source = strip_regions(cell.source, CODE_STUB, where)
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        elif cell.cell_type == "markdown":
+            cell.source = strip_regions(cell.source, MARKDOWN_STUB, where)
+    return nb
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def release_notebooks(course: Course, check_only: bool = False) -> list[Path]:
+    """Regenerate ``assignments/<id>/<notebook>`` from ``solutions/`` for every assignment that
+    has a reference notebook. Return the student notebooks that differed (and, unless
+    ``check_only``, were rewritten)."""
+    changed = []
+    for a in course.assignments:
+        reference_path = course.reference_notebook(a.id)
+        if not reference_path.exists():
+            continue
+        reference = nbformat.read(reference_path, as_version=4)
+        text = render(student_version(reference, str(reference_path)))
+        target = course.student_notebook(a.id)
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current != text:
+            changed.append(target)
+            if not check_only:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+    return changed
