@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,20 @@ def _short(text: str, lines: int = 6, chars: int = 800) -> str:
 def _pytest(check_dir: Path, plugin: _GraderPlugin, *extra: str) -> int:
     args = [str(check_dir), "-c", str(_INI), "--rootdir", str(check_dir), "-p", "no:terminal",
             "-p", "no:cacheprovider", "--import-mode=importlib", *extra]
-    return int(pytest.main(args, plugins=[plugin]))
+    _forget_modules(check_dir)
+    try:
+        return int(pytest.main(args, plugins=[plugin]))
+    finally:
+        _forget_modules(check_dir)
+
+
+def _forget_modules(check_dir: Path) -> None:
+    # pytest's importlib mode reuses a module already in sys.modules under the same name, so
+    # check files of another folder (or an edited file) would silently run stale code.
+    root = str(check_dir.resolve()) + os.sep
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(root):
+            del sys.modules[name]
 
 
 def collect(check_dir: Path) -> dict[str, float]:

@@ -8,6 +8,7 @@ committed student notebook and the reference have drifted apart.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
 
 def student_version(reference: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The student notebook made from ``reference`` (which is not modified)."""
-    nb = nbformat.from_dict(nbformat.to_dict(reference))
+    nb = copy.deepcopy(reference)
     for index, cell in enumerate(nb.cells):
         where = f"{name}, cell {index + 1}"
         if cell.cell_type == "code":

@@ -11,7 +11,9 @@ from collections import OrderedDict
 from torch import nn
 
 
-def make_cnn(channels: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10) -> nn.Sequential:
+def make_cnn(
+    channels: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10
+) -> nn.Sequential:
     """The course CNN for 1x8x8 digits.
 
     conv1-bn1-relu1, conv2-bn2-relu2, pool (2x2, 8x8 -> 4x4), conv3-bn3-relu3, global average

@@ -1,0 +1,46 @@
+# Newcomer entry points: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HW     ?=
+DEMO   := out/demo
+
+.PHONY: install demo test check lint goldens release-notebooks bench clean
+
+# torch==2.13.0 first: that release lies on local disk as a CPU build, and installing it before
+# the rest keeps pip from resolving `torch` to a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, print a summary
+	$(BIN)/grader grade examples/submissions --gradebook $(DEMO)/gradebook.sqlite \
+		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
+
+test: $(STAMP)  ## the whole test suite (kernel tests included)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)  ## students: run the public checks on your notebooks (make check HW=hw1)
+	@status=0; for nb in $(if $(HW),assignments/$(HW)/$(HW).ipynb,assignments/hw*/hw*.ipynb); do \
+		$(BIN)/grader check $$nb || status=1; done; exit $$status
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+goldens: $(STAMP)  ## rewrite the golden CSV files after an intended format change
+	UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_export.py -q
+
+release-notebooks: $(STAMP)  ## regenerate assignments/*/*.ipynb from solutions/
+	$(BIN)/grader release-notebooks
+
+bench: $(STAMP)  ## time grading the homework-1 reference vs a bare nbclient run
+	$(BIN)/python scripts/bench_grading.py
+
+clean:
+	rm -rf out grades

@@ -1,0 +1,89 @@
+"""Write the bundled example submissions (examples/submissions/) for `make demo`.
+
+Each example is made from the reference or student notebook, so the examples never drift from
+the homework: run this again after changing a notebook.
+
+    python scripts/make_examples.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import nbformat
+
+from grader.release import student_version
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "examples" / "submissions"
+
+
+def _mutants():
+    spec = importlib.util.spec_from_file_location("hw1_mutants", ROOT / "tests" / "hw1_mutants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.MUTANTS
+
+
+def _clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def _mutate(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
+    for old, new in replacements:
+        cells = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+        assert len(cells) == 1, f"{old!r} is not in exactly one cell"
+        cells[0].source = cells[0].source.replace(old, new)
+
+
+def _insert_after_first_code(nb: nbformat.NotebookNode, source: str) -> None:
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells.insert(first + 1, nbformat.v4.new_code_cell(source))
+
+
+def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None) -> None:
+    folder = OUT / student / "hw1"
+    folder.mkdir(parents=True)
+    path = folder / "hw1.ipynb"
+    if isinstance(nb, str):
+        path.write_text(nb, encoding="utf-8")
+    else:
+        nbformat.write(nb, path)
+    if timestamp is not None:
+        (folder / "timestamp.txt").write_text(timestamp + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    reference = nbformat.read(ROOT / "solutions" / "hw1" / "hw1.ipynb", as_version=4)
+    shutil.rmtree(OUT, ignore_errors=True)
+
+    def fresh() -> nbformat.NotebookNode:
+        return _clean(nbformat.from_dict(reference))
+
+    # HW1 is given on 2026-11-03: 100 % until 2026-11-04 11:59, 75 % until 2026-11-05 11:59,
+    # 50 % until the last lecture day (2026-12-08) 11:59, Moscow time.
+    _write("alice", fresh(), "2026-11-04 09:15:00.000000 Europe/Moscow")
+    buggy = fresh()
+    _mutate(buggy, _mutants()["groups_ignored"])
+    _write("bob", buggy, "2026-11-04 11:59:30.000000 Europe/Moscow")
+    _write("carol", student_version(reference, "hw1"), "2026-11-03T20:00:00+03:00")
+    raises = fresh()
+    _insert_after_first_code(raises, "# my experiment\n"
+                                     "model = nncourse.make_cnn(channels=(32, 64))")
+    _write("dave", raises, "2026-11-05 10:00:00.000000 Europe/Moscow")
+    endless = fresh()
+    _insert_after_first_code(endless, "# wait until training converges\nimport time\n"
+                                      "while True:\n    time.sleep(0.1)")
+    _write("erin", endless, None)
+    text = nbformat.writes(fresh())
+    _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
+    print(f"wrote {len(list(OUT.iterdir()))} example submissions to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The command line: exit codes, help texts, and that the README documents every command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, write_notebook
+
+from grader.cli import main
+
+COMMANDS = sorted(main.commands)
+
+
+def run(*args: str, cwd: Path | None = None):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "Example: grader " + command in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme(command):
+    assert f"grader {command}" in (REPO / "README.md").read_text()
+
+
+def test_readme_starts_with_the_two_newcomer_commands():
+    lines = [ln.strip() for ln in (REPO / "README.md").read_text().splitlines()]
+    first_commands = [ln for ln in lines if ln.startswith("make ")][:2]
+    assert first_commands == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make lint test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_a_broken_course_file_is_a_usage_error_naming_it(tmp_path):
+    bad = tmp_path / "course.toml"
+    bad.write_text("[course]\nname = 3\n")
+    result = run("grade", str(tmp_path), "--course", str(bad))
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "course.name" in result.output
+
+
+def test_grading_a_missing_folder_is_a_usage_error(tmp_path):
+    result = run("grade", str(tmp_path / "nowhere"), "--course", str(REPO / "course.toml"),
+                 "--gradebook", str(tmp_path / "g.sqlite"))
+    assert result.exit_code == 2 and "nowhere" in result.output
+
+
+def test_an_unknown_assignment_is_a_usage_error(tmp_path):
+    result = run("grade", str(tmp_path), "--course", str(REPO / "course.toml"),
+                 "--gradebook", str(tmp_path / "g.sqlite"), "--assignment", "hw9")
+    assert result.exit_code == 2 and "hw9" in result.output
+
+
+def test_checks_without_points_stop_the_run_before_any_grading(tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(REPO / "assignments", course / "assignments",
+                    ignore=shutil.ignore_patterns("*.ipynb", "weights"))
+    shutil.copy(REPO / "course.toml", course / "course.toml")
+    checks = course / "solutions" / "hw1" / "checks"
+    checks.mkdir(parents=True)
+    (checks / "test_x.py").write_text("def test_unweighted(student):\n    pass\n")
+    subs = tmp_path / "subs"
+    write_notebook(subs / "alice" / "hw1" / "hw1.ipynb", "x = 1")
+    result = run("grade", str(subs), "--course", str(course / "course.toml"),
+                 "--gradebook", str(tmp_path / "g.sqlite"), "--csv", str(tmp_path / "g.csv"))
+    assert result.exit_code == 2
+    assert "test_unweighted" in result.output and "points" in result.output
+    assert not (tmp_path / "g.csv").exists()
+
+
+def test_export_without_a_gradebook_is_a_usage_error(tmp_path):
+    result = run("export", "--course", str(REPO / "course.toml"),
+                 "--gradebook", str(tmp_path / "none.sqlite"))
+    assert result.exit_code == 2 and "grader grade" in result.output
+
+
+def test_check_of_an_unreadable_notebook_is_a_usage_error(tmp_path):
+    nb = tmp_path / "hw1" / "hw1.ipynb"
+    nb.parent.mkdir()
+    nb.write_text("{not json")
+    result = run("check", str(nb), "--course", str(REPO / "course.toml"))
+    assert result.exit_code == 2 and "hw1.ipynb" in result.output
+
+
+def test_check_needs_a_known_assignment(tmp_path):
+    nb = write_notebook(tmp_path / "mystery" / "x.ipynb", "x = 1")
+    result = run("check", str(nb), "--course", str(REPO / "course.toml"))
+    assert result.exit_code == 2 and "--assignment" in result.output
+
+
+def test_student_notebooks_match_the_references():
+    result = run("release-notebooks", "--check", "--course", str(REPO / "course.toml"))
+    assert result.exit_code == 0, result.output
