@@ -7,6 +7,7 @@ key, so a typo never silently becomes a default.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ class Course:
 _LIMIT_KEYS = {
     "cell_timeout_s": float, "notebook_timeout_s": float, "call_timeout_s": float,
     "memory_mb": int, "cpu_s": int, "fsize_mb": int, "nproc": int, "max_output_chars": int,
+    "tmp_mb": int, "sandbox": str,
 }
+_SANDBOX_MODES = ("auto", "required", "off")
 
 
 class _Reader:
@@ -127,6 +130,20 @@ class _Reader:
             raise self._err(unknown[0], "unknown key")
 
 
+def _quote_line(path: Path, message: str) -> str:
+    # tomllib names only a line and column; quote that line, and the table it is in.
+    match = re.search(r"line (\d+)", message)
+    if not match:
+        return ""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    number = int(match.group(1))
+    if not 1 <= number <= len(lines):
+        return ""
+    table = next((ln.strip() for ln in reversed(lines[:number]) if ln.strip().startswith("[")),
+                 "the top level")
+    return f"; in {table}, line {number}: {lines[number - 1].strip()!r}"
+
+
 def load_course(path: Path) -> Course:
     """Read and check ``course.toml``."""
     path = Path(path).resolve()
@@ -134,7 +151,9 @@ def load_course(path: Path) -> Course:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}{_quote_line(path, str(exc))}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}") from exc
 
     top = _Reader(path, data, "")
@@ -149,7 +168,10 @@ def load_course(path: Path) -> Course:
     try:
         deadline = dt.time.fromisoformat(deadline_text)
     except ValueError:
-        raise course._err("deadline_time", f"expected HH:MM, got {deadline_text!r}") from None
+        deadline = None
+    if deadline is None or deadline.tzinfo is not None or deadline.second or deadline.microsecond:
+        raise course._err("deadline_time", f"expected HH:MM (a whole minute, no zone), "
+                                           f"got {deadline_text!r}")
     policy_text = course.get("late_policy", str, "cap")
     try:
         policy = LatePolicy(policy_text)
@@ -162,13 +184,24 @@ def load_course(path: Path) -> Course:
     rule = top.sub("pass_rule")
     pass_rule = PassRule(rule.get("min_percent", float, 50.0), rule.get("min_required", int, 4))
     rule.finish()
+    if not 0.0 <= pass_rule.min_percent <= 100.0:
+        raise rule._err("min_percent", f"must be a percent in 0..100, got {pass_rule.min_percent}")
+    if pass_rule.min_required < 0:
+        raise rule._err("min_required", f"must be 0 or more, got {pass_rule.min_required}")
 
     limits_table = top.sub("limits")
     limits = Limits(**{k: limits_table.get(k, kind, getattr(Limits(), k))
                        for k, kind in _LIMIT_KEYS.items()})
     limits_table.finish()
+    if limits.sandbox not in _SANDBOX_MODES:
+        raise limits_table._err("sandbox", f"expected one of {', '.join(_SANDBOX_MODES)}, "
+                                           f"got {limits.sandbox!r}")
+    for key in _LIMIT_KEYS:
+        value = getattr(limits, key)
+        if not isinstance(value, str) and value < 0:
+            raise limits_table._err(key, f"must be 0 or more, got {value}")
 
-    assignments = []
+    assignments: list[Assignment] = []
     for i, table in enumerate(top.get("assignment", list)):
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: assignment[{i}]: expected a table")
@@ -176,14 +209,13 @@ def load_course(path: Path) -> Course:
         a = Assignment(reader.get("id", str), reader.get("title", str), reader.date("lecture_day"),
                        reader.get("required", bool, True), reader.get("notebook", str))
         reader.finish()
+        if any(a.id == seen.id for seen in assignments):
+            raise reader._err("id", f"repeats assignment {a.id!r}")
         if a.lecture_day > last_lecture:
             raise reader._err("lecture_day", f"{a.lecture_day} is after the last lecture day "
                                              f"{last_lecture}")
         assignments.append(a)
     top.finish()
-    ids = [a.id for a in assignments]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{path}: assignment ids repeat: {ids}")
     if not assignments:
         raise ConfigError(f"{path}: no [[assignment]] tables")
     return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,

@@ -91,7 +91,8 @@ def _read_time(folder: Path, tz: ZoneInfo) -> tuple[dt.datetime | None, str]:
     if stamp.is_symlink() or not stamp.is_file():
         return None, f"{TIMESTAMP_FILE} is not a regular file"
     try:
-        return parse_timestamp(stamp.read_text(encoding="utf-8", errors="replace")[:200], tz), ""
+        with stamp.open(encoding="utf-8", errors="replace") as f:
+            return parse_timestamp(f.read(200), tz), ""
     except ValueError as exc:
         return None, f"unreadable {TIMESTAMP_FILE}: {exc}"
 

@@ -9,11 +9,13 @@ stays alive after the notebook ran so that the check stage can call into it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import os
 import queue
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from grader import sandbox
 from grader.protocol import MIME, StudentError
 
 KERNEL_NAME = "nncourse-grader"
@@ -57,8 +60,10 @@ class Limits:
     memory_mb: int = 4096
     cpu_s: int = 900
     fsize_mb: int = 256
-    nproc: int = 0
+    nproc: int = 256
     max_output_chars: int = 100_000
+    tmp_mb: int = 512
+    sandbox: str = "auto"  # "auto": bubblewrap when it works here; "required"; "off"
 
 
 @dataclass(frozen=True)
@@ -136,15 +141,38 @@ def kit_source() -> Path:
     return Path(nncourse.__file__).resolve().parent
 
 
-def _write_kernelspec(root: Path, limits: Limits) -> KernelSpecManager:
+class SandboxUnavailable(Exception):
+    """The course requires the sandbox and it cannot be created on this machine."""
+
+
+def use_sandbox(limits: Limits) -> tuple[bool, str]:
+    """Whether kernels run sandboxed under ``limits``, and a sentence saying so (or why not).
+
+    Raise SandboxUnavailable when ``limits.sandbox`` is "required" and it cannot be had."""
+    if limits.sandbox == "off":
+        return False, "kernel NOT sandboxed (limits.sandbox = \"off\"); resource limits only"
+    found = sandbox.probe()
+    if found.available:
+        return True, found.reason
+    if limits.sandbox == "required":
+        raise SandboxUnavailable(f"the course requires the kernel sandbox: {found.reason}")
+    return False, f"kernel NOT sandboxed: {found.reason}; resource limits only"
+
+
+def _write_kernelspec(root: Path, limits: Limits, inner: list[str]) -> KernelSpecManager:
     spec_dir = root / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
+    sandboxed_as_nobody = inner[0] == "bwrap" and os.geteuid() == 0
     argv = [sys.executable, "-m", "grader.kernel_launch",
             "--memory-mb", str(limits.memory_mb), "--cpu-s", str(limits.cpu_s),
             "--fsize-mb", str(limits.fsize_mb), "--nproc", str(limits.nproc),
-            "-f", "{connection_file}"]
+            "--nproc-uid", str(sandbox.NOBODY if sandboxed_as_nobody else os.getuid()),
+            "--", *inner]
+    # Interrupts travel as messages: a SIGINT to the process group would also reach bubblewrap,
+    # which dies of it and takes the kernel along.
     (spec_dir / "kernel.json").write_text(json.dumps(
-        {"argv": argv, "display_name": "nncourse grader", "language": "python"}))
+        {"argv": argv, "display_name": "nncourse grader", "language": "python",
+         "interrupt_mode": "message"}))
     return KernelSpecManager(kernel_dirs=[str(root / "kernels")], ensure_native_kernel=False)
 
 
@@ -153,6 +181,8 @@ def _kernel_env(home: Path, kit_parent: Path) -> dict[str, str]:
     return {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin",
         "HOME": str(home),
+        "USER": "student",
+        "LOGNAME": "student",
         "PYTHONPATH": str(kit_parent),
         "LANG": "C.UTF-8",
         "OMP_NUM_THREADS": "1",
@@ -254,22 +284,38 @@ def execute(notebook_path: Path, limits: Limits
         yield Execution(ExecStatus.MALFORMED, str(exc), 0.0, 0), None
         return
 
+    sandboxed, _ = use_sandbox(limits)
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         root = Path(tmp)
-        workdir, kit_parent, home = root / "work", root / "kit", root / "home"
-        workdir.mkdir()
-        home.mkdir()
+        workdir, kit_parent = root / "work", root / "kit"
+        home, ipc = root / "home", root / "ipc"
+        for folder in (workdir, home, ipc):
+            folder.mkdir()
         shutil.copytree(kit_source(), kit_parent / KIT_PACKAGE,
                         ignore=shutil.ignore_patterns("__pycache__"))
         _copy_submission(notebook_path, workdir)
+        env = _kernel_env(home, kit_parent)
+        inner = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        if sandboxed:
+            inner = sandbox.wrap(inner, read_write=[workdir, home, ipc], read_only=[kit_parent],
+                                 env=env, cwd=workdir, tmp_mb=limits.tmp_mb)
         # ipc sockets in the private folder: no TCP port, nothing reachable from outside
-        km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(root / "ipc"),
-                           kernel_spec_manager=_write_kernelspec(root, limits),
+        km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(ipc / "kernel"),
+                           connection_file=str(ipc / "connection.json"),
+                           kernel_spec_manager=_write_kernelspec(root, limits, inner),
                            client_class="jupyter_client.asynchronous.AsyncKernelClient")
+        km.write_connection_file()
+        if sandboxed:
+            sandbox.hand_over([workdir, home, ipc])
         session: KernelSession | None = None
         try:
-            km.start_kernel(cwd=str(workdir), env=_kernel_env(home, kit_parent))
+            with (root / "kernel.log").open("wb") as log:
+                # the kernel's own chatter goes to a log, not into the grader's terminal
+                km.start_kernel(cwd=str(workdir), env=env, stdout=subprocess.DEVNULL,
+                                stderr=log)
             execution = _run_cells(nb, km, workdir, limits, start)
+            if execution.status is ExecStatus.KERNEL_DIED:
+                execution = _with_log_tail(execution, root / "kernel.log")
             if execution.kernel_usable:
                 session = KernelSession(km)
             yield execution, session
@@ -336,6 +382,14 @@ def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limi
         detail = f"{len(errors)} cell(s) raised an error; first: {errors[0]}"
     return Execution(status, detail, time.monotonic() - start, cells_run, tuple(errors),
                      client.truncated)
+
+
+def _with_log_tail(execution: Execution, log: Path) -> Execution:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return execution
+    return dataclasses.replace(execution, detail=f"{execution.detail}; kernel said: "
+                                                  f"{lines[-1][:200]}")
 
 
 def _wait_idle(client: NotebookClient, timeout: float) -> bool:

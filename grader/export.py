@@ -7,6 +7,7 @@ to a temporary name first and then renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -30,10 +31,16 @@ def counted_rows(rows: Iterable[GradeRow]) -> dict[tuple[str, str], GradeRow]:
     """The row that counts for each (student, assignment): the latest submission (by
     submission time, then by grading time; rows with an unknown time sort first)."""
     counted: dict[tuple[str, str], GradeRow] = {}
-    for row in sorted(rows, key=lambda r: (r.submitted_at is not None, r.submitted_at or "",
-                                           r.graded_at)):
+    for row in sorted(rows, key=_submission_order):
         counted[(row.student, row.assignment)] = row
     return counted
+
+
+def _submission_order(row: GradeRow) -> tuple[bool, dt.datetime, str]:
+    # compare instants, not ISO text: offsets differ between timestamp files
+    if row.submitted_at is None:
+        return (False, dt.datetime.min.replace(tzinfo=dt.UTC), row.graded_at)
+    return (True, dt.datetime.fromisoformat(row.submitted_at), row.graded_at)
 
 
 def display_status(row: GradeRow) -> str:
@@ -103,6 +110,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     safe = frame.map(_neutralise)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; a shared gradebook is not private
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             safe.to_csv(f, index=False, float_format="%.2f", lineterminator="\n")

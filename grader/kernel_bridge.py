@@ -15,6 +15,7 @@ def __grader_make_bridge():  # noqa: N807 - private name inside the student's na
     import base64
     import io
     import json
+    import sys
     import time
     import traceback
 
@@ -138,9 +139,8 @@ def __grader_make_bridge():  # noqa: N807 - private name inside the student's na
         return {"__module__": {"layers": layers, "state_dict": state}}
 
     def encode(v, depth=0):
-        import torch
-        from torch import nn
-
+        # torch only if the notebook imported it: a plain value needs no 2-second import
+        torch = sys.modules.get("torch")
         if depth > 20:
             raise ValueError("result nested too deeply")
         if v is None or isinstance(v, (bool, str)):
@@ -149,9 +149,9 @@ def __grader_make_bridge():  # noqa: N807 - private name inside the student's na
             return int(v)
         if isinstance(v, float):
             return float(v)
-        if isinstance(v, torch.Tensor):
+        if torch is not None and isinstance(v, torch.Tensor):
             return {"__tensor__": tensor_to_b64(v)}
-        if isinstance(v, nn.Module):
+        if torch is not None and isinstance(v, torch.nn.Module):
             return describe_module(v)
         if isinstance(v, tuple):
             return {"__tuple__": [encode(x, depth + 1) for x in v]}
@@ -163,6 +163,8 @@ def __grader_make_bridge():  # noqa: N807 - private name inside the student's na
         if hasattr(v, "item") and hasattr(v, "shape") and v.shape == ():
             return encode(v.item(), depth + 1)
         if hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "tolist"):
+            import torch
+
             return {"__tensor__": tensor_to_b64(torch.as_tensor(v))}
         raise TypeError(f"cannot send a {type(v).__name__} back to the grader")
 

@@ -29,13 +29,13 @@ def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
     """Replace every marked solution region in ``source`` by ``stub`` lines, indented like the
     BEGIN marker."""
     out: list[str] = []
-    inside = False
+    inside, begin_line = False, 0
     for number, line in enumerate(source.splitlines(), start=1):
         stripped = line.strip()
         if stripped == BEGIN:
             if inside:
                 raise ReleaseError(f"{where}, line {number}: {BEGIN} inside another region")
-            inside = True
+            inside, begin_line = True, number
             indent = re.match(r"\s*", line).group(0)  # type: ignore[union-attr]
             out += [indent + s for s in stub]
         elif stripped == END:
@@ -45,7 +45,7 @@ def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
         elif not inside:
             out.append(line)
     if inside:
-        raise ReleaseError(f"{where}: {BEGIN} without {END}")
+        raise ReleaseError(f"{where}, line {begin_line}: {BEGIN} without {END}")
     return "\n".join(out)
 
 

@@ -73,11 +73,18 @@ class Gradebook:
         self.path = path
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise GradebookError(f"{path}: cannot open the gradebook: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._create()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise GradebookError(f"{path}: not a usable gradebook: {exc}") from exc
+        except GradebookError:
+            self._db.close()
+            raise
 
     def _create(self) -> None:
         columns = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in _COLUMNS)

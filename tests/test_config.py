@@ -1,0 +1,245 @@
+"""Tests for grader/config.py: the repository's course.toml loads, and every kind of mistake in
+a course.toml is a ConfigError that names the file and the dotted key.
+
+Each bad file is the small valid ``BASE`` below with one textual edit, written into tmp_path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from grader.config import ConfigError, load_course
+from grader.execute import Limits
+from grader.rules import LatePolicy
+
+REPO_COURSE = Path(__file__).resolve().parents[1] / "course.toml"
+
+BASE = """\
+[course]
+name = "Test course"
+timezone = "Europe/Moscow"
+deadline_time = "11:59"
+late_policy = "cap"
+last_lecture_day = 2026-12-08
+
+[pass_rule]
+min_percent = 50.0
+min_required = 1
+
+[limits]
+cell_timeout_s = 10
+memory_mb = 1024
+
+[[assignment]]
+id = "hw1"
+title = "One"
+lecture_day = 2026-11-03
+required = true
+notebook = "hw1.ipynb"
+
+[[assignment]]
+id = "hw2"
+title = "Two"
+lecture_day = 2026-11-10
+required = false
+notebook = "hw2.ipynb"
+"""
+
+
+def write_course(tmp_path: Path, old: str = "", new: str = "") -> Path:
+    """BASE with the text ``old`` replaced by ``new`` (which must change something)."""
+    text = BASE
+    if old:
+        assert text.count(old) == 1, f"edit anchor {old!r} must occur exactly once"
+        text = text.replace(old, new)
+    path = tmp_path / "course.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path) -> str:
+    """The ConfigError message for ``path``, minus the file name (so a key that happens to be in
+    tmp_path's name cannot satisfy an assertion); the file name itself must be there."""
+    with pytest.raises(ConfigError) as info:
+        load_course(path)
+    message = str(info.value)
+    full = str(path.resolve())
+    assert full in message
+    return message.replace(full, "<file>")
+
+
+def test_repository_course_loads() -> None:
+    course = load_course(REPO_COURSE)
+    assert course.path == REPO_COURSE
+    assert [a.id for a in course.assignments] == ["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"]
+    assert [a.required for a in course.assignments] == [True] * 5 + [False]
+    assert [a.notebook for a in course.assignments] == [f"hw{i}.ipynb" for i in range(1, 7)]
+    assert course.assignment("hw1").lecture_day == dt.date(2026, 11, 3)
+    assert course.timezone.key == "Europe/Moscow"
+    assert course.deadline_time == dt.time(11, 59)
+    assert course.late_policy is LatePolicy.CAP
+    assert course.last_lecture_day == dt.date(2026, 12, 8)
+    assert (course.pass_rule.min_percent, course.pass_rule.min_required) == (50.0, 4)
+    # The limits are tuned while the course runs, so compare with the file's own values.
+    written = tomllib.loads(REPO_COURSE.read_text(encoding="utf-8"))["limits"]
+    assert {"cell_timeout_s", "notebook_timeout_s", "memory_mb"} <= set(written)
+    for field in fields(Limits):
+        default = getattr(Limits(), field.name)
+        loaded = getattr(course.limits, field.name)
+        assert loaded == written.get(field.name, default), field.name
+        assert type(loaded) is type(default), field.name
+    assert all(a.lecture_day <= course.last_lecture_day for a in course.assignments)
+
+
+def test_small_course_loads_with_defaults_and_int_to_float(tmp_path: Path) -> None:
+    course = load_course(write_course(tmp_path))
+    assert [(a.id, a.required) for a in course.assignments] == [("hw1", True), ("hw2", False)]
+    # cell_timeout_s = 10 is a TOML integer; a float field takes it as 10.0.
+    assert course.limits.cell_timeout_s == 10.0
+    assert isinstance(course.limits.cell_timeout_s, float)
+    assert course.limits.memory_mb == 1024
+    # Keys not given take Limits' defaults.
+    assert course.limits.cpu_s == Limits().cpu_s
+    assert course.limits.notebook_timeout_s == Limits().notebook_timeout_s
+
+
+def test_relative_path_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_course(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    course = load_course(Path("course.toml"))
+    assert course.path == (tmp_path / "course.toml").resolve()
+    assert course.root == tmp_path.resolve()
+    assert course.hidden_checks("hw1") == tmp_path.resolve() / "solutions" / "hw1" / "checks"
+
+
+def test_unknown_assignment_id(tmp_path: Path) -> None:
+    course = load_course(write_course(tmp_path))
+    with pytest.raises(ConfigError):
+        course.assignment("hw9")
+
+
+BAD = [
+    # unknown keys
+    pytest.param("[course]\n", "colour = 1\n[course]\n", "colour", id="unknown-top-level"),
+    pytest.param('late_policy = "cap"\n', 'late_policy = "cap"\nlate_polcy = "cap"\n',
+                 "course.late_polcy", id="unknown-in-course"),
+    pytest.param("memory_mb = 1024\n", "memory_mb = 1024\nmemroy_mb = 1\n", "limits.memroy_mb",
+                 id="unknown-in-limits"),
+    pytest.param("min_required = 1\n", "min_required = 1\nmin_requried = 2\n",
+                 "pass_rule.min_requried", id="unknown-in-pass-rule"),
+    pytest.param('notebook = "hw2.ipynb"\n', 'notebook = "hw2.ipynb"\ndeadline = 2026-11-11\n',
+                 "assignment[1].deadline", id="unknown-in-assignment"),
+    # wrong types
+    pytest.param("memory_mb = 1024", 'memory_mb = "1024"', "limits.memory_mb",
+                 id="string-where-int"),
+    pytest.param("memory_mb = 1024", "memory_mb = true", "limits.memory_mb",
+                 id="bool-where-int"),
+    pytest.param("cell_timeout_s = 10", "cell_timeout_s = true", "limits.cell_timeout_s",
+                 id="bool-where-float"),
+    pytest.param("cell_timeout_s = 10", 'cell_timeout_s = "10"', "limits.cell_timeout_s",
+                 id="string-where-float"),
+    pytest.param("min_required = 1", "min_required = 1.0", "pass_rule.min_required",
+                 id="float-where-int"),
+    pytest.param("required = false", 'required = "no"', "assignment[1].required",
+                 id="string-where-bool"),
+    pytest.param('name = "Test course"', "name = 5", "course.name", id="int-where-string"),
+    pytest.param('id = "hw2"', "id = 2", "assignment[1].id", id="int-id"),
+    # missing keys
+    pytest.param('name = "Test course"\n', "", "course.name", id="missing-name"),
+    pytest.param('notebook = "hw1.ipynb"\n', "", "assignment[0].notebook",
+                 id="missing-notebook"),
+    # dates
+    pytest.param("last_lecture_day = 2026-12-08", 'last_lecture_day = "2026-02-30"',
+                 "course.last_lecture_day", id="impossible-date-string"),
+    pytest.param("lecture_day = 2026-11-10", 'lecture_day = "next tuesday"',
+                 "assignment[1].lecture_day", id="not-a-date"),
+    pytest.param("lecture_day = 2026-11-10", "lecture_day = 2026-11-10T10:00:00",
+                 "assignment[1].lecture_day", id="datetime-not-date"),
+    pytest.param("lecture_day = 2026-11-10", "lecture_day = 2026-12-09",
+                 "assignment[1].lecture_day", id="lecture-after-last-lecture-day"),
+    # course settings
+    pytest.param('timezone = "Europe/Moscow"', 'timezone = "Europe/Atlantis"', "course.timezone",
+                 id="unknown-time-zone"),
+    pytest.param('timezone = "Europe/Moscow"', 'timezone = "../../etc/passwd"',
+                 "course.timezone", id="time-zone-path"),
+    pytest.param('deadline_time = "11:59"', 'deadline_time = "25:00"', "course.deadline_time",
+                 id="deadline-hour-25"),
+    pytest.param('deadline_time = "11:59"', 'deadline_time = "noon"', "course.deadline_time",
+                 id="deadline-noon"),
+    pytest.param('late_policy = "cap"', 'late_policy = "Cap"', "course.late_policy",
+                 id="late-policy-case"),
+    pytest.param('late_policy = "cap"', 'late_policy = "halve"', "course.late_policy",
+                 id="late-policy-unknown"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "dotted"), BAD)
+def test_bad_course_names_file_and_key(tmp_path: Path, old: str, new: str, dotted: str) -> None:
+    message = config_error(write_course(tmp_path, old, new))
+    assert dotted in message
+
+
+# Values that load today but make grading crash later (grader.rules raises ValueError for a
+# deadline_time that is not a whole minute or carries a UTC offset, and for a pass rule
+# outside 0..100 % or a negative count): they belong to course.toml, so they must be
+# ConfigErrors at load time, naming the key.
+LOADS_BUT_CRASHES_LATER = [
+    pytest.param('deadline_time = "11:59"', 'deadline_time = "11:59:30"', "course.deadline_time",
+                 id="deadline-with-seconds"),
+    pytest.param('deadline_time = "11:59"', 'deadline_time = "11:59+03:00"',
+                 "course.deadline_time", id="deadline-with-offset"),
+    pytest.param("min_percent = 50.0", "min_percent = 150.0", "pass_rule.min_percent",
+                 id="min-percent-over-100"),
+    pytest.param("min_required = 1", "min_required = -1", "pass_rule.min_required",
+                 id="min-required-negative"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "dotted"), LOADS_BUT_CRASHES_LATER)
+def test_values_the_rules_reject_are_config_errors(tmp_path: Path, old: str, new: str,
+                                                   dotted: str) -> None:
+    message = config_error(write_course(tmp_path, old, new))
+    assert dotted in message
+
+
+def test_duplicate_assignment_ids_name_the_repeated_entry(tmp_path: Path) -> None:
+    message = config_error(write_course(tmp_path, 'id = "hw2"', 'id = "hw1"'))
+    assert "assignment[1].id" in message
+
+
+def test_impossible_toml_date_literal_names_the_key(tmp_path: Path) -> None:
+    # A bare TOML date that does not exist fails inside tomllib, which only gives line and
+    # column; the message must still let the reader find the key.
+    path = write_course(tmp_path, "last_lecture_day = 2026-12-08", "last_lecture_day = 2026-02-30")
+    message = config_error(path)
+    assert "last_lecture_day" in message
+
+
+def test_no_assignments(tmp_path: Path) -> None:
+    text = BASE.split("[[assignment]]")[0] + "assignment = []\n"
+    path = tmp_path / "course.toml"
+    path.write_text(text, encoding="utf-8")
+    config_error(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    config_error(tmp_path / "nowhere" / "course.toml")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"[course\nname = 1\n", id="unclosed-table"),
+        pytest.param(b'[course]\nname = "a"\nname = "b"\n', id="repeated-key"),
+        pytest.param(b"\xff\xfe[course]\n", id="not-utf8"),
+    ],
+)
+def test_invalid_toml(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "course.toml"
+    path.write_bytes(content)
+    config_error(path)
