@@ -18,7 +18,7 @@ from grader import export as export_mod
 from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
 from grader.discover import Submission
-from grader.execute import ExecStatus, read_notebook
+from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
 from grader.pipeline import Graded, grade_all, grade_notebook, new_seed
 from grader.release import ReleaseError, release_notebooks
 from grader.store import GradebookError, locked, open_gradebook
@@ -83,7 +83,8 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         with locked(gradebook) as book:
             graded = grade_all(course, submissions, book, assignments, force, seed, _progress)
             rows = book.rows()
-    except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError) as exc:
+    except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError,
+            SandboxUnavailable) as exc:
         raise UsageFailure(str(exc)) from None
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)
@@ -172,11 +173,12 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
     except ValueError as exc:
         raise UsageFailure(f"{notebook}: {exc}") from None
     check_dir = course.public_checks(assignment)
-    err.print(f"running {notebook} and the public checks of {assignment} ...")
     try:
+        _, sandbox_note = use_sandbox(course.limits)
+        err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
         execution, results = grade_notebook(notebook, check_dir, course.limits,
                                             new_seed() if seed is None else seed)
-    except ChecksConfigError as exc:
+    except (ChecksConfigError, SandboxUnavailable) as exc:
         raise UsageFailure(str(exc)) from None
     out.print(f"notebook: {execution.status.value} ({execution.detail}), "
               f"{execution.seconds:.1f} s")

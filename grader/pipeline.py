@@ -18,7 +18,7 @@ from pathlib import Path
 from grader.check import CheckResult, ChecksConfigError, collect, run_checks
 from grader.config import Course
 from grader.discover import Submission, discover
-from grader.execute import ExecStatus, Execution, Limits, execute
+from grader.execute import ExecStatus, Execution, Limits, execute, use_sandbox
 from grader.protocol import Student
 from grader.score import Deadlines, score
 from grader.store import Gradebook, GradeRow
@@ -112,11 +112,12 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     for assignment in wanted:
         course.assignment(assignment)  # unknown ids fail here, before any work
         collect(course.hidden_checks(assignment))  # checks without points stop the run here
+    _, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
     seed = new_seed() if seed is None else seed
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)
     report = progress or (lambda *_: None)
-    report(f"{len(submissions)} submission(s), seed {seed}", None, None)
+    report(f"{len(submissions)} submission(s), seed {seed}; {sandbox_note}", None, None)
     done = []
     for sub in submissions:
         stored = book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 else None

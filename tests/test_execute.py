@@ -13,7 +13,7 @@ from grader.pipeline import BRIDGE_SOURCE
 from grader.protocol import Student, StudentError
 
 FIXTURES = Path(__file__).with_name("fixtures")
-FAST = Limits(cell_timeout_s=3, notebook_timeout_s=30, call_timeout_s=3)
+FAST = Limits(cell_timeout_s=3, notebook_timeout_s=30, call_timeout_s=10)
 
 pytestmark = pytest.mark.kernel
 
@@ -112,9 +112,9 @@ def test_a_call_that_hangs_fails_alone_and_the_kernel_recovers(tmp_path):
     with execute(path, FAST) as (_, session):
         student = _student(session)
         start = time.monotonic()
-        with pytest.raises(StudentError, match="did not finish within 3"):
+        with pytest.raises(StudentError, match="did not finish within 10"):
             student.call("slow")
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 20
         assert student.call("fast") == 7
 
 

@@ -1,0 +1,248 @@
+"""Hostile notebooks: each threat from the README's security table, and how it ends.
+
+Every case runs a real kernel through the grader's path (``grade_notebook``) with a small set of
+checks, and asserts that the notebook earns no credit beyond what honest work earns, that the
+grader and what it guards are unaffected, and that the status says what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, write_notebook
+
+from grader.check import Outcome
+from grader.execute import ExecStatus, Limits, use_sandbox
+from grader.pipeline import grade_notebook
+
+pytestmark = pytest.mark.kernel
+
+LIMITS = Limits(cell_timeout_s=10, notebook_timeout_s=60, call_timeout_s=10, memory_mb=3072,
+                max_output_chars=20_000)
+SANDBOXED, SANDBOX_NOTE = use_sandbox(LIMITS)
+needs_sandbox = pytest.mark.skipif(not SANDBOXED, reason=SANDBOX_NOTE)
+
+CHECKS = '''
+import pytest
+import torch
+
+@pytest.mark.points(1)
+def test_square(student, rng):
+    x = torch.randn(5, generator=torch.Generator().manual_seed(rng.randrange(10**6)))
+    got = student.call("square", x)
+    assert isinstance(got, torch.Tensor), "square should return a tensor"
+    assert torch.equal(got, x * x), "square(x) should be x * x"
+
+@pytest.mark.points(1)
+def test_answer(student, rng):
+    n = rng.randrange(1000)
+    assert student.call("answer", n) == n + 1, "answer(n) should be n + 1"
+'''
+
+WRONG = "import torch\ndef square(x):\n    return x + 1\ndef answer(n):\n    return n\n"
+RIGHT = "import torch\ndef square(x):\n    return x * x\ndef answer(n):\n    return n + 1\n"
+
+
+@pytest.fixture
+def checks(tmp_path) -> Path:
+    folder = tmp_path / "checks"
+    folder.mkdir()
+    (folder / "test_tiny.py").write_text(CHECKS)
+    return folder
+
+
+def grade(tmp_path: Path, checks: Path, *cells: str, limits: Limits = LIMITS):
+    notebook = write_notebook(tmp_path / "sub" / "nb.ipynb", *cells)
+    execution, results = grade_notebook(notebook, checks, limits, seed=7)
+    return execution, {r.name.split("::")[1]: r for r in results}
+
+
+def earned(results) -> float:
+    return sum(r.earned for r in results.values())
+
+
+def test_honest_work_earns_full_marks(tmp_path, checks):
+    execution, results = grade(tmp_path, checks, RIGHT)
+    assert execution.status is ExecStatus.OK and earned(results) == 2
+
+
+@needs_sandbox
+def test_cannot_read_or_list_checks_solutions_or_other_students(tmp_path, checks):
+    other = tmp_path / "other_student" / "hw1.ipynb"
+    other.parent.mkdir()
+    other.write_text("secret")
+    probe = (f"import os\ndef look():\n    seen = {{}}\n"
+             f"    for p in [{str(REPO / 'solutions')!r}, {str(checks)!r}, {str(other)!r},"
+             f" {str(REPO)!r}, {str(tmp_path)!r}]:\n"
+             f"        seen[p] = os.path.exists(p)\n"
+             f"    seen['listing'] = sorted(os.listdir({str(REPO)!r})) "
+             f"if os.path.isdir({str(REPO)!r}) else []\n"
+             f"    return seen\n")
+    execution, _ = grade(tmp_path, checks, WRONG, probe)
+    from grader.execute import execute
+    from grader.pipeline import BRIDGE_SOURCE
+    from grader.protocol import Student
+
+    with execute(tmp_path / "sub" / "nb.ipynb", LIMITS) as (_, session):
+        session.send_source(BRIDGE_SOURCE, 10)
+        seen = Student(session.request, 10).call("look")
+    assert not seen[str(REPO / "solutions")] and not seen[str(checks)]
+    assert not seen[str(other)] and not seen[str(tmp_path)]
+    assert seen["listing"] in ([], [".venv"])  # at most the read-only Python environment
+
+
+@needs_sandbox
+def test_cannot_write_the_gradebook_or_the_csv(tmp_path, checks):
+    book = tmp_path / "grades" / "gradebook.sqlite"
+    book.parent.mkdir()
+    book.write_bytes(b"precious")
+    attack = (f"import os\nfor p in [{str(book)!r}, {str(book.with_suffix('.csv'))!r}]:\n"
+              f"    try:\n        os.makedirs(os.path.dirname(p), exist_ok=True)\n"
+              f"        open(p, 'w').write('hacked')\n    except OSError:\n        pass\n")
+    execution, results = grade(tmp_path, checks, WRONG, attack)
+    assert book.read_bytes() == b"precious"
+    assert not book.with_suffix(".csv").exists()
+    assert earned(results) == 0
+
+
+@pytest.mark.parametrize("patch", [
+    "torch.equal = lambda *a, **k: True\ntorch.allclose = lambda *a, **k: True",
+    "torch.Tensor.__eq__ = lambda self, other: True",
+    "import builtins\nbuiltins.isinstance = lambda *a: True",
+    "import sys, types\nsys.modules['pytest'] = types.ModuleType('pytest')",
+    "get_ipython().showtraceback = lambda *a, **k: None",
+], ids=["torch.equal", "Tensor.__eq__", "builtins", "pytest", "showtraceback"])
+def test_monkeypatching_inside_the_kernel_changes_no_verdict(tmp_path, checks, patch):
+    execution, results = grade(tmp_path, checks, WRONG, "import torch\n" + patch)
+    assert earned(results) == 0
+    assert all(r.outcome is Outcome.FAILED for r in results.values())
+
+
+def test_an_object_that_equals_everything_is_not_data(tmp_path, checks):
+    liar = ("class Liar:\n    def __eq__(self, other):\n        return True\n"
+            "def answer(n):\n    return Liar()\n"
+            "def square(x):\n    return Liar()\n")
+    execution, results = grade(tmp_path, checks, liar)
+    assert earned(results) == 0
+    assert "cannot send a Liar" in results["test_answer"].message
+
+
+def test_a_crafted_pickle_never_runs_in_the_grader(tmp_path, checks):
+    marker = tmp_path / "pwned"
+    attack = ("import torch, pickle, os\n"
+              "class Boom:\n"
+              f"    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
+              "def _evil_save(obj, f, *a, **k):\n    f.write(pickle.dumps(Boom()))\n"
+              "torch.save = _evil_save\n")
+    execution, results = grade(tmp_path, checks, RIGHT, attack)
+    assert not marker.exists()
+    assert results["test_square"].outcome is Outcome.FAILED
+    assert "could not be read safely" in results["test_square"].message
+
+
+@needs_sandbox
+def test_no_network_from_the_kernel(tmp_path, checks):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    connected = threading.Event()
+
+    def accept():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not connected.is_set():
+            try:
+                server.accept()[0].close()
+                connected.set()
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    attack = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), "
+              f"timeout=3)\nexcept OSError as exc:\n    print('blocked', exc)\n")
+    grade(tmp_path, checks, RIGHT, attack)
+    thread.join()
+    server.close()
+    assert not connected.is_set()
+
+
+@needs_sandbox
+def test_a_fork_bomb_is_contained(tmp_path, checks):
+    bomb = ("import os\nkids = 0\ntry:\n    for _ in range(100000):\n"
+            "        if os.fork() == 0:\n            import time\n            time.sleep(30)\n"
+            "            os._exit(0)\n        kids += 1\nexcept OSError as exc:\n"
+            "    print('fork refused after', kids, exc)\n")
+    start = time.monotonic()
+    execution, results = grade(tmp_path, checks, RIGHT, bomb)
+    assert time.monotonic() - start < 60
+    assert execution.status in (ExecStatus.OK, ExecStatus.CELL_ERROR, ExecStatus.CELL_TIMEOUT,
+                                ExecStatus.KERNEL_DIED)
+    # the grader can still start processes and grade the next submission
+    again, results = grade(tmp_path / "next", checks, RIGHT)
+    assert again.status is ExecStatus.OK and earned(results) == 2
+
+
+def test_a_memory_bomb_is_contained(tmp_path, checks):
+    bomb = "blob = bytearray(8 * 1024**3)"
+    execution, results = grade(tmp_path, checks, RIGHT, bomb)
+    assert execution.status in (ExecStatus.CELL_ERROR, ExecStatus.KERNEL_DIED)
+    if execution.status is ExecStatus.CELL_ERROR:
+        assert "MemoryError" in execution.detail
+        assert earned(results) == 2  # the honest functions still count
+
+
+def test_a_flood_of_output_is_truncated(tmp_path, checks):
+    flood = "for _ in range(200000):\n    print('y' * 1000)"
+    execution, results = grade(tmp_path, checks, RIGHT, flood)
+    assert execution.output_truncated
+    assert execution.status in (ExecStatus.OK, ExecStatus.CELL_TIMEOUT)
+    assert earned(results) == 2
+
+
+def test_os_exit_is_a_dead_kernel(tmp_path, checks):
+    execution, results = grade(tmp_path, checks, RIGHT, "import os\nos._exit(3)")
+    assert execution.status is ExecStatus.KERNEL_DIED and earned(results) == 0
+
+
+def test_killing_its_parent_or_the_grader_fails(tmp_path, checks):
+    attack = ("import os, signal\nfor pid in (os.getppid(), " + str(os.getpid()) + "):\n"
+              "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as exc:\n"
+              "        print('refused', exc)\n")
+    execution, results = grade(tmp_path, checks, RIGHT, attack)
+    # this test process is the grader: still here. The kernel at worst took itself down.
+    assert execution.status in (ExecStatus.OK, ExecStatus.KERNEL_DIED)
+    again, results = grade(tmp_path / "next", checks, RIGHT)
+    assert again.status is ExecStatus.OK and earned(results) == 2
+
+
+def test_nothing_in_the_environment_tells_grading_apart(tmp_path, checks):
+    from grader.execute import execute
+    from grader.pipeline import BRIDGE_SOURCE
+    from grader.protocol import Student
+
+    notebook = write_notebook(tmp_path / "env.ipynb",
+                              "import os\ndef env():\n    return dict(os.environ)")
+    os.environ["GRADER_SECRET_FLAG"] = "1"
+    try:
+        with execute(notebook, LIMITS) as (_, session):
+            session.send_source(BRIDGE_SOURCE, 10)
+            seen = Student(session.request, 10).call("env")
+    finally:
+        del os.environ["GRADER_SECRET_FLAG"]
+    assert "GRADER_SECRET_FLAG" not in seen and "CI" not in seen
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "PYTHONPATH", "LANG", "OMP_NUM_THREADS",
+               "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MPLBACKEND",
+               "PYDEVD_DISABLE_FILE_VALIDATION", "JUPYTER_PLATFORM_DIRS",
+               "PYTHONDONTWRITEBYTECODE", "JPY_PARENT_PID", "JPY_SESSION_NAME",
+               "PWD",
+               # set by ipykernel itself inside every kernel
+               "PYTHONUNBUFFERED", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "TERM", "PAGER",
+               "GIT_PAGER", "PYDEVD_USE_FRAME_EVAL"}
+    assert set(seen) <= allowed, set(seen) - allowed
