@@ -6,17 +6,18 @@ key, so a typo never silently becomes a default.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from grader.execute import Limits
-from grader.rules import LatePolicy
+from grader.rules import Extension, LatePolicy
 
 
 class ConfigError(Exception):
@@ -39,6 +40,15 @@ class PassRule:
 
 
 @dataclass(frozen=True)
+class Student:
+    """A roster entry."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
 class Course:
     """Everything ``course.toml`` says. Paths are absolute, resolved against its folder."""
 
@@ -51,6 +61,9 @@ class Course:
     pass_rule: PassRule
     limits: Limits
     assignments: tuple[Assignment, ...]
+    counted: str = "latest"  # which of several submissions counts: "latest" or "best"
+    roster: tuple[Student, ...] = ()
+    extensions: Mapping[tuple[str, str], Extension] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -179,6 +192,11 @@ def load_course(path: Path) -> Course:
         raise course._err("late_policy", f"expected 'cap' or 'scale', got {policy_text!r}") \
             from None
     last_lecture = course.date("last_lecture_day")
+    counted = course.get("counted", str, "latest")
+    if counted not in ("latest", "best"):
+        raise course._err("counted", f"expected 'latest' or 'best', got {counted!r}")
+    roster_name = course.get("roster", str, "")
+    extensions_name = course.get("extensions", str, "")
     course.finish()
 
     rule = top.sub("pass_rule")
@@ -218,5 +236,71 @@ def load_course(path: Path) -> Course:
     top.finish()
     if not assignments:
         raise ConfigError(f"{path}: no [[assignment]] tables")
+    ids = {a.id for a in assignments}
+    roster = load_roster(path.parent / roster_name) if roster_name else ()
+    extensions = load_extensions(path.parent / extensions_name, ids) if extensions_name else {}
     return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,
-                  tuple(assignments))
+                  tuple(assignments), counted, roster, extensions)
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} in the header "
+                                  f"(expected {', '.join(required)})")
+            return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
+                    for row in reader]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (named in course.toml)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+
+
+def load_roster(path: Path) -> tuple[Student, ...]:
+    """A roster CSV with columns ``student,name,email`` (name and email may be empty)."""
+    students: dict[str, Student] = {}
+    for line, row in _csv_rows(path, ("student",)):
+        sid = row["student"]
+        if not sid:
+            raise ConfigError(f"{path}, line {line}: empty student id")
+        if sid in students:
+            raise ConfigError(f"{path}, line {line}: student {sid!r} listed twice")
+        students[sid] = Student(sid, row.get("name", ""), row.get("email", ""))
+    return tuple(students[s] for s in sorted(students))
+
+
+_DURATION = re.compile(r"^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?$")
+
+
+def parse_extension(text: str) -> Extension:
+    """``48h``, ``2d``, ``1d 12h``, ``90m`` (extra time) or ``2026-11-10`` (a new lecture day)."""
+    text = text.strip()
+    try:
+        return Extension(new_base_date=dt.date.fromisoformat(text))
+    except ValueError:
+        pass
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise ValueError(f"expected extra time like 48h, 2d or 1d 12h, or a date like "
+                         f"2026-11-10, got {text!r}")
+    days, hours, minutes = (int(g or 0) for g in match.groups())
+    return Extension(extra=dt.timedelta(days=days, hours=hours, minutes=minutes))
+
+
+def load_extensions(path: Path, assignments: set[str]) -> dict[tuple[str, str], Extension]:
+    """An extensions CSV with columns ``student,assignment,extension``."""
+    found: dict[tuple[str, str], Extension] = {}
+    for line, row in _csv_rows(path, ("student", "assignment", "extension")):
+        key = (row["student"], row["assignment"])
+        if row["assignment"] not in assignments:
+            raise ConfigError(f"{path}, line {line}: unknown assignment {row['assignment']!r}")
+        if key in found:
+            raise ConfigError(f"{path}, line {line}: a second extension for {key[0]} {key[1]}")
+        try:
+            found[key] = parse_extension(row["extension"])
+        except ValueError as exc:
+            raise ConfigError(f"{path}, line {line}: {exc}") from None
+    return found

@@ -27,13 +27,23 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _KERNEL_OK = ("ok", "cell_error", "cell_timeout")
 
 
-def counted_rows(rows: Iterable[GradeRow]) -> dict[tuple[str, str], GradeRow]:
-    """The row that counts for each (student, assignment): the latest submission (by
-    submission time, then by grading time; rows with an unknown time sort first)."""
+def counted_rows(rows: Iterable[GradeRow], policy: str = "latest"
+                 ) -> dict[tuple[str, str], GradeRow]:
+    """The row that counts for each (student, assignment). ``latest``: the last submission
+    (by submission time, then grading time; unknown times sort first). ``best``: the highest
+    final, a known final beating an unknown one, ties going to the later submission."""
     counted: dict[tuple[str, str], GradeRow] = {}
     for row in sorted(rows, key=_submission_order):
-        counted[(row.student, row.assignment)] = row
+        key = (row.student, row.assignment)
+        held = counted.get(key)
+        if policy == "best" and held is not None and _final_rank(held) > _final_rank(row):
+            continue
+        counted[key] = row
     return counted
+
+
+def _final_rank(row: GradeRow) -> tuple[bool, float]:
+    return (row.final is not None, row.final or 0.0)
 
 
 def _submission_order(row: GradeRow) -> tuple[bool, dt.datetime, str]:
@@ -52,15 +62,22 @@ def display_status(row: GradeRow) -> str:
 
 
 def wide_table(course: Course, rows: Iterable[GradeRow],
-               roster: Sequence[str] = ()) -> pd.DataFrame:
+               roster: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per student, sorted by student id, columns in the documented fixed order:
-    ``student``, then per assignment ``<id>_raw, <id>_cap, <id>_final, <id>_status,
-    <id>_submitted_at``, then ``required_passed`` and ``passed`` (yes / no / pending)."""
-    counted = counted_rows(rows)
-    students = sorted({s for s, _ in counted} | set(roster))
+    ``student``, ``name``, ``email`` (from the roster, empty without one), then per assignment
+    ``<id>_raw, <id>_cap, <id>_final, <id>_status, <id>_submitted_at``, then
+    ``required_passed`` and ``passed`` (yes / no / pending). Students on the roster who
+    submitted nothing appear with status ``missing`` and 0."""
+    counted = counted_rows(rows, course.counted)
+    people = {s.id: s for s in course.roster}
+    listed = set(people) if roster is None else set(roster)
+    students = sorted({s for s, _ in counted} | listed)
     records = []
     for student in students:
-        record: dict[str, object] = {"student": student}
+        person = people.get(student)
+        record: dict[str, object] = {"student": student,
+                                     "name": person.name if person else "",
+                                     "email": person.email if person else ""}
         finals: list[float | None] = []
         unknown = 0
         for a in course.assignments:
@@ -82,7 +99,8 @@ def wide_table(course: Course, rows: Iterable[GradeRow],
         record["passed"] = ("yes" if passed else
                             "pending" if count + unknown >= course.pass_rule.min_required else "no")
         records.append(record)
-    columns = ["student"] + [f"{a.id}_{k}" for a in course.assignments for k in PER_HA] + \
+    columns = ["student", "name", "email"] + \
+        [f"{a.id}_{k}" for a in course.assignments for k in PER_HA] + \
         ["required_passed", "passed"]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -95,7 +113,7 @@ def long_table(course: Course, rows: Iterable[GradeRow]) -> pd.DataFrame:
                 "raw": r.raw, "cap": r.cap, "final": r.final, "status": display_status(r),
                 "submitted_at": r.submitted_at, "detail": r.detail, "sha256": r.sha256,
                 "seed": r.seed, "graded_at": r.graded_at}
-               for (_, _), r in sorted(counted_rows(rows).items())]
+               for (_, _), r in sorted(counted_rows(rows, course.counted).items())]
     return pd.DataFrame.from_records(records, columns=LONG_COLUMNS)
 
 
@@ -142,7 +160,7 @@ def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path) -> l
     """One Markdown file per counted submission: ``out_dir/<student>/<assignment>.md``."""
     titles = {a.id: a.title for a in course.assignments}
     written = []
-    for (student, assignment), row in sorted(counted_rows(rows).items()):
+    for (student, assignment), row in sorted(counted_rows(rows, course.counted).items()):
         safe_student = student.replace(os.sep, "_").lstrip(".") or "_"
         path = out_dir / safe_student / f"{assignment}.md"
         path.parent.mkdir(parents=True, exist_ok=True)

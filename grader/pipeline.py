@@ -56,14 +56,16 @@ def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int
     return execution, results
 
 
-def deadlines_for(course: Course, assignment: str) -> Deadlines:
+def deadlines_for(course: Course, assignment: str, student: str) -> Deadlines:
+    """The late-rule inputs for one student's assignment, their extension included."""
     return Deadlines(course.assignment(assignment).lecture_day, course.last_lecture_day,
-                     course.timezone, course.deadline_time, course.late_policy)
+                     course.timezone, course.deadline_time, course.late_policy,
+                     course.extensions.get((student, assignment)))
 
 
 def _row(sub: Submission, course: Course, execution: Execution,
          results: tuple[CheckResult, ...], seed: int) -> GradeRow:
-    s = score(results, sub.submitted_at, deadlines_for(course, sub.assignment))
+    s = score(results, sub.submitted_at, deadlines_for(course, sub.assignment, sub.student))
     return GradeRow(
         student=sub.student, assignment=sub.assignment, sha256=sub.sha256, path=str(sub.path),
         submitted_at=None if sub.submitted_at is None else sub.submitted_at.isoformat(),
@@ -137,9 +139,9 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:
-    submitted = None if sub.submitted_at is None else sub.submitted_at.isoformat()
-    if submitted == stored.submitted_at and sub.time_problem == stored.time_problem:
-        return stored
+    # The check results stand; the submission time, an extension or a course rule may have
+    # changed since, so the late rule is applied again (cheap, nothing runs).
     fresh = _row(sub, course, Execution(ExecStatus(stored.status), stored.detail,
                                         stored.seconds, 0), stored.check_results, stored.seed)
-    return GradeRow(**{**fresh.__dict__, "graded_at": stored.graded_at})
+    return GradeRow(**{**fresh.__dict__, "graded_at": stored.graded_at,
+                       "path": stored.path if stored.path == fresh.path else fresh.path})

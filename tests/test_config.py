@@ -243,3 +243,54 @@ def test_invalid_toml(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "course.toml"
     path.write_bytes(content)
     config_error(path)
+
+
+def _course_with(tmp_path: Path, extra: str) -> Path:
+    text = REPO_COURSE.read_text().replace('late_policy = "cap"', 'late_policy = "cap"\n' + extra)
+    path = tmp_path / "course.toml"
+    path.write_text(text)
+    return path
+
+
+def test_roster_and_extensions_files_load(tmp_path: Path) -> None:
+    (tmp_path / "roster.csv").write_text("student,name,email\nbob,Bob B,b@x\nalice,\"A, Al\",\n")
+    (tmp_path / "ext.csv").write_text("student,assignment,extension\nbob,hw1,48h\n"
+                                      "alice,hw2,2026-11-12\nalice,hw3,1d 12h\n")
+    course = load_course(_course_with(tmp_path, 'roster = "roster.csv"\n'
+                                                'extensions = "ext.csv"\ncounted = "best"'))
+    assert [s.id for s in course.roster] == ["alice", "bob"]
+    assert course.roster[0].name == "A, Al" and course.counted == "best"
+    assert course.extensions[("bob", "hw1")].extra == dt.timedelta(hours=48)
+    assert course.extensions[("alice", "hw2")].new_base_date == dt.date(2026, 11, 12)
+    assert course.extensions[("alice", "hw3")].extra == dt.timedelta(days=1, hours=12)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("student,assignment\nbob,hw1\n", "missing column"),
+    ("student,assignment,extension\nbob,hw9,48h\n", "line 2: unknown assignment 'hw9'"),
+    ("student,assignment,extension\nbob,hw1,soon\n", "line 2: expected extra time"),
+    ("student,assignment,extension\nbob,hw1,48h\nbob,hw1,2d\n", "line 3: a second extension"),
+    ("student,assignment,extension\nbob,hw1,0h\n", "line 2: Extension.extra must be positive"),
+], ids=["header", "unknown-ha", "bad-duration", "twice", "zero"])
+def test_bad_extensions_name_file_and_line(tmp_path: Path, content: str, problem: str) -> None:
+    (tmp_path / "ext.csv").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_course(_course_with(tmp_path, 'extensions = "ext.csv"'))
+    assert str(tmp_path / "ext.csv") in str(info.value) and problem in str(info.value)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("name,email\nBob,b@x\n", "missing column"),
+    ("student,name\nbob,B\nbob,C\n", "line 3: student 'bob' listed twice"),
+    ("student,name\n,B\n", "line 2: empty student id"),
+], ids=["header", "twice", "empty"])
+def test_bad_roster_names_file_and_line(tmp_path: Path, content: str, problem: str) -> None:
+    (tmp_path / "roster.csv").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_course(_course_with(tmp_path, 'roster = "roster.csv"'))
+    assert str(tmp_path / "roster.csv") in str(info.value) and problem in str(info.value)
+
+
+def test_a_missing_roster_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="roster.csv: file not found"):
+        load_course(_course_with(tmp_path, 'roster = "roster.csv"'))

@@ -25,7 +25,14 @@ import pytest
 
 from grader.check import CheckResult, Outcome
 from grader.config import Course, load_course
-from grader.export import display_status, feedback_text, long_table, wide_table, write_csv
+from grader.export import (
+    counted_rows,
+    display_status,
+    feedback_text,
+    long_table,
+    wide_table,
+    write_csv,
+)
 from grader.score import Deadlines, score
 from grader.store import GradeRow
 
@@ -63,7 +70,7 @@ def row_with_final(student: str, assignment: str, final: float | None) -> GradeR
 
 def test_wide_columns_in_documented_order(course: Course) -> None:
     frame = wide_table(course, [make_row()])
-    expected = ["student"]
+    expected = ["student", "name", "email"]
     for a in ("hw1", "hw2", "hw3", "hw4", "hw5", "hw6"):
         expected += [f"{a}_raw", f"{a}_cap", f"{a}_final", f"{a}_status", f"{a}_submitted_at"]
     expected += ["required_passed", "passed"]
@@ -419,3 +426,25 @@ def test_feedback_names_late_reason_and_failing_messages() -> None:
         assert name in text
     assert "PASSED-MESSAGE-NOT-SHOWN" not in text
     assert "33.33" in text
+
+
+def test_best_policy_counts_the_highest_final(course: Course) -> None:
+    early = make_row("alice", final=90.0, submitted_at="2026-11-04T10:00:00+03:00")
+    late = make_row("alice", final=60.0, submitted_at="2026-11-05T10:00:00+03:00",
+                    sha256="b" * 64)
+    unknown = make_row("alice", final=None, submitted_at=None, sha256="c" * 64)
+    rows = [early, late, unknown]
+    assert counted_rows(rows)[("alice", "hw1")] is late
+    assert counted_rows(rows, "best")[("alice", "hw1")] is early
+    best = replace(course, counted="best")
+    assert wide_table(best, rows).set_index("student").loc["alice", "hw1_final"] == 90.0
+
+
+def test_roster_from_the_course_gives_names_emails_and_missing_students(course: Course) -> None:
+    from grader.config import Student
+
+    with_roster = replace(course, roster=(Student("alice", "Alice A.", "a@uni.example"),
+                                          Student("nina", "Nina N.", "=HYPERLINK(1)")))
+    frame = wide_table(with_roster, [make_row("alice")]).set_index("student")
+    assert frame.loc["alice", "name"] == "Alice A." and frame.loc["nina", "hw1_status"] == "missing"
+    assert frame.loc["nina", "hw1_final"] == 0.0
