@@ -17,7 +17,7 @@ from rich.table import Table
 from grader import export as export_mod
 from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
-from grader.discover import Submission
+from grader.discover import ManifestError, Submission
 from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
 from grader.pipeline import Graded, grade_all, grade_notebook, new_seed
 from grader.release import ReleaseError, release_notebooks
@@ -71,7 +71,9 @@ def main() -> None:
               default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
 def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
           force: bool, seed: int | None, csv_path: Path, feedback_dir: Path) -> None:
-    """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb).
+    """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb, with an
+    optional timestamp.txt beside each notebook), or the submissions listed in a manifest CSV
+    (columns student,assignment,path,submitted_at).
 
     Unchanged submissions keep their stored grade; the gradebook CSV and the feedback files are
     rewritten at the end.
@@ -84,7 +86,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
             graded = grade_all(course, submissions, book, assignments, force, seed, _progress)
             rows = book.rows()
     except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError,
-            SandboxUnavailable) as exc:
+            SandboxUnavailable, ManifestError) as exc:
         raise UsageFailure(str(exc)) from None
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)

@@ -9,6 +9,7 @@ never taken as "on time". Symbolic links are never followed.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import re
@@ -108,7 +109,11 @@ def sha256_of(path: Path) -> str:
 def discover(root: Path, notebooks: dict[str, str], tz: ZoneInfo) -> list[Submission]:
     """All submissions under ``root`` for the assignments in ``notebooks`` (id -> expected
     notebook file name), sorted by (assignment, student). Folders of other assignments and
-    hidden folders are ignored; raise FileNotFoundError if ``root`` is not a folder."""
+    hidden folders are ignored; raise FileNotFoundError if ``root`` is not a folder.
+
+    ``root`` may also be a manifest CSV file (see ``discover_manifest``)."""
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return discover_manifest(root, notebooks, tz)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such submissions folder")
     found = []
@@ -130,3 +135,57 @@ def discover(root: Path, notebooks: dict[str, str], tz: ZoneInfo) -> list[Submis
             found.append(Submission(student_dir.name, assignment, path or folder, digest,
                                     submitted_at, time_problem, problem))
     return sorted(found, key=lambda s: (s.assignment, s.student))
+
+
+class ManifestError(ValueError):
+    """A manifest CSV is malformed; the message names the file and line."""
+
+
+MANIFEST_COLUMNS = ("student", "assignment", "path", "submitted_at")
+
+
+def discover_manifest(manifest: Path, notebooks: dict[str, str], tz: ZoneInfo
+                      ) -> list[Submission]:
+    """Submissions listed in a CSV with columns ``student,assignment,path,submitted_at``.
+
+    ``path`` is relative to the manifest's folder; ``submitted_at`` is ISO 8601 (a time
+    without an offset is read in ``tz``; an empty one is recorded as unknown). A student may
+    appear several times for one assignment: every row is a submission. Rows of assignments
+    not in ``notebooks`` are ignored.
+    """
+    try:
+        with manifest.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{manifest}: missing column(s) {', '.join(missing)}")
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{manifest}: cannot read it: {exc}") from exc
+    found = []
+    for line, row in rows:
+        student, assignment = (row["student"] or "").strip(), (row["assignment"] or "").strip()
+        if assignment not in notebooks:
+            continue
+        if not student:
+            raise ManifestError(f"{manifest}, line {line}: empty student id")
+        path = manifest.parent / (row["path"] or "").strip()
+        problem = ""
+        if not (row["path"] or "").strip():
+            problem = f"line {line} of the manifest names no notebook"
+        elif path.is_symlink():
+            problem = f"{path.name} is a symbolic link; submit the notebook file itself"
+        elif not path.is_file():
+            problem = f"{path} does not exist or is not a file"
+        text = (row["submitted_at"] or "").strip()
+        submitted_at, time_problem = None, "no submission time in the manifest"
+        if text:
+            try:
+                submitted_at, time_problem = parse_timestamp(text, tz), ""
+            except ValueError as exc:
+                time_problem = f"unreadable submission time in the manifest: {exc}"
+        digest = sha256_of(path) if not problem else ""
+        found.append(Submission(student, assignment, path, digest, submitted_at, time_problem,
+                                problem))
+    return sorted(found, key=lambda s: (s.assignment, s.student,
+                                        s.submitted_at.timestamp() if s.submitted_at else 0.0))

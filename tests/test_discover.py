@@ -307,3 +307,31 @@ def test_root_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "submitted").write_text("", encoding="utf-8")
     with pytest.raises(FileNotFoundError):
         discover(tmp_path / "submitted", NOTEBOOKS, MSK)
+
+
+def test_manifest_lists_submissions_with_times(tmp_path: Path) -> None:
+    from grader.discover import ManifestError
+
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "a1.ipynb").write_text("{}")
+    (tmp_path / "nb" / "a2.ipynb").write_text("{ }")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "student,assignment,path,submitted_at\n"
+        "alice,hw1,nb/a2.ipynb,2026-11-04T10:00:00Z\n"
+        "alice,hw1,nb/a1.ipynb,2026-11-04T09:00:00\n"
+        "bob,hw1,nb/missing.ipynb,\n"
+        "carol,hw9,nb/a1.ipynb,2026-11-04T09:00:00\n"
+        "dave,hw1,nb/a1.ipynb,yesterday\n")
+    subs = discover(manifest, {"hw1": "hw1.ipynb"}, MSK)
+    assert [(s.student, s.path.name) for s in subs] == [
+        ("alice", "a1.ipynb"), ("alice", "a2.ipynb"), ("bob", "missing.ipynb"),
+        ("dave", "a1.ipynb")]
+    assert subs[0].submitted_at == dt.datetime(2026, 11, 4, 9, tzinfo=MSK)
+    assert subs[1].submitted_at == dt.datetime(2026, 11, 4, 10, tzinfo=dt.UTC)
+    assert subs[0].sha256 != subs[1].sha256
+    assert "does not exist" in subs[2].problem and subs[2].submitted_at is None
+    assert subs[2].time_problem and "unreadable" in subs[3].time_problem
+    manifest.write_text("student,path\nalice,nb/a1.ipynb\n")
+    with pytest.raises(ManifestError, match="missing column"):
+        discover(manifest, {"hw1": "hw1.ipynb"}, MSK)
