@@ -33,6 +33,7 @@ from grader.export import (
     wide_table,
     write_csv,
 )
+from grader.rules import Extension
 from grader.score import Deadlines, score
 from grader.store import GradeRow
 
@@ -311,7 +312,8 @@ MSK_OFFSET = "+03:00"
 
 
 def golden_rows(course: Course) -> list[GradeRow]:
-    """Fixed rows covering every late tier (100 / 75 / 50 / 0), an unknown submission time,
+    """Fixed rows covering every late tier (100 / 75 / 50 / 0), an extension, an unknown
+    submission time,
     failed executions, a resubmission, quoting, and (with the roster) a student with nothing.
     cap, final and late_reason come from grader.score with the course's own deadlines."""
     checks_by_raw = {
@@ -341,12 +343,15 @@ def golden_rows(course: Course) -> list[GradeRow]:
         ("Ёлкина, Анна", "hw4", "2026-11-25 11:00:00", 100.0, "ok", "on time"),
         ("dave", "hw1", "2026-11-04 09:00:00", 0.0, "cell_error", "first try"),
         ("dave", "hw1", "2026-11-04 11:00:00", 100.0, "ok", "resubmitted"),
+        ("dave", "hw2", "2026-11-12 10:00:00", 100.0, "ok", "on time with a 48 h extension"),
     ]
+    extensions = {("dave", "hw2"): Extension(extra=dt.timedelta(hours=48))}
     rows = []
     for n, (student, assignment, local, raw, status, detail) in enumerate(plan):
         a = course.assignment(assignment)
         deadlines = Deadlines(a.lecture_day, course.last_lecture_day, course.timezone,
-                              course.deadline_time, course.late_policy)
+                              course.deadline_time, course.late_policy,
+                              extensions.get((student, assignment)))
         when = None if local is None else \
             dt.datetime.fromisoformat(local).replace(tzinfo=course.timezone)
         checks = checks_by_raw[raw]
@@ -369,6 +374,8 @@ def test_golden_rows_cover_every_tier(course: Course) -> None:
     # Guard for the golden data itself: each late tier and the unknown time occur.
     rows = golden_rows(course)
     assert {r.cap for r in rows} == {100.0, 75.0, 50.0, 0.0, None}
+    extended = next(r for r in rows if "extension" in r.detail)
+    assert extended.cap == 100.0 and "extended" in extended.late_reason
     assert all(r.submitted_at is None or r.submitted_at.endswith(MSK_OFFSET) for r in rows)
 
 
