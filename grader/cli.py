@@ -36,7 +36,8 @@ gradebook_option = click.option(
     help="The SQLite gradebook (created if missing).")
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# rich falls back to 80 columns when not on a terminal; a summary piped to a log stays readable
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 class UsageFailure(click.ClickException):
@@ -113,9 +114,9 @@ def _pct(value: float | None) -> str:
 
 def _summary(graded: list[Graded]) -> None:
     table = Table(title="Grading summary")
-    for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds",
-                   "detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for g in graded:
         r = g.row
         table.add_row(r.student, r.assignment, export_mod.display_status(r), _pct(r.raw),

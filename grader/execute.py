@@ -30,6 +30,7 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat.reader import NotJSONError
 
 from grader import sandbox
 from grader.protocol import MIME, StudentError
@@ -118,8 +119,12 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise ValueError(f"{path.name} is not a valid notebook file: not UTF-8 text") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-    except Exception as exc:  # nbformat raises several JSON and reader errors
-        raise ValueError(f"{path.name} is not a valid notebook file: {exc}") from exc
+    except NotJSONError:
+        raise ValueError(f"{path.name} is not a valid notebook file: not JSON (cut short, or "
+                         f"edited by hand?)") from None
+    except Exception as exc:  # nbformat raises several reader errors
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path.name} is not a valid notebook file: {first}") from exc
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
@@ -372,7 +377,9 @@ def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limi
             cells_run += 1
             error = next((o for o in cell.get("outputs", []) if o.output_type == "error"), None)
             if error is not None:
-                errors.append(f"cell {index + 1}: {error.ename}: {str(error.evalue)[:300]}")
+                evalue = str(error.evalue).strip()[:300]
+                what = f"{error.ename}: {evalue}" if evalue else error.ename
+                errors.append(f"cell {index + 1}: {what}")
         client.kc.stop_channels()
     if status is ExecStatus.OK and timed_out:
         status, detail = ExecStatus.CELL_TIMEOUT, f"{len(timed_out)} cell(s) timed out; " + \

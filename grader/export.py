@@ -24,7 +24,6 @@ PER_HA = ("raw", "cap", "final", "status", "submitted_at")
 LONG_COLUMNS = ["student", "assignment", "required", "raw", "cap", "final", "status",
                 "submitted_at", "detail", "sha256", "seed", "graded_at"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_KERNEL_OK = ("ok", "cell_error", "cell_timeout")
 
 
 def counted_rows(rows: Iterable[GradeRow], policy: str = "latest"
@@ -55,8 +54,9 @@ def _submission_order(row: GradeRow) -> tuple[bool, dt.datetime, str]:
 
 def display_status(row: GradeRow) -> str:
     """The status shown for a row: the execution status, or ``time_unknown`` when the notebook
-    ran but its submission time is unknown (its final waits for the instructor)."""
-    if row.submitted_at is None and row.status in _KERNEL_OK:
+    ran cleanly but its submission time is unknown (its final waits for the instructor). Any
+    trouble running the notebook is shown first; the empty final tells the time is unknown."""
+    if row.submitted_at is None and row.status == "ok":
         return "time_unknown"
     return row.status
 

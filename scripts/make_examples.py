@@ -79,7 +79,8 @@ def main() -> None:
     endless = fresh()
     _insert_after_first_code(endless, "# wait until training converges\nimport time\n"
                                       "while True:\n    time.sleep(0.1)")
-    _write("erin", endless, None)
+    _write("erin", endless, "2026-11-04 08:00:00.000000 Europe/Moscow")
+    _write("grace", fresh(), None)  # correct, but no timestamp.txt: the final waits
     text = nbformat.writes(fresh())
     _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
     print(f"wrote {len(list(OUT.iterdir()))} example submissions to {OUT}")

@@ -139,8 +139,8 @@ def test_counted_row_compares_instants_not_offsets(course: Course) -> None:
     [
         pytest.param("ok", "2026-11-04T10:00:00+03:00", "ok", id="ok-known-time"),
         pytest.param("ok", None, "time_unknown", id="ok-unknown-time"),
-        pytest.param("cell_error", None, "time_unknown", id="cell-error-unknown-time"),
-        pytest.param("cell_timeout", None, "time_unknown", id="cell-timeout-unknown-time"),
+        pytest.param("cell_error", None, "cell_error", id="cell-error-unknown-time"),
+        pytest.param("cell_timeout", None, "cell_timeout", id="cell-timeout-unknown-time"),
         pytest.param("cell_error", "2026-11-04T10:00:00+03:00", "cell_error",
                      id="cell-error-known-time"),
         pytest.param("kernel_died", None, "kernel_died", id="kernel-died-unknown-time"),

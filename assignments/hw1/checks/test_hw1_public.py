@@ -1,0 +1,170 @@
+"""Public checks for homework 1: tiny fixed cases you can verify by hand.
+
+Convention: MAC = multiply-accumulates of Conv2d and Linear layers only, FLOP = 2 x MAC, bias
+excluded, one forward of the whole input (batch included).
+
+The hidden checks test the same properties on other shapes, drawn at grading time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from grader.protocol import layer, probe, seq
+
+
+@pytest.mark.points(1)
+def test_count_params_public(student):
+    """Weights and biases; BatchNorm2d(C) has 2C parameters (its running stats are buffers)."""
+    got = student.call("count_params", layer("Linear", 3, 2))
+    assert got == 8, f"nn.Linear(3, 2) has 3*2 weights + 2 biases = 8 parameters, got {got}"
+    got = student.call("count_params", layer("Conv2d", 2, 4, 3, bias=False))
+    assert got == 72, f"nn.Conv2d(2, 4, 3, bias=False) has 4*2*3*3 = 72 parameters, got {got}"
+    got = student.call("count_params", layer("BatchNorm2d", 3))
+    assert got == 6, f"nn.BatchNorm2d(3) has 2*3 = 6 parameters (buffers excluded), got {got}"
+    got = student.call("count_params", seq(layer("Linear", 3, 2), layer("ReLU")))
+    assert got == 8, f"Linear(3, 2) followed by ReLU has 8 parameters, got {got}"
+
+
+@pytest.mark.points(1)
+def test_linear_macs_public(student):
+    """MACs = prod(leading dims) * in * out."""
+    for shape, expected in [((3,), 6), ((4, 3), 24), ((2, 5, 3), 60)]:
+        got = student.call("linear_macs", 3, 2, shape)
+        assert got == expected, f"linear_macs(3, 2, {shape}) should be {expected}, got {got}"
+
+
+@pytest.mark.points(1)
+def test_conv2d_output_hw_public(student):
+    """floor((H + 2p - d(k-1) - 1) / s) + 1 per dimension."""
+    cases = [
+        ((5, 5, 3), {}, (3, 3)),
+        ((5, 5, 3), {"stride": 2, "padding": 1}, (3, 3)),
+        ((7, 7, 3), {"dilation": 2}, (3, 3)),
+        ((6, 4, (3, 1)), {"stride": (2, 1)}, (2, 4)),
+    ]
+    for args, kwargs, expected in cases:
+        got = student.call("conv2d_output_hw", *args, **kwargs)
+        assert tuple(got) == expected, (
+            f"conv2d_output_hw(*{args}, **{kwargs}) should be {expected}, got {got}"
+        )
+
+
+@pytest.mark.points(1)
+def test_conv2d_macs_public(student):
+    """MACs = batch * C_out * H_out * W_out * (C_in / groups) * k_h * k_w."""
+    cases = [
+        ({}, 648),  # 4 * 3 * 3 * 2 * 3 * 3
+        ({"groups": 2}, 324),
+        ({"batch": 3}, 3 * 648),
+        ({"stride": 2}, 4 * 2 * 2 * 2 * 3 * 3),
+    ]
+    for kwargs, expected in cases:
+        got = student.call("conv2d_macs", 2, 4, 3, (5, 5), **kwargs)
+        assert got == expected, (
+            f"conv2d_macs(2, 4, 3, (5, 5), **{kwargs}) should be {expected}, got {got}"
+        )
+    got = student.call("conv2d_macs", 2, 4, 1, (5, 5))
+    assert got == 200, f"point-wise conv2d_macs(2, 4, 1, (5, 5)) should be 4*5*5*2 = 200, got {got}"
+
+
+@pytest.mark.points(1)
+def test_flops_public(student):
+    """FLOP = 2 x MAC."""
+    got = student.call("flops", 10)
+    assert got == 20, f"flops(10) should be 20, got {got}"
+
+
+@pytest.mark.points(1)
+def test_model_macs_public(student):
+    """Per-layer MACs by qualified name; the model's training flags are restored."""
+    model = seq(layer("Conv2d", 1, 2, 3, bias=False), layer("Flatten"), layer("Linear", 8, 3),
+                training=True)
+    got, (after, _) = student.call_inspect("model_macs", model, (1, 1, 4, 4))
+    expected = {"0": 2 * 2 * 2 * 1 * 3 * 3, "2": 8 * 3}
+    assert got == expected, f"model_macs should be {expected}, got {got}"
+    assert all(after.training.values()), (
+        "the model was in train mode: model_macs must put it back in train mode"
+    )
+
+
+@pytest.mark.points(1)
+def test_depthwise_separable_public(student):
+    """Depth-wise 3x3 (groups=2, 2 -> 2), then point-wise 1x1 (2 -> 4), no bias."""
+    got = student.call("depthwise_separable", 2, 4, 3)
+    convs = got.leaves()
+    assert [info.type for info in convs] == ["Conv2d", "Conv2d"], (
+        f"expected exactly two Conv2d layers, got {[info.type for info in convs]}"
+    )
+    depthwise, pointwise = (info.config for info in convs)
+    want = {"in_channels": 2, "out_channels": 2, "kernel_size": (3, 3), "groups": 2, "bias": False}
+    have = {key: depthwise.get(key) for key in want}
+    assert have == want, f"the depth-wise conv should have {want}, got {have}"
+    want = {"in_channels": 2, "out_channels": 4, "kernel_size": (1, 1), "groups": 1, "bias": False}
+    have = {key: pointwise.get(key) for key in want}
+    assert have == want, f"the point-wise conv should have {want}, got {have}"
+
+
+@pytest.mark.points(1)
+def test_separable_cost_ratio_public(student):
+    """1/c_out + 1/k^2."""
+    got = student.call("separable_cost_ratio", 4, 8, 3)
+    assert math.isclose(got, 1 / 8 + 1 / 9), f"expected 1/8 + 1/9, got {got}"
+
+
+@pytest.mark.points(1)
+def test_measure_latency_public(student):
+    """warmup + reps calls; {"median_ms", "p10_ms", "p90_ms"} with p10 <= median <= p90."""
+    got, (after, _) = student.call_inspect(
+        "measure_latency", probe("CallCounter"), torch.zeros(1), warmup=2, reps=3
+    )
+    assert int(after.state_dict["calls"]) == 5, (
+        f"warmup=2, reps=3 should call the model 5 times, got {int(after.state_dict['calls'])}"
+    )
+    assert 0 < got["p10_ms"] <= got["median_ms"] <= got["p90_ms"], (
+        f"expected 0 < p10_ms <= median_ms <= p90_ms, got {got}"
+    )
+
+
+@pytest.mark.points(1)
+def test_arithmetic_intensity_public(student):
+    """Linear: 2*B*I*O / (bytes*(B*I + I*O + B*O)); element-wise: flops / (2 * bytes)."""
+    got = student.call("arithmetic_intensity_linear", 1, 2, 2, bytes_per_element=1)
+    assert math.isclose(got, 1.0), f"2*1*2*2 FLOPs / (2 + 4 + 2) bytes = 1.0, got {got}"
+    got = student.call("arithmetic_intensity_elementwise", 1)
+    assert math.isclose(got, 0.25), f"ReLU in fp16: 1 FLOP / (2 * 2 bytes) = 0.25, got {got}"
+
+
+@pytest.mark.points(1)
+def test_roofline_public(student):
+    """min(peak, ai * bandwidth); the ridge point is peak / bandwidth = 5 FLOP/byte here."""
+    for ai, attainable, side in [(1.0, 2.0, "memory"), (10.0, 10.0, "compute")]:
+        got = student.call("roofline", ai, 10.0, 2.0)
+        assert math.isclose(got, attainable), (
+            f"roofline({ai}, 10.0, 2.0) = min(10, {ai} * 2) = {attainable}, got {got}"
+        )
+        got = student.call("bound", ai, 10.0, 2.0)
+        assert got == side, f"bound({ai}, 10.0, 2.0) should be {side!r} (ridge 5), got {got!r}"
+
+
+@pytest.mark.points(1)
+def test_fixed_conv_macs_public(student):
+    """N * C_out * H_out * W_out * (C_in / groups) * k_h * k_w."""
+    got = student.call("fixed_conv_macs", layer("Conv2d", 2, 4, 3), (1, 4, 3, 3))
+    assert got == 648, f"standard conv: 1*4*3*3*2*3*3 = 648, got {got}"
+    got = student.call("fixed_conv_macs", layer("Conv2d", 4, 4, 1, groups=2), (1, 4, 1, 1))
+    assert got == 8, f"groups=2: each output reads 4/2 = 2 channels, 1*4*1*1*2 = 8, got {got}"
+
+
+@pytest.mark.points(1)
+def test_bug_counterexample_public(student):
+    """A valid nn.Conv2d; the FlopCo-style counter must be wrong on it."""
+    kwargs = student.call("bug_counterexample")
+    conv = torch.nn.Conv2d(**kwargs)
+    per_output_buggy = 1 if conv.groups != 1 else conv.in_channels
+    assert per_output_buggy != conv.in_channels // conv.groups, (
+        f"on nn.Conv2d(**{kwargs}) the FlopCo-style counter is right: pick 1 < groups < in_channels"
+    )
