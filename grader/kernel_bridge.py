@@ -135,7 +135,12 @@ def __grader_make_bridge():  # noqa: N807 - private name inside the student's na
                 config["bias"] = sub.bias is not None
             layers.append({"name": name, "type": type_name, "config": config,
                            "training": bool(sub.training)})
-        state = {k: tensor_to_b64(v) for k, v in module.state_dict().items()}
+        # one torch.save blob: quantized modules keep tuples and dtypes in their state_dict
+        buf = io.BytesIO()
+        torch = sys.modules["torch"]
+        torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                    for k, v in module.state_dict().items()}, buf)
+        state = base64.b64encode(buf.getvalue()).decode("ascii")
         return {"__module__": {"layers": layers, "state_dict": state}}
 
     def encode(v, depth=0):

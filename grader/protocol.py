@@ -104,7 +104,7 @@ class ReturnedModule:
     under the name ""), weights and buffers, and each module's training flag."""
 
     layers: tuple[LayerInfo, ...]
-    state_dict: Mapping[str, torch.Tensor]
+    state_dict: Mapping[str, Any]  # tensors; quantized modules also keep tuples and dtypes
     training: Mapping[str, bool]
 
     def leaves(self) -> tuple[LayerInfo, ...]:
@@ -201,10 +201,25 @@ def _decode_module(data: dict[str, Any]) -> ReturnedModule:
             for item in data["layers"]
         )
         training = {str(item["name"]): bool(item["training"]) for item in data["layers"]}
-        state = {str(k): _tensor_from_b64(v) for k, v in dict(data["state_dict"]).items()}
+        state = _state_from_b64(data["state_dict"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StudentError(f"malformed module description from the kernel: {exc}") from exc
     return ReturnedModule(layers, state, training)
+
+
+def _state_from_b64(text: str) -> dict[str, Any]:
+    """A state_dict sent as one torch.save blob, read with the safe loader only. Values are
+    tensors (quantized ones included) or the plain data quantized modules keep (tuples,
+    dtypes, numbers)."""
+    if not isinstance(text, str):
+        raise StudentError("a returned state_dict was not encoded as expected")
+    try:
+        state = torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the safe loader is the student's
+        raise StudentError(f"a returned state_dict could not be read safely: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise StudentError("a returned state_dict was not a dict with string keys")
+    return state
 
 
 def _tensor_to_b64(t: torch.Tensor) -> str:
@@ -233,6 +248,10 @@ class Student:
     def __init__(self, transport: Transport, call_timeout: float) -> None:
         self._transport = transport
         self.call_timeout = call_timeout
+
+    def with_timeout(self, seconds: float) -> Student:
+        """The same kernel with another per-call limit (a check whose call trains a model)."""
+        return Student(self._transport, seconds)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the student's function ``name`` and return its result, decoded as data."""
