@@ -19,7 +19,7 @@ from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
 from grader.discover import ManifestError, Submission
 from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
-from grader.pipeline import Graded, grade_all, grade_notebook, new_seed
+from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
 from grader.release import ReleaseError, release_notebooks
 from grader.store import GradebookError, locked, open_gradebook
 
@@ -84,7 +84,8 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     course = _load(course_path)
     try:
         with locked(gradebook) as book:
-            graded = grade_all(course, submissions, book, assignments, force, seed, _progress)
+            graded = grade_all(course, submissions, book, assignments, force, seed,
+                               _progress_printer())
             rows = book.rows()
     except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError,
             SandboxUnavailable, ManifestError) as exc:
@@ -97,15 +98,23 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         sys.exit(1)
 
 
-def _progress(event: str, sub: Submission | None, graded: Graded | None) -> None:
-    if sub is None:
-        err.print(event)
-    elif event == "grading":
-        err.print(f"grading {sub.student}/{sub.assignment} ...")
-    elif graded is not None:
-        row = graded.row
-        what = "unchanged, kept" if graded.skipped else f"{row.status}, {row.seconds:.1f} s"
-        err.print(f"  {sub.student}/{sub.assignment}: raw {row.raw:.2f} % ({what})")
+def _progress_printer() -> Progress:
+    """Progress lines on stderr: one as each submission starts, one when it is stored."""
+    done = 0
+
+    def report(event: str, sub: Submission | None, graded: Graded | None) -> None:
+        nonlocal done
+        if sub is None:
+            err.print(event)
+        elif event == "grading":
+            err.print(f"[{done + 1}] grading {sub.student}/{sub.assignment} ...")
+        elif graded is not None:
+            done += 1
+            row = graded.row
+            what = "unchanged, kept" if graded.skipped else f"{row.status}, {row.seconds:.1f} s"
+            err.print(f"  {sub.student}/{sub.assignment}: raw {row.raw:.2f} % ({what})")
+
+    return report
 
 
 def _pct(value: float | None) -> str:
