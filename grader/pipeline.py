@@ -19,11 +19,11 @@ from grader.check import CheckResult, ChecksConfigError, collect, run_checks
 from grader.config import Course
 from grader.discover import Submission, discover
 from grader.execute import ExecStatus, Execution, Limits, execute, use_sandbox
-from grader.protocol import Student
+from grader.protocol import Student, bridge_source
 from grader.score import Deadlines, score
 from grader.store import Gradebook, GradeRow
 
-BRIDGE_SOURCE = (Path(__file__).with_name("kernel_bridge.py")).read_text(encoding="utf-8")
+BRIDGE_SOURCE = bridge_source()
 
 
 @dataclass(frozen=True)

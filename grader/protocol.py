@@ -14,6 +14,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,8 +22,9 @@ from torch import nn
 
 MIME = "application/vnd.nncourse.grader+json"
 
-# Layer types a ReturnedModule may be rebuilt from, with the config keys passed to the constructor.
-_REBUILDABLE: dict[str, tuple[str, ...]] = {
+# Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
+# reports for each (the bridge gets this table when it is sent; see bridge_source).
+REBUILDABLE: dict[str, tuple[str, ...]] = {
     "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                "groups", "bias", "padding_mode"),
     "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
@@ -94,8 +96,9 @@ def probe(name: str, **kwargs: Any) -> ModuleSpec:
 @dataclass(frozen=True)
 class LayerInfo:
     name: str
-    type: str
+    type: str  # the class name, e.g. "Conv2d"
     config: Mapping[str, Any]
+    module: str = ""  # the class's module, e.g. "torch.ao.nn.quantized.modules.conv"
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,11 @@ class ReturnedModule:
             if info.type == "Sequential":
                 return nn.Sequential(OrderedDict(
                     (child[len(prefix):], build(child)) for child in children))
-            if info.type not in _REBUILDABLE or children:
+            if info.type not in REBUILDABLE or children or \
+                    not info.module.startswith("torch.nn.modules"):
                 raise StudentError(f"cannot rebuild a module of type {info.type!r} "
                                    f"(at {name or 'the root'}); use standard torch.nn layers")
-            kwargs = {k: info.config[k] for k in _REBUILDABLE[info.type] if k in info.config}
+            kwargs = {k: info.config[k] for k in REBUILDABLE[info.type] if k in info.config}
             return getattr(nn, info.type)(**kwargs)
 
         module = build("")
@@ -145,6 +149,14 @@ class ReturnedModule:
         for name, sub in module.named_modules():
             sub.train(self.training.get(name, False))
         return module
+
+
+def bridge_source() -> str:
+    """The kernel half of the protocol (kernel_bridge.py), with the layer table filled in."""
+    text = Path(__file__).with_name("kernel_bridge.py").read_text(encoding="utf-8")
+    placeholder = 'LAYER_FIELDS_JSON = "{}"'
+    assert placeholder in text
+    return text.replace(placeholder, f"LAYER_FIELDS_JSON = {json.dumps(REBUILDABLE)!r}")
 
 
 def encode(value: Any) -> Any:
@@ -197,7 +209,8 @@ def _decode_module(data: dict[str, Any]) -> ReturnedModule:
     try:
         layers = tuple(
             LayerInfo(str(item["name"]), str(item["type"]),
-                      {str(k): decode(v) for k, v in dict(item["config"]).items()})
+                      {str(k): decode(v) for k, v in dict(item["config"]).items()},
+                      str(item.get("module", "")))
             for item in data["layers"]
         )
         training = {str(item["name"]): bool(item["training"]) for item in data["layers"]}

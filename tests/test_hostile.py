@@ -22,7 +22,7 @@ from grader.pipeline import grade_notebook
 
 pytestmark = pytest.mark.kernel
 
-LIMITS = Limits(cell_timeout_s=10, notebook_timeout_s=60, call_timeout_s=10, memory_mb=3072,
+LIMITS = Limits(cell_timeout_s=30, notebook_timeout_s=90, call_timeout_s=10, memory_mb=3072,
                 max_output_chars=20_000)
 SANDBOXED, SANDBOX_NOTE = use_sandbox(LIMITS)
 needs_sandbox = pytest.mark.skipif(not SANDBOXED, reason=SANDBOX_NOTE)
@@ -181,7 +181,7 @@ def test_a_fork_bomb_is_contained(tmp_path, checks):
             "    print('fork refused after', kids, exc)\n")
     start = time.monotonic()
     execution, results = grade(tmp_path, checks, RIGHT, bomb)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 90
     assert execution.status in (ExecStatus.OK, ExecStatus.CELL_ERROR, ExecStatus.CELL_TIMEOUT,
                                 ExecStatus.KERNEL_DIED)
     # the grader can still start processes and grade the next submission

@@ -110,7 +110,7 @@ def _described(module: torch.nn.Module) -> ReturnedModule:
             config = {k: getattr(sub, k) for k in ("in_channels", "out_channels", "kernel_size",
                                                    "stride", "padding", "groups")}
             config["bias"] = sub.bias is not None
-        layers.append(LayerInfo(name, type(sub).__name__, config))
+        layers.append(LayerInfo(name, type(sub).__name__, config, type(sub).__module__))
     return ReturnedModule(tuple(layers), module.state_dict(),
                           {n: m.training for n, m in module.named_modules()})
 
@@ -124,6 +124,15 @@ def test_returned_module_rebuilds_into_an_equal_module():
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(rebuilt(x), original(x))
     assert [i.name for i in described.leaves()] == ["0", "1", "2"]
+
+
+def test_rebuild_refuses_a_quantized_layer_of_the_same_name():
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1))
+    described = _described(module)
+    layers = (described.layers[0], LayerInfo("0", "Conv2d", described.layers[1].config,
+                                             "torch.ao.nn.quantized.modules.conv"))
+    with pytest.raises(StudentError, match="Conv2d"):
+        ReturnedModule(layers, described.state_dict, described.training).rebuild()
 
 
 def test_rebuild_refuses_layer_types_it_does_not_know():
