@@ -75,14 +75,14 @@ def wrap(inner: list[str], *, read_write: Iterable[Path], read_only: Iterable[Pa
     if not _is_root():
         args += ["--unshare-user"]
     args += _system_args()
-    made: set[str] = set()
+    # /tmp first: anything bound below it afterwards (a venv or course under /tmp) stays visible
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 2**20),
+             "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     runtime = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
     for path in sorted(runtime):
         if not str(path).startswith("/usr"):
             args += _dirs_above(path, made) + ["--ro-bind", str(path), str(path)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 2**20),
-             "--tmpfs", "/tmp"]
-    made.add("/tmp")
     for path in read_only:
         args += _dirs_above(path, made) + ["--ro-bind", str(path), str(path)]
     for path in read_write:
