@@ -211,8 +211,9 @@ def _copy_submission(source: Path, workdir: Path) -> None:
 class KernelSession:
     """A live kernel that ran a notebook; the check stage calls into it with ``request``."""
 
-    def __init__(self, km: KernelManager) -> None:
+    def __init__(self, km: KernelManager, workdir: Path) -> None:
         self._km = km
+        self.workdir = workdir  # the kernel's working folder, as the grader sees it
         self._kc = km.blocking_client()
         self._kc.start_channels()
         self._kc.wait_for_ready(timeout=60)
@@ -322,7 +323,7 @@ def execute(notebook_path: Path, limits: Limits
             if execution.status is ExecStatus.KERNEL_DIED:
                 execution = _with_log_tail(execution, root / "kernel.log")
             if execution.kernel_usable:
-                session = KernelSession(km)
+                session = KernelSession(km, workdir)
             yield execution, session
         finally:
             if session is not None:

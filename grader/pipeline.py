@@ -19,6 +19,7 @@ from grader.check import CheckResult, ChecksConfigError, collect, run_checks
 from grader.config import Course
 from grader.discover import Submission, discover
 from grader.execute import ExecStatus, Execution, Limits, execute, use_sandbox
+from grader.judge import Judge
 from grader.protocol import Student, bridge_source
 from grader.score import Deadlines, score
 from grader.store import Gradebook, GradeRow
@@ -50,7 +51,8 @@ def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int
         student = None
         if session is not None:
             session.send_source(BRIDGE_SOURCE, limits.call_timeout_s)
-            student = Student(session.request, limits.call_timeout_s)
+            student = Student(session.request, limits.call_timeout_s,
+                              Judge(session.workdir, limits))
         results = run_checks(check_dir, student, seed,
                              unavailable=f"not run: {execution.status.value}: {execution.detail}")
     return execution, results

@@ -258,13 +258,29 @@ Transport = Callable[[str, float], dict[str, Any]]
 class Student:
     """What the ``student`` fixture gives a check: calls into the student's live kernel."""
 
-    def __init__(self, transport: Transport, call_timeout: float) -> None:
+    def __init__(self, transport: Transport, call_timeout: float, judge: Any = None) -> None:
         self._transport = transport
         self.call_timeout = call_timeout
+        self._judge = judge  # grader.judge.Judge over the kernel's working folder, if any
 
     def with_timeout(self, seconds: float) -> Student:
         """The same kernel with another per-call limit (a check whose call trains a model)."""
-        return Student(self._transport, seconds)
+        return Student(self._transport, seconds, self._judge)
+
+    def files(self) -> dict[str, int]:
+        """Files the notebook wrote in its working folder: relative path -> size in bytes."""
+        return self._need_judge().files()
+
+    def judge(self, source: str, inputs: Mapping[str, Any], timeout: float = 120.0) -> Any:
+        """Load and run files the notebook wrote (an exported program, an ONNX model) with
+        grader-written ``def judge(folder, inputs)`` in a sandboxed process that holds no
+        secrets; return its result as data. See grader/judge.py."""
+        return self._need_judge().run(source, inputs, timeout)
+
+    def _need_judge(self) -> Any:
+        if self._judge is None:
+            raise ProtocolError("this check needs the kernel's files, which are not available")
+        return self._judge
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the student's function ``name`` and return its result, decoded as data."""
