@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, print a summary
-	$(BIN)/grader grade examples/submissions --gradebook $(DEMO)/gradebook.sqlite \
+	$(BIN)/grader grade examples/submissions --jobs 2 --gradebook $(DEMO)/gradebook.sqlite \
 		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
 
 test: $(STAMP)  ## the whole test suite (kernel tests included)

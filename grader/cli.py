@@ -66,12 +66,14 @@ def main() -> None:
 @click.option("--seed", type=int, default=None,
               help="Seed for the hidden checks' draws (default: a fresh one, recorded in the "
                    "gradebook; pass a recorded seed to reproduce a run).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Notebooks graded at once, each in its own process (one CPU thread each).")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
               show_default=True, help="Where to write the gradebook CSV after the run.")
 @click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
               default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
 def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
-          force: bool, seed: int | None, csv_path: Path, feedback_dir: Path) -> None:
+          force: bool, seed: int | None, jobs: int, csv_path: Path, feedback_dir: Path) -> None:
     """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb, with an
     optional timestamp.txt beside each notebook), or the submissions listed in a manifest CSV
     (columns student,assignment,path,submitted_at).
@@ -79,13 +81,13 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     Unchanged submissions keep their stored grade; the gradebook CSV and the feedback files are
     rewritten at the end.
 
-    Example: grader grade examples/submissions --assignment hw1
+    Example: grader grade examples/submissions --assignment hw1 --jobs 2
     """
     course = _load(course_path)
     try:
         with locked(gradebook) as book:
             graded = grade_all(course, submissions, book, assignments, force, seed,
-                               _progress_printer())
+                               _progress_printer(), jobs)
             rows = book.rows()
     except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError,
             SandboxUnavailable, ManifestError) as exc:

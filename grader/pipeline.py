@@ -8,10 +8,12 @@ it before any notebook is executed.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import random
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +108,12 @@ def gradable(course: Course) -> list[str]:
 
 def grade_all(course: Course, submissions_root: Path, book: Gradebook,
               assignments: Sequence[str] = (), force: bool = False, seed: int | None = None,
-              progress: Progress | None = None) -> list[Graded]:
-    """Grade every submission under ``submissions_root`` into ``book``.
+              progress: Progress | None = None, jobs: int = 1) -> list[Graded]:
+    """Grade every submission under ``submissions_root`` into ``book``, ``jobs`` at a time.
 
     Unchanged submissions (same student, assignment and notebook hash) keep their stored row
-    unless ``force``; a changed submission time alone is re-scored without running anything.
+    unless ``force``; the late rule is applied to them again without running anything. Each
+    row is stored as soon as its submission is graded.
     """
     wanted = list(assignments) or gradable(course)
     for assignment in wanted:
@@ -121,23 +124,53 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)
     report = progress or (lambda *_: None)
-    report(f"{len(submissions)} submission(s), seed {seed}; {sandbox_note}", None, None)
-    done = []
-    for sub in submissions:
+    report(f"{len(submissions)} submission(s), seed {seed}, {jobs} at a time; {sandbox_note}",
+           None, None)
+    done: dict[int, Graded] = {}
+    todo: list[tuple[int, Submission]] = []
+    for index, sub in enumerate(submissions):
         stored = book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 else None
         if stored is not None and not force:
             row = _rescored(stored, sub, course)
             if row != stored:
                 book.put(row)
-            graded = Graded(sub, row, skipped=True)
+            done[index] = Graded(sub, row, skipped=True)
+            report("done", sub, done[index])
         else:
+            todo.append((index, sub))
+    for index, sub, row in _graded(todo, course, seed, jobs, report):
+        book.put(row)
+        done[index] = Graded(sub, row, skipped=False)
+        report("done", sub, done[index])
+    return [done[i] for i in sorted(done)]
+
+
+def _graded(todo: list[tuple[int, Submission]], course: Course, seed: int, jobs: int,
+            report: Progress) -> Iterator[tuple[int, Submission, GradeRow]]:
+    """Grade ``todo``, in this process or in ``jobs`` worker processes; yield each row as it is
+    ready. A worker that dies costs its submission a grader_error row, not the batch."""
+    if jobs <= 1:
+        for index, sub in todo:
             report("grading", sub, None)
-            row = grade_submission(sub, course, seed)
-            book.put(row)
-            graded = Graded(sub, row, skipped=False)
-        done.append(graded)
-        report("done", sub, graded)
-    return done
+            yield index, sub, grade_submission(sub, course, seed)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(grade_submission, sub, course, seed): (index, sub)
+                   for index, sub in todo}
+        for future in as_completed(futures):
+            index, sub = futures[future]
+            try:
+                row = future.result()
+            except ChecksConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a dead worker costs one submission
+                detail = f"grader error: the worker died: {type(exc).__name__}: {exc}"
+                execution = Execution(ExecStatus.GRADER_ERROR, detail, 0.0, 0)
+                results = run_checks(course.hidden_checks(sub.assignment), None, seed,
+                                     unavailable="not run: grader error")
+                row = _row(sub, course, execution, results, seed)
+            yield index, sub, row
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:

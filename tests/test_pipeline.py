@@ -164,3 +164,16 @@ def test_grade_command_writes_csv_and_feedback(tmp_path, course, submissions):
     assert [ln.split(",")[0] for ln in lines[1:]] == ["alice", "bob", "carol"]
     feedback = (out / "fb" / "bob" / "hw1.md").read_text()
     assert "double(n) should be 2 n" in feedback
+
+
+def test_parallel_grading_gives_the_same_grades(tmp_path, course, submissions):
+    c = load_course(course)
+    with locked(tmp_path / "seq.sqlite") as book:
+        sequential = grade_all(c, submissions, book, seed=9)
+    with locked(tmp_path / "par.sqlite") as book:
+        parallel = grade_all(c, submissions, book, seed=9, jobs=2)
+        stored = book.rows()
+    assert [g.submission for g in parallel] == [g.submission for g in sequential]
+    assert [(g.row.status, g.row.raw, g.row.checks) for g in parallel] == \
+        [(g.row.status, g.row.raw, g.row.checks) for g in sequential]
+    assert len(stored) == 3
