@@ -8,20 +8,28 @@ the homework: run this again after changing a notebook.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import shutil
 from pathlib import Path
 
 import nbformat
 
+from grader.config import load_course
 from grader.release import student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "examples" / "submissions"
 
 
-def _mutants():
-    spec = importlib.util.spec_from_file_location("hw1_mutants", ROOT / "tests" / "hw1_mutants.py")
+# For each later homework: the realistic wrong version bob submits (a mutant from
+# tests/hwN_mutants.py); alice submits the reference of every homework.
+WRONG = {}
+
+
+def _mutants(hw: str = "hw1"):
+    path = ROOT / "tests" / f"{hw}_mutants.py"
+    spec = importlib.util.spec_from_file_location(f"{hw}_mutants", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module.MUTANTS
@@ -43,13 +51,14 @@ def _mutate(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> N
 
 def _insert_after_first_code(nb: nbformat.NotebookNode, source: str) -> None:
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
-    nb.cells.insert(first + 1, nbformat.v4.new_code_cell(source))
+    nb.cells.insert(first + 1, nbformat.v4.new_code_cell(source, id="inserted-by-student"))
 
 
-def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None) -> None:
-    folder = OUT / student / "hw1"
+def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None,
+           hw: str = "hw1") -> None:
+    folder = OUT / student / hw
     folder.mkdir(parents=True)
-    path = folder / "hw1.ipynb"
+    path = folder / f"{hw}.ipynb"
     if isinstance(nb, str):
         path.write_text(nb, encoding="utf-8")
     else:
@@ -83,7 +92,19 @@ def main() -> None:
     _write("grace", fresh(), None)  # correct, but no timestamp.txt: the final waits
     text = nbformat.writes(fresh())
     _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
-    print(f"wrote {len(list(OUT.iterdir()))} example submissions to {OUT}")
+    # Later homeworks: alice hands in the reference, bob a realistic wrong version, both on
+    # the morning after the lecture (on time).
+    course = load_course(ROOT / "course.toml")
+    for hw, mutant in sorted(WRONG.items()):
+        reference = nbformat.read(course.reference_notebook(hw), as_version=4)
+        day = course.assignment(hw).lecture_day + dt.timedelta(days=1)
+        stamp = f"{day.isoformat()} 10:00:00.000000 Europe/Moscow"
+        _write("alice", _clean(nbformat.from_dict(reference)), stamp, hw)
+        wrong = _clean(nbformat.from_dict(reference))
+        _mutate(wrong, _mutants(hw)[mutant])
+        _write("bob", wrong, stamp, hw)
+    count = sum(1 for _ in OUT.glob("*/*/*.ipynb"))
+    print(f"wrote {count} example submissions to {OUT}")
 
 
 if __name__ == "__main__":
