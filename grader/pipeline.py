@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from grader.check import CheckResult, ChecksConfigError, collect, run_checks
 from grader.config import Course
 from grader.discover import Submission, discover
@@ -49,6 +51,7 @@ def new_seed() -> int:
 def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int
                    ) -> tuple[Execution, tuple[CheckResult, ...]]:
     """Execute one notebook and run the checks in ``check_dir`` against its live kernel."""
+    torch.set_num_threads(1)  # checks that train or evaluate share the cores with the kernel
     with execute(notebook, limits) as (execution, session):
         student = None
         if session is not None:

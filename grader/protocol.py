@@ -69,14 +69,16 @@ class ModuleSpec:
     training: bool = False
 
 
-def layer(name: str, *args: Any, training: bool = False, **kwargs: Any) -> ModuleSpec:
+def layer(name: str, *args: Any, state_dict: Mapping[str, torch.Tensor] | None = None,
+          training: bool = False, **kwargs: Any) -> ModuleSpec:
     """``layer("Conv2d", 16, 32, 3, padding=1)`` is ``torch.nn.Conv2d(16, 32, 3, padding=1)``."""
-    return ModuleSpec("layer", name, args, kwargs, training=training)
+    return ModuleSpec("layer", name, args, kwargs, state_dict=state_dict, training=training)
 
 
-def seq(*children: ModuleSpec, training: bool = False) -> ModuleSpec:
+def seq(*children: ModuleSpec, state_dict: Mapping[str, torch.Tensor] | None = None,
+        training: bool = False) -> ModuleSpec:
     """An ``nn.Sequential`` of the given specs."""
-    return ModuleSpec("seq", "Sequential", children, training=training)
+    return ModuleSpec("seq", "Sequential", children, state_dict=state_dict, training=training)
 
 
 def kit_model(

@@ -135,3 +135,12 @@ def test_collect_returns_points_per_check(tmp_path):
     assert points == {"test_hw::test_double": 3.0, "test_hw::test_bare_assert": 1.0,
                       "test_hw::test_student_raises": 2.0, "test_hw::test_broken_check": 1.5,
                       "test_hw::test_draw": 1.0}
+
+
+def test_a_warning_inside_a_check_is_not_a_failure(tmp_path):
+    # this suite runs with warnings as errors; a library warning in a check must not fail it
+    source = ("import warnings\nimport pytest\n\n@pytest.mark.points(1)\n"
+              "def test_warns(student):\n    warnings.warn('deprecated thing', UserWarning)\n"
+              "    assert student.call('double', 2) == 4\n")
+    results = run_checks(_checks(tmp_path, source), _fake_student(double=lambda n: 2 * n), 1)
+    assert [r.outcome for r in results] == [Outcome.PASSED]
