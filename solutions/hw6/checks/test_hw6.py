@@ -1,0 +1,711 @@
+"""Hidden checks for homework 6: knowledge distillation and faster training of large networks.
+
+Conventions (stated in the notebook and used by every check):
+- kd_loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over all rows, plus
+  (1 - alpha) * cross-entropy over the labelled rows (label -1 = unlabelled; 0 if none).
+- Saved-activation bytes: every distinct storage autograd saves during a forward, counted once
+  (untyped_storage().data_ptr(), nbytes()), the parameters' storages excluded.
+- Adam's state: exp_avg and exp_avg_sq (the parameter's size and dtype) plus a 4-byte float32
+  `step` per parameter tensor.
+
+Exact quantities (loss values, gradients, byte counts) are compared with oracles computed here.
+Learned quantities (accuracy) are measured here, on the held-out split, from the weights the
+student's function returns. Memory and dtype checks that need the student's code to run inside
+autograd use `student.drive` with grader-written measuring code. Every input is drawn per run
+from the `rng` / `torch_rng` fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nncourse
+from grader.protocol import ModuleSpec, ReturnedModule, kit_model, layer, seq
+
+# ------------------------------------------------------------------------------------------
+# Helpers and oracles, written independently of the reference notebook.
+
+
+def _oracles_agree(agree: bool, what: str) -> None:
+    """Two of the grader's own oracles disagree: a grader bug, reported as an error (not as the
+    student's failure)."""
+    if not agree:
+        raise RuntimeError(f"grader oracles disagree: {what}")
+
+
+def _with_state(spec: ModuleSpec, module: nn.Module) -> ModuleSpec:
+    """The spec, carrying the weights of the grader's own copy so both sides compute the same."""
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return dataclasses.replace(spec, state_dict=state)
+
+
+def _chain(widths: list[int], relu_last: bool = True) -> tuple[nn.Sequential, ModuleSpec]:
+    """Linear(widths[i], widths[i+1]) + ReLU blocks: a local module and the matching spec."""
+    specs = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        specs.append(("Linear", (a, b)))
+        if relu_last or i < len(widths) - 2:
+            specs.append(("ReLU", ()))
+    local = nn.Sequential(*[getattr(nn, n)(*a) for n, a in specs])
+    return local, _with_state(seq(*[layer(n, *a) for n, a in specs]), local)
+
+
+def _seeded(torch_rng: torch.Generator, build, *args):
+    """build(*args) under a global seed drawn from torch_rng, without disturbing the global
+    RNG (layers initialise their weights from it)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=torch_rng)))
+        return build(*args)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Train and evaluate in the grader with one thread: reproducible at a fixed thread count,
+    and on a 2-core machine shared with the kernel, 2 threads can be 10-50 x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _as_float(value) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _kd_oracle(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, T: float,
+               alpha: float) -> torch.Tensor:
+    """alpha T^2 mean_rows sum_i p_t,i (log p_t,i - log p_s,i) + (1 - alpha) CE(labelled rows)."""
+    log_ps = (s / T) - torch.logsumexp(s / T, dim=1, keepdim=True)
+    log_pt = (t / T) - torch.logsumexp(t / T, dim=1, keepdim=True)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1).mean()
+    ce = torch.zeros((), dtype=s.dtype)
+    if labels is not None and bool((labels >= 0).any()):
+        rows = torch.nonzero(labels >= 0).flatten()
+        log_p1 = s - torch.logsumexp(s, dim=1, keepdim=True)
+        ce = -log_p1[rows, labels[rows]].mean()
+    return alpha * T**2 * kl + (1 - alpha) * ce
+
+
+def _kd_grad_oracle(s, t, labels, T, alpha) -> torch.Tensor:
+    """Closed form: alpha T (p_s^T - p_t^T) / N + (1 - alpha) (p_s - onehot) / n_labelled."""
+    n = len(s)
+    grad = alpha * T * (torch.softmax(s / T, 1) - torch.softmax(t / T, 1)) / n
+    if labels is not None and bool((labels >= 0).any()):
+        rows = torch.nonzero(labels >= 0).flatten()
+        onehot = F.one_hot(labels[rows], s.shape[1]).to(s.dtype)
+        grad[rows] += (1 - alpha) * (torch.softmax(s[rows], 1) - onehot) / len(rows)
+    return grad
+
+
+def _draw_kd(rng: random.Random, torch_rng: torch.Generator, labelled: str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float, float]:
+    """Float64 logits (N, C), labels (-1 = unlabelled) or None, T and alpha."""
+    n, c = rng.randint(3, 12), rng.randint(3, 10)
+    s = torch.randn(n, c, generator=torch_rng, dtype=torch.float64) * rng.uniform(0.5, 3.0)
+    t = torch.randn(n, c, generator=torch_rng, dtype=torch.float64) * rng.uniform(1.0, 5.0)
+    labels = torch.randint(0, c, (n,), generator=torch_rng)
+    if labelled == "mixed":
+        unlabelled = rng.sample(range(n), rng.randint(1, n - 1))
+        labels[unlabelled] = -1
+    elif labelled == "none":
+        labels = None if rng.random() < 0.5 else torch.full((n,), -1)
+    T = rng.choice([1.5, 2.0, 3.0, 4.0, 5.0, 8.0])
+    alpha = round(rng.uniform(0.2, 0.9), 3)
+    return s, t, labels, T, alpha
+
+
+def _describe(s, labels, T, alpha) -> str:
+    lab = "None" if labels is None else labels.tolist()
+    return f"kd_loss(logits of shape {tuple(s.shape)}, labels={lab}, T={T}, alpha={alpha})"
+
+
+def _check_kd_value(student, s, t, labels, T, alpha, what: str) -> None:
+    expected = float(_kd_oracle(s, t, labels, T, alpha))
+    got = _as_float(student.call("kd_loss", s, t, labels, T=T, alpha=alpha))
+    assert got is not None and math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
+        f"{_describe(s, labels, T, alpha)} should be {expected:.8g} ({what}), got {got}"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 1. The distillation loss
+
+
+@pytest.mark.points(3)
+def test_kd_loss_value(student, rng, torch_rng):
+    """alpha T^2 KL(p_t || p_s) (batchmean, teacher as target) + (1 - alpha) CE(labelled)."""
+    for labelled in ["all", "all", "mixed", "mixed", "mixed"]:
+        s, t, labels, T, alpha = _draw_kd(rng, torch_rng, labelled)
+        library = (alpha * T**2 * F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1),
+                                           reduction="batchmean"))
+        if labels is not None and bool((labels >= 0).any()):
+            library = library + (1 - alpha) * F.cross_entropy(s, labels, ignore_index=-1)
+        _oracles_agree(torch.isclose(library, _kd_oracle(s, t, labels, T, alpha)).item(),
+                       "kd_loss formula vs F.kl_div + F.cross_entropy")
+        _check_kd_value(student, s, t, labels, T, alpha,
+                        "alpha * T^2 * KL(teacher || student) averaged over the rows, plus "
+                        "(1 - alpha) * cross-entropy over the labelled rows")
+
+
+@pytest.mark.points(2)
+def test_kd_loss_special_cases(student, rng, torch_rng):
+    """alpha = 0 is plain cross-entropy; T = 1 and alpha = 1 is F.kl_div(batchmean) alone."""
+    for _ in range(2):
+        s, t, labels, _, _ = _draw_kd(rng, torch_rng, "all")
+        expected = float(F.cross_entropy(s, labels))
+        got = _as_float(student.call("kd_loss", s, t, labels, T=rng.choice([2.0, 4.0]),
+                                     alpha=0.0))
+        assert got is not None and math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
+            f"with alpha=0, kd_loss should be the plain cross-entropy F.cross_entropy(student, "
+            f"labels) = {expected:.8g}, got {got}"
+        )
+        expected = float(F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"))
+        got = _as_float(student.call("kd_loss", s, t, labels, T=1.0, alpha=1.0))
+        assert got is not None and math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
+            f"with T=1 and alpha=1, kd_loss should be KL(softmax(teacher) || softmax(student)) "
+            f"averaged over the rows = F.kl_div(log_softmax(student), softmax(teacher), "
+            f"reduction='batchmean') = {expected:.8g}, got {got}"
+        )
+
+
+@pytest.mark.points(2)
+def test_kd_loss_unlabelled_rows(student, rng, torch_rng):
+    """Rows labelled -1 do not enter the cross-entropy; with none labelled only the KL term."""
+    for labelled in ["none", "none", "mixed"]:
+        s, t, labels, T, alpha = _draw_kd(rng, torch_rng, labelled)
+        what = ("no row is labelled, so only alpha * T^2 * KL remains" if labelled == "none"
+                else "the cross-entropy is the mean over the labelled rows only")
+        _check_kd_value(student, s, t, labels, T, alpha, what)
+
+
+_KD_GRAD_DRIVE = """
+def drive(s, t, labels, T, alpha):
+    s = s.clone().requires_grad_(True)
+    t = t.clone().requires_grad_(True)
+    loss = kd_loss(s, t, labels, T=T, alpha=alpha)
+    loss.backward()
+    return {"student": s.grad, "teacher": t.grad}
+"""
+
+
+@pytest.mark.points(2)
+def test_kd_loss_gradient(student, rng, torch_rng):
+    """d loss / d student logits = alpha T (p_s^T - p_t^T)/N + (1-alpha)(p_s - onehot)/n_lab;
+    the teacher's logits get no gradient."""
+    for labelled in ["all", "mixed", "none"]:
+        s, t, labels, T, alpha = _draw_kd(rng, torch_rng, labelled)
+        expected = _kd_grad_oracle(s, t, labels, T, alpha)
+        auto = s.clone().requires_grad_(True)
+        _kd_oracle(auto, t, labels, T, alpha).backward()
+        _oracles_agree(torch.allclose(auto.grad, expected, atol=1e-12), "kd gradient")
+        got = student.drive(_KD_GRAD_DRIVE, s, t, labels, T, alpha)
+        grad = got.get("student") if isinstance(got, dict) else None
+        assert isinstance(grad, torch.Tensor) and grad.shape == expected.shape, (
+            f"{_describe(s, labels, T, alpha)}.backward() should give the student's logits a "
+            f"gradient of shape {tuple(expected.shape)}, got {grad!r}"
+        )
+        assert torch.allclose(grad.double(), expected, rtol=1e-6, atol=1e-9), (
+            f"the gradient of {_describe(s, labels, T, alpha)} with respect to the student's "
+            f"logits should be alpha*T*(p_s - p_t)/N + (1-alpha)*(softmax(s) - onehot)/n_labelled;"
+            f" largest difference {float((grad.double() - expected).abs().max()):.3g}"
+        )
+        teacher = got.get("teacher")
+        assert teacher is None or not bool(teacher.any()), (
+            "the teacher is fixed: no gradient may flow into teacher_logits (detach them)"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Distilling with few labels
+
+TEACHER = "cnn_16_32_64"
+STUDENT_HIDDEN = (32,)
+PER_CLASS = 5  # the few-label setting: 50 labels, the rest of the train split unlabelled
+KD_MIN_ACCURACY = 0.93  # reference 0.95-0.97 (13 draws); labels only 0.82-0.90
+KD_MIN_GAIN = 0.03  # reference gains 0.06-0.13 over the labels-only baseline
+
+
+@pytest.mark.points(5)
+def test_distill_beats_labels_only(student, rng, torch_rng):
+    """With 5 labels per class and the rest of the train split as unlabelled transfer set, the
+    distilled MLP 64-32-10, evaluated here on the test split, reaches >= 0.93 and beats the
+    same MLP trained (here) on the 50 labels alone by >= 0.03."""
+    x_train, y_train, x_test, y_test = nncourse.load_digits_split()
+    teacher = nncourse.load_pretrained(TEACHER)
+    with torch.no_grad():
+        teacher_logits = teacher(x_train)
+    idx = torch.tensor(sorted(i for c in range(10) for i in rng.sample(
+        torch.nonzero(y_train == c).flatten().tolist(), PER_CLASS)))
+    labels = torch.full_like(y_train, -1)
+    labels[idx] = y_train[idx]
+    init = _seeded(torch_rng, lambda: nncourse.make_mlp(STUDENT_HIDDEN).state_dict())
+    T, seed = rng.choice([3.0, 4.0, 5.0]), rng.randrange(1000)
+
+    got = student.with_timeout(150).call(
+        "distill", kit_model("make_mlp", hidden=STUDENT_HIDDEN, state_dict=init, training=True),
+        teacher_logits, x_train, labels, epochs=20, T=T, alpha=0.9, seed=seed)
+    assert isinstance(got, ReturnedModule), (
+        f"distill should return the trained student (an nn.Module), got {type(got).__name__}"
+    )
+    distilled = nncourse.make_mlp(STUDENT_HIDDEN)
+    try:
+        distilled.load_state_dict(dict(got.state_dict))
+    except RuntimeError as exc:
+        raise AssertionError(f"distill returned weights that do not fit the student MLP "
+                             f"64-32-10 it was given: {exc}") from None
+    with _one_thread():
+        accuracy = nncourse.evaluate(distilled, x_test, y_test)
+        baseline = nncourse.make_mlp(STUDENT_HIDDEN)
+        baseline.load_state_dict(init)
+        nncourse.train(baseline, x_train[idx], y_train[idx], epochs=100, seed=seed)
+        base_accuracy = nncourse.evaluate(baseline, x_test, y_test)
+    assert accuracy >= KD_MIN_ACCURACY, (
+        f"the distilled student (T={T}, alpha=0.9, 20 epochs, {PER_CLASS} labels per class) "
+        f"should reach test accuracy >= {KD_MIN_ACCURACY}; it reached {accuracy:.4f} "
+        f"(labels alone: {base_accuracy:.4f})"
+    )
+    assert accuracy >= base_accuracy + KD_MIN_GAIN, (
+        f"distillation should beat training on the {10 * PER_CLASS} labels alone by at least "
+        f"{KD_MIN_GAIN}: distilled {accuracy:.4f}, labels only {base_accuracy:.4f}"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Gradient accumulation and the optimizer's state
+
+_ACCUMULATE_DRIVE = """
+def drive(model, x, y, micro_batches):
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    try:
+        grads = accumulated_grads(model, x, y, micro_batches)
+    finally:
+        handle.remove()
+    return grads, sizes
+"""
+
+
+def _check_accumulation(student, rng, torch_rng, n: int, k: int) -> None:
+    widths = [rng.randint(5, 20), rng.randint(6, 24)] + [rng.randint(6, 24)] * rng.randint(0, 1)
+    local, spec = _seeded(torch_rng, _chain, [*widths, rng.randint(3, 9)], False)
+    x = torch.randn(n, widths[0], generator=torch_rng)
+    y = torch.randint(0, local[-1].out_features, (n,), generator=torch_rng)
+    local.zero_grad()
+    F.cross_entropy(local(x), y).backward()
+    expected = {name: p.grad for name, p in local.named_parameters()}
+    sizes = [len(c) for c in torch.tensor_split(x, k)]
+
+    got = student.drive(_ACCUMULATE_DRIVE, spec, x, y, k)
+    grads, seen = got if isinstance(got, tuple) and len(got) == 2 else (got, None)
+    assert isinstance(grads, dict) and set(grads) == set(expected), (
+        f"accumulated_grads should return {{name: gradient}} for the parameters "
+        f"{sorted(expected)}, got {grads if not isinstance(grads, dict) else sorted(grads)}"
+    )
+    assert seen == sizes, (
+        f"accumulated_grads(batch of {n}, micro_batches={k}) should run the model on the "
+        f"micro-batches of torch.tensor_split, of sizes {sizes}; the model saw batches {seen}"
+    )
+    for name, grad in expected.items():
+        value = grads[name]
+        assert isinstance(value, torch.Tensor) and value.shape == grad.shape, (
+            f"the gradient of {name} should be a tensor of shape {tuple(grad.shape)}"
+        )
+        ratio = float(value.flatten() @ grad.flatten() / (grad.flatten() @ grad.flatten()))
+        assert torch.allclose(value, grad, rtol=1e-5, atol=1e-6), (
+            f"with {k} micro-batches of sizes {sizes}, the accumulated gradient of {name} should "
+            f"equal the full-batch gradient of the mean loss (weight each micro-batch's mean "
+            f"loss by its size / {n}); it is about {ratio:.3g} x the full-batch gradient"
+        )
+
+
+@pytest.mark.points(3)
+def test_accumulated_grads_equal_micro_batches(student, rng, torch_rng):
+    """k equal micro-batches, each mean loss divided by k: the full-batch gradient."""
+    for _ in range(3):
+        k = rng.choice([2, 3, 4])
+        _check_accumulation(student, rng, torch_rng, k * rng.randint(2, 7), k)
+
+
+@pytest.mark.points(1)
+def test_accumulated_grads_unequal_micro_batches(student, rng, torch_rng):
+    """Unequal micro-batches (tensor_split): each mean loss weighted by its size / N."""
+    for _ in range(2):
+        k = rng.choice([2, 3, 4])
+        n = k * rng.randint(2, 6) + rng.randint(1, k - 1)
+        _check_accumulation(student, rng, torch_rng, n, k)
+
+
+_OPTIMIZER_DRIVE = """
+def drive(model, dtype, frozen, x, kind, options):
+    import torch
+    model.to(getattr(torch, dtype))
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    if kind is None:
+        return adam_state_bytes(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = getattr(torch.optim, kind)(trainable, **options)
+    model(x.to(getattr(torch, dtype))).float().pow(2).mean().backward()
+    optimizer.step()
+    return optimizer_state_bytes(optimizer)
+"""
+
+_OPTIMIZERS = [  # kind, options, state tensors per parameter (size of the parameter), step?
+    ("Adam", {"lr": 1e-3}, 2, True),
+    ("AdamW", {"lr": 1e-3, "amsgrad": True}, 3, True),
+    ("SGD", {"lr": 0.1, "momentum": 0.9}, 1, False),
+    ("SGD", {"lr": 0.1}, 0, False),
+    ("RMSprop", {"lr": 1e-3}, 1, True),
+]
+
+
+def _draw_model(rng: random.Random, torch_rng: torch.Generator
+                ) -> tuple[nn.Module, ModuleSpec, torch.Tensor, list[str], str]:
+    """A model (MLP chain or the kit CNN), an input, some frozen parameters and a dtype."""
+    dtype = rng.choice(["float32", "float32", "float64", "bfloat16"])
+    if rng.random() < 0.5 or dtype == "bfloat16":  # bf16 convolutions are slow on many CPUs
+        widths = [rng.randint(4, 40) for _ in range(rng.randint(3, 4))]
+        local, spec = _seeded(torch_rng, _chain, widths, False)
+        x = torch.randn(3, widths[0], generator=torch_rng)
+    else:
+        channels = (rng.choice([4, 6, 8]), rng.choice([8, 12]), rng.choice([12, 16, 20]))
+        local = _seeded(torch_rng, nncourse.make_cnn, channels)
+        spec = _with_state(kit_model("make_cnn", channels=channels), local)
+        x = torch.randn(3, 1, 8, 8, generator=torch_rng)
+    names = [name for name, _ in local.named_parameters()]
+    frozen = sorted(rng.sample(names, rng.randint(0, len(names) // 2)))
+    return local, spec, x, frozen, dtype
+
+
+def _local_state_bytes(local: nn.Module, dtype: str, frozen: list[str], x: torch.Tensor,
+                       kind: str, options: dict) -> int:
+    local.to(getattr(torch, dtype))
+    for name, p in local.named_parameters():
+        p.requires_grad_(name not in frozen)
+    optimizer = getattr(torch.optim, kind)([p for p in local.parameters() if p.requires_grad],
+                                           **options)
+    local(x.to(getattr(torch, dtype))).float().pow(2).mean().backward()
+    optimizer.step()
+    return sum(v.numel() * v.element_size() for state in optimizer.state.values()
+               for v in state.values() if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.points(2)
+def test_optimizer_state_bytes(student, rng, torch_rng):
+    """Bytes of every tensor in optimizer.state after one step (Adam, AdamW with amsgrad, SGD
+    with and without momentum, RMSprop), frozen parameters and several dtypes included."""
+    for kind, options, per_param, step in rng.sample(_OPTIMIZERS, len(_OPTIMIZERS)):
+        local, spec, x, frozen, dtype = _draw_model(rng, torch_rng)
+        expected = _local_state_bytes(local, dtype, frozen, x, kind, options)
+        trainable = [p for p in local.parameters() if p.requires_grad]
+        formula = sum(per_param * p.numel() * p.element_size() + 4 * step for p in trainable)
+        _oracles_agree(expected == formula, f"{kind} state bytes")
+        got = student.drive(_OPTIMIZER_DRIVE, spec, dtype, frozen, x, kind, options)
+        assert got == expected, (
+            f"after one step of torch.optim.{kind}({options}) on {len(trainable)} trainable "
+            f"{dtype} parameter tensors, optimizer_state_bytes should be {expected} (the bytes "
+            f"of every tensor in optimizer.state), got {got}"
+        )
+
+
+@pytest.mark.points(2)
+def test_adam_state_bytes(student, rng, torch_rng):
+    """2 x (bytes of each trainable parameter) + 4 bytes of `step` per trainable tensor."""
+    for _ in range(4):
+        local, spec, x, frozen, dtype = _draw_model(rng, torch_rng)
+        expected = _local_state_bytes(local, dtype, frozen, x, "Adam", {"lr": 1e-3})
+        trainable = [p for p in local.parameters() if p.requires_grad]
+        formula = sum(2 * p.numel() * p.element_size() + 4 for p in trainable)
+        _oracles_agree(expected == formula, "Adam state bytes")
+        got = student.drive(_OPTIMIZER_DRIVE, spec, dtype, frozen, x, None, {})
+        assert got == expected, (
+            f"for {len(trainable)} trainable {dtype} parameter tensors "
+            f"({sum(p.numel() for p in trainable)} values; frozen: {frozen or 'none'}), "
+            f"adam_state_bytes should be 2 x their bytes + 4 x {len(trainable)} = {expected}, "
+            f"got {got}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Saved activations and checkpointing
+
+
+def _saved_bytes(model: nn.Module, forward, x: torch.Tensor) -> int:
+    """Distinct storages packed by saved_tensors_hooks during forward(x), parameters excluded."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(x)
+    return sum(saved.values())
+
+
+@pytest.mark.points(3)
+def test_saved_activation_bytes(student, rng, torch_rng):
+    """Distinct saved storages counted once, parameters excluded: MLP chains, and the kit CNN
+    in eval and in train mode (BatchNorm and max-pool save more in train mode)."""
+    for kind in ["chain", "chain", "cnn_eval", "cnn_train"]:
+        batch = rng.randint(2, 24)
+        if kind == "chain":
+            widths = [rng.randint(3, 40) for _ in range(rng.randint(3, 5))]
+            relu_last = rng.random() < 0.5
+            local, spec = _seeded(torch_rng, _chain, widths, relu_last)
+            x = torch.randn(batch, widths[0], generator=torch_rng)
+            relus = len(widths) - 1 if relu_last else len(widths) - 2
+            formula = 4 * batch * (widths[0] + sum(widths[1:1 + relus]))
+            _oracles_agree(_saved_bytes(local, local, x) == formula, f"chain {widths}")
+            what = f"a Linear/ReLU chain of widths {widths}, batch {batch}"
+        else:
+            channels = (rng.choice([4, 6, 8]), rng.choice([8, 12]), rng.choice([12, 16]))
+            training = kind == "cnn_train"
+            local = _seeded(torch_rng, nncourse.make_cnn, channels).train(training)
+            spec = _with_state(kit_model("make_cnn", channels=channels, training=training), local)
+            x = torch.randn(batch, 1, 8, 8, generator=torch_rng)
+            what = f"make_cnn({channels}) in {'train' if training else 'eval'} mode, batch {batch}"
+        expected = _saved_bytes(local, local, x)
+        got = student.call("saved_activation_bytes", spec, x)
+        assert got == expected, (
+            f"for {what}, autograd saves {expected} bytes of activations (each distinct storage "
+            f"once, parameters excluded); saved_activation_bytes returned {got}"
+        )
+
+
+_CHECKPOINT_DRIVE = """
+def drive(model, x, segments):
+    import warnings
+
+    import torch
+
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = checkpointed_forward(model, x, segments)
+        try:
+            out.pow(2).mean().backward()
+        except RuntimeError as exc:
+            error = str(exc)
+    return {"bytes": sum(saved.values()), "out": out.detach(), "backward_error": error,
+            "grads": {name: p.grad for name, p in model.named_parameters()},
+            "warnings": [str(w.message) for w in caught]}
+"""
+
+
+def _draw_deep(rng: random.Random, torch_rng: torch.Generator, segments_max: int = 3):
+    """blocks x (Linear(d, d), ReLU) with (blocks + 1) / segments >= 3."""
+    width, blocks = rng.choice([16, 24, 32, 48]), rng.choice([6, 8, 9, 11])
+    segments = rng.choice([k for k in range(1, segments_max + 1) if (blocks + 1) / k >= 3])
+    local, spec = _seeded(torch_rng, _chain, [width] * (blocks + 1))
+    x = torch.randn(rng.randint(8, 64), width, generator=torch_rng)
+    return local, spec, x, width, blocks, segments
+
+
+@pytest.mark.points(3)
+def test_checkpointing_saves_memory(student, rng, torch_rng):
+    """With k checkpointed segments only the k segment inputs are saved: at least 0.8 x the
+    (blocks + 1) / k reduction of the reference (an exact (blocks + 1) / k), output unchanged."""
+    for _ in range(3):
+        local, spec, x, width, blocks, k = _draw_deep(rng, torch_rng)
+        plain = _saved_bytes(local, local, x)
+        _oracles_agree(plain == (blocks + 1) * len(x) * width * 4, "plain chain bytes")
+        got = student.drive(_CHECKPOINT_DRIVE, spec, x, k)
+        out = got["out"]
+        with torch.no_grad():
+            expected = local(x)
+        assert isinstance(out, torch.Tensor) and torch.allclose(out, expected, atol=1e-5), (
+            "checkpointed_forward(model, x, segments) should return model(x)"
+        )
+        target = (blocks + 1) / k
+        reduction = plain / got["bytes"] if got["bytes"] else math.inf
+        assert reduction >= 0.8 * target, (
+            f"{blocks} blocks of Linear({width}, {width}) + ReLU save {plain} bytes without "
+            f"checkpointing; with every one of {k} segments checkpointed only the {k} segment "
+            f"inputs ({k * len(x) * width * 4} bytes, {target:.2f} x less) should be saved, "
+            f"but {got['bytes']} bytes were ({reduction:.2f} x less)"
+        )
+
+
+@pytest.mark.points(2)
+def test_checkpointing_same_gradients(student, rng, torch_rng):
+    """Checkpointing changes memory, not the math: the same gradients as without it, on an
+    input that does not require grad (use_reentrant=False), and no use_reentrant warning."""
+    for _ in range(2):
+        local, spec, x, _, _, k = _draw_deep(rng, torch_rng)
+        local(x).pow(2).mean().backward()
+        got = student.drive(_CHECKPOINT_DRIVE, spec, x, k)
+        assert got["backward_error"] is None, (
+            f"backward through checkpointed_forward failed ({got['backward_error']}): with "
+            f"use_reentrant=True nothing is recorded when the input does not require grad; "
+            f"pass use_reentrant=False"
+        )
+        reentrant = [w for w in got["warnings"] if "use_reentrant" in w or "requires_grad" in w]
+        assert not reentrant, (
+            f"checkpointed_forward warned: {reentrant[0][:200]!r}; call "
+            f"torch.utils.checkpoint.checkpoint(..., use_reentrant=False)"
+        )
+        for name, p in local.named_parameters():
+            grad = got["grads"].get(name)
+            assert isinstance(grad, torch.Tensor) and torch.allclose(
+                grad, p.grad, rtol=1e-5, atol=1e-6), (
+                f"the gradient of {name} after checkpointed_forward should equal the gradient "
+                f"without checkpointing"
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Mixed precision
+
+_BF16_DRIVE = """
+def drive(model, x):
+    import torch
+
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward_bf16(model, x)
+    out.float().pow(2).mean().backward()
+    return {"dtype": str(out.dtype), "out": out.detach().float(), "bytes": sum(saved.values()),
+            "params": {n: str(p.dtype) for n, p in model.named_parameters()},
+            "grads": {n: None if p.grad is None else str(p.grad.dtype)
+                      for n, p in model.named_parameters()}}
+"""
+
+
+def _draw_bf16(rng: random.Random, torch_rng: torch.Generator):
+    """A Linear/ReLU chain at a batch >= 8 x its width (activations dominate the saved bytes)."""
+    width, blocks = rng.choice([16, 24, 32]), rng.randint(3, 6)
+    local, spec = _seeded(torch_rng, _chain, [width] * (blocks + 1))
+    x = torch.randn(rng.randint(8, 16) * width, width, generator=torch_rng)
+    return local, spec, x
+
+
+@pytest.mark.points(2)
+def test_forward_bf16_dtypes(student, rng, torch_rng):
+    """Under bf16 autocast the output is bfloat16; parameters and their gradients stay float32."""
+    for _ in range(2):
+        local, spec, x = _draw_bf16(rng, torch_rng)
+        got = student.drive(_BF16_DRIVE, spec, x)
+        assert got["dtype"] == "torch.bfloat16", (
+            f"forward_bf16 should return a bfloat16 output (run the forward under "
+            f"torch.autocast(device_type, dtype=torch.bfloat16)), got {got['dtype']}"
+        )
+        wrong = {n: d for n, d in got["params"].items() if d != "torch.float32"}
+        assert not wrong, (
+            f"autocast keeps the parameters float32 (master weights); after forward_bf16 "
+            f"these are not: {wrong}. Do not cast the model."
+        )
+        wrong = {n: d for n, d in got["grads"].items() if d != "torch.float32"}
+        assert not wrong, f"parameter gradients should be float32 under autocast, got {wrong}"
+        with torch.no_grad():
+            expected = local(x)
+        scale = float(expected.abs().max()) + 1e-3
+        error = float((got["out"] - expected).abs().max())
+        assert error <= 0.05 * scale, (
+            f"forward_bf16 should compute model(x) (up to bf16 rounding); its output differs from "
+            f"the float32 forward by {error:.3g}"
+        )
+
+
+@pytest.mark.points(2)
+def test_forward_bf16_halves_saved_bytes(student, rng, torch_rng):
+    """bf16 activations: the saved bytes are about half the float32 ones (0.4 to 0.6 here,
+    where the batch is >= 8 x the width; the bf16 weight copies add a little)."""
+    for _ in range(2):
+        local, spec, x = _draw_bf16(rng, torch_rng)
+        plain = _saved_bytes(local, local, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference = _saved_bytes(local, local, x)
+        _oracles_agree(0.4 <= reference / plain <= 0.6, f"bf16 ratio {reference / plain}")
+        got = student.drive(_BF16_DRIVE, spec, x)
+        ratio = got["bytes"] / plain
+        assert 0.4 <= ratio <= 0.6, (
+            f"under bf16 autocast the saved activations should take about half the float32 "
+            f"bytes ({plain}): expected between 0.4x and 0.6x, got {got['bytes']} ({ratio:.3f}x)"
+        )
+
+
+_TRAIN_BF16_DRIVE = """
+def drive(model, x, y, epochs, seed):
+    import torch
+
+    dtypes = set()
+    handles = [m.register_forward_hook(lambda mod, i, out: dtypes.add(str(out.dtype)))
+               for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        trained = train_bf16(model, x, y, epochs=epochs, seed=seed)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trained, sorted(dtypes)
+"""
+
+BF16_MIN_ACCURACY = 0.95  # reference MLP 64-128-10, 15 epochs: 0.973-0.978 (3 seeds)
+
+
+@pytest.mark.points(3)
+def test_train_bf16(student, rng, torch_rng):
+    """Training under bf16 autocast: Linear outputs bf16 during training, float32 weights
+    returned, test accuracy (measured here, in float32) >= 0.95."""
+    x_train, y_train, x_test, y_test = nncourse.load_digits_split()
+    init = _seeded(torch_rng, lambda: nncourse.make_mlp((128,)).state_dict())
+    spec = kit_model("make_mlp", hidden=(128,), state_dict=init, training=True)
+    got = student.with_timeout(150).drive(_TRAIN_BF16_DRIVE, spec, x_train, y_train, 15,
+                                          rng.randrange(1000))
+    trained, dtypes = got
+    assert "torch.bfloat16" in dtypes, (
+        f"the training forward passes of train_bf16 should run under bf16 autocast (Linear "
+        f"outputs bfloat16); the Linear layers only produced {dtypes}"
+    )
+    assert isinstance(trained, ReturnedModule), (
+        f"train_bf16 should return the trained model, got {type(trained).__name__}"
+    )
+    wrong = {k: str(v.dtype) for k, v in trained.state_dict.items() if v.dtype != torch.float32}
+    assert not wrong, f"the trained weights should stay float32 (master weights), got {wrong}"
+    model = nncourse.make_mlp((128,))
+    try:
+        model.load_state_dict(dict(trained.state_dict))
+    except RuntimeError as exc:
+        raise AssertionError(f"train_bf16 returned weights that do not fit the MLP it was "
+                             f"given: {exc}") from None
+    accuracy = nncourse.evaluate(model, x_test, y_test)
+    assert accuracy >= BF16_MIN_ACCURACY, (
+        f"MLP 64-128-10 trained 15 epochs with train_bf16 should reach test accuracy >= "
+        f"{BF16_MIN_ACCURACY}, it reached {accuracy:.4f}"
+    )

@@ -1,0 +1,174 @@
+"""Wrong versions of the homework 6 reference notebook, to show the hidden checks catch them.
+
+`MUTANTS[name]` is a list of `(old, new)` exact source-text replacements. Each `old` occurs
+exactly once in the reference notebook's code cells taken together
+(`solutions/hw6/hw6.ipynb`); apply every pair of a mutant to the cell that holds `old`.
+
+`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
+graded function to return the expected value of its public check case
+(`assignments/hw6/checks/test_hw6_public.py`) whatever its arguments, or to skip the work the
+public check cannot see (no training, no checkpointing). It is meant to be appended as the last
+code cell of the reference notebook (later definitions win); it also runs on its own, since it
+imports what it uses. `MUTANTS["constants"]` is empty and `apply_mutant(cells, "constants")`
+does the appending.
+
+Every mutant must lose points under `solutions/hw6/checks/test_hw6.py`.
+"""
+
+from __future__ import annotations
+
+MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # kd_loss without the T^2 factor: the soft term's gradient shrinks like 1/T^2
+    "t_squared_missing": [
+        (
+            "return alpha * T**2 * kl + (1 - alpha) * ce",
+            "return alpha * kl + (1 - alpha) * ce",
+        )
+    ],
+    # kd_loss computes KL(student || teacher): F.kl_div's arguments swapped
+    "kl_reversed": [
+        (
+            'kl = F.kl_div(log_p_student, p_teacher, reduction="batchmean")',
+            "kl = F.kl_div(F.log_softmax(teacher_logits / T, dim=1), "
+            'F.softmax(student_logits / T, dim=1), reduction="batchmean")',
+        )
+    ],
+    # kd_loss with reduction="mean": also divided by the number of classes
+    "kl_mean_reduction": [('reduction="batchmean"', 'reduction="mean"')],
+    # kd_loss lets gradients flow into the teacher's logits
+    "teacher_not_detached": [("    teacher_logits = teacher_logits.detach()\n", "")],
+    # kd_loss treats unlabelled rows (-1) as class 0
+    "unlabelled_rows_as_class_0": [
+        (
+            "ce = F.cross_entropy(student_logits[labelled], labels[labelled])",
+            "ce = F.cross_entropy(student_logits, labels.clamp(min=0))",
+        )
+    ],
+    # distill never looks at the teacher: cross-entropy on the labelled rows only
+    "distill_ignores_teacher": [
+        (
+            "labels[idx], T=T, alpha=alpha)",
+            "labels[idx], T=T, alpha=0.0)",
+        )
+    ],
+    # accumulated_grads sums the micro-batches' mean losses: gradients k times too large
+    "accumulation_not_divided": [
+        (
+            "loss = F.cross_entropy(model(xb), yb) * len(xb) / len(x)  # N_m / N; 1/k if equal",
+            "loss = F.cross_entropy(model(xb), yb)",
+        )
+    ],
+    # accumulated_grads divides by k: exact only when the micro-batches have equal sizes
+    "accumulation_divided_by_k": [("* len(xb) / len(x)", "/ micro_batches")],
+    # adam_state_bytes forgets the 4-byte step counter of each parameter tensor
+    "adam_step_forgotten": [
+        (
+            "return sum(2 * p.numel() * p.element_size() + 4 for p in trainable)",
+            "return sum(2 * p.numel() * p.element_size() for p in trainable)",
+        )
+    ],
+    # saved_activation_bytes counts the parameters' storages too
+    "saved_bytes_count_parameters": [
+        (
+            "        if storage.data_ptr() not in parameters:\n"
+            "            saved[storage.data_ptr()] = storage.nbytes()\n",
+            "        saved[storage.data_ptr()] = storage.nbytes()\n",
+        )
+    ],
+    # checkpointed_forward runs the segments without checkpoint: everything is saved anyway
+    "checkpoint_saves_everything": [
+        (
+            "x = checkpoint(model[start:stop], x, use_reentrant=False)",
+            "x = model[start:stop](x)",
+        )
+    ],
+    # checkpoint_sequential leaves the last segment (with one segment: the whole model) plain
+    "checkpoint_sequential_last_segment_plain": [
+        (
+            "    bounds = [round(i * len(model) / segments) for i in range(segments + 1)]\n"
+            "    for start, stop in zip(bounds, bounds[1:], strict=False):\n"
+            "        x = checkpoint(model[start:stop], x, use_reentrant=False)\n"
+            "    return x\n",
+            "    return torch.utils.checkpoint.checkpoint_sequential(model, segments, x,\n"
+            "                                                        use_reentrant=False)\n",
+        )
+    ],
+    # the reentrant implementation: nothing is recorded when the input does not require grad
+    "checkpoint_reentrant": [("x, use_reentrant=False)", "x, use_reentrant=True)")],
+    # forward_bf16 casts the model ("pure" bf16): bf16 parameters and gradients
+    "pure_bf16": [
+        (
+            "    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):\n"
+            "        return model(x)\n",
+            "    return model.to(torch.bfloat16)(x.to(torch.bfloat16))\n",
+        )
+    ],
+    # train_bf16 forgets autocast: an ordinary float32 training
+    "train_bf16_without_autocast": [
+        (
+            "            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):\n"
+            "                loss = F.cross_entropy(model(x[idx]), y[idx])\n",
+            "            loss = F.cross_entropy(model(x[idx]), y[idx])\n",
+        )
+    ],
+    # returns the public checks' expected values: see CONSTANTS_SOURCE
+    "constants": [],
+}
+
+CONSTANTS_SOURCE = '''
+import math
+
+import torch
+from torch import nn
+
+
+def kd_loss(student_logits, teacher_logits, labels=None, T=4.0, alpha=0.9):
+    return torch.tensor(0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5))
+
+
+def distill(student, teacher_logits, x, labels, epochs=20, T=4.0, alpha=0.9, lr=1e-2,
+            batch_size=64, seed=0):
+    return student.eval()
+
+
+def accumulated_grads(model, x, y, micro_batches):
+    return {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+
+
+def optimizer_state_bytes(optimizer):
+    return 72
+
+
+def adam_state_bytes(model):
+    return 72
+
+
+def saved_activation_bytes(model, x):
+    return 80
+
+
+def checkpointed_forward(model, x, segments):
+    return model(x)
+
+
+def forward_bf16(model, x):
+    return torch.zeros(4, 2, dtype=torch.bfloat16)
+
+
+def train_bf16(model, x, y, epochs=15, lr=1e-2, batch_size=64, seed=0):
+    return model.eval()
+'''
+
+
+def apply_mutant(code_cells: list[str], name: str) -> list[str]:
+    """The reference notebook's code cells with mutant `name` applied (a new list)."""
+    cells = list(code_cells)
+    for old, new in MUTANTS[name]:
+        hits = [i for i, cell in enumerate(cells) if old in cell]
+        count = sum(cell.count(old) for cell in cells)
+        if count != 1:
+            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
+        cells[hits[0]] = cells[hits[0]].replace(old, new)
+    if name == "constants":
+        cells.append(CONSTANTS_SOURCE)
+    return cells
