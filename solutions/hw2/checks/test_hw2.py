@@ -1,0 +1,853 @@
+"""Hidden checks for homework 2: pruning, unstructured and structured.
+
+Conventions (stated in the notebook): sparsity = fraction of zero entries; a model's sparsity
+counts the weights of its Conv2d and Linear layers only; magnitude pruning of n entries to
+sparsity s zeros the round(s * n) entries of smallest |w| (exactly that many on tie-free input);
+MAC = multiply-accumulates of Conv2d and Linear layers, bias excluded (homework 1), checked
+against torch.utils.flop_counter.FlopCounterMode.
+
+Every input is drawn per run from the `rng` / `torch_rng` fixtures. Exact quantities (masks,
+zero counts, channel counts, MACs, parameters, BatchNorm statistics, sliced tensors) are
+compared with oracles written here. Learned quantities (accuracy) are measured here, on the
+held-out split of nncourse.load_digits_split(), from the weights the student's code returns
+(last section); never from a number the notebook prints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import nncourse
+from grader.protocol import ModuleSpec, ReturnedModule, kit_model
+
+CONVS = ("conv1", "conv2", "conv3")
+PRUNABLE_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")
+
+SPARSITY_TOLERANCE = 0.002  # |global sparsity - target|, as a fraction of the pruned weights
+GLOBAL_90_MIN_ACCURACY = 0.97  # measurements and reasons: see the accuracy section below
+CHANNEL_50_MIN_ACCURACY = 0.95
+
+
+# ------------------------------------------------------------------------------------------
+# Oracles and draws, written independently of the reference notebook.
+
+
+def _oracle_mask(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask of magnitude pruning: the round(s * n) smallest |w| go (ties at the threshold
+    go too)."""
+    k = round(sparsity * tensor.numel())
+    if k == 0:
+        return torch.ones_like(tensor, dtype=torch.bool)
+    threshold = tensor.abs().flatten().sort().values[k - 1]
+    return tensor.abs() > threshold
+
+
+def _tie_free(shape: tuple[int, ...], torch_rng: torch.Generator) -> torch.Tensor:
+    """Distinct magnitudes (a permutation of 1..n, scaled) with random signs."""
+    n = math.prod(shape)
+    magnitudes = (torch.randperm(n, generator=torch_rng) + 1).float() / n
+    signs = torch.where(torch.rand(n, generator=torch_rng) < 0.5, -1.0, 1.0)
+    return (magnitudes * signs).reshape(shape)
+
+
+def _draw_sparsity(rng: random.Random, n: int) -> float:
+    """A sparsity whose s * n is not within 0.02 of a .5 (no rounding-convention ambiguity)."""
+    while True:
+        s = round(rng.uniform(0.05, 0.98), 3)
+        if abs((s * n) % 1 - 0.5) > 0.02:
+            return s
+
+
+def _draw_channels(rng: random.Random) -> tuple[int, int, int]:
+    return rng.choice([6, 8, 10, 12]), rng.choice([10, 12, 14, 16]), rng.choice([12, 16, 20, 24])
+
+
+def _random_state(channels, torch_rng: torch.Generator, tie_free: bool = False,
+                  densities: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """A make_cnn state with distinctive values everywhere. tie_free: all Conv2d/Linear weights
+    together have distinct magnitudes (global ranking is unambiguous). densities: {weight key:
+    fraction of entries kept}, the rest set to zero."""
+    template = nncourse.make_cnn(channels).state_dict()
+    shared = None
+    if tie_free:
+        sizes = [template[k].numel() for k in PRUNABLE_KEYS]
+        shared = _tie_free((sum(sizes),), torch_rng).split(sizes)
+    state = {}
+    for key, value in template.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.randint(5, 500, (), generator=torch_rng)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=torch_rng) + 0.5
+        elif key in PRUNABLE_KEYS and shared is not None:
+            state[key] = shared[PRUNABLE_KEYS.index(key)].reshape(value.shape).clone()
+        elif key in PRUNABLE_KEYS:
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=torch_rng) * (2 / fan_in) ** 0.5
+        else:
+            state[key] = torch.randn(value.shape, generator=torch_rng) * 0.3
+        if densities and key in densities:
+            keep = torch.rand(value.shape, generator=torch_rng) < densities[key]
+            state[key] = state[key] * keep
+    return state
+
+
+def _build(channels, state: dict[str, torch.Tensor]) -> nn.Sequential:
+    model = nncourse.make_cnn(channels)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _pretrained_state(name: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in nncourse.load_pretrained(name).state_dict().items()}
+
+
+def _counted_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """MACs = FlopCounterMode's FLOPs / 2 (Conv2d and Linear only, bias excluded)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(shape))
+    return counter.get_total_flops() // 2
+
+
+def _oracles_agree(agree: bool, what: str) -> None:
+    """Two of the grader's own oracles disagree: a grader bug, reported as an error."""
+    if not agree:
+        raise RuntimeError(f"grader oracles disagree: {what}")
+
+
+def _module(got, what: str) -> ReturnedModule:
+    assert isinstance(got, ReturnedModule), f"{what} should return a model (nn.Module), got {got!r}"
+    return got
+
+
+def _rebuild(got: ReturnedModule) -> nn.Module:
+    """The returned layers and weights as a real module in the grader, in eval mode."""
+    return got.rebuild().eval()
+
+
+def _config(got: ReturnedModule, name: str, what: str) -> dict:
+    for info in got.layers:
+        if info.name == name:
+            return dict(info.config)
+    raise AssertionError(f"{what}: the returned model has no layer named {name!r}; keep the "
+                         f"layer names of the input model")
+
+
+def _forward(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    try:
+        with torch.no_grad():
+            return model(x)
+    except RuntimeError as error:  # the student's layers do not fit together
+        raise AssertionError(f"{what}: the returned model fails on an input of shape "
+                             f"{tuple(x.shape)}: {str(error)[:300]}") from None
+
+
+def _changed_keys(before: dict[str, torch.Tensor], after: dict) -> list[str]:
+    return sorted(k for k, v in before.items()
+                  if k not in after or not isinstance(after[k], torch.Tensor)
+                  or after[k].shape != v.shape or not torch.equal(after[k], v))
+
+
+def _test_subset(rng: random.Random, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    _, _, x, y = nncourse.load_digits_split()
+    index = torch.tensor(sorted(rng.sample(range(len(y)), size)))
+    return x[index], y[index]
+
+
+def _train_subset(rng: random.Random, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y, _, _ = nncourse.load_digits_split()
+    index = torch.tensor(sorted(rng.sample(range(len(y)), size)))
+    return x[index], y[index]
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Magnitude pruning and sparsity
+
+
+@pytest.mark.points(2)
+def test_magnitude_prune_exact_masks(student, rng, torch_rng):
+    """Keep-mask = |w| > (round(s*n)-th smallest |w|); sparsity 0 keeps all, 1 prunes all."""
+    shapes = [(rng.randint(2, 5), rng.randint(2, 6)) for _ in range(3)]
+    shapes += [(rng.randint(2, 4), rng.randint(1, 3), 3, 3) for _ in range(3)]
+    for shape in shapes:
+        n = math.prod(shape)
+        tensor = _tie_free(shape, torch_rng) * rng.choice([0.01, 1.0, 30.0])
+        for sparsity in [0.0, 1.0, _draw_sparsity(rng, n), _draw_sparsity(rng, n)]:
+            expected = _oracle_mask(tensor, sparsity)
+            mask, (after, _) = student.call_inspect("magnitude_prune_", tensor.clone(), sparsity)
+            assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool, (
+                f"magnitude_prune_ should return a bool keep-mask, got {mask!r}"
+            )
+            assert mask.shape == tensor.shape and torch.equal(mask, expected), (
+                f"magnitude_prune_ on a tie-free tensor of shape {shape} at sparsity {sparsity}: "
+                f"the mask should keep exactly the {n - round(sparsity * n)} entries of largest "
+                f"magnitude (prune round({sparsity} * {n}) = {round(sparsity * n)}), it keeps "
+                f"{int(mask.sum())}"
+                + ("" if int(mask.sum()) != n - round(sparsity * n) else ", not the largest ones")
+            )
+            assert torch.equal(after, tensor * expected), (
+                f"magnitude_prune_ at sparsity {sparsity} must zero the pruned entries of the "
+                f"tensor itself, in place, and leave the others unchanged"
+            )
+
+
+@pytest.mark.points(2)
+def test_magnitude_prune_zero_count(student, rng, torch_rng):
+    """Exactly round(s * numel) zeros on a large tie-free tensor, pruned in place."""
+    for _ in range(4):
+        shape = rng.choice([(rng.randint(30, 90), rng.randint(20, 40)),
+                            (rng.randint(8, 24), rng.randint(4, 16), 3, 3)])
+        n = math.prod(shape)
+        tensor = _tie_free(shape, torch_rng)
+        sparsity = _draw_sparsity(rng, n)
+        _, (after, _) = student.call_inspect("magnitude_prune_", tensor.clone(), sparsity)
+        zeros = int((after == 0).sum())
+        assert zeros == round(sparsity * n), (
+            f"magnitude_prune_ of {n} tie-free entries at sparsity {sparsity} should leave "
+            f"round({sparsity} * {n}) = {round(sparsity * n)} zeros in the tensor, got {zeros}"
+        )
+
+
+@pytest.mark.points(2)
+def test_model_sparsity(student, rng, torch_rng):
+    """Zeros / entries over the weights of Conv2d and Linear layers; biases and BN excluded."""
+    for _ in range(3):
+        channels = _draw_channels(rng)
+        densities = {key: rng.choice([0.05, 0.2, 0.5, 0.8, 1.0]) for key in PRUNABLE_KEYS}
+        densities.update({"bn2.weight": 0.5, "bn3.bias": 0.3, "fc.bias": 0.4})  # must not count
+        state = _random_state(channels, torch_rng, densities=densities)
+        zeros = sum(int((state[k] == 0).sum()) for k in PRUNABLE_KEYS)
+        total = sum(state[k].numel() for k in PRUNABLE_KEYS)
+        got = student.call("model_sparsity", kit_model("make_cnn", channels=channels,
+                                                       state_dict=state))
+        assert isinstance(got, float | int) and math.isclose(got, zeros / total, rel_tol=1e-9), (
+            f"model_sparsity of make_cnn({channels}) with {zeros} zeros among its {total} "
+            f"Conv2d/Linear weights should be {zeros / total:.6f} (biases and BatchNorm do not "
+            f"count), got {got}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Masks during fine-tuning
+
+_DRIVE_PRUNER = """
+def drive(model, masks):
+    import torch
+    pruner = MaskedPruner(model, masks)
+    after_init = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # as if an optimizer step had moved every weight
+    pruner.apply()
+    return after_init, model
+"""
+
+
+@pytest.mark.points(2)
+def test_masked_pruner_applies_masks(student, rng, torch_rng):
+    """MaskedPruner(model, masks) zeroes the masked-out weights at once, and apply() again."""
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    names = rng.sample(PRUNABLE_KEYS, 2)
+    masks = {n: torch.rand(state[n].shape, generator=torch_rng) < rng.uniform(0.1, 0.6)
+             for n in names}
+    got = student.drive(_DRIVE_PRUNER, kit_model("make_cnn", channels=channels,
+                                                  state_dict=state), masks)
+    assert isinstance(got, tuple) and len(got) == 2, "the pruner test drive did not complete"
+    after_init, model = got
+    model = _module(model, "MaskedPruner")
+    params = dict(nncourse.make_cnn(channels).named_parameters())
+    for name in params:
+        expected_init = state[name] * masks[name] if name in masks else state[name]
+        assert torch.equal(after_init[name], expected_init), (
+            f"MaskedPruner(model, masks) should apply the masks when it is created: {name} "
+            + ("should be its weight times its mask" if name in masks else "has no mask and "
+               "should be left unchanged")
+        )
+        moved = state[name] + 1.0
+        expected = moved * masks[name] if name in masks else moved
+        assert torch.equal(model.state_dict[name], expected), (
+            f"after the weights moved, apply() should zero exactly the masked-out entries of "
+            f"{name} and leave the kept ones as they are"
+            + ("" if name in masks else f" ({name} has no mask: leave it alone)")
+        )
+
+
+@pytest.mark.points(3)
+def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
+    """After fine-tuning, every pruned weight is exactly zero and the rest has trained."""
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    names = rng.sample(PRUNABLE_KEYS[1:], 2)
+    masks = {n: torch.rand(state[n].shape, generator=torch_rng) < rng.uniform(0.1, 0.5)
+             for n in names}
+    x, y = _train_subset(rng, rng.randint(192, 320))
+    lr, seed = rng.choice([1e-3, 3e-3, 1e-2]), rng.randint(0, 10_000)
+    model = kit_model("make_cnn", channels=channels, state_dict=state)
+    got = student.with_timeout(90).call("fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr,
+                                        seed=seed)
+    got = _module(got, "fine_tune_sparse")
+    for name, mask in masks.items():
+        weight = got.state_dict[name]
+        regrown = int((weight[~mask] != 0).sum())
+        assert regrown == 0, (
+            f"fine_tune_sparse: {regrown} of the {int((~mask).sum())} pruned entries of {name} "
+            f"are no longer zero after one epoch; re-apply the masks after every optimizer step"
+        )
+        trained = (weight[mask] != state[name][mask]).float().mean().item()
+        assert trained > 0.5, (
+            f"fine_tune_sparse: only {trained:.0%} of the kept entries of {name} changed in one "
+            f"epoch; the model should be trained with nncourse.train"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Sensitivity scan
+
+
+def _scan_case(rng: random.Random) -> tuple[dict, list[str], list[float], torch.Tensor,
+                                            torch.Tensor]:
+    state = _pretrained_state("cnn_16_32_64")
+    names = rng.sample(PRUNABLE_KEYS, rng.randint(2, 3))
+    sparsities = sorted(rng.sample([0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], 3))
+    x, y = _test_subset(rng, rng.randint(150, 250))
+    return state, names, sparsities, x, y
+
+
+@pytest.mark.points(3)
+def test_sensitivity_scan_accuracies(student, rng):
+    """One accuracy per (layer, sparsity), only that layer magnitude-pruned, the others dense."""
+    state, names, sparsities, x, y = _scan_case(rng)
+    model = kit_model("make_cnn", channels=(16, 32, 64), state_dict=state, training=True)
+    got = student.call("sensitivity_scan", model, names, sparsities, x, y)
+    assert isinstance(got, dict) and set(got) == set(names), (
+        f"sensitivity_scan(..., {names}, {sparsities}, ...) should return a dict keyed by the "
+        f"parameter names {names}, got {got!r}"[:400]
+    )
+    for name in names:
+        expected = []
+        for sparsity in sparsities:
+            model_local = _build((16, 32, 64), state)
+            weight = model_local.get_parameter(name)
+            with torch.no_grad():
+                weight.mul_(_oracle_mask(weight, sparsity))
+            expected.append(nncourse.evaluate(model_local, x, y))
+        accuracies = got[name]
+        assert isinstance(accuracies, list | tuple) and len(accuracies) == len(sparsities), (
+            f"sensitivity_scan: {name} should map to a list of {len(sparsities)} accuracies "
+            f"(one per sparsity), got {accuracies!r}"
+        )
+        off = [(s, a, e) for s, a, e in zip(sparsities, accuracies, expected, strict=True)
+               if not isinstance(a, float | int) or abs(a - e) > 1.5 / len(y)]
+        assert not off, (
+            f"sensitivity_scan: with only {name} pruned, the accuracy on the {len(y)} images "
+            f"given should be {[round(e, 4) for e in expected]} at sparsities {sparsities} "
+            f"(the other layers dense and unchanged, eval mode), got "
+            f"{[round(a, 4) if isinstance(a, float) else a for a in accuracies]}"
+        )
+
+
+@pytest.mark.points(2)
+def test_sensitivity_scan_leaves_model_as_found(student, rng):
+    """Weights, BatchNorm statistics and training flags are as before the scan."""
+    state, names, sparsities, x, y = _scan_case(rng)
+    model = kit_model("make_cnn", channels=(16, 32, 64), state_dict=state, training=True)
+    _, (after, *_) = student.call_inspect("sensitivity_scan", model, names, sparsities, x, y)
+    changed = _changed_keys(state, after.state_dict)
+    assert not changed, (
+        f"sensitivity_scan must restore the model: {changed} differ after the scan "
+        f"(restore each weight after measuring, and evaluate in eval mode)"
+    )
+    in_eval = sorted(n or "<model>" for n, flag in after.training.items() if not flag)
+    assert not in_eval, (
+        f"the model was in train mode; after sensitivity_scan these modules are in eval mode: "
+        f"{in_eval}. Restore every module's training flag."
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Global magnitude pruning
+
+
+def _global_case(rng: random.Random, torch_rng: torch.Generator, exclude: tuple[str, ...]):
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng, tie_free=True)
+    included = [k for k in PRUNABLE_KEYS if k not in exclude]
+    total = sum(state[k].numel() for k in included)
+    sparsity = _draw_sparsity(rng, total)
+    scores = torch.cat([state[k].abs().flatten() for k in included])
+    k = round(sparsity * total)
+    threshold = scores.sort().values[k - 1] if k else -1.0
+    masks = {key: state[key].abs() > threshold for key in included}
+    return channels, state, sparsity, masks
+
+
+_EXCLUDES = [("conv1.weight",), ("conv1.weight", "fc.weight"), ()]
+
+
+@pytest.mark.points(4)
+def test_global_magnitude_prune(student, rng, torch_rng):
+    """One threshold over all included weights: round(s * total) zeros, every pruned magnitude
+    below every kept one, excluded weights and all other tensors untouched."""
+    for exclude in _EXCLUDES:
+        channels, state, sparsity, expected = _global_case(rng, torch_rng, exclude)
+        included = list(expected)
+        model = kit_model("make_cnn", channels=channels, state_dict=state)
+        what = (f"global_magnitude_prune(make_cnn({channels}), {sparsity}, exclude={exclude})")
+        masks, (after, *_) = student.call_inspect("global_magnitude_prune", model, sparsity,
+                                                  exclude=exclude)
+        assert isinstance(masks, dict) and set(masks) == set(included), (
+            f"{what} should return one keep-mask per pruned weight, keyed {included}; got "
+            f"{sorted(masks) if isinstance(masks, dict) else masks!r}"
+        )
+        after_state = after.state_dict
+        untouched = [k for k in state if k not in included]
+        changed = _changed_keys({k: state[k] for k in untouched}, after_state)
+        assert not changed, f"{what} must not change {changed} (excluded, or not a weight)"
+        total = sum(state[k].numel() for k in included)
+        zeros = sum(int((after_state[k] == 0).sum()) for k in included)
+        assert abs(zeros / total - sparsity) <= SPARSITY_TOLERANCE, (
+            f"{what}: the weights of {included} should together be {sparsity:.3f} sparse "
+            f"(round({sparsity} * {total}) = {round(sparsity * total)} zeros), they are "
+            f"{zeros / total:.4f} sparse ({zeros} zeros); did every included layer take part?"
+        )
+        pruned = torch.cat([state[k][after_state[k] == 0].abs() for k in included])
+        kept = torch.cat([state[k][after_state[k] != 0].abs() for k in included])
+        assert pruned.numel() == 0 or kept.numel() == 0 or pruned.max() < kept.min(), (
+            f"{what}: a weight of magnitude {pruned.max().item():.5f} was pruned while one of "
+            f"{kept.min().item():.5f} was kept. Global pruning uses one threshold for all "
+            f"included layers"
+        )
+        for k in included:
+            kept_k = after_state[k] != 0
+            assert torch.equal(after_state[k], state[k] * kept_k), (
+                f"{what}: the kept entries of {k} must keep their values"
+            )
+            assert isinstance(masks[k], torch.Tensor) and masks[k].shape == kept_k.shape and \
+                torch.equal(masks[k].bool(), kept_k), (
+                    f"{what}: the mask returned for {k} should be True exactly where the "
+                    f"pruned weight is nonzero"
+                )
+
+
+@pytest.mark.points(2)
+def test_global_prune_with_torch(student, rng, torch_rng):
+    """prune.global_unstructured (L1) then prune.remove: same zeros as the global magnitude
+    oracle, the state_dict keeps its usual keys (no *_orig, *_mask)."""
+    for exclude in _EXCLUDES[:2]:
+        channels, state, sparsity, expected = _global_case(rng, torch_rng, exclude)
+        model = kit_model("make_cnn", channels=channels, state_dict=state)
+        what = f"global_prune_with_torch(make_cnn({channels}), {sparsity}, exclude={exclude})"
+        _, (after, *_) = student.call_inspect("global_prune_with_torch", model, sparsity,
+                                              exclude=exclude)
+        keys = set(after.state_dict)
+        extra, missing = sorted(keys - set(state)), sorted(set(state) - keys)
+        assert not extra and not missing, (
+            f"{what}: after prune.remove the state_dict should have exactly the keys of the "
+            f"unpruned model; extra {extra}, missing {missing}"
+        )
+        for k, value in state.items():
+            want = value * expected[k] if k in expected else value
+            assert torch.equal(after.state_dict[k], want), (
+                f"{what}: {k} should be "
+                + ("its weight with the globally smallest magnitudes zeroed"
+                   if k in expected else "left unchanged")
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# 5. BatchNorm re-calibration
+
+
+@pytest.mark.points(3)
+def test_recalibrate_bn(student, rng, torch_rng):
+    """Running statistics = batch mean and unbiased batch variance of one forward of x in
+    train mode; momenta, training flags and weights restored."""
+    for training in (False, True):
+        channels = _draw_channels(rng)
+        state = _random_state(channels, torch_rng)
+        x, _ = _train_subset(rng, rng.randint(100, 300))
+        x = x + 0.1 * torch.randn(x.shape, generator=torch_rng)
+        oracle = _build(channels, state)
+        for module in oracle.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None
+        with torch.no_grad():
+            oracle.train()(x)
+        spec = kit_model("make_cnn", channels=channels, state_dict=state, training=training)
+        _, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
+        what = f"recalibrate_bn(make_cnn({channels}), x of shape {tuple(x.shape)})"
+        for bn in ("bn1", "bn2", "bn3"):
+            for stat in ("running_mean", "running_var"):
+                want, got = oracle.state_dict()[f"{bn}.{stat}"], after.state_dict[f"{bn}.{stat}"]
+                assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-4,
+                                                                  atol=1e-5), (
+                    f"{what}: {bn}.{stat} should be the "
+                    + ("mean" if stat == "running_mean" else "unbiased variance")
+                    + " of its input over one forward of all of x (reset, momentum None), "
+                    f"max difference {(got - want).abs().max().item():.3g}"
+                )
+            momentum = _config(after, bn, what).get("momentum")
+            assert momentum == 0.1, f"{what}: restore {bn}.momentum to 0.1, got {momentum}"
+        changed = _changed_keys({k: v for k, v in state.items() if "running" not in k
+                                 and "num_batches" not in k}, after.state_dict)
+        assert not changed, f"{what} must not change weights: {changed} changed"
+        flags = {n or "<model>" for n, flag in after.training.items() if flag != training}
+        assert not flags, (
+            f"{what}: the model was in {'train' if training else 'eval'} mode; afterwards "
+            f"these modules are not: {sorted(flags)}. Restore every training flag."
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 6. Channel pruning
+
+
+def _oracle_importance(model: nn.Sequential, conv: str, criterion: str) -> torch.Tensor:
+    following = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3"), "conv3": ("bn3", "fc")}
+    bn, nxt = following[conv]
+    if criterion == "bn_gamma":
+        return model.get_submodule(bn).weight.detach().abs()
+    weight = model.get_submodule(nxt).weight.detach()
+    return torch.stack([weight[:, c].pow(2).sum().sqrt() for c in range(weight.shape[1])])
+
+
+def _oracle_select(channels, state, keep: dict[str, torch.Tensor]) -> nn.Sequential:
+    """make_cnn with the kept channels, built from sliced copies of the state."""
+    new_state = {k: v.clone() for k, v in state.items()}
+    following = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3"), "conv3": ("bn3", "fc")}
+    for conv, index in keep.items():
+        bn, nxt = following[conv]
+        new_state[f"{conv}.weight"] = new_state[f"{conv}.weight"][index]
+        for stat in ("weight", "bias", "running_mean", "running_var"):
+            new_state[f"{bn}.{stat}"] = new_state[f"{bn}.{stat}"][index]
+        new_state[f"{nxt}.weight"] = new_state[f"{nxt}.weight"][:, index]
+    sizes = tuple(len(keep[c]) if c in keep else channels[i] for i, c in enumerate(CONVS))
+    return _build(sizes, new_state)
+
+
+def _n_keep(c: int, ratio: float) -> int:
+    return max(1, round(c * (1 - ratio)))
+
+
+def _draw_ratio(rng: random.Random, channels) -> float | dict[str, float]:
+    def one(c: int) -> float:
+        while True:
+            r = rng.choice([0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8])
+            if abs((c * (1 - r)) % 1 - 0.5) > 0.02:
+                return r
+
+    if rng.random() < 0.5:
+        while True:
+            r = one(channels[0])
+            if all(abs((c * (1 - r)) % 1 - 0.5) > 0.02 for c in channels):
+                return r
+    names = rng.sample(CONVS, rng.randint(1, 2))
+    return {name: one(channels[CONVS.index(name)]) for name in names}
+
+
+def _oracle_keep(model, channels, ratio, criterion) -> dict[str, torch.Tensor]:
+    ratios = ratio if isinstance(ratio, dict) else dict.fromkeys(CONVS, ratio)
+    keep = {}
+    for conv, r in ratios.items():
+        importance = _oracle_importance(model, conv, criterion)
+        keep[conv] = importance.sort(descending=True).indices[:_n_keep(len(importance), r)]
+        keep[conv] = keep[conv].sort().values
+    return keep
+
+
+@pytest.mark.points(2)
+def test_channel_importance(student, rng, torch_rng):
+    """"l2": L2 norm of the next layer's weights on each channel; "bn_gamma": |gamma|."""
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    local = _build(channels, state)
+    for conv in CONVS:
+        for criterion in ("l2", "bn_gamma"):
+            spec = kit_model("make_cnn", channels=channels, state_dict=state)
+            got = student.call("channel_importance", spec, conv, criterion)
+            want = _oracle_importance(local, conv, criterion)
+            assert isinstance(got, torch.Tensor) and got.shape == want.shape and \
+                torch.allclose(got.float(), want, rtol=1e-5, atol=1e-7), (
+                    f"channel_importance(make_cnn({channels}), {conv!r}, {criterion!r}) should "
+                    + ("be |gamma| of the BatchNorm after the conv" if criterion == "bn_gamma"
+                       else "be the L2 norm of the next layer's weights reading each channel, "
+                       "||W_next[:, c]||")
+                    + f" ({want.shape[0]} values)"
+                )
+
+
+@pytest.mark.points(3)
+def test_select_channels(student, rng, torch_rng):
+    """The conv keeps keep[name] (in that order); BN parameters and running statistics and the
+    next layer's input channels are sliced to match, every other tensor unchanged."""
+    for _ in range(2):
+        channels = _draw_channels(rng)
+        state = _random_state(channels, torch_rng)
+        keep = {}
+        for conv in rng.sample(CONVS, rng.randint(1, 3)):
+            c = channels[CONVS.index(conv)]
+            keep[conv] = torch.randperm(c, generator=torch_rng)[:rng.randint(1, c)]
+        expected = _oracle_select(channels, state, keep)
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        what = f"select_channels(make_cnn({channels}), keep={{{', '.join(keep)}: ...}})"
+        got = _module(student.call("select_channels", spec, keep), "select_channels")
+        sizes = [len(keep[c]) if c in keep else channels[i] for i, c in enumerate(CONVS)]
+        want_configs = {"conv1": ("out_channels", sizes[0]), "bn1": ("num_features", sizes[0]),
+                        "conv2": ("in_channels", sizes[0]), "bn2": ("num_features", sizes[1]),
+                        "conv3": ("in_channels", sizes[1]), "bn3": ("num_features", sizes[2]),
+                        "fc": ("in_features", sizes[2])}
+        for name, (field, value) in want_configs.items():
+            have = _config(got, name, what).get(field)
+            assert have == value, f"{what}: {name}.{field} should be {value}, got {have}"
+        for key, want in expected.state_dict().items():
+            if key.endswith("num_batches_tracked"):
+                continue
+            have = got.state_dict.get(key)
+            assert isinstance(have, torch.Tensor) and have.shape == want.shape and \
+                torch.equal(have, want), (
+                    f"{what}: {key} should be "
+                    + ("the original tensor sliced to the kept channels, in the order given"
+                       if any(key.startswith(p) for p in ("conv", "bn", "fc.weight"))
+                       else "unchanged")
+                    + f" (shape {tuple(want.shape)}, got "
+                    + (f"{tuple(have.shape)})" if isinstance(have, torch.Tensor) else "none)")
+                )
+
+
+def _channel_case(rng, torch_rng):
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    return channels, state, _draw_ratio(rng, channels), rng.choice(["l2", "bn_gamma"])
+
+
+@pytest.mark.points(3)
+def test_channel_prune_structure_macs_params(student, rng, torch_rng):
+    """C_out = max(1, round(C * (1 - ratio))) per pruned conv; BN, next layer and fc follow;
+    MACs and parameters of the result exact; the result runs."""
+    for _ in range(3):
+        channels, state, ratio, criterion = _channel_case(rng, torch_rng)
+        ratios = ratio if isinstance(ratio, dict) else dict.fromkeys(CONVS, ratio)
+        sizes = tuple(_n_keep(c, ratios[n]) if n in ratios else c
+                      for n, c in zip(CONVS, channels, strict=True))
+        what = f"channel_prune(make_cnn({channels}), {ratio}, {criterion!r})"
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        got = _module(student.call("channel_prune", spec, ratio, criterion), "channel_prune")
+        have = tuple(_config(got, c, what).get("out_channels") for c in CONVS)
+        assert have == sizes, (
+            f"{what}: the convs should keep max(1, round(C * (1 - ratio))) channels: "
+            f"{sizes}, got {have}"
+        )
+        model = _rebuild(got)
+        k1, k2, k3 = sizes
+        macs = 64 * 9 * k1 + 64 * 9 * k1 * k2 + 16 * 9 * k2 * k3 + 10 * k3  # 8x8, pool, 4x4
+        params = 9 * k1 + 9 * k1 * k2 + 9 * k2 * k3 + 10 * k3 + 10 + 2 * (k1 + k2 + k3)
+        _oracles_agree(_counted_macs(nncourse.make_cnn(sizes), (1, 1, 8, 8)) == macs, "MACs")
+        out = _forward(model, torch.zeros(3, 1, 8, 8), what)
+        assert tuple(out.shape) == (3, 10), f"{what}: output shape {tuple(out.shape)}, not (3, 10)"
+        got_macs = _counted_macs(model, (1, 1, 8, 8))
+        assert got_macs == macs, (
+            f"{what}: the pruned model should cost {macs:,} MACs per 8x8 image (channels "
+            f"{sizes}), FlopCounterMode counts {got_macs:,}"
+        )
+        got_params = sum(p.numel() for p in model.parameters())
+        assert got_params == params, (
+            f"{what}: the pruned model should have {params:,} parameters, got {got_params:,}"
+        )
+
+
+@pytest.mark.points(3)
+def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
+    """The pruned model computes what the oracle's does: the top channels by importance
+    (ranked on the input model), BN statistics and next layer sliced consistently."""
+    x, _ = _test_subset(rng, 32)
+    for criterion in ("l2", "bn_gamma"):
+        channels, state, ratio, _ = _channel_case(rng, torch_rng)
+        keep = _oracle_keep(_build(channels, state), channels, ratio, criterion)
+        expected = _oracle_select(channels, state, keep)
+        what = f"channel_prune(make_cnn({channels}), {ratio}, {criterion!r})"
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        got = _module(student.call("channel_prune", spec, ratio, criterion), "channel_prune")
+        out = _forward(_rebuild(got), x, what)
+        want = expected(x).detach()
+        assert out.shape == want.shape and torch.allclose(out, want, rtol=1e-4, atol=1e-4), (
+            f"{what}: in eval mode the pruned model should compute exactly what the original "
+            f"computes with only the most important channels kept (by {criterion!r}, ranked on "
+            f"the input model; BatchNorm running statistics sliced too); max logit difference "
+            f"{(out - want).abs().max().item() if out.shape == want.shape else 'n/a'}"
+        )
+
+
+@pytest.mark.points(2)
+def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
+    """Same outputs as the input model; each conv's channels by decreasing importance."""
+    x, _ = _test_subset(rng, 32)
+    for criterion in ("l2", "bn_gamma"):
+        channels = _draw_channels(rng)
+        state = _random_state(channels, torch_rng)
+        what = f"sort_channels(make_cnn({channels}), {criterion!r})"
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        got = _module(student.call("sort_channels", spec, criterion), "sort_channels")
+        model = _rebuild(got)
+        out = _forward(model, x, what)
+        want = _build(channels, state)(x).detach()
+        assert out.shape == want.shape and torch.allclose(out, want, rtol=1e-4, atol=1e-4), (
+            f"{what}: sorting channels must not change the outputs (eval mode); max logit "
+            f"difference {(out - want).abs().max().item() if out.shape == want.shape else 'n/a'}"
+        )
+        for conv in CONVS:
+            importance = _oracle_importance(model, conv, criterion)
+            assert torch.all(importance[:-1] >= importance[1:]), (
+                f"{what}: the channels of {conv} should be in decreasing {criterion} importance, "
+                f"got {[round(v, 4) for v in importance.tolist()]}"
+            )
+
+
+@pytest.mark.points(2)
+def test_channel_surgery_leaves_the_input_model_unchanged(student, rng, torch_rng):
+    """channel_prune and sort_channels return a new model; the input keeps every tensor and
+    every layer's size."""
+    for function in ("channel_prune", "sort_channels"):
+        channels, state, ratio, criterion = _channel_case(rng, torch_rng)
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        args = (spec, ratio, criterion) if function == "channel_prune" else (spec, criterion)
+        _, (after, *_) = student.call_inspect(function, *args)
+        changed = _changed_keys(state, after.state_dict)
+        sizes = tuple(_config(after, c, function).get("out_channels") for c in CONVS)
+        assert not changed and sizes == channels, (
+            f"{function} must not modify the model it is given (deep-copy it first): after the "
+            f"call its {changed or 'layer sizes'} changed"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 7. MACs with zeros skipped
+
+
+@pytest.mark.points(2)
+def test_sparse_macs(student, rng, torch_rng):
+    """Sum over Conv2d/Linear of dense MACs * nnz(W) / numel(W) (= output positions * nnz)."""
+    for _ in range(3):
+        channels = _draw_channels(rng)
+        densities = {key: rng.choice([0.03, 0.1, 0.3, 0.6, 1.0]) for key in PRUNABLE_KEYS}
+        state = _random_state(channels, torch_rng, densities=densities)
+        n, h, w = rng.randint(1, 4), rng.randint(4, 12), rng.randint(4, 12)
+        nnz = {k: int(state[k].count_nonzero()) for k in PRUNABLE_KEYS}
+        positions = {"conv1.weight": n * h * w, "conv2.weight": n * h * w,
+                     "conv3.weight": n * (h // 2) * (w // 2), "fc.weight": n}
+        expected = sum(positions[k] * nnz[k] for k in PRUNABLE_KEYS)
+        dense_per_weight = {k: positions[k] * state[k].numel() for k in PRUNABLE_KEYS}
+        _oracles_agree(sum(dense_per_weight.values())
+                       == _counted_macs(nncourse.make_cnn(channels), (n, 1, h, w)), "MACs")
+        spec = kit_model("make_cnn", channels=channels, state_dict=state)
+        got = student.call("sparse_macs", spec, (n, 1, h, w))
+        assert got == expected, (
+            f"sparse_macs(make_cnn({channels}) with weight densities {densities}, "
+            f"{(n, 1, h, w)}) should be the sum over layers of dense MACs x nnz / numel = "
+            f"{expected:,}, got {got}"
+        )
+
+# ------------------------------------------------------------------------------------------
+# Accuracy: the student's pipelines run in the kernel on a fresh copy of the shipped
+# CNN(32, 64, 128) (global pruning + masked fine-tuning; channel pruning + fine-tuning with a
+# fixed recipe), with a seed drawn per run; the grader gets the weights back and measures
+# sparsity, channel counts and test accuracy on the 450 held-out images itself.
+#
+# Thresholds. The reference notebook's recipes measured (1 thread, several seeds):
+# - 90 % global magnitude pruning with conv1 excluded, then 3 epochs of masked fine-tuning at
+#   lr 1e-3: 0.989-0.996 over 11 seeds. The same recipe with random masks of the same sparsity
+#   reaches only 0.87-0.89, and with the largest weights pruned instead of the smallest 0.19.
+#   Threshold 0.97, 2 points below the worst seed.
+# - 50 % of every conv's channels removed (L2 or BN-gamma importance), then 2 epochs at lr 3e-3:
+#   0.971-0.989 over 36 seeds, typically 0.98. The same training of a (16, 32, 64) CNN from
+#   scratch, i.e. a "pruner" that does not carry the weights over, reaches 0.85-0.88.
+#   Threshold 0.95. The channel choice itself hardly matters after fine-tuning on this data set
+#   (random channels reach 0.98), so this check guards the surgery (the weights carried over, a
+#   model that trains and runs at the right size); which channels are kept is checked exactly
+#   by the channel checks above.
+
+
+def _pretrained_spec() -> ModuleSpec:
+    return kit_model("make_cnn", channels=(32, 64, 128),
+                     state_dict=_pretrained_state("cnn_32_64_128"))
+
+
+def _out_channels(got: ReturnedModule) -> tuple:
+    configs = {info.name: info.config for info in got.layers}
+    return tuple(configs.get(c, {}).get("out_channels") for c in CONVS)
+
+
+def _accuracy(got: ReturnedModule, what: str) -> float:
+    """Test accuracy of the returned layers and weights, rebuilt and run in the grader."""
+    _, _, x_test, y_test = nncourse.load_digits_split()
+    model = _rebuild(got)
+    _forward(model, x_test[:2], what)  # a clear message if the layers do not fit together
+    return nncourse.evaluate(model, x_test, y_test)
+
+
+_DRIVE_GLOBAL = """
+def drive(model, sparsity, seed):
+    import nncourse
+    x, y, _, _ = nncourse.load_digits_split()
+    masks = global_magnitude_prune(model, sparsity, exclude=("conv1.weight",))
+    return fine_tune_sparse(model, masks, x, y, epochs=3, lr=1e-3, seed=seed)
+"""
+
+_DRIVE_CHANNELS = """
+def drive(model, ratio, criterion, seed):
+    import nncourse
+    x, y, _, _ = nncourse.load_digits_split()
+    pruned = channel_prune(model, ratio, criterion)
+    return nncourse.train(pruned, x, y, epochs=2, lr=3e-3, seed=seed)
+"""
+
+
+@pytest.mark.points(4)
+def test_global_pruning_and_fine_tuning_accuracy(student, rng):
+    """Pretrained CNN(32, 64, 128), 90 % global magnitude pruning (conv1 excluded), 3 epochs of
+    masked fine-tuning (lr 1e-3): still 90 % sparse, test accuracy >= GLOBAL_90_MIN_ACCURACY."""
+    seed = rng.randint(0, 10_000)
+    got = student.with_timeout(150).drive(_DRIVE_GLOBAL, _pretrained_spec(), 0.9, seed)
+    what = ("global_magnitude_prune(pretrained CNN(32, 64, 128), 0.9) then fine_tune_sparse("
+            f"..., epochs=3, lr=1e-3, seed={seed})")
+    got = _module(got, "fine_tune_sparse")
+    weights = [got.state_dict.get(k) for k in PRUNABLE_KEYS[1:]]
+    assert all(isinstance(w, torch.Tensor) for w in weights), (
+        f"{what}: the returned model should have the weights {PRUNABLE_KEYS[1:]}"
+    )
+    sparsity = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert sparsity >= 0.9 - SPARSITY_TOLERANCE, (
+        f"{what}: conv2, conv3 and fc should still be 90 % sparse after fine-tuning, they are "
+        f"{sparsity:.4f} sparse"
+    )
+    accuracy = _accuracy(got, what)
+    assert accuracy >= GLOBAL_90_MIN_ACCURACY, (
+        f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
+        f"be at least {GLOBAL_90_MIN_ACCURACY}, got {accuracy:.4f}"
+    )
+
+
+@pytest.mark.points(3)
+def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
+    """Pretrained CNN(32, 64, 128), half of every conv's channels removed, 2 epochs of
+    fine-tuning (lr 3e-3): channels (16, 32, 64), test accuracy >= CHANNEL_50_MIN_ACCURACY."""
+    seed, criterion = rng.randint(0, 10_000), rng.choice(["l2", "bn_gamma"])
+    got = student.with_timeout(120).drive(_DRIVE_CHANNELS, _pretrained_spec(), 0.5, criterion,
+                                          seed)
+    what = (f"channel_prune(pretrained CNN(32, 64, 128), 0.5, {criterion!r}) then 2 epochs of "
+            f"fine-tuning (seed {seed})")
+    got = _module(got, "channel_prune")
+    assert _out_channels(got) == (16, 32, 64), (
+        f"{what}: the convs should keep (16, 32, 64) channels, got {_out_channels(got)}"
+    )
+    accuracy = _accuracy(got, what)
+    assert accuracy >= CHANNEL_50_MIN_ACCURACY, (
+        f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
+        f"be at least {CHANNEL_50_MIN_ACCURACY}, got {accuracy:.4f}"
+    )

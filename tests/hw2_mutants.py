@@ -1,0 +1,188 @@
+"""Wrong versions of the homework 2 reference notebook, to show the hidden checks catch them.
+
+`MUTANTS[name]` is a list of `(old, new)` exact source-text replacements. Each `old` occurs
+exactly once in the reference notebook's code cells taken together
+(`solutions/hw2/hw2.ipynb`); apply every pair of a mutant to the cell that holds `old`.
+
+`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
+graded function to return the expected value of its first public check case
+(`assignments/hw2/checks/test_hw2_public.py`), or its input model unchanged, whatever its
+arguments. It is meant to be appended as the last code cell of the reference notebook (later
+definitions win); it also runs on its own, since it imports what it uses.
+`MUTANTS["constants"]` is empty and `apply_mutant(cells, "constants")` does the appending.
+
+Every mutant must lose points under `solutions/hw2/checks/test_hw2.py`.
+"""
+
+from __future__ import annotations
+
+MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # magnitude_prune_ keeps the entry at the threshold: one zero short (two at sparsity 1)
+    "ties_counted_twice": [
+        ("        mask = importance > threshold\n", "        mask = importance >= threshold\n")
+    ],
+    # global_magnitude_prune ranks the convs only: the Linear layer is never pruned
+    "layer_skipped_in_global_pruning": [
+        (
+            "        if isinstance(module, PRUNABLE) and name not in exclude:\n",
+            "        if isinstance(module, nn.Conv2d) and name not in exclude:\n",
+        )
+    ],
+    # select_channels slices the conv and the next layer, not the BatchNorm in between
+    "batchnorm_left_unsliced": [
+        (
+            "        if bn_name is not None:\n"
+            "            bn = new.get_submodule(bn_name)\n"
+            "            bn.weight = nn.Parameter(bn.weight.detach()[index].clone())\n"
+            "            bn.bias = nn.Parameter(bn.bias.detach()[index].clone())\n"
+            "            bn.running_mean = bn.running_mean[index].clone()\n"
+            "            bn.running_var = bn.running_var[index].clone()\n"
+            "            bn.num_features = len(index)\n",
+            "",
+        )
+    ],
+    # global_magnitude_prune upside down: the largest 90 % go, the smallest stay (the sparsity
+    # is right, the accuracy is not)
+    "largest_weights_pruned": [
+        (
+            "scores.kthvalue(num_zeros).values",
+            "scores.kthvalue(scores.numel() - num_zeros).values",
+        ),
+        ("masks[name] = w.abs() > threshold", "masks[name] = w.abs() <= threshold"),
+    ],
+    # fine_tune_sparse applies the masks once, before training, never after an optimizer step
+    "mask_not_reapplied": [
+        (
+            "lr=lr, seed=seed, callback=pruner.apply)\n",
+            "lr=lr, seed=seed)\n",
+        )
+    ],
+    # select_channels operates on the caller's model instead of a deep copy
+    "original_model_mutated": [
+        (
+            "    new = copy.deepcopy(model)  # surgery on a copy",
+            "    new = model  # surgery on a copy",
+        )
+    ],
+    # sensitivity_scan never restores a weight: every later measurement sees earlier pruning
+    "scan_does_not_restore": [
+        (
+            "param.copy_(original)  # restore before the next sparsity or layer\n",
+            "pass\n",
+        )
+    ],
+    # global_prune_with_torch leaves weight_orig / weight_mask in the model
+    "prune_remove_forgotten": [
+        ("    for module, name in targets:\n        prune.remove(module, name)\n", "")
+    ],
+    # recalibrate_bn keeps momentum 0.1: the statistics move only 10 % away from their reset
+    "bn_momentum_kept": [
+        (
+            "            bn.momentum = None  # a cumulative average of the batches seen",
+            "            pass  # a cumulative average of the batches seen",
+        )
+    ],
+    # channel_importance "l2" on the conv's own filters (meaningless before BatchNorm)
+    "importance_from_own_filters": [
+        (
+            "weight = model.get_submodule(next_name).weight.detach()",
+            "weight = model.get_submodule(conv_name).weight.detach().transpose(0, 1)",
+        )
+    ],
+    # sort_channels orders by increasing importance
+    "channels_sorted_ascending": [("argsort(descending=True)", "argsort()")],
+    # model_sparsity counts every parameter, biases and BatchNorm included
+    "sparsity_over_all_parameters": [
+        (
+            "    for module in model.modules():\n"
+            "        if isinstance(module, PRUNABLE):\n"
+            "            zeros += int((module.weight == 0).sum())\n"
+            "            total += module.weight.numel()\n",
+            "    for param in model.parameters():\n"
+            "        zeros += int((param == 0).sum())\n"
+            "        total += param.numel()\n",
+        )
+    ],
+    # sparse_macs counts the zeros as work: the dense MACs
+    "zeros_counted_in_sparse_macs": [
+        ("int(torch.count_nonzero(weight))", "weight.numel()")
+    ],
+    # returns the public checks' expected values: see CONSTANTS_SOURCE
+    "constants": [],
+}
+
+CONSTANTS_SOURCE = '''
+import torch
+from torch import nn
+
+
+def magnitude_prune_(tensor, sparsity):
+    return torch.tensor([[True, True], [False, False], [True, False]])
+
+
+def model_sparsity(model):
+    return 8 / 14
+
+
+class MaskedPruner:
+    def __init__(self, model, masks):
+        self.model = model
+
+    def apply(self):
+        pass
+
+
+def fine_tune_sparse(model, masks, x, y, epochs=3, lr=1e-3, seed=0):
+    return model
+
+
+def sensitivity_scan(model, param_names, sparsities, x, y):
+    return {"fc.weight": [0.95]}
+
+
+def global_magnitude_prune(model, sparsity, exclude=("conv1.weight",)):
+    return {"0.weight": torch.tensor([[False, True], [False, True]]),
+            "1.weight": torch.tensor([[False, True], [False, False], [True, True]])}
+
+
+def global_prune_with_torch(model, sparsity, exclude=("conv1.weight",)):
+    return model
+
+
+def recalibrate_bn(model, x):
+    return model
+
+
+def channel_importance(model, conv_name, criterion="l2"):
+    return torch.tensor([0.0, 45**0.5, 0.0, 180**0.5])
+
+
+def select_channels(model, keep):
+    return model
+
+
+def channel_prune(model, ratio, criterion="l2"):
+    return model
+
+
+def sort_channels(model, criterion="l2"):
+    return model
+
+
+def sparse_macs(model, input_shape):
+    return 48
+'''
+
+
+def apply_mutant(code_cells: list[str], name: str) -> list[str]:
+    """The reference notebook's code cells with mutant `name` applied (a new list)."""
+    cells = list(code_cells)
+    for old, new in MUTANTS[name]:
+        hits = [i for i, cell in enumerate(cells) if old in cell]
+        count = sum(cell.count(old) for cell in cells)
+        if count != 1:
+            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
+        cells[hits[0]] = cells[hits[0]].replace(old, new)
+    if name == "constants":
+        cells.append(CONSTANTS_SOURCE)
+    return cells
