@@ -87,6 +87,8 @@ class _GraderPlugin:
     # hooks ----------------------------------------------------------------------------------
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "points(n): points a check is worth (required)")
+        # only the exception's message is read: spare pytest its source-annotated tracebacks
+        config.option.tbstyle = "native"
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

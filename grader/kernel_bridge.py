@@ -131,8 +131,12 @@ def __grader_make_bridge(layer_fields_json):  # noqa: N807 - private name inside
         # one torch.save blob: quantized modules keep tuples and dtypes in their state_dict
         buf = io.BytesIO()
         torch = sys.modules["torch"]
-        torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-                    for k, v in module.state_dict().items()}, buf)
+        state = module.state_dict()
+        plain_state = type(state)((k, v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                                  for k, v in state.items())
+        # module versions: a quantized Linear reads its weights by the layout version
+        plain_state._metadata = getattr(state, "_metadata", None)
+        torch.save(plain_state, buf)
         state = base64.b64encode(buf.getvalue()).decode("ascii")
         return {"__module__": {"layers": layers, "state_dict": state}}
 
