@@ -1,0 +1,172 @@
+"""Public checks for homework 3: tiny fixed cases you can verify by hand.
+
+Conventions: a conv kernel has shape (C_out, C_in, k_h, k_w); the mode-n unfolding moves mode n
+to the front and reshapes row-major (tensorly's convention); "energy" is the sum of squared
+singular values; parameters count weights and biases.
+
+The hidden checks test the same properties on other shapes, spectra and ranks, drawn at grading
+time, and measure the compressed CNN's MACs and accuracy themselves.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from grader.protocol import ModuleSpec, kit_model
+
+
+def _with_weights(name: str, *args, state: dict, **kwargs) -> ModuleSpec:
+    return ModuleSpec("layer", name, args, kwargs, state_dict=state)
+
+
+def _conv_4_6(seed: int) -> tuple[ModuleSpec, dict]:
+    """Conv2d(4, 6, 3, stride=2, padding=1) with fixed random weights."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {"weight": torch.randn(6, 4, 3, 3, generator=gen),
+             "bias": torch.randn(6, generator=gen)}
+    return _with_weights("Conv2d", 4, 6, 3, stride=2, padding=1, state=state), state
+
+
+@pytest.mark.points(1)
+def test_svd_linear_public(student):
+    """W = [[3, 0, 0], [0, 1, 0]] at rank 1 keeps the 3 only; the bias goes to the second layer."""
+    state = {"weight": torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+             "bias": torch.tensor([0.5, -0.5])}
+    got = student.call("svd_linear", _with_weights("Linear", 3, 2, state=state), 1)
+    layers = [(info.type, info.config.get("in_features"), info.config.get("out_features"),
+               info.config.get("bias")) for info in got.leaves()]
+    assert layers == [("Linear", 3, 1, False), ("Linear", 1, 2, True)], (
+        f"expected Linear(3, 1, bias=False) then Linear(1, 2), got {layers}"
+    )
+    w1, w2 = got.state_dict["0.weight"], got.state_dict["1.weight"]
+    product = (w2 @ w1).tolist()
+    assert torch.allclose(w2 @ w1, torch.tensor([[3.0, 0, 0], [0, 0, 0]])), (
+        f"the rank-1 approximation of [[3, 0, 0], [0, 1, 0]] is [[3, 0, 0], [0, 0, 0]], "
+        f"got {product}"
+    )
+    assert torch.equal(got.state_dict["1.bias"], state["bias"]), "the second layer keeps the bias"
+
+
+@pytest.mark.points(1)
+def test_svd_rank_for_energy_public(student):
+    """Singular values 3, 2, 1: energies 9, 4, 1 of 14."""
+    D = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    for tau, expected in [(0.5, 1), (0.9, 2), (0.95, 3)]:
+        got = student.call("svd_rank_for_energy", D, tau)
+        assert got == expected, (
+            f"svd_rank_for_energy(diag(3, 2, 1), {tau}) should be {expected} (shares of the "
+            f"squared singular values 9/14, 13/14, 14/14), got {got}"
+        )
+
+
+@pytest.mark.points(1)
+def test_unfold_public(student):
+    """T = arange(24).reshape(2, 3, 4): unfold(T, 1)[1] is T[:, 1, :] flattened."""
+    T = torch.arange(24.0).reshape(2, 3, 4)
+    got = student.call("unfold", T, 1)
+    assert tuple(got.shape) == (3, 8), f"unfold(T, 1) should have shape (3, 8), got {got.shape}"
+    assert got[1].tolist() == [4, 5, 6, 7, 16, 17, 18, 19], (
+        f"row 1 of unfold(T, 1) should be [4, 5, 6, 7, 16, 17, 18, 19], got {got[1].tolist()}"
+    )
+
+
+@pytest.mark.points(1)
+def test_hosvd_tucker2_public(student):
+    """A kernel of multilinear rank (1, 1) is rebuilt exactly at ranks (1, 1)."""
+    a, b = torch.tensor([1.0, 2.0, 2.0]), torch.tensor([3.0, 4.0])
+    g = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    W = torch.einsum("o,i,kl->oikl", a, b, g)
+    core, U_out, U_in = student.call("hosvd_tucker2", W, 1, 1)
+    shapes = (tuple(core.shape), tuple(U_out.shape), tuple(U_in.shape))
+    assert shapes == ((1, 1, 2, 2), (3, 1), (2, 1)), (
+        f"shapes should be core (1, 1, 2, 2), U_out (3, 1), U_in (2, 1), got {shapes}"
+    )
+    rebuilt = torch.einsum("rskl,or,is->oikl", core, U_out, U_in)
+    assert torch.allclose(rebuilt, W, atol=1e-5), "core x_0 U_out x_1 U_in should rebuild W"
+    assert torch.allclose(U_out.T @ U_out, torch.ones(1, 1)), "U_out should have unit columns"
+
+
+@pytest.mark.points(1)
+def test_tucker2_conv_public(student):
+    """Conv2d(4, 6, 3, stride=2, padding=1) at ranks (3, 2): 1x1 4->2, 3x3 2->3 (stride 2,
+    padding 1), 1x1 3->6 with the bias."""
+    spec, _ = _conv_4_6(0)
+    got = student.call("tucker2_conv", spec, 3, 2)
+    layers = [(c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"], c["padding"],
+               c["bias"]) for c in (info.config for info in got.leaves())]
+    expected = [(4, 2, (1, 1), (1, 1), (0, 0), False), (2, 3, (3, 3), (2, 2), (1, 1), False),
+                (3, 6, (1, 1), (1, 1), (0, 0), True)]
+    assert layers == expected, (
+        f"expected (in, out, kernel, stride, padding, bias) = {expected}, got {layers}"
+    )
+
+
+@pytest.mark.points(1)
+def test_tucker2_conv_full_rank_public(student):
+    """At full ranks (6, 4) the block computes exactly the original conv."""
+    spec, state = _conv_4_6(1)
+    block = student.call("tucker2_conv", spec, 6, 4).rebuild()
+    x = torch.randn(1, 4, 7, 7, generator=torch.Generator().manual_seed(1))
+    expected = F.conv2d(x, state["weight"], state["bias"], stride=2, padding=1)
+    with torch.no_grad():
+        assert torch.allclose(block(x), expected, atol=1e-4), (
+            "tucker2_conv at full ranks should give the same outputs as the original conv"
+        )
+
+
+@pytest.mark.points(1)
+def test_cp_decompose_public(student):
+    """A rank-1 kernel is rebuilt by its rank-1 CP factors."""
+    W = torch.einsum("o,i,h,w->oihw", torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0]),
+                     torch.tensor([1.0, 0.5, -1.0]), torch.tensor([1.0, 3.0]))
+    factors = student.call("cp_decompose", W, 1)
+    shapes = [tuple(f.shape) for f in factors]
+    assert shapes == [(3, 1), (2, 1), (3, 1), (2, 1)], f"factor shapes, got {shapes}"
+    rebuilt = torch.einsum("or,ir,hr,wr->oihw", *factors)
+    assert torch.allclose(rebuilt, W, atol=1e-3), "the CP factors should rebuild the kernel"
+
+
+@pytest.mark.points(1)
+def test_cp_conv_public(student):
+    """Conv2d(4, 6, 3, stride=2, padding=1) at rank 2: 1x1 4->2, (3,1) and (1,3) depth-wise with
+    the stride and padding split by axis, 1x1 2->6 with the bias."""
+    spec, _ = _conv_4_6(2)
+    got = student.call("cp_conv", spec, 2, n_iter_max=20)
+    layers = [(c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"], c["padding"],
+               c["groups"], c["bias"]) for c in (info.config for info in got.leaves())]
+    expected = [(4, 2, (1, 1), (1, 1), (0, 0), 1, False), (2, 2, (3, 1), (2, 1), (1, 0), 2, False),
+                (2, 2, (1, 3), (1, 2), (0, 1), 2, False), (2, 6, (1, 1), (1, 1), (0, 0), 1, True)]
+    assert layers == expected, (
+        f"expected (in, out, kernel, stride, padding, groups, bias) = {expected}, got {layers}"
+    )
+
+
+@pytest.mark.points(1)
+def test_tucker2_ranks_public(student):
+    """Unfoldings of W are diag(3, 1) padded with zeros: energies 9 and 1."""
+    W = torch.zeros(3, 2, 1, 1)
+    W[0, 0], W[1, 1] = 3.0, 1.0
+    for tau, expected in [(0.8, (1, 1)), (0.95, (2, 2))]:
+        got = student.call("tucker2_ranks", W, tau)
+        assert tuple(got) == expected, f"tucker2_ranks(W, {tau}) should be {expected}, got {got}"
+
+
+@pytest.mark.points(1)
+def test_tucker2_rank_for_budget_public(student):
+    """C_out = C_in = 4, k = 3, rate 2: 4R + 9R^2 + 4R <= 72 holds up to R = 2 (52; R=3: 105)."""
+    got = student.call("tucker2_rank_for_budget", 4, 4, 3, 2.0)
+    assert got == 2, f"tucker2_rank_for_budget(4, 4, 3, 2.0) should be 2, got {got}"
+
+
+@pytest.mark.points(1)
+def test_compress_cnn_public(student):
+    """make_cnn((4, 8, 8)): conv2 and conv3 become three-conv Sequentials; the input is kept."""
+    model = kit_model("make_cnn", channels=(4, 8, 8))
+    got, (after, _) = student.call_inspect("compress_cnn", model, 0.9)
+    names = [info.name for info in got.layers if info.type == "Conv2d"]
+    expected = ["conv1", "conv2.0", "conv2.1", "conv2.2", "conv3.0", "conv3.1", "conv3.2"]
+    assert names == expected, f"the compressed model's convs should be {expected}, got {names}"
+    kept = {info.name: info.type for info in after.layers}
+    assert kept["conv2"] == "Conv2d", "compress_cnn must not change the model it was given"
