@@ -1,0 +1,713 @@
+"""Hidden checks for homework 5: capture, fold, export to ONNX, run, quantize, prove parity.
+
+The grader never trusts a number or an output the notebook reports. It asks the student's
+functions to export models it chose (weights, example batch, file names drawn per run), then
+loads and runs the files they wrote itself, in a separate sandboxed process that holds no
+secrets (``student.judge``): ``torch.export.load`` may unpickle, so it runs there, and it runs
+with ``torch.load`` forced to ``weights_only=True``, so a ``.pt2`` that needs the unsafe loader
+fails its check. The labels of the held-out split never leave the grader: the judge gets the
+test images only and hands back logits; accuracy and parity are computed here, against a model
+the grader rebuilt from the weights it sent.
+
+Conventions (stated in the notebook): export in eval mode with a dynamic batch dimension;
+parity within |a - b| <= 1e-4 (1 + max |b|) at batch 1 and at a batch size the export never saw;
+an ONNX model is its file plus every external data file it references; sizes are bytes of the
+files that exist; int8 means the weights are stored as 8-bit integers.
+
+The export checks share one set of artifacts per grading run (one save_pt2, one to_onnx, one
+quantize_onnx call, and one judge process for all their files, started when a check first
+needs it): exporting to ONNX costs seconds and the judge starts a fresh Python, so each check
+reads its part of that shared work. Its draws come from the run's seed, like every check's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.export import Dim
+
+import nncourse
+from grader.protocol import ModuleSpec, StudentError, kit_model, layer, seq
+
+TOLERANCE = 1e-4  # |a - b| <= TOLERANCE * (1 + max |b|); the reference is 100x inside it
+INT8_ACCURACY_MARGIN = 0.02  # measured: int8 within 0.0022 of fp32 on the held-out split
+INT8_SIZE_FRACTION = 0.5  # of 4 bytes per parameter; measured 0.40 (16-32-64), 0.29 (32-64-128)
+EXPORT_TIMEOUT = 120  # seconds for a call that exports (the ONNX exporter is slow when cold)
+
+# ------------------------------------------------------------------------------------------
+# Oracles and helpers
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> float | None:
+    """None when `got` matches `expected` within the tolerance (relative to the largest
+    output: rounding in float32 scales with it), else the largest difference."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return float("inf")
+    diff = float((got.double() - expected.double()).abs().max())
+    return None if diff <= TOLERANCE * (1 + float(expected.abs().max())) else diff
+
+
+def _shape(value: Any) -> Any:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _oracles_agree(agree: bool, what: str) -> None:
+    """Two of the grader's own oracles disagree: a grader bug, reported as an error."""
+    if not agree:
+        raise RuntimeError(f"grader oracles disagree: {what}")
+
+
+# Operators torch.export records (training IR) for each layer of an eval-mode model.
+OPS = {"Conv2d": "aten.conv2d.default", "BatchNorm2d": "aten.batch_norm.default",
+       "ReLU": "aten.relu.default", "ReLU6": "aten.hardtanh.default",
+       "GELU": "aten.gelu.default", "MaxPool2d": "aten.max_pool2d.default",
+       "AdaptiveAvgPool2d": "aten.adaptive_avg_pool2d.default",
+       "Flatten": "aten.flatten.using_ints", "Linear": "aten.linear.default"}
+
+
+def _local_ops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """The grader's own count: export in eval mode with a dynamic batch, count call_functions."""
+    ep = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: Dim("batch")},))
+    counts: dict[str, int] = {}
+    for node in ep.graph.nodes:
+        if node.op == "call_function":
+            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+    return counts
+
+
+def _draw_stack(rng: random.Random, in_channels: int = 1) -> list[tuple[str, tuple, dict]]:
+    """A random conv stack for 8x8 inputs: conv blocks (BatchNorm after some convs, an
+    activation), maybe a max-pool, then global pooling and a Linear."""
+    specs: list[tuple[str, tuple, dict]] = []
+    c = in_channels
+    for _ in range(rng.randint(2, 4)):
+        out, k = rng.choice([3, 4, 6, 8]), rng.choice([1, 3])
+        specs.append(("Conv2d", (c, out, k), {"padding": k // 2, "bias": rng.random() < 0.5}))
+        if rng.random() < 0.7:
+            specs.append(("BatchNorm2d", (out,), {}))
+        specs.append((rng.choice(["ReLU", "ReLU6", "GELU"]), (), {}))
+        c = out
+    if rng.random() < 0.5:
+        specs.insert(rng.randrange(1, len(specs) + 1), ("MaxPool2d", (2,), {}))
+    if not any(name == "BatchNorm2d" for name, _, _ in specs):
+        specs.insert(1, ("BatchNorm2d", (specs[0][1][1],), {}))
+    return specs + [("AdaptiveAvgPool2d", (1,), {}), ("Flatten", (), {}),
+                    ("Linear", (c, rng.randint(2, 12)), {})]
+
+
+def _describe(specs: list[tuple[str, tuple, dict]]) -> str:
+    return ", ".join(f"{name}{args}" for name, args, _ in specs)
+
+
+def _random_bn_state(bn: nn.BatchNorm2d, torch_rng: torch.Generator, low_var: float = 0.05
+                     ) -> None:
+    """Statistics as after training, some variances small so that eps matters."""
+    n = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(n, generator=torch_rng) * 0.5)
+        exponent = torch.rand(n, generator=torch_rng)
+        bn.running_var.copy_(low_var * (2.0 / low_var) ** exponent)  # log-uniform [low, 2]
+        bn.weight.copy_(torch.rand(n, generator=torch_rng) * 1.5 + 0.5)
+        bn.bias.copy_(torch.randn(n, generator=torch_rng) * 0.5)
+        bn.num_batches_tracked.fill_(int(torch.randint(5, 500, (), generator=torch_rng)))
+
+
+def _randomized(model: nn.Module, torch_rng: torch.Generator, low_var: float) -> nn.Module:
+    """`model` with random weights and BatchNorm statistics, in eval mode."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                _random_bn_state(module, torch_rng, low_var)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=torch_rng)
+                                    * module.weight[0].numel() ** -0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=torch_rng) * 0.3)
+    return model.eval()
+
+
+def _run_returned(returned: Any, x: torch.Tensor, what: str) -> torch.Tensor:
+    """Rebuild a model the student returned (standard layers only) and run it on `x`."""
+    model = returned.rebuild().eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    except RuntimeError as error:  # the returned layers do not fit the input
+        raise AssertionError(f"{what} returned a model that fails on an input of shape "
+                             f"{tuple(x.shape)}: {error}") from None
+
+
+def _state_equal(before: dict[str, torch.Tensor], after: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in before.items()
+                  if not (isinstance(after.get(k), torch.Tensor) and torch.equal(after[k], v)))
+
+
+# ------------------------------------------------------------------------------------------
+# The shared artifacts: one save_pt2, one to_onnx, one quantize_onnx, one judge per run
+
+JUDGE = r'''
+import os
+
+import torch
+
+_torch_load = torch.load
+
+
+def _safe_load(*args, **kwargs):
+    # torch.export.load falls back to torch.load(weights_only=False) (it unpickles) when the
+    # safe load fails: here every load is the safe one, so such a file fails to load.
+    kwargs["weights_only"] = True
+    return _torch_load(*args, **kwargs)
+
+
+torch.load = _safe_load
+
+
+def _attempt(fn, *args):
+    try:
+        return {"ok": True, "value": fn(*args)}
+    except Exception as exc:  # the file's fault, reported back as text
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:600]}
+
+
+def _tensors(graph):
+    # every tensor stored in a graph: initializers, node attributes, subgraphs
+    import onnx
+
+    found = list(graph.initializer)
+    found += [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                found.append(attr.t)
+            found.extend(attr.tensors)
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _tensors(attr.g)
+            for sub in attr.graphs:
+                found += _tensors(sub)
+    return found
+
+
+def _inspect(path):
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    tensors, locations = [], []
+    for tensor in _tensors(model.graph):
+        numel = 1
+        for d in tensor.dims:
+            numel *= int(d)
+        tensors.append([int(tensor.data_type), numel])
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value not in locations:
+                    locations.append(entry.value)
+    return {"tensors": tensors, "locations": locations,
+            "ops": sorted({node.op_type for node in model.graph.node})}
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _run_session(session, x):
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return torch.from_numpy(session.run(None, feed)[0]).clone()
+
+
+def judge(folder, inputs):
+    result = {}
+    if inputs["pt2"]:
+        loaded = _attempt(lambda: torch.export.load(os.path.join(folder, inputs["pt2"])).module())
+        result["pt2"] = {"load": {k: v for k, v in loaded.items() if k != "value"}}
+        if loaded["ok"]:
+            with torch.no_grad():
+                for key in ("x1", "x2"):
+                    result["pt2"][key] = _attempt(lambda x: loaded["value"](x).clone(), inputs[key])
+    if inputs["onnx"]:
+        opened = _attempt(_session, os.path.join(folder, inputs["onnx"]))
+        result["onnx"] = {"load": {k: v for k, v in opened.items() if k != "value"}}
+        if opened["ok"]:
+            for key in ("x1", "x2"):
+                result["onnx"][key] = _attempt(_run_session, opened["value"], inputs[key])
+    if inputs["int8"]:
+        path = os.path.join(folder, inputs["int8"])
+        result["int8"] = {"inspect": _attempt(_inspect, path)}
+        opened = _attempt(_session, path)
+        result["int8"]["load"] = {k: v for k, v in opened.items() if k != "value"}
+        if opened["ok"]:
+            result["int8"]["test"] = _attempt(_run_session, opened["value"], inputs["test"])
+    return result
+'''
+
+# this run's artifacts, by (student, seed); the grader imports this module afresh for each run
+_SHARED: dict[tuple[int, int], dict[str, Any]] = {}
+
+
+def _call(student, name: str, *args: Any, inspect: bool = False) -> dict[str, Any]:
+    """A student call whose failure is recorded, not raised: each check reports its own part."""
+    slow = student.with_timeout(EXPORT_TIMEOUT)
+    try:
+        if inspect:
+            value, after = slow.call_inspect(name, *args)
+            return {"ok": True, "value": value, "after": after}
+        return {"ok": True, "value": slow.call(name, *args)}
+    except StudentError as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+def _fresh_tag(rng: random.Random, existing: dict[str, int]) -> str:
+    """A file-name tag no file in the working folder uses yet (a regrade's folder is fresh;
+    a live kernel graded twice keeps the files of the first run)."""
+    while True:
+        tag = f"{rng.randrange(16**6):06x}"
+        if not any(f"grader_{tag}" in name for name in existing):
+            return tag
+
+
+def _artifacts(student, grading_seed: int) -> dict[str, Any]:
+    key = (id(student), grading_seed)
+    if key in _SHARED:
+        return _SHARED[key]
+    rng = random.Random(f"{grading_seed}:hw5-artifacts")
+    torch_rng = torch.Generator().manual_seed(rng.getrandbits(62))
+    x_train, _, x_test, y_test = nncourse.load_digits_split()
+
+    # a shipped CNN with its classifier rescaled (same predictions, logits no file holds)
+    name = rng.choice(["cnn_16_32_64", "cnn_32_64_128"])
+    channels = tuple(int(c) for c in name.split("_")[1:])
+    model = nncourse.load_pretrained(name)
+    scale, shift = rng.uniform(0.5, 2.0), rng.uniform(-1.0, 1.0)
+    with torch.no_grad():
+        model.fc.weight.mul_(scale)
+        model.fc.bias.mul_(scale).add_(shift)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    spec = kit_model("make_cnn", channels=channels, state_dict=state, training=True)
+
+    example = torch.rand(rng.randint(1, 4), 1, 8, 8, generator=torch_rng)
+    batch2 = rng.choice([b for b in range(5, 18) if b != example.shape[0]])
+    x1 = torch.rand(1, 1, 8, 8, generator=torch_rng)
+    x2 = torch.rand(batch2, 1, 8, 8, generator=torch_rng)
+    x3 = torch.rand(rng.choice([b for b in range(2, 12) if b not in (example.shape[0], batch2)]),
+                    1, 8, 8, generator=torch_rng)
+    calib = x_train[torch.randperm(len(x_train), generator=torch_rng)[:256]]
+
+    with torch.no_grad():
+        reference = {"x1": model(x1), "x2": model(x2), "x3": model(x3), "test": model(x_test)}
+    fp32_accuracy = nncourse.evaluate(model, x_test, y_test)
+
+    shared: dict[str, Any] = {
+        "state": state, "example_batch": example.shape[0],
+        "batch2": batch2, "x3": x3, "reference": reference, "fp32_accuracy": fp32_accuracy,
+        "labels": y_test, "params": sum(p.numel() for p in model.parameters()),
+        "weights": sum(m.weight.numel() for m in model.modules()
+                       if isinstance(m, (nn.Conv2d, nn.Linear))),
+    }
+    files = [_files(student)]
+    tag = _fresh_tag(rng, files[0])
+    names = {"pt2": f"grader_{tag}.pt2", "onnx": f"grader_{tag}.onnx",
+             "int8": f"grader_{tag}_int8.onnx"}
+    shared["names"] = names
+
+    shared["pt2"] = _call(student, "save_pt2", spec, example, names["pt2"], inspect=True)
+    files.append(_files(student))
+    shared["onnx"] = _call(student, "to_onnx", spec, example, names["onnx"])
+    files.append(_files(student))
+    shared["int8"] = _call(student, "quantize_onnx", names["onnx"], names["int8"], calib)
+    files.append(_files(student))
+    shared["files"] = files  # before, after save_pt2, after to_onnx, after quantize_onnx
+
+    # judged when a check first needs it, every file at once (one judge process per run)
+    wanted = {k: (v if v in files[-1] else "") for k, v in names.items()}
+    shared["judge_inputs"] = {**wanted, "x1": x1, "x2": x2, "test": x_test}
+    _SHARED[key] = shared
+    return shared
+
+
+def _files(student) -> dict[str, int]:
+    """The working folder's files, or none when it cannot be read (over the size limit)."""
+    try:
+        return student.files()
+    except StudentError:
+        return {}
+
+
+def _need(shared: dict[str, Any], what: str, call: str) -> None:
+    """The part of the shared work a check builds on, or a failure that says what broke."""
+    if not shared[what]["ok"]:
+        raise AssertionError(f"{call} failed: {shared[what]['error']}")
+
+
+def _judged(student, shared: dict[str, Any], what: str, file: str) -> dict[str, Any]:
+    """The judge's verdict on one of the shared files (the judge runs once, on all of them)."""
+    if file not in shared["files"][-1]:
+        raise AssertionError(f"{file} does not exist in the notebook's folder after the call")
+    if "judged" not in shared and "judge_error" not in shared:
+        try:
+            shared["judged"] = student.judge(JUDGE, shared["judge_inputs"], timeout=180)
+        except StudentError as exc:
+            shared["judge_error"] = str(exc)
+    if "judge_error" in shared:
+        raise AssertionError(f"loading the files failed: {shared['judge_error']}")
+    part = shared.get("judged", {}).get(what)
+    if not isinstance(part, dict):
+        raise AssertionError(f"{file} could not be judged")
+    if not part["load"]["ok"]:
+        raise AssertionError(f"{file} does not load (with the safe loader): "
+                             f"{part['load']['error']}")
+    return part
+
+
+def _check_parity(student, shared: dict[str, Any], what: str, call: str, runtime: str) -> None:
+    file = shared["names"][what]
+    part = _judged(student, shared, what, file)
+    for key, batch in (("x1", 1), ("x2", shared["batch2"])):
+        run = part[key]
+        assert run["ok"], (
+            f"{file} written by {call} fails at batch {batch} (the example had batch "
+            f"{shared['example_batch']}): {run['error']}. The batch dimension must be dynamic."
+        )
+        expected = shared["reference"][key]
+        error = _close(run["value"], expected)
+        assert error is None, (
+            f"{file} run with {runtime} at batch {batch} should give the outputs of the model "
+            f"in eval mode (shape {tuple(expected.shape)}, within {TOLERANCE:g}); got shape "
+            f"{_shape(run['value'])}, largest difference {error:.3g}. Export the model in eval "
+            f"mode, with the weights it was given."
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Capture: count_ops of export_program
+
+
+@pytest.mark.points(3)
+def test_count_ops_of_exported_program(student, rng, torch_rng):
+    """count_ops(export_program(model, example)): {str(node.target): n} over call_function nodes
+    of the eval-mode export; checked against the grader's own export of the same layers."""
+    for training in (True, False):
+        specs = _draw_stack(rng)
+        local = nn.Sequential(*[getattr(nn, n)(*a, **k) for n, a, k in specs])
+        example = torch.rand(rng.randint(2, 4), 1, 8, 8, generator=torch_rng)
+        expected = _local_ops(local, example)
+        table: dict[str, int] = {}
+        for layer_name, _, _ in specs:
+            table[OPS[layer_name]] = table.get(OPS[layer_name], 0) + 1
+        _oracles_agree(expected == table, f"export of {_describe(specs)}: {expected}")
+        model = seq(*[layer(n, *a, **k) for n, a, k in specs], training=training)
+        got = student.with_timeout(EXPORT_TIMEOUT).drive(
+            "def drive(model, example):\n    return count_ops(export_program(model, example))\n",
+            model, example)
+        assert got == expected, (
+            f"count_ops(export_program(Sequential({_describe(specs)}) in "
+            f"{'train' if training else 'eval'} mode, a batch of {example.shape[0]})) should "
+            f"be {expected} (call_function nodes of the eval-mode graph), got {got}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Folding BatchNorm
+
+
+def _bn_spec(bn: nn.BatchNorm2d, training: bool) -> ModuleSpec:
+    return ModuleSpec("layer", "BatchNorm2d", (bn.num_features,), {"eps": bn.eps},
+                      state_dict={k: v.clone() for k, v in bn.state_dict().items()},
+                      training=training)
+
+
+@pytest.mark.points(3)
+def test_fold_bn(student, rng, torch_rng):
+    """fold_bn(conv, bn) is one Conv2d computing bn(conv(x)) with BatchNorm in eval mode:
+    W' = s W, b' = s (b - mean) + beta, s = gamma / sqrt(var + bn.eps); inputs unchanged."""
+    for eps in (rng.choice([0.05, 0.1, 0.3]), rng.choice([1e-3, 1e-2]), 1e-5):
+        c_in, c_out = rng.randint(1, 6), rng.randint(2, 8)
+        kwargs = {"stride": rng.choice([1, 2]), "padding": rng.randint(0, 1),
+                  "bias": rng.random() < 0.5}
+        k = rng.choice([1, 3])
+        conv = _randomized(nn.Conv2d(c_in, c_out, k, **kwargs), torch_rng, 0.05)
+        bn = _randomized(nn.BatchNorm2d(c_out, eps=eps), torch_rng, 0.05 if eps > 1e-4 else 1e-3)
+        conv_state = {k_: v.clone() for k_, v in conv.state_dict().items()}
+        conv_spec = ModuleSpec("layer", "Conv2d", (c_in, c_out, k), kwargs,
+                               state_dict=conv_state, training=rng.random() < 0.5)
+        bn_training = rng.random() < 0.7
+        got, (conv_after, bn_after) = student.call_inspect(
+            "fold_bn", conv_spec, _bn_spec(bn, bn_training))
+        what = (f"fold_bn(Conv2d({c_in}, {c_out}, {k}, {kwargs}), BatchNorm2d({c_out}, "
+                f"eps={eps:g}) in {'train' if bn_training else 'eval'} mode)")
+        types = [info.type for info in got.leaves()] or [got.layers[0].type]
+        assert types == ["Conv2d"], f"{what} should return one Conv2d, got {types}"
+        x = torch.randn(2, c_in, rng.randint(4, 9), rng.randint(4, 9), generator=torch_rng)
+        with torch.no_grad():
+            expected = bn.eval()(conv(x))
+        error = _close(_run_returned(got, x, what), expected)
+        assert error is None, (
+            f"{what}: the folded conv should compute bn(conv(x)) with the running statistics "
+            f"and the layer's eps; largest difference {error:.3g}"
+        )
+        changed = _state_equal(conv_state, conv_after.state_dict) + _state_equal(
+            bn.state_dict(), bn_after.state_dict)
+        assert not changed and bn_after.training[""] == bn_training, (
+            f"{what} must not modify its inputs; changed: {changed or 'the training flag'}"
+        )
+
+
+@pytest.mark.points(3)
+def test_fold_conv_bn(student, rng, torch_rng):
+    """fold_conv_bn(model): each Conv2d immediately followed by BatchNorm2d folded, every other
+    child kept in order; outputs equal the model's in eval mode; the input model unchanged."""
+    # the course CNN (eps 1e-5, some tiny variances), and a stack with custom eps and a
+    # BatchNorm that follows a ReLU (not a conv: it stays)
+    channels = (rng.choice([4, 8, 12]), rng.choice([8, 16]), rng.choice([12, 16, 24]))
+    cnn = _randomized(nncourse.make_cnn(channels), torch_rng, 1e-3)
+    c1, c2, c3 = rng.choice([3, 4, 6]), rng.choice([4, 6, 8]), rng.choice([2, 5, 7])
+    custom = _randomized(nn.Sequential(  # children named "0", "1", ... as the kernel names them
+        nn.Conv2d(2, c1, 3, padding=1, bias=rng.random() < 0.5),
+        nn.BatchNorm2d(c1, eps=rng.choice([1e-3, 0.01, 0.1])),
+        nn.ReLU(),
+        nn.BatchNorm2d(c1),  # after a ReLU: not folded
+        nn.Conv2d(c1, c2, 1, bias=True),
+        nn.ReLU6(),
+        nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c3, eps=rng.choice([0.05, 0.2])),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ), torch_rng, 1e-3)
+    for model, spec, in_ch, kept_bn in [
+        (cnn, kit_model("make_cnn", channels=channels, state_dict=cnn.state_dict(),
+                        training=True), 1, []),
+        (custom, _sequential_spec(custom), 2, ["3"]),
+    ]:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        got, (after,) = student.call_inspect("fold_conv_bn", spec)
+        names = [(info.name, info.type) for info in got.leaves()]
+        expected_names = [(n, type(m).__name__) for n, m in model.named_children()
+                          if not isinstance(m, nn.BatchNorm2d) or n in kept_bn]
+        what = f"fold_conv_bn({', '.join(n for n, _ in model.named_children())})"
+        assert names == expected_names, (
+            f"{what} should keep {expected_names} (each BatchNorm after a conv folded away, a "
+            f"BatchNorm after anything else kept), got {names}"
+        )
+        x = torch.rand(3, in_ch, 8, 8, generator=torch_rng)
+        with torch.no_grad():
+            expected = model.eval()(x)
+        error = _close(_run_returned(got, x, what), expected)
+        assert error is None, (
+            f"{what}: the folded model should give the original's eval-mode outputs (running "
+            f"statistics, each BatchNorm's own eps); largest difference {error:.3g}"
+        )
+        changed = _state_equal(state, after.state_dict)
+        assert not changed and all(after.training.values()) == (spec.kind == "kit"), (
+            f"{what} must leave the input model as it found it; changed: "
+            f"{changed or 'training flags'}"
+        )
+
+
+def _sequential_spec(model: nn.Sequential) -> ModuleSpec:
+    """A spec of `model` with its weights (children by position: names are the grader's)."""
+    children = []
+    for module in model.children():
+        if isinstance(module, nn.Conv2d):
+            children.append(ModuleSpec(
+                "layer", "Conv2d", (module.in_channels, module.out_channels, module.kernel_size),
+                {"padding": module.padding, "bias": module.bias is not None},
+                state_dict=dict(module.state_dict())))
+        elif isinstance(module, nn.BatchNorm2d):
+            children.append(_bn_spec(module, False))
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            children.append(layer("AdaptiveAvgPool2d", module.output_size))
+        else:
+            children.append(layer(type(module).__name__))
+    return seq(*children)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. .pt2: saved, reloaded by the grader, same outputs at batch 1 and an unseen batch
+
+
+@pytest.mark.points(4)
+def test_pt2_reloads_with_the_same_outputs(student, grading_seed):
+    """The .pt2 save_pt2 wrote, loaded with torch.export.load (safe loader) in the grader's
+    judge, gives the eval-mode model's outputs at batch 1 and at a batch it never saw."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "pt2", "save_pt2")
+    returned = shared["pt2"]["value"]
+    assert returned == shared["names"]["pt2"], (
+        f"save_pt2 should return the path it wrote, {shared['names']['pt2']!r}, got {returned!r}"
+    )
+    _check_parity(student, shared, "pt2", "save_pt2", "torch.export.load(...).module()")
+
+
+@pytest.mark.points(1)
+def test_export_leaves_the_model_as_found(student, grading_seed):
+    """Exporting works on a copy: the caller's model keeps its train mode and its weights."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "pt2", "save_pt2")
+    file = shared["names"]["pt2"]
+    assert file in shared["files"][1], f"save_pt2 did not write {file}"
+    after = shared["pt2"]["after"][0]
+    in_eval = sorted(n or "<model>" for n, flag in after.training.items() if not flag)
+    assert not in_eval, (
+        f"the model was in train mode; after save_pt2 these modules are in eval mode: "
+        f"{in_eval}. Export an eval-mode copy."
+    )
+    changed = _state_equal(shared["state"], after.state_dict)
+    assert not changed, f"save_pt2 changed the caller's model: {changed}"
+
+
+# ------------------------------------------------------------------------------------------
+# 4. ONNX: parity in ONNX Runtime, files, sizes
+
+
+@pytest.mark.points(4)
+def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, grading_seed):
+    """The ONNX model to_onnx wrote, run by the grader's judge in ONNX Runtime (CPU, one
+    thread), gives the eval-mode model's outputs at batch 1 and at a batch it never saw."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "onnx", "to_onnx")
+    _check_parity(student, shared, "onnx", "to_onnx", "ONNX Runtime")
+
+
+@pytest.mark.points(3)
+def test_onnx_files_and_size(student, grading_seed):
+    """to_onnx returns the files of the model it wrote: the .onnx and its external data (the
+    exporter may also leave an empty .data file when every tensor fits inline: listing it is
+    optional). artifact_size of them is the sum of the sizes of those files as they exist."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "onnx", "to_onnx")
+    before, after = shared["files"][1], shared["files"][2]
+    written = sorted(p for p, size in after.items() if before.get(p) != size)
+    returned = shared["onnx"]["value"]
+    assert isinstance(returned, list | tuple) and all(isinstance(p, str) for p in returned), (
+        f"to_onnx should return a list of file paths, got {returned!r}"
+    )
+    returned_set = {os.path.normpath(p) for p in returned}
+    needed = [p for p in written if after[p] > 0]
+    assert set(needed) <= returned_set <= set(written), (
+        f"to_onnx({shared['names']['onnx']!r}) wrote {needed} but returned {list(returned)}: "
+        f"the model is every file it needs, its external data included"
+    )
+    size = student.call("artifact_size", list(returned))
+    expected = sum(after[p] for p in written)
+    assert size == expected, (
+        f"artifact_size({list(returned)}) should be {expected} bytes (the sum of "
+        f"{', '.join(f'{p}: {after[p]}' for p in written)}), got {size}"
+    )
+
+
+@pytest.mark.points(2)
+def test_artifact_size(student, rng):
+    """The total size in bytes of the files listed, each file once."""
+    tag = f"{rng.randrange(16**6):06x}"
+    sizes = [rng.randint(0, 5000) for _ in range(rng.randint(2, 4))]
+    names = [f"grader_size_{tag}_{i}.bin" for i in range(len(sizes))]
+    names[-1] = f"grader_size_{tag}/part_{len(sizes)}.bin"  # one in a subfolder
+    student.drive(
+        "def drive(names, sizes):\n"
+        "    import os\n"
+        "    for name, size in zip(names, sizes):\n"
+        "        os.makedirs(os.path.dirname(name) or '.', exist_ok=True)\n"
+        "        with open(name, 'wb') as f:\n"
+        "            f.write(os.urandom(size))\n", names, sizes)
+    files = student.files()
+    expected = sum(files[os.path.normpath(n)] for n in names)
+    listed = names + [names[0]]  # a file listed twice counts once
+    got = student.call("artifact_size", listed)
+    assert got == expected, (
+        f"artifact_size({listed}) should be {expected} bytes (files of {sizes} bytes, each "
+        f"counted once), got {got}"
+    )
+
+
+@pytest.mark.points(2)
+def test_run_onnx(student, grading_seed):
+    """run_onnx(path, x) returns the first output of the ONNX model as a tensor (here on the
+    file to_onnx wrote, at a batch size the export never saw)."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "onnx", "to_onnx")
+    x3, expected = shared["x3"], shared["reference"]["x3"]
+    got = student.with_timeout(60).call("run_onnx", shared["names"]["onnx"], x3)
+    error = _close(got, expected)
+    assert error is None, (
+        f"run_onnx({shared['names']['onnx']!r}, a batch of {x3.shape[0]}) should return the "
+        f"model's logits (shape {tuple(expected.shape)}); got shape {_shape(got)}, largest "
+        f"difference {error:.3g}"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 5. int8: really int8, small, accurate
+
+
+INT8_TYPES = (2, 3)  # onnx.TensorProto.UINT8, INT8
+FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+@pytest.mark.points(3)
+def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
+    """The model quantize_onnx wrote stores the conv and linear weights as 8-bit integers (no
+    float copy left), and its files (external data included) take at most half of 4 bytes per
+    parameter; quantize_onnx returns those files."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "onnx", "to_onnx")
+    _need(shared, "int8", "quantize_onnx")
+    file = shared["names"]["int8"]
+    part = _judged(student, shared, "int8", file)
+    inspected = part["inspect"]
+    assert inspected["ok"], f"{file} is not a readable ONNX model: {inspected['error']}"
+    tensors = inspected["value"]["tensors"]
+    int8 = sum(n for dtype, n in tensors if dtype in INT8_TYPES)
+    floats = sum(n for dtype, n in tensors if dtype in FLOAT_TYPES)
+    weights = shared["weights"]
+    assert int8 >= 0.95 * weights and floats <= 0.1 * weights, (
+        f"{file} should store the {weights:,} conv and linear weights as int8; it holds "
+        f"{int8:,} 8-bit and {floats:,} floating-point values. Quantize the model, do not "
+        f"copy the float one."
+    )
+    files_now = shared["files"][-1]
+    needed = [file] + [os.path.normpath(loc) for loc in inspected["value"]["locations"]]
+    missing = [p for p in needed if p not in files_now]
+    assert not missing, f"{file} references files that do not exist: {missing}"
+    returned = shared["int8"]["value"]
+    assert isinstance(returned, list | tuple) and \
+        sorted({os.path.normpath(str(p)) for p in returned}) == sorted(needed), (
+            f"quantize_onnx should return the files the int8 model consists of, {needed}, "
+            f"got {returned!r}")
+    size, limit = sum(files_now[p] for p in needed), INT8_SIZE_FRACTION * 4 * shared["params"]
+    assert size <= limit, (
+        f"the int8 model takes {size:,} bytes; it should take at most "
+        f"{INT8_SIZE_FRACTION:g} x 4 bytes x {shared['params']:,} parameters = {limit:,.0f}"
+    )
+
+
+@pytest.mark.points(3)
+def test_int8_model_accuracy(student, grading_seed):
+    """The int8 model, run by the grader's judge in ONNX Runtime on the held-out images,
+    classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader)."""
+    shared = _artifacts(student, grading_seed)
+    _need(shared, "onnx", "to_onnx")
+    _need(shared, "int8", "quantize_onnx")
+    file = shared["names"]["int8"]
+    run = _judged(student, shared, "int8", file)["test"]
+    assert run["ok"], f"{file} fails on the {len(shared['labels'])} test images: {run['error']}"
+    logits = run["value"]
+    n = len(shared["labels"])
+    assert isinstance(logits, torch.Tensor) and logits.shape == (n, 10), (
+        f"{file} should give ({n}, 10) logits on the test images, got {_shape(logits)}"
+    )
+    accuracy = (logits.argmax(dim=1) == shared["labels"]).double().mean().item()
+    floor = shared["fp32_accuracy"] - INT8_ACCURACY_MARGIN
+    assert accuracy >= floor, (
+        f"the int8 model's test accuracy is {accuracy:.4f}; it should be at least the fp32 "
+        f"model's {shared['fp32_accuracy']:.4f} - {INT8_ACCURACY_MARGIN} = {floor:.4f}. "
+        f"Calibrate on the inputs given."
+    )

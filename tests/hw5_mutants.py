@@ -1,0 +1,147 @@
+"""Wrong versions of the homework 5 reference notebook, to show the hidden checks catch them.
+
+`MUTANTS[name]` is a list of `(old, new)` exact source-text replacements. Each `old` occurs
+exactly once in the reference notebook's code cells taken together
+(`solutions/hw5/hw5.ipynb`); apply every pair of a mutant to the cell that holds `old`.
+
+`CAUGHT_BY[name]` names the hidden checks (`solutions/hw5/checks/test_hw5.py`) written to catch
+that mutant: each of them must fail on it, whatever the draw.
+
+`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
+graded function to return the expected value of its first public check case
+(`assignments/hw5/checks/test_hw5_public.py`) whatever its arguments, and writes no file. It is
+meant to be appended as the last code cell of the reference notebook (later definitions win);
+it also runs on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
+`apply_mutant(cells, "constants")` does the appending.
+
+Mutants that break a function the notebook's own self-check cell tests also make that cell
+raise.
+"""
+
+from __future__ import annotations
+
+MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # export_program: no dynamic_shapes, the batch is specialized to the example's (P7); the
+    # ONNX export, run_onnx and the int8 calibration (batches of 64) inherit the static batch
+    "static_batch": [
+        (
+            "    return torch.export.export(model, (example,), "
+            'dynamic_shapes=({0: Dim("batch")},))\n',
+            "    return torch.export.export(model, (example,))\n",
+        )
+    ],
+    # export_program captures the model as given: a model left in train mode is exported with
+    # BatchNorm normalizing by batch statistics and updating its running statistics
+    "export_in_train_mode": [
+        ("    model = copy.deepcopy(model).eval()\n", "    model = copy.deepcopy(model)\n")
+    ],
+    # fold_bn: PyTorch's default eps hard-coded instead of the layer's own
+    "fold_default_eps": [
+        ("torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
+    ],
+    # to_onnx: only the .onnx file, its external data (the weights) missed in files and size
+    "external_data_missed": [("    return onnx_files(path)\n", "    return [path]\n")],
+    # quantize_onnx: the float model saved under the int8 name
+    "float_as_int8": [
+        (
+            "        quantize_static(prepared, int8_path, TensorReader(input_name, calib_x),\n"
+            "                        quant_format=QuantFormat.QDQ, per_channel=False,\n"
+            "                        weight_type=QuantType.QInt8)\n",
+            "        onnx.save(onnx.load(prepared), int8_path)\n",
+        )
+    ],
+    # count_ops counts every node: placeholders (inputs, weights, buffers) as operators
+    "count_ops_counts_every_node": [
+        ('if node.op == "call_function"', 'if node.op != "output"')
+    ],
+    # returns the public checks' expected values: see CONSTANTS_SOURCE
+    "constants": [],
+}
+
+CAUGHT_BY: dict[str, list[str]] = {
+    "static_batch": [
+        "test_pt2_reloads_with_the_same_outputs",
+        "test_onnx_runs_in_onnxruntime_with_the_same_outputs",
+        "test_run_onnx",
+        "test_int8_model_accuracy",
+    ],
+    # (the ONNX exporter itself turns a train-mode BatchNorm into an inference one)
+    "export_in_train_mode": [
+        "test_count_ops_of_exported_program",
+        "test_pt2_reloads_with_the_same_outputs",
+    ],
+    "fold_default_eps": ["test_fold_bn", "test_fold_conv_bn"],
+    "external_data_missed": ["test_onnx_files_and_size"],
+    "float_as_int8": ["test_int8_model_stores_int8_weights_and_is_small"],
+    "count_ops_counts_every_node": ["test_count_ops_of_exported_program"],
+}
+
+CONSTANTS_SOURCE = '''
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def export_program(model, example):
+    return None
+
+
+def count_ops(ep):
+    return {"aten.conv2d.default": 1, "aten.batch_norm.default": 1, "aten.relu.default": 1,
+            "aten.flatten.using_ints": 1, "aten.linear.default": 1}
+
+
+def save_pt2(model, example, path):
+    return "public_tiny.pt2"
+
+
+def fold_bn(conv, bn):
+    folded = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        folded.weight.fill_(3.0)
+        folded.bias.fill_(0.25)
+    return folded
+
+
+def fold_conv_bn(model):
+    return nn.Sequential(OrderedDict([("0", nn.Conv2d(1, 2, 3)), ("2", nn.ReLU())]))
+
+
+def onnx_files(path):
+    return ["public_tiny.onnx", "public_tiny.onnx.data"]
+
+
+def to_onnx(model, example, path):
+    return ["public_files.onnx", "public_files.onnx.data"]
+
+
+def artifact_size(paths):
+    return 4096
+
+
+def run_onnx(path, x):
+    return torch.tensor([
+        [-0.92125, -0.82875, -0.6575, -0.4075, -0.07875, 0.32875, 0.815, 0.82875],
+        [-1.16125, -0.98875, -0.7375, -0.4075, 0.00125, 0.48875, 1.055, 0.58875],
+        [-1.40125, -1.14875, -0.8175, -0.4075, 0.08125, 0.64875, 1.295, 0.34875],
+    ])
+
+
+def quantize_onnx(fp32_path, int8_path, calib_x):
+    return ["public_int8.onnx"]
+'''
+
+
+def apply_mutant(code_cells: list[str], name: str) -> list[str]:
+    """The reference notebook's code cells with mutant `name` applied (a new list)."""
+    cells = list(code_cells)
+    for old, new in MUTANTS[name]:
+        hits = [i for i, cell in enumerate(cells) if old in cell]
+        count = sum(cell.count(old) for cell in cells)
+        if count != 1:
+            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
+        cells[hits[0]] = cells[hits[0]].replace(old, new)
+    if name == "constants":
+        cells.append(CONSTANTS_SOURCE)
+    return cells
