@@ -24,7 +24,13 @@ OUT = ROOT / "examples" / "submissions"
 
 # For each later homework: the realistic wrong version bob submits (a mutant from
 # tests/hwN_mutants.py); alice submits the reference of every homework.
-WRONG = {}
+WRONG = {
+    "hw2": "mask_not_reapplied",
+    "hw3": "factors_transposed",
+    "hw4": "float_model_as_quantized",
+    "hw5": "static_batch",
+    "hw6": "kl_mean_reduction",
+}
 
 
 def _mutants(hw: str = "hw1"):
