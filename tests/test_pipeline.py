@@ -160,7 +160,7 @@ def test_grade_command_writes_csv_and_feedback(tmp_path, course, submissions):
     assert result.exit_code == 0, result.output
     assert time.monotonic() - start < 120
     lines = (out / "g.csv").read_text().splitlines()
-    assert lines[0].startswith("student,hw1_raw,hw1_cap,hw1_final,hw1_status")
+    assert lines[0].startswith("student,name,email,hw1_raw,hw1_cap,hw1_final,hw1_status")
     assert [ln.split(",")[0] for ln in lines[1:]] == ["alice", "bob", "carol"]
     feedback = (out / "fb" / "bob" / "hw1.md").read_text()
     assert "double(n) should be 2 n" in feedback
