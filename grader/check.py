@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,28 @@ class CheckResult:
         return self.points if self.outcome is Outcome.PASSED else 0.0
 
 
+@dataclass(frozen=True)
+class CheckInfo:
+    """A check as collected: its name (``file stem::function``), its points, whether it is
+    marked ``slow_check`` (it trains or evaluates a model), and its docstring's first line."""
+
+    name: str
+    points: float
+    slow: bool
+    summary: str
+
+
 class _GraderPlugin:
     """Fixtures and hooks that make a folder of pytest files into graded checks."""
 
-    def __init__(self, student: Student | None, seed: int, unavailable: str) -> None:
+    def __init__(self, student: Student | None, seed: int, unavailable: str,
+                 select: Collection[str] | None = None) -> None:
         self._student = student
         self._unavailable = unavailable
+        self._select = None if select is None else set(select)
         self.seed = seed
         self.points: dict[str, float] = {}
+        self.infos: dict[str, CheckInfo] = {}
         self.missing_points: list[str] = []
         self.collect_errors: list[str] = []
         self.results: dict[str, CheckResult] = {}
@@ -87,6 +102,8 @@ class _GraderPlugin:
     # hooks ----------------------------------------------------------------------------------
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "points(n): points a check is worth (required)")
+        config.addinivalue_line("markers", "slow_check: the check trains or evaluates a model "
+                                           "(the audit runs it on fewer seeds)")
         # only the exception's message is read: spare pytest its source-annotated tracebacks
         config.option.tbstyle = "native"
 
@@ -94,14 +111,26 @@ class _GraderPlugin:
         if report.failed:
             self.collect_errors.append(f"{report.nodeid}: {_short(str(report.longrepr))}")
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
         for item in items:
+            name = _check_name(item)
             marker = item.get_closest_marker("points")
             value = marker.args[0] if marker is not None and marker.args else None
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                self.missing_points.append(_check_name(item))
-            else:
-                self.points[_check_name(item)] = float(value)
+                self.missing_points.append(name)
+                continue
+            self.points[name] = float(value)
+            doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+            self.infos[name] = CheckInfo(name, float(value),
+                                         item.get_closest_marker("slow_check") is not None,
+                                         doc.strip().splitlines()[0] if doc.strip() else "")
+        if self._select is not None:
+            kept = [item for item in items if _check_name(item) in self._select]
+            dropped = [item for item in items if _check_name(item) not in self._select]
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+                items[:] = kept
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
@@ -165,6 +194,11 @@ def _forget_modules(check_dir: Path) -> None:
 def collect(check_dir: Path) -> dict[str, float]:
     """The checks in ``check_dir`` with their points; raise ChecksConfigError if any check has
     no valid ``points`` marker or a check file fails to import."""
+    return {info.name: info.points for info in describe(check_dir)}
+
+
+def describe(check_dir: Path) -> tuple[CheckInfo, ...]:
+    """The checks in ``check_dir``, sorted by name, as ``collect`` validates them."""
     if not check_dir.is_dir():
         raise ChecksConfigError(f"no checks folder at {check_dir}")
     plugin = _GraderPlugin(None, 0, "")
@@ -177,19 +211,26 @@ def collect(check_dir: Path) -> dict[str, float]:
             + ", ".join(plugin.missing_points))
     if not plugin.points:
         raise ChecksConfigError(f"no checks found in {check_dir}")
-    return plugin.points
+    return tuple(plugin.infos[name] for name in sorted(plugin.infos))
 
 
 def run_checks(check_dir: Path, student: Student | None, seed: int,
-               unavailable: str = "the notebook could not be run") -> tuple[CheckResult, ...]:
+               unavailable: str = "the notebook could not be run",
+               select: Collection[str] | None = None) -> tuple[CheckResult, ...]:
     """Run every check in ``check_dir`` against ``student`` and return the verdicts, sorted by
     name. With ``student`` None (the kernel is unusable) no check runs and each one fails with
-    ``unavailable`` as its message."""
+    ``unavailable`` as its message. ``select`` (check names, ``file stem::function``) runs only
+    those checks; a name that is not a check is a ChecksConfigError."""
     points = collect(check_dir)
+    if select is not None:
+        unknown = sorted(set(select) - set(points))
+        if unknown:
+            raise ChecksConfigError(f"no such check in {check_dir}: {', '.join(unknown)}")
+        points = {name: pts for name, pts in points.items() if name in set(select)}
     if student is None:
         return tuple(CheckResult(name, pts, Outcome.FAILED, unavailable)
                      for name, pts in sorted(points.items()))
-    plugin = _GraderPlugin(student, seed, unavailable)
+    plugin = _GraderPlugin(student, seed, unavailable, select)
     _pytest(check_dir, plugin)
     results = []
     for name, pts in sorted(points.items()):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.check import ChecksConfigError, Outcome, collect, run_checks
+from grader.check import ChecksConfigError, Outcome, collect, describe, run_checks
 from grader.protocol import Student, encode
 
 
@@ -144,3 +144,27 @@ def test_a_warning_inside_a_check_is_not_a_failure(tmp_path):
               "    assert student.call('double', 2) == 4\n")
     results = run_checks(_checks(tmp_path, source), _fake_student(double=lambda n: 2 * n), 1)
     assert [r.outcome for r in results] == [Outcome.PASSED]
+
+
+def test_select_runs_only_the_named_checks(tmp_path):
+    calls: list[int] = []
+    student = _fake_student(double=lambda n: calls.append(n) or 2 * n, record=lambda *a: None)
+    folder = _checks(tmp_path, CHECKS)
+    results = run_checks(folder, student, seed=1, select={"test_hw::test_double"})
+    assert [(r.name, r.outcome) for r in results] == [("test_hw::test_double", Outcome.PASSED)]
+    assert len(calls) == 1  # test_bare_assert, which also calls double, did not run
+    none = run_checks(folder, None, seed=1, select=["test_hw::test_draw"])
+    assert [r.name for r in none] == ["test_hw::test_draw"]
+    with pytest.raises(ChecksConfigError, match="test_hw::test_nothing"):
+        run_checks(folder, student, seed=1, select=["test_hw::test_nothing"])
+
+
+def test_describe_names_points_slowness_and_summary(tmp_path):
+    source = ('import pytest\n\n@pytest.mark.slow_check\n@pytest.mark.points(2)\n'
+              'def test_trains(student):\n    """Accuracy after fine-tuning >= 0.9.\n\n'
+              '    More words.\n    """\n\n@pytest.mark.points(1)\ndef test_quick(student):\n'
+              '    pass\n')
+    infos = {i.name: i for i in describe(_checks(tmp_path, source))}
+    assert infos["test_hw::test_trains"].slow and infos["test_hw::test_trains"].points == 2
+    assert infos["test_hw::test_trains"].summary == "Accuracy after fine-tuning >= 0.9."
+    assert not infos["test_hw::test_quick"].slow and infos["test_hw::test_quick"].summary == ""
