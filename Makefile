@@ -30,8 +30,9 @@ check: $(STAMP)  ## students: run the public checks on your notebooks (make chec
 	@status=0; for nb in $(if $(HW),assignments/$(HW)/$(HW).ipynb,assignments/hw*/hw*.ipynb); do \
 		$(BIN)/grader check $$nb || status=1; done; exit $$status
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and mypy (strict) on the engine and the course kit
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 goldens: $(STAMP)  ## rewrite the golden CSV files after an intended format change
 	UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_export.py -q

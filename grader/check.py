@@ -8,57 +8,22 @@ regrade with the recorded seed draws the same inputs.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import os
 import random
 import sys
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from grader.errors import ChecksConfigError
 from grader.protocol import ProtocolError, Student, StudentError
+from grader.records import CheckInfo, CheckResult, Outcome
 
 _INI = Path(__file__).with_name("checks_pytest.ini")
-
-
-class ChecksConfigError(Exception):
-    """The checks themselves are broken (no points marker, import error): stop the run."""
-
-
-class Outcome(enum.Enum):
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"  # the check itself broke: a grader problem, reported to the instructor
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's verdict. ``points`` possible, ``earned`` either all or nothing."""
-
-    name: str
-    points: float
-    outcome: Outcome
-    message: str = ""
-
-    @property
-    def earned(self) -> float:
-        return self.points if self.outcome is Outcome.PASSED else 0.0
-
-
-@dataclass(frozen=True)
-class CheckInfo:
-    """A check as collected: its name (``file stem::function``), its points, whether it is
-    marked ``slow_check`` (it trains or evaluates a model), and its docstring's first line."""
-
-    name: str
-    points: float
-    slow: bool
-    summary: str
 
 
 class _GraderPlugin:
@@ -77,13 +42,15 @@ class _GraderPlugin:
         self.results: dict[str, CheckResult] = {}
 
     # fixtures -------------------------------------------------------------------------------
-    @pytest.fixture
+    # ``student`` and ``grading_seed`` live for the whole submission, so a check file can build
+    # per-submission state in a session-scoped fixture of its own.
+    @pytest.fixture(scope="session")
     def student(self) -> Student:
         if self._student is None:
             raise StudentError(self._unavailable)
         return self._student
 
-    @pytest.fixture
+    @pytest.fixture(scope="session")
     def grading_seed(self) -> int:
         return self.seed
 
@@ -106,6 +73,11 @@ class _GraderPlugin:
                                            "(the audit runs it on fewer seeds)")
         # only the exception's message is read: spare pytest its source-annotated tracebacks
         config.option.tbstyle = "native"
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # past the submission's time for checks, the remaining checks fail without running
+        if self._student is not None:
+            self._student.budget.remaining()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

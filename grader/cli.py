@@ -15,13 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from grader import export as export_mod
-from grader.check import ChecksConfigError, Outcome, run_checks
-from grader.config import ConfigError, Course, load_course
-from grader.discover import ManifestError, Submission
-from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
+from grader.config import load_course
+from grader.errors import ConfigError, GraderError
+from grader.notebook import MalformedNotebook, read_notebook
 from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
-from grader.release import ReleaseError, release_notebooks
-from grader.store import GradebookError, locked, open_gradebook
+from grader.records import Outcome, Status, Submission
+from grader.release import release_notebooks
+from grader.sandbox import use_sandbox
+from grader.store import locked, open_gradebook
 
 DEFAULT_GRADEBOOK = Path("grades/gradebook.sqlite")
 DEFAULT_CSV = Path("grades/gradebook.csv")
@@ -44,14 +45,17 @@ class UsageFailure(click.ClickException):
     exit_code = 2
 
 
-def _load(course_path: Path) -> Course:
-    try:
-        return load_course(course_path)
-    except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
+class _Group(click.Group):
+    # every command: the library's own errors become a clean message and their exit code
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GraderError as exc:
+            err.print(f"Error: {exc}", markup=False)
+            ctx.exit(exc.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Autograder for the course "Neural Networks Speed-up and Compression"."""
 
@@ -83,20 +87,16 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
 
     Example: grader grade examples/submissions --assignment hw1 --jobs 2
     """
-    course = _load(course_path)
-    try:
-        with locked(gradebook) as book:
-            graded = grade_all(course, submissions, book, assignments, force, seed,
-                               _progress_printer(), jobs)
-            rows = book.rows()
-    except (ConfigError, ChecksConfigError, GradebookError, FileNotFoundError,
-            SandboxUnavailable, ManifestError) as exc:
-        raise UsageFailure(str(exc)) from None
+    course = load_course(course_path)
+    with locked(gradebook) as book:
+        graded = grade_all(course, submissions, book, assignments, force, seed,
+                           _progress_printer(), jobs)
+        rows = book.rows()
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)
     _summary(graded)
     out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
-    if any(g.row.status == ExecStatus.GRADER_ERROR.value for g in graded):
+    if any(g.row.status is Status.GRADER_ERROR for g in graded):
         sys.exit(1)
 
 
@@ -113,7 +113,8 @@ def _progress_printer() -> Progress:
         elif graded is not None:
             done += 1
             row = graded.row
-            what = "unchanged, kept" if graded.skipped else f"{row.status}, {row.seconds:.1f} s"
+            what = "unchanged, kept" if graded.skipped else \
+                f"{row.status.value}, {row.seconds:.1f} s"
             err.print(f"  {sub.student}/{sub.assignment}: raw {row.raw:.2f} % ({what})")
 
     return report
@@ -130,7 +131,7 @@ def _summary(graded: list[Graded]) -> None:
     table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for g in graded:
         r = g.row
-        table.add_row(r.student, r.assignment, export_mod.display_status(r), _pct(r.raw),
+        table.add_row(r.student, r.assignment, export_mod.display_status(r).value, _pct(r.raw),
                       _pct(r.cap), _pct(r.final), f"{r.seconds:.1f}",
                       ("(kept) " if g.skipped else "") + r.detail[:90])
     out.print(table)
@@ -151,14 +152,11 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
 
     Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
     """
-    course = _load(course_path)
+    course = load_course(course_path)
     if not gradebook.exists():
         raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
-    try:
-        with open_gradebook(gradebook) as book:
-            rows = book.rows()
-    except GradebookError as exc:
-        raise UsageFailure(str(exc)) from None
+    with open_gradebook(gradebook) as book:
+        rows = book.rows()
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_csv(export_mod.long_table(course, rows), long_path)
     written = export_mod.write_feedback(course, rows, feedback_dir)
@@ -177,27 +175,27 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
 
     Example: grader check assignments/hw1/hw1.ipynb
     """
-    course = _load(course_path)
+    course = load_course(course_path)
     assignment = assignment or notebook.resolve().parent.name
     try:
         course.assignment(assignment)
         read_notebook(notebook)
     except ConfigError as exc:
         raise UsageFailure(f"{exc}; pass --assignment") from None
-    except ValueError as exc:
+    except MalformedNotebook as exc:
         raise UsageFailure(f"{notebook}: {exc}") from None
     check_dir = course.public_checks(assignment)
-    try:
-        _, sandbox_note = use_sandbox(course.limits)
-        err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
-        execution, results = grade_notebook(notebook, check_dir, course.limits,
-                                            new_seed() if seed is None else seed)
-    except (ChecksConfigError, SandboxUnavailable) as exc:
-        raise UsageFailure(str(exc)) from None
+    _, sandbox_note = use_sandbox(course.limits)
+    err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
+    execution, checks = grade_notebook(notebook, check_dir, course.limits,
+                                       new_seed() if seed is None else seed)
     out.print(f"notebook: {execution.status.value} ({execution.detail}), "
               f"{execution.seconds:.1f} s")
     for error in execution.cell_errors:
-        out.print(f"  {error}")
+        out.print(f"  {error}", markup=False)
+    if checks.problem is not None:
+        out.print(f"checks: {checks.problem.value} ({checks.detail})", markup=False)
+    results = checks.results
     for r in results:
         mark = "[green]PASS[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
         out.print(f"{mark} {r.name} ({r.points:g} pt)")
@@ -219,11 +217,8 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
 
     Example: grader release-notebooks --check
     """
-    course = _load(course_path)
-    try:
-        changed = release_notebooks(course, check_only)
-    except ReleaseError as exc:
-        raise UsageFailure(str(exc)) from None
+    course = load_course(course_path)
+    changed = release_notebooks(course, check_only)
     for path in changed:
         out.print(f"{'out of date' if check_only else 'wrote'}: {path}")
     if check_only and changed:
@@ -232,5 +227,4 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
         out.print("student notebooks are up to date")
 
 
-# run_checks is re-exported for scripts that grade one notebook by hand
-__all__ = ["main", "run_checks"]
+__all__ = ["main"]

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from grader.execute import Limits
+from grader.errors import ConfigError
+from grader.records import Limits
 from grader.rules import Extension, LatePolicy
-
-
-class ConfigError(Exception):
-    """course.toml (or a file it names) is missing or wrong; the message names file and key."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +37,8 @@ class PassRule:
 
 
 @dataclass(frozen=True)
-class Student:
-    """A roster entry."""
+class RosterEntry:
+    """A student on the roster."""
 
     id: str
     name: str = ""
@@ -62,7 +59,7 @@ class Course:
     limits: Limits
     assignments: tuple[Assignment, ...]
     counted: str = "latest"  # which of several submissions counts: "latest" or "best"
-    roster: tuple[Student, ...] = ()
+    roster: tuple[RosterEntry, ...] = ()
     extensions: Mapping[tuple[str, str], Extension] = field(default_factory=dict)
 
     @property
@@ -91,6 +88,7 @@ class Course:
 
 _LIMIT_KEYS = {
     "cell_timeout_s": float, "notebook_timeout_s": float, "call_timeout_s": float,
+    "checks_timeout_s": float,
     "memory_mb": int, "cpu_s": int, "fsize_mb": int, "nproc": int, "max_output_chars": int,
     "tmp_mb": int, "sandbox": str,
 }
@@ -259,16 +257,16 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
         raise ConfigError(f"{path}: cannot read it: {exc}") from exc
 
 
-def load_roster(path: Path) -> tuple[Student, ...]:
+def load_roster(path: Path) -> tuple[RosterEntry, ...]:
     """A roster CSV with columns ``student,name,email`` (name and email may be empty)."""
-    students: dict[str, Student] = {}
+    students: dict[str, RosterEntry] = {}
     for line, row in _csv_rows(path, ("student",)):
         sid = row["student"]
         if not sid:
             raise ConfigError(f"{path}, line {line}: empty student id")
         if sid in students:
             raise ConfigError(f"{path}, line {line}: student {sid!r} listed twice")
-        students[sid] = Student(sid, row.get("name", ""), row.get("email", ""))
+        students[sid] = RosterEntry(sid, row.get("name", ""), row.get("email", ""))
     return tuple(students[s] for s in sorted(students))
 
 

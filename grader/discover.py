@@ -13,29 +13,14 @@ import csv
 import datetime as dt
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from grader.errors import SubmissionsError
+from grader.records import Submission
+
 TIMESTAMP_FILE = "timestamp.txt"
 _ZONE_SUFFIX = re.compile(r"^(?P<time>.+?)\s+(?P<zone>[A-Za-z_]+(?:/[A-Za-z0-9_+\-]+)*)$")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One student's notebook for one assignment, as found on disk.
-
-    ``problem`` is empty for a gradable submission, else why it cannot be graded (no notebook,
-    a symbolic link, ...). ``time_problem`` is empty when ``submitted_at`` is known.
-    """
-
-    student: str
-    assignment: str
-    path: Path
-    sha256: str
-    submitted_at: dt.datetime | None
-    time_problem: str = ""
-    problem: str = ""
 
 
 def parse_timestamp(text: str, tz: ZoneInfo) -> dt.datetime:
@@ -109,13 +94,13 @@ def sha256_of(path: Path) -> str:
 def discover(root: Path, notebooks: dict[str, str], tz: ZoneInfo) -> list[Submission]:
     """All submissions under ``root`` for the assignments in ``notebooks`` (id -> expected
     notebook file name), sorted by (assignment, student). Folders of other assignments and
-    hidden folders are ignored; raise FileNotFoundError if ``root`` is not a folder.
+    hidden folders are ignored; raise SubmissionsError if ``root`` is not a folder.
 
     ``root`` may also be a manifest CSV file (see ``discover_manifest``)."""
     if root.is_file() and root.suffix.lower() == ".csv":
         return discover_manifest(root, notebooks, tz)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such submissions folder")
+        raise SubmissionsError(f"{root}: no such submissions folder (or manifest CSV)")
     found = []
     for student_dir in sorted(root.iterdir()):
         if student_dir.name.startswith(".") or not student_dir.is_dir():
@@ -137,10 +122,6 @@ def discover(root: Path, notebooks: dict[str, str], tz: ZoneInfo) -> list[Submis
     return sorted(found, key=lambda s: (s.assignment, s.student))
 
 
-class ManifestError(ValueError):
-    """A manifest CSV is malformed; the message names the file and line."""
-
-
 MANIFEST_COLUMNS = ("student", "assignment", "path", "submitted_at")
 
 
@@ -158,17 +139,17 @@ def discover_manifest(manifest: Path, notebooks: dict[str, str], tz: ZoneInfo
             reader = csv.DictReader(f)
             missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ManifestError(f"{manifest}: missing column(s) {', '.join(missing)}")
+                raise SubmissionsError(f"{manifest}: missing column(s) {', '.join(missing)}")
             rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{manifest}: cannot read it: {exc}") from exc
+        raise SubmissionsError(f"{manifest}: cannot read it: {exc}") from exc
     found = []
     for line, row in rows:
         student, assignment = (row["student"] or "").strip(), (row["assignment"] or "").strip()
         if assignment not in notebooks:
             continue
         if not student:
-            raise ManifestError(f"{manifest}, line {line}: empty student id")
+            raise SubmissionsError(f"{manifest}, line {line}: empty student id")
         path = manifest.parent / (row["path"] or "").strip()
         problem = ""
         if not (row["path"] or "").strip():

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from grader.check import Outcome
 from grader.config import Course
+from grader.records import GradeRow, Outcome, Status
 from grader.rules import passes
-from grader.store import GradeRow
 
 PER_HA = ("raw", "cap", "final", "status", "submitted_at")
 LONG_COLUMNS = ["student", "assignment", "required", "raw", "cap", "final", "status",
@@ -52,12 +51,12 @@ def _submission_order(row: GradeRow) -> tuple[bool, dt.datetime, str]:
     return (True, dt.datetime.fromisoformat(row.submitted_at), row.graded_at)
 
 
-def display_status(row: GradeRow) -> str:
-    """The status shown for a row: the execution status, or ``time_unknown`` when the notebook
-    ran cleanly but its submission time is unknown (its final waits for the instructor). Any
-    trouble running the notebook is shown first; the empty final tells the time is unknown."""
-    if row.submitted_at is None and row.status == "ok":
-        return "time_unknown"
+def display_status(row: GradeRow) -> Status:
+    """The status shown for a row: its own, or ``time_unknown`` when the notebook ran cleanly
+    but its submission time is unknown (its final waits for the instructor). Any trouble
+    running the notebook is shown first; the empty final tells the time is unknown."""
+    if row.submitted_at is None and row.status is Status.OK:
+        return Status.TIME_UNKNOWN
     return row.status
 
 
@@ -83,16 +82,18 @@ def wide_table(course: Course, rows: Iterable[GradeRow],
         for a in course.assignments:
             row = counted.get((student, a.id))
             if row is None:
-                values = {"raw": 0.0, "cap": None, "final": 0.0, "status": "missing",
-                          "submitted_at": None}
+                values = {"raw": 0.0, "cap": None, "final": 0.0,
+                          "status": Status.MISSING.value, "submitted_at": None}
             else:
                 values = {"raw": row.raw, "cap": row.cap, "final": row.final,
-                          "status": display_status(row), "submitted_at": row.submitted_at}
+                          "status": display_status(row).value,
+                          "submitted_at": row.submitted_at}
             for key in PER_HA:
                 record[f"{a.id}_{key}"] = values[key]
             if a.required:
-                finals.append(values["final"])  # type: ignore[arg-type]
-                unknown += values["final"] is None
+                final = 0.0 if row is None else row.final
+                finals.append(final)
+                unknown += final is None
         count, passed = passes(finals, course.pass_rule.min_percent,
                                course.pass_rule.min_required)
         record["required_passed"] = count
@@ -110,7 +111,8 @@ def long_table(course: Course, rows: Iterable[GradeRow]) -> pd.DataFrame:
     required = {a.id: a.required for a in course.assignments}
     records = [{"student": r.student, "assignment": r.assignment,
                 "required": "yes" if required.get(r.assignment, True) else "no",
-                "raw": r.raw, "cap": r.cap, "final": r.final, "status": display_status(r),
+                "raw": r.raw, "cap": r.cap, "final": r.final,
+                "status": display_status(r).value,
                 "submitted_at": r.submitted_at, "detail": r.detail, "sha256": r.sha256,
                 "seed": r.seed, "graded_at": r.graded_at}
                for (_, _), r in sorted(counted_rows(rows, course.counted).items())]
@@ -147,7 +149,15 @@ def feedback_text(row: GradeRow, title: str) -> str:
     lines += [f"- Final score: **{final}**",
               f"- Checks: {row.earned:g} of {row.possible:g} points (raw {row.raw:.2f} %)",
               f"- Late rule: {row.late_reason or 'not applied'}",
-              f"- Notebook run: {row.status} ({row.detail})", "", "## Checks", ""]
+              f"- Grading: {row.status.value} ({row.detail})", ""]
+    errors, more = row.cell_error_list
+    if errors:
+        lines += ["## Cells that raised an error or were interrupted", ""]
+        lines += [f"- {error}" for error in errors]
+        if more:
+            lines.append(f"- ... and {more} more")
+        lines.append("")
+    lines += ["## Checks", ""]
     for check in row.check_results:
         mark = "passed" if check.outcome is Outcome.PASSED else check.outcome.value
         lines.append(f"- [{mark}] `{check.name}` ({check.points:g} pt)")

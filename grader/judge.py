@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from grader import sandbox
-from grader.execute import Limits, use_sandbox
 from grader.protocol import StudentError
+from grader.records import Limits
+from grader.sandbox import use_sandbox
 
 MAX_SNAPSHOT_BYTES = 256 * 2**20
 
@@ -36,13 +37,13 @@ _RUNNER = r'''
 import sys, traceback
 import torch
 torch.set_num_threads(1)
-folder, private = sys.argv[1], sys.argv[2]
+folder, private, name = sys.argv[1], sys.argv[2], sys.argv[3]
 inputs = torch.load(private + "/inputs.pt", weights_only=True)
 source = open(private + "/judge.py").read()
 try:
     namespace = {"__name__": "judge"}
     exec(compile(source, "judge.py", "exec"), namespace)
-    result = {"ok": True, "value": namespace["judge"](folder, inputs)}
+    result = {"ok": True, "value": namespace[name](folder, inputs)}
 except BaseException as exc:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     result = {"ok": False, "error": text[-2000:]}
@@ -91,9 +92,10 @@ class Judge:
         with tempfile.TemporaryDirectory(prefix="grader-files-") as tmp:
             return snapshot(self._workdir, Path(tmp))
 
-    def run(self, source: str, inputs: Mapping[str, Any], timeout: float = 120.0) -> Any:
-        """Run ``def judge(folder, inputs)`` from ``source`` in a sandboxed process over a
-        snapshot of the working folder; return its result, read as data only."""
+    def run(self, source: str, inputs: Mapping[str, Any], timeout: float = 120.0,
+            name: str = "judge") -> Any:
+        """Run the function ``name(folder, inputs)`` that ``source`` defines in a sandboxed
+        process over a snapshot of the working folder; return its result, read as data only."""
         sandboxed, _ = use_sandbox(self._limits)
         with tempfile.TemporaryDirectory(prefix="grader-judge-") as tmp:
             root = Path(tmp)
@@ -103,7 +105,7 @@ class Judge:
             snapshot(self._workdir, folder)
             torch.save(dict(inputs), private / "inputs.pt")
             (private / "judge.py").write_text(source, encoding="utf-8")
-            inner = [sys.executable, "-c", _RUNNER, str(folder), str(private)]
+            inner = [sys.executable, "-c", _RUNNER, str(folder), str(private), name]
             env = {"PATH": "/usr/bin:/bin", "HOME": str(private), "LANG": "C.UTF-8",
                    "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
             if sandboxed:
@@ -125,7 +127,7 @@ class Judge:
                 raise StudentError(f"judging the files failed: {tail[0][:300]}")
             try:
                 result = torch.load(io.BytesIO(result_path.read_bytes()), weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - anything unreadable is not data
+            except Exception as exc:
                 raise StudentError("the judge's answer was not plain data "
                                    f"({type(exc).__name__})") from exc
         if not isinstance(result, dict) or "ok" not in result:

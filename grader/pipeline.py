@@ -7,28 +7,31 @@ it before any notebook is executed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from grader.check import CheckResult, ChecksConfigError, collect, run_checks
+from grader.check import collect, run_checks
 from grader.config import Course
-from grader.discover import Submission, discover
-from grader.execute import ExecStatus, Execution, Limits, execute, use_sandbox
+from grader.discover import discover
+from grader.errors import GraderError
+from grader.execute import execute
 from grader.judge import Judge
-from grader.protocol import Student, bridge_source
+from grader.protocol import Budget, Student, StudentError
+from grader.records import CheckResult, CheckRun, Execution, GradeRow, Limits, Status, Submission
+from grader.sandbox import use_sandbox
 from grader.score import Deadlines, score
-from grader.store import Gradebook, GradeRow
-
-BRIDGE_SOURCE = bridge_source()
+from grader.store import Gradebook
 
 
 @dataclass(frozen=True)
@@ -48,19 +51,31 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 
 
-def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int
-                   ) -> tuple[Execution, tuple[CheckResult, ...]]:
-    """Execute one notebook and run the checks in ``check_dir`` against its live kernel."""
+def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int,
+                   select: Collection[str] | None = None) -> tuple[Execution, CheckRun]:
+    """Execute one notebook and run the checks in ``check_dir`` (or the ``select``ed ones)
+    against its live kernel, within ``limits.checks_timeout_s`` for the whole check stage."""
     torch.set_num_threads(1)  # checks that train or evaluate share the cores with the kernel
     with execute(notebook, limits) as (execution, session):
+        start = time.monotonic()
         student = None
+        unavailable = f"not run: {execution.status.value}: {execution.detail}"
         if session is not None:
-            session.send_source(BRIDGE_SOURCE, limits.call_timeout_s)
-            student = Student(session.request, limits.call_timeout_s,
-                              Judge(session.workdir, limits))
-        results = run_checks(check_dir, student, seed,
-                             unavailable=f"not run: {execution.status.value}: {execution.detail}")
-    return execution, results
+            try:
+                session.install_bridge(limits.call_timeout_s)
+                student = Student(session.request, limits.call_timeout_s,
+                                  Judge(session.workdir, limits), Budget(limits.checks_timeout_s))
+            except StudentError as exc:
+                unavailable = f"not run: {exc}"
+        results = run_checks(check_dir, student, seed, unavailable, select)
+        seconds = time.monotonic() - start
+        if session is not None and session.lost:
+            return execution, CheckRun(results, seconds, Status.KERNEL_LOST, session.lost)
+        if student is not None and student.budget.expired:
+            return execution, CheckRun(results, seconds, Status.CHECKS_TIMEOUT,
+                                       f"the checks ran out of time after "
+                                       f"{limits.checks_timeout_s:g} s; the rest failed unrun")
+        return execution, CheckRun(results, seconds)
 
 
 def deadlines_for(course: Course, assignment: str, student: str) -> Deadlines:
@@ -70,38 +85,56 @@ def deadlines_for(course: Course, assignment: str, student: str) -> Deadlines:
                      course.extensions.get((student, assignment)))
 
 
-def _row(sub: Submission, course: Course, execution: Execution,
-         results: tuple[CheckResult, ...], seed: int) -> GradeRow:
-    s = score(results, sub.submitted_at, deadlines_for(course, sub.assignment, sub.student))
+def _late_fields(row_results: tuple[CheckResult, ...], sub: Submission,
+                 course: Course) -> dict[str, Any]:
+    s = score(row_results, sub.submitted_at, deadlines_for(course, sub.assignment, sub.student))
+    return {"earned": s.earned, "possible": s.possible, "raw": s.raw, "cap": s.cap,
+            "final": s.final,
+            "late_reason": s.late_reason if not sub.time_problem
+            else f"{s.late_reason} ({sub.time_problem})",
+            "submitted_at": None if sub.submitted_at is None else sub.submitted_at.isoformat(),
+            "time_problem": sub.time_problem}
+
+
+def _row(sub: Submission, course: Course, execution: Execution, checks: CheckRun,
+         seed: int) -> GradeRow:
+    status, detail = execution.status, execution.detail
+    if checks.problem is not None:
+        status, detail = checks.problem, f"{checks.detail}; notebook: {execution.detail}"
     return GradeRow(
         student=sub.student, assignment=sub.assignment, sha256=sub.sha256, path=str(sub.path),
-        submitted_at=None if sub.submitted_at is None else sub.submitted_at.isoformat(),
-        time_problem=sub.time_problem, status=execution.status.value, detail=execution.detail,
-        earned=s.earned, possible=s.possible, raw=s.raw, cap=s.cap, final=s.final,
-        late_reason=s.late_reason if not sub.time_problem
-        else f"{s.late_reason} ({sub.time_problem})",
-        seed=seed, graded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        seconds=round(execution.seconds, 2), checks=GradeRow.encode_checks(results))
+        status=status, detail=detail, seed=seed,
+        graded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        seconds=round(execution.seconds + checks.seconds, 2),
+        exec_seconds=round(execution.seconds, 2),
+        checks=GradeRow.encode_checks(checks.results),
+        cell_errors=GradeRow.encode_cell_errors(execution.cell_errors),
+        **_late_fields(checks.results, sub, course))
+
+
+def _unrun(sub: Submission, course: Course, seed: int, status: Status, detail: str,
+           seconds: float = 0.0) -> GradeRow:
+    """The row of a submission whose checks could not run at all: every check fails."""
+    results = run_checks(course.hidden_checks(sub.assignment), None, seed,
+                         unavailable=f"not run: {detail}")
+    return _row(sub, course, Execution(status, detail, seconds, 0), CheckRun(results), seed)
 
 
 def grade_submission(sub: Submission, course: Course, seed: int) -> GradeRow:
     """Grade one submission; never raises for anything the submission did."""
-    check_dir = course.hidden_checks(sub.assignment)
-    start = time.monotonic()
     if sub.problem:
-        execution = Execution(ExecStatus.MALFORMED, sub.problem, 0.0, 0)
-        results = run_checks(check_dir, None, seed, unavailable=f"not run: {sub.problem}")
-        return _row(sub, course, execution, results, seed)
+        return _unrun(sub, course, seed, Status.MALFORMED, sub.problem)
+    start = time.monotonic()
     try:
-        execution, results = grade_notebook(sub.path, check_dir, course.limits, seed)
-    except ChecksConfigError:
+        execution, checks = grade_notebook(sub.path, course.hidden_checks(sub.assignment),
+                                           course.limits, seed)
+    except GraderError:
         raise
     except Exception as exc:  # noqa: BLE001 - one broken submission must not stop the batch
-        detail = f"grader error: {type(exc).__name__}: {exc}"
-        execution = Execution(ExecStatus.GRADER_ERROR, detail, time.monotonic() - start, 0)
-        results = run_checks(check_dir, None, seed, unavailable="not run: grader error")
         traceback.print_exc()
-    return _row(sub, course, execution, results, seed)
+        return _unrun(sub, course, seed, Status.GRADER_ERROR,
+                      f"grader error: {type(exc).__name__}: {exc}", time.monotonic() - start)
+    return _row(sub, course, execution, checks, seed)
 
 
 def gradable(course: Course) -> list[str]:
@@ -165,21 +198,16 @@ def _graded(todo: list[tuple[int, Submission]], course: Course, seed: int, jobs:
             index, sub = futures[future]
             try:
                 row = future.result()
-            except ChecksConfigError:
+            except GraderError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a dead worker costs one submission
-                detail = f"grader error: the worker died: {type(exc).__name__}: {exc}"
-                execution = Execution(ExecStatus.GRADER_ERROR, detail, 0.0, 0)
-                results = run_checks(course.hidden_checks(sub.assignment), None, seed,
-                                     unavailable="not run: grader error")
-                row = _row(sub, course, execution, results, seed)
+                row = _unrun(sub, course, seed, Status.GRADER_ERROR,
+                             f"grader error: the worker died: {type(exc).__name__}: {exc}")
             yield index, sub, row
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:
     # The check results stand; the submission time, an extension or a course rule may have
     # changed since, so the late rule is applied again (cheap, nothing runs).
-    fresh = _row(sub, course, Execution(ExecStatus(stored.status), stored.detail,
-                                        stored.seconds, 0), stored.check_results, stored.seed)
-    return GradeRow(**{**fresh.__dict__, "graded_at": stored.graded_at,
-                       "path": stored.path if stored.path == fresh.path else fresh.path})
+    return dataclasses.replace(stored, path=str(sub.path),
+                               **_late_fields(stored.check_results, sub, course))

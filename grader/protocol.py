@@ -1,30 +1,37 @@
-"""Grader side of the check protocol: what crosses between a check and the student's kernel.
+"""The grader's end of the check protocol: what a check sends to the student's kernel and how
+what comes back is read.
 
-Arguments go to the kernel as JSON (tensors inside as ``torch.save`` bytes, modules as specs the
-kernel builds). Results come back as JSON and are decoded as data only: tensors through
-``torch.load(weights_only=True)``, modules as a ``ReturnedModule`` record. Nothing the kernel
-sends is unpickled or executed. ``grader/kernel_bridge.py`` is the other half.
+Arguments go to the kernel as wire data (``grader.bridge.wire``): tensors as ``torch.save``
+bytes, modules as specs the kernel builds (``ModuleSpec``; each spec is built once here first,
+so a bad spec is the grader's error, never the student's). Results come back as wire data and
+are decoded as data only: tensors through ``torch.load(weights_only=True)``, modules as a
+``ReturnedModule`` record. Nothing the kernel sends is unpickled or executed.
+``grader.bridge.kernel`` is the other end.
 """
 
 from __future__ import annotations
 
-import base64
-import io
+import inspect
 import json
+import textwrap
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
-MIME = "application/vnd.nncourse.grader+json"
+from grader.bridge import kernel as kernel_end
+from grader.bridge import wire
+
+if TYPE_CHECKING:
+    from grader.judge import Judge
 
 # Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
-# reports for each (the bridge gets this table when it is sent; see bridge_source).
+# reports for each (the kernel's end gets this table when it is installed).
 REBUILDABLE: dict[str, tuple[str, ...]] = {
     "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                "groups", "bias", "padding_mode"),
@@ -47,20 +54,25 @@ REBUILDABLE: dict[str, tuple[str, ...]] = {
 
 
 class StudentError(AssertionError):
-    """The student's code raised, timed out, or sent something that is not valid data.
+    """The student's code raised, timed out, or sent something that is not valid data; or the
+    student's kernel died or stopped answering. An AssertionError, so that pytest reports it as
+    a failed check with this message."""
 
-    An AssertionError so that pytest reports it as a failed check with this message.
-    """
+
+class ChecksTimeout(StudentError):
+    """The check stage of this submission ran past its time limit."""
 
 
 class ProtocolError(RuntimeError):
-    """A grader-side mistake: a check sent a spec the kernel could not build."""
+    """A grader-side mistake: a check sent a spec that does not build, or a value that cannot
+    be sent. Reported as a grader error, never charged to the student."""
 
 
 @dataclass(frozen=True)
 class ModuleSpec:
     """A module the kernel builds from data: a torch.nn layer, a Sequential, a kit model or a
-    probe (``Sleep``, ``CallCounter``), optionally with weights and a train/eval mode."""
+    probe (``Sleep``, ``CallCounter``), optionally with weights and a train/eval mode. Made with
+    ``grader.checks.layer``, ``seq``, ``kit_model`` and ``probe``."""
 
     kind: str
     name: str
@@ -68,32 +80,6 @@ class ModuleSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     state_dict: Mapping[str, torch.Tensor] | None = None
     training: bool = False
-
-
-def layer(name: str, *args: Any, state_dict: Mapping[str, torch.Tensor] | None = None,
-          training: bool = False, **kwargs: Any) -> ModuleSpec:
-    """``layer("Conv2d", 16, 32, 3, padding=1)`` is ``torch.nn.Conv2d(16, 32, 3, padding=1)``."""
-    return ModuleSpec("layer", name, args, kwargs, state_dict=state_dict, training=training)
-
-
-def seq(*children: ModuleSpec, state_dict: Mapping[str, torch.Tensor] | None = None,
-        training: bool = False) -> ModuleSpec:
-    """An ``nn.Sequential`` of the given specs."""
-    return ModuleSpec("seq", "Sequential", children, state_dict=state_dict, training=training)
-
-
-def kit_model(
-    name: str, *args: Any, state_dict: Mapping[str, torch.Tensor] | None = None,
-    training: bool = False, **kwargs: Any,
-) -> ModuleSpec:
-    """A course-kit constructor, e.g. ``kit_model("make_cnn", channels=(32, 64, 128))``."""
-    return ModuleSpec("kit", name, args, kwargs, state_dict=state_dict, training=training)
-
-
-def probe(name: str, **kwargs: Any) -> ModuleSpec:
-    """A grader probe: ``Sleep(ms)`` sleeps then returns its input; ``CallCounter`` counts
-    forward calls in its int64 buffer ``calls``."""
-    return ModuleSpec("probe", name, (), kwargs)
 
 
 @dataclass(frozen=True)
@@ -142,7 +128,8 @@ class ReturnedModule:
                 raise StudentError(f"cannot rebuild a module of type {info.type!r} "
                                    f"(at {name or 'the root'}); use standard torch.nn layers")
             kwargs = {k: info.config[k] for k in REBUILDABLE[info.type] if k in info.config}
-            return getattr(nn, info.type)(**kwargs)
+            layer: nn.Module = getattr(nn, info.type)(**kwargs)
+            return layer
 
         module = build("")
         try:
@@ -154,61 +141,52 @@ class ReturnedModule:
         return module
 
 
-def bridge_source() -> str:
-    """The kernel half of the protocol (kernel_bridge.py), with the layer table filled in."""
-    text = Path(__file__).with_name("kernel_bridge.py").read_text(encoding="utf-8")
-    placeholder = 'LAYER_FIELDS_JSON = "{}"'
-    assert placeholder in text
-    return text.replace(placeholder, f"LAYER_FIELDS_JSON = {json.dumps(REBUILDABLE)!r}")
+def _spec_to_wire(spec: ModuleSpec) -> dict[str, Any]:
+    data = {
+        "kind": spec.kind, "name": spec.name,
+        "args": [encode(a) for a in spec.args],
+        "kwargs": {k: encode(v) for k, v in spec.kwargs.items()},
+        "state_dict": None if spec.state_dict is None
+        else {k: wire.tensor_to_b64(v) for k, v in spec.state_dict.items()},
+        "training": spec.training,
+    }
+    try:
+        kernel_end.build_module(data)  # the same code the kernel runs: a bad spec stops here
+    except Exception as exc:
+        raise ProtocolError(f"the module spec {spec.kind} {spec.name!r} does not build: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return {wire.MODULE: data}
+
+
+def _special(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return {wire.TENSOR: wire.tensor_to_b64(value)}
+    if isinstance(value, ModuleSpec):
+        return _spec_to_wire(value)
+    return NotImplemented
 
 
 def encode(value: Any) -> Any:
-    """Turn a check's argument into JSON-able data for the kernel bridge."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, torch.Tensor):
-        return {"__tensor__": _tensor_to_b64(value)}
-    if isinstance(value, ModuleSpec):
-        return {"__module__": {
-            "kind": value.kind, "name": value.name,
-            "args": [encode(a) for a in value.args],
-            "kwargs": {k: encode(v) for k, v in value.kwargs.items()},
-            "state_dict": None if value.state_dict is None
-            else {k: _tensor_to_b64(v) for k, v in value.state_dict.items()},
-            "training": value.training,
-        }}
-    if isinstance(value, tuple):
-        return {"__tuple__": [encode(v) for v in value]}
-    if isinstance(value, list):
-        return [encode(v) for v in value]
-    if isinstance(value, Mapping):
-        return {"__dict__": {str(k): encode(v) for k, v in value.items()}}
-    raise ProtocolError(f"cannot send a {type(value).__name__} to the kernel")
+    """A check's argument as wire data for the kernel; ProtocolError if it cannot be sent."""
+    try:
+        return wire.encode(value, _special)
+    except wire.WireError as exc:
+        raise ProtocolError(f"{exc} to the kernel") from None
 
 
-def decode(data: Any, depth: int = 0) -> Any:
-    """Turn the kernel's JSON back into values. Only data: anything unexpected is a
+def decode(data: Any) -> Any:
+    """The kernel's wire data back into values. Only data: anything unexpected is a
     StudentError, never executed."""
-    if depth > 32:
-        raise StudentError("the returned value is nested too deeply")
-    if data is None or isinstance(data, bool | int | float | str):
-        return data
-    if isinstance(data, list):
-        return [decode(v, depth + 1) for v in data]
-    if isinstance(data, dict) and len(data) == 1:
-        ((tag, inner),) = data.items()
-        if tag == "__tuple__" and isinstance(inner, list):
-            return tuple(decode(v, depth + 1) for v in inner)
-        if tag == "__dict__" and isinstance(inner, dict):
-            return {str(k): decode(v, depth + 1) for k, v in inner.items()}
-        if tag == "__tensor__" and isinstance(inner, str):
-            return _tensor_from_b64(inner)
-        if tag == "__module__" and isinstance(inner, dict):
-            return _decode_module(inner)
-    raise StudentError("the kernel sent back something that is not a value the grader reads")
+    try:
+        return wire.decode(data, {wire.TENSOR: _tensor_from_b64, wire.MODULE: _decode_module})
+    except wire.WireError as exc:
+        raise StudentError(f"the kernel sent back something that is not a value the grader "
+                           f"reads ({exc})") from None
+    except RecursionError:
+        raise StudentError("the returned value is nested too deeply") from None
 
 
-def _decode_module(data: dict[str, Any]) -> ReturnedModule:
+def _decode_module(data: Any) -> ReturnedModule:
     try:
         layers = tuple(
             LayerInfo(str(item["name"]), str(item["type"]),
@@ -226,7 +204,7 @@ def _decode_module(data: dict[str, Any]) -> ReturnedModule:
 _QUANTIZED_LOAD_WARNINGS = ("TypedStorage is deprecated", r"torch\.quantize_per_tensor")
 
 
-def _state_from_b64(text: str) -> dict[str, Any]:
+def _state_from_b64(text: Any) -> dict[str, Any]:
     """A state_dict sent as one torch.save blob, read with the safe loader only. Values are
     tensors (quantized ones included) or the plain data quantized modules keep (tuples,
     dtypes, numbers)."""
@@ -237,57 +215,98 @@ def _state_from_b64(text: str) -> dict[str, Any]:
             # reading quantized tensors warns about deprecated storage and quantized-tensor APIs
             for message in _QUANTIZED_LOAD_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            state = torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure of the safe loader is the student's
+            state = wire.safe_load_b64(text)
+    except Exception as exc:
         raise StudentError(f"a returned state_dict could not be read safely: {exc}") from exc
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise StudentError("a returned state_dict was not a dict with string keys")
     return state
 
 
-def _tensor_to_b64(t: torch.Tensor) -> str:
-    buf = io.BytesIO()
-    torch.save(t.detach().cpu().clone(), buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _tensor_from_b64(text: str) -> torch.Tensor:
+def _tensor_from_b64(text: Any) -> torch.Tensor:
     try:
-        value = torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure of the safe loader is the student's
+        value = wire.safe_load_b64(text)
+    except Exception as exc:
         raise StudentError(f"a returned tensor could not be read safely: {exc}") from exc
     if not isinstance(value, torch.Tensor):
         raise StudentError("a returned tensor was not a tensor")
     return value
 
 
-# A transport sends one request and returns the decoded JSON payload of the bridge's reply.
+T = TypeVar("T")
+
+# A transport sends one request (JSON text) within a time limit (seconds) and returns the
+# decoded JSON reply of the kernel's end; it raises StudentError when the kernel is gone.
 Transport = Callable[[str, float], dict[str, Any]]
+
+
+class Budget:
+    """The time left to one submission's check stage (seconds of wall time), shared by every
+    handle on its kernel. ``expired`` is set once a call found it used up."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.limit = seconds
+        self.deadline = None if not seconds else time.monotonic() + seconds
+        self.expired = False
+
+    def used_up(self) -> bool:
+        """Whether the time is up (and, if so, mark it ``expired``)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.expired = True
+        return self.expired
+
+    def remaining(self) -> float:
+        """Seconds left; raise ChecksTimeout when none are."""
+        if self.deadline is None:
+            return float("inf")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise ChecksTimeout(f"not run: the checks of this submission ran out of time "
+                                f"({self.limit:g} s for all of them)")
+        return left
+
+
+def source_of(function: Callable[..., Any] | str, default_name: str) -> tuple[str, str]:
+    """The name and dedented source of a grader-written module-level function, to run it in
+    the kernel or the judge. (Source text defining ``default_name`` is still accepted while
+    the older check files move to functions.)"""
+    if isinstance(function, str):
+        return default_name, function
+    if not inspect.isfunction(function):
+        raise ProtocolError(f"expected a function, got {type(function).__name__}")
+    return function.__name__, textwrap.dedent(inspect.getsource(function))
 
 
 class Student:
     """What the ``student`` fixture gives a check: calls into the student's live kernel."""
 
-    def __init__(self, transport: Transport, call_timeout: float, judge: Any = None) -> None:
+    def __init__(self, transport: Transport, call_timeout: float, judge: Judge | None = None,
+                 budget: Budget | None = None) -> None:
         self._transport = transport
         self.call_timeout = call_timeout
-        self._judge = judge  # grader.judge.Judge over the kernel's working folder, if any
+        self._judge = judge  # over the kernel's working folder, if any
+        self.budget = budget or Budget(None)
 
     def with_timeout(self, seconds: float) -> Student:
         """The same kernel with another per-call limit (a check whose call trains a model)."""
-        return Student(self._transport, seconds, self._judge)
+        return Student(self._transport, seconds, self._judge, self.budget)
 
     def files(self) -> dict[str, int]:
         """Files the notebook wrote in its working folder: relative path -> size in bytes."""
         return self._need_judge().files()
 
-    def judge(self, source: str, inputs: Mapping[str, Any], timeout: float = 120.0) -> Any:
-        """Load and run files the notebook wrote (an exported program, an ONNX model) with
-        grader-written ``def judge(folder, inputs)`` in a sandboxed process that holds no
+    def judge(self, function: Callable[..., Any] | str, inputs: Mapping[str, Any],
+              timeout: float = 120.0) -> Any:
+        """Load and run files the notebook wrote (an exported program, an ONNX model) with the
+        grader-written ``function(folder, inputs)`` in a sandboxed process that holds no
         secrets; return its result as data. See grader/judge.py."""
-        return self._need_judge().run(source, inputs, timeout)
+        name, source = source_of(function, "judge")
+        judge = self._need_judge()
+        return self._bounded(name, timeout,
+                             lambda seconds: judge.run(source, inputs, seconds, name))
 
-    def _need_judge(self) -> Any:
+    def _need_judge(self) -> Judge:
         if self._judge is None:
             raise ProtocolError("this check needs the kernel's files, which are not available")
         return self._judge
@@ -301,23 +320,41 @@ class Student:
         payload = self._request({"name": name, "inspect": True}, args, kwargs)
         return payload["value"], payload["args_after"]
 
-    def drive(self, source: str, *args: Any, **kwargs: Any) -> Any:
-        """Run grader-written ``def drive(...)`` from ``source`` in the kernel, with the student's
-        names in scope, and return its result."""
-        return self._request({"name": "drive", "source": source}, args, kwargs)["value"]
+    def drive(self, function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
+        """Run the grader-written module-level ``function`` in the kernel, with the student's
+        names in scope (its source is sent; it may use only what it imports and the notebook's
+        names), and return its result, decoded as data."""
+        name, source = source_of(function, "drive")
+        return self._request({"name": name, "source": source}, args, kwargs)["value"]
+
+    def _bounded(self, what: str, limit: float, run: Callable[[float], T]) -> T:
+        """``run(seconds)`` within ``limit`` seconds and the time left to the check stage; a
+        call cut short by the stage's limit says so."""
+        seconds = min(limit, self.budget.remaining())
+        try:
+            return run(seconds)
+        except StudentError:
+            if seconds < limit and self.budget.used_up():
+                raise ChecksTimeout(f"{what} was stopped: the checks of this submission ran "
+                                    f"out of time ({self.budget.limit:g} s for all of "
+                                    f"them)") from None
+            raise
 
     def _request(self, head: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
                  ) -> dict[str, Any]:
         request = {**head, "args": [encode(a) for a in args],
                    "kwargs": {k: encode(v) for k, v in kwargs.items()}}
-        reply = self._transport(json.dumps(request), self.call_timeout)
-        if reply.get("grader_error"):
-            raise ProtocolError(f"the kernel could not build the arguments: {reply.get('error')}")
+        text = json.dumps(request)
+        reply = self._bounded(head["name"], self.call_timeout,
+                              lambda seconds: self._transport(text, seconds))
         if not reply.get("ok"):
             error = str(reply.get("error", "unknown error"))[:2000]
+            if reply.get("stage") == "arguments":
+                # the spec built here (see _spec_to_wire); the kernel could not: its fault
+                raise StudentError(f"the kernel could not build the arguments: {error}")
+            if reply.get("stage") == "reply":
+                raise StudentError(f"{head['name']} returned something that cannot be sent "
+                                   f"back: {error}")
             raise StudentError(f"{head['name']} raised {error}")
-        try:
-            return {"value": decode(reply.get("value")),
-                    "args_after": [decode(a) for a in reply.get("args_after", [])]}
-        except RecursionError as exc:
-            raise StudentError("the returned value is nested too deeply") from exc
+        return {"value": decode(reply.get("value")),
+                "args_after": [decode(a) for a in reply.get("args_after", [])]}

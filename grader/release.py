@@ -9,20 +9,16 @@ committed student notebook and the reference have drifted apart.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import nbformat
 
 from grader.config import Course
+from grader.errors import ReleaseError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = ("YOUR ANSWER HERE",)
-
-
-class ReleaseError(Exception):
-    """A reference notebook's solution markers are unbalanced."""
 
 
 def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
@@ -36,7 +32,7 @@ def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
             if inside:
                 raise ReleaseError(f"{where}, line {number}: {BEGIN} inside another region")
             inside, begin_line = True, number
-            indent = re.match(r"\s*", line).group(0)  # type: ignore[union-attr]
+            indent = line[:len(line) - len(line.lstrip())]
             out += [indent + s for s in stub]
         elif stripped == END:
             if not inside:
@@ -65,7 +61,7 @@ def student_version(reference: nbformat.NotebookNode, name: str) -> nbformat.Not
 
 
 def render(nb: nbformat.NotebookNode) -> str:
-    return nbformat.writes(nb) + "\n"
+    return str(nbformat.writes(nb)) + "\n"
 
 
 def release_notebooks(course: Course, check_only: bool = False) -> list[Path]:

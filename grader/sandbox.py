@@ -24,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.errors import SandboxUnavailable
+from grader.records import Limits
+
 NOBODY = 65534
 _ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
         "/etc/nsswitch.conf")
@@ -126,3 +129,17 @@ def probe() -> Probe:
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return Probe(False, f"bubblewrap cannot create a sandbox here ({why}; python at {here})")
     return Probe(True, "kernel sandboxed with bubblewrap")
+
+
+def use_sandbox(limits: Limits) -> tuple[bool, str]:
+    """Whether kernels run sandboxed under ``limits``, and a sentence saying so (or why not).
+
+    Raise SandboxUnavailable when ``limits.sandbox`` is "required" and it cannot be had."""
+    if limits.sandbox == "off":
+        return False, "kernel NOT sandboxed (limits.sandbox = \"off\"); resource limits only"
+    found = probe()
+    if found.available:
+        return True, found.reason
+    if limits.sandbox == "required":
+        raise SandboxUnavailable(f"the course requires the kernel sandbox: {found.reason}")
+    return False, f"kernel NOT sandboxed: {found.reason}; resource limits only"

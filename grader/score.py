@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from grader.check import CheckResult
+from grader.records import CheckResult
 from grader.rules import Extension, LateDecision, LatePolicy, final_score, late_decision, late_tiers
 
 

@@ -10,60 +10,37 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import astuple, fields
 from pathlib import Path
+from typing import Any
 
-from grader.check import CheckResult, Outcome
+from grader.errors import GradebookError
+from grader.records import GradeRow, Status
 
-SCHEMA_VERSION = 1
-
-
-class GradebookError(Exception):
-    """The gradebook cannot be used: locked by another run, or not a gradebook."""
-
-
-@dataclass(frozen=True)
-class GradeRow:
-    """One graded submission: what was run, what it scored, why. Percents are 0..100."""
-
-    student: str
-    assignment: str
-    sha256: str
-    path: str
-    submitted_at: str | None  # ISO 8601 with offset, None when unknown
-    time_problem: str
-    status: str  # grader.execute.ExecStatus value
-    detail: str
-    earned: float
-    possible: float
-    raw: float
-    cap: float | None
-    final: float | None
-    late_reason: str
-    seed: int
-    graded_at: str  # ISO 8601 UTC
-    seconds: float
-    checks: str  # JSON list of {name, points, outcome, message}
-
-    @property
-    def check_results(self) -> tuple[CheckResult, ...]:
-        return tuple(CheckResult(c["name"], c["points"], Outcome(c["outcome"]), c["message"])
-                     for c in json.loads(self.checks))
-
-    @staticmethod
-    def encode_checks(results: tuple[CheckResult, ...]) -> str:
-        return json.dumps([{"name": r.name, "points": r.points, "outcome": r.outcome.value,
-                            "message": r.message} for r in results])
-
+SCHEMA_VERSION = 2
 
 _COLUMNS = [f.name for f in fields(GradeRow)]
 _TYPES = {"earned": "REAL", "possible": "REAL", "raw": "REAL", "cap": "REAL", "final": "REAL",
-          "seed": "INTEGER", "seconds": "REAL"}
+          "seed": "INTEGER", "seconds": "REAL", "exec_seconds": "REAL"}
+# Columns each schema version added, with the value rows of the older version get. Version 1
+# recorded only the notebook's run in ``seconds`` and no cell errors beyond the row's detail.
+_ADDED: dict[int, list[tuple[str, str]]] = {
+    2: [("exec_seconds", "seconds"), ("cell_errors", "'[]'")],
+}
+
+
+def _values(row: GradeRow) -> tuple[Any, ...]:
+    return tuple(v.value if isinstance(v, Status) else v for v in astuple(row))
+
+
+def _row(values: tuple[Any, ...]) -> GradeRow:
+    record = dict(zip(_COLUMNS, values, strict=True))
+    record["status"] = Status(record["status"])
+    return GradeRow(**record)
 
 
 class Gradebook:
@@ -88,35 +65,50 @@ class Gradebook:
 
     def _create(self) -> None:
         columns = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in _COLUMNS)
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS grades ({columns}, "
-                         "PRIMARY KEY (student, assignment, sha256))")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
-        version = self._db.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if version != str(SCHEMA_VERSION):
-            raise GradebookError(f"{self.path}: gradebook schema {version}, this grader "
-                                 f"writes {SCHEMA_VERSION}")
+        with self._transaction():
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS grades ({columns}, "
+                             "PRIMARY KEY (student, assignment, sha256))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                             "value TEXT)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            text = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            version = int(text) if str(text).isdigit() else -1
+            if not 1 <= version <= SCHEMA_VERSION:
+                raise GradebookError(f"{self.path}: gradebook schema {text}, this grader "
+                                     f"reads 1 to {SCHEMA_VERSION}")
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        # add what later versions added, filled from what the older rows hold; inside the
+        # caller's transaction, so a failure leaves the file as it was
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for column, fill in _ADDED[target]:
+                self._db.execute(f"ALTER TABLE grades ADD COLUMN {column} "
+                                 f"{_TYPES.get(column, 'TEXT')}")
+                self._db.execute(f"UPDATE grades SET {column} = {fill}")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                             (str(target),))
 
     def get(self, student: str, assignment: str, sha256: str) -> GradeRow | None:
         cur = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM grades "
             "WHERE student = ? AND assignment = ? AND sha256 = ?", (student, assignment, sha256))
         row = cur.fetchone()
-        return None if row is None else GradeRow(*row)
+        return None if row is None else _row(row)
 
     def put(self, row: GradeRow) -> None:
         """Insert or replace one row, atomically."""
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._transaction():
             self._db.execute(f"INSERT OR REPLACE INTO grades ({', '.join(_COLUMNS)}) "
-                             f"VALUES ({placeholders})", tuple(asdict(row).values()))
+                             f"VALUES ({placeholders})", _values(row))
 
     def rows(self) -> list[GradeRow]:
         cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM grades "
                                "ORDER BY student, assignment, submitted_at, graded_at")
-        return [GradeRow(*r) for r in cur.fetchall()]
+        return [_row(r) for r in cur.fetchall()]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -36,8 +36,9 @@ def bare(notebook: Path) -> float:
 def graded(notebook: Path, assignment: str) -> tuple[float, float]:
     course = load_course(ROOT / "course.toml")
     start = time.perf_counter()
-    execution, results = grade_notebook(notebook, course.hidden_checks(assignment),
-                                        course.limits, seed=0)
+    execution, checks = grade_notebook(notebook, course.hidden_checks(assignment),
+                                       course.limits, seed=0)
+    results = checks.results
     seconds = time.perf_counter() - start
     earned = sum(r.earned for r in results)
     possible = sum(r.points for r in results)

@@ -30,6 +30,28 @@ def test_every_command_is_in_the_readme(command):
     assert f"grader {command}" in (REPO / "README.md").read_text()
 
 
+def test_the_readme_limits_table_gives_every_limit_and_its_default():
+    import dataclasses
+    import re
+
+    from grader.records import Limits
+
+    text = (REPO / "README.md").read_text()
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", text, flags=re.MULTILINE))
+    for field in dataclasses.fields(Limits):
+        default = getattr(Limits(), field.name)
+        assert field.name in table, f"README's limits table lacks {field.name}"
+        assert table[field.name] == (default if isinstance(default, str) else f"{default:g}")
+
+
+def test_the_readme_status_table_names_every_status():
+    from grader.records import Status
+
+    text = (REPO / "README.md").read_text()
+    for status in Status:
+        assert f"| `{status.value}` |" in text, status
+
+
 def test_readme_starts_with_the_two_newcomer_commands():
     lines = [ln.strip() for ln in (REPO / "README.md").read_text().splitlines()]
     first_commands = [ln for ln in lines if ln.startswith("make ")][:2]

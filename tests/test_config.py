@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from grader.config import ConfigError, load_course
-from grader.execute import Limits
+from grader.records import Limits
 from grader.rules import LatePolicy
 
 REPO_COURSE = Path(__file__).resolve().parents[1] / "course.toml"
@@ -87,7 +87,6 @@ def test_repository_course_loads() -> None:
     assert (course.pass_rule.min_percent, course.pass_rule.min_required) == (50.0, 4)
     # The limits are tuned while the course runs, so compare with the file's own values.
     written = tomllib.loads(REPO_COURSE.read_text(encoding="utf-8"))["limits"]
-    assert {"cell_timeout_s", "notebook_timeout_s", "memory_mb"} <= set(written)
     for field in fields(Limits):
         default = getattr(Limits(), field.name)
         loaded = getattr(course.limits, field.name)

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from grader.discover import Submission, discover, parse_timestamp
+from grader.discover import discover, parse_timestamp
+from grader.errors import SubmissionsError
+from grader.records import Submission
 
 MSK = ZoneInfo("Europe/Moscow")  # UTC+3 all year
 BER = ZoneInfo("Europe/Berlin")
@@ -299,18 +301,17 @@ def test_empty_root(tmp_path: Path) -> None:
 
 
 def test_missing_root(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SubmissionsError, match="nowhere: no such submissions folder"):
         discover(tmp_path / "nowhere", NOTEBOOKS, MSK)
 
 
 def test_root_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "submitted").write_text("", encoding="utf-8")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SubmissionsError):
         discover(tmp_path / "submitted", NOTEBOOKS, MSK)
 
 
 def test_manifest_lists_submissions_with_times(tmp_path: Path) -> None:
-    from grader.discover import ManifestError
 
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "a1.ipynb").write_text("{}")
@@ -333,5 +334,5 @@ def test_manifest_lists_submissions_with_times(tmp_path: Path) -> None:
     assert "does not exist" in subs[2].problem and subs[2].submitted_at is None
     assert subs[2].time_problem and "unreadable" in subs[3].time_problem
     manifest.write_text("student,path\nalice,nb/a1.ipynb\n")
-    with pytest.raises(ManifestError, match="missing column"):
+    with pytest.raises(SubmissionsError, match="missing column"):
         discover(manifest, {"hw1": "hw1.ipynb"}, MSK)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import write_notebook
 
-from grader.execute import ExecStatus, Limits, execute, read_notebook
-from grader.pipeline import BRIDGE_SOURCE
+from grader.execute import execute
+from grader.notebook import read_notebook
 from grader.protocol import Student, StudentError
+from grader.records import Limits, Status
 
 FIXTURES = Path(__file__).with_name("fixtures")
 FAST = Limits(cell_timeout_s=30, notebook_timeout_s=60, call_timeout_s=10)
@@ -21,20 +22,20 @@ pytestmark = pytest.mark.kernel
 
 
 def _student(session) -> Student:
-    session.send_source(BRIDGE_SOURCE, 10)
+    session.install_bridge(10)
     return Student(session.request, FAST.call_timeout_s)
 
 
 def test_correct_notebook_runs_and_keeps_its_kernel():
     with execute(FIXTURES / "correct.ipynb", FAST) as (execution, session):
-        assert execution.status is ExecStatus.OK
+        assert execution.status is Status.OK
         assert execution.cells_run == 2
         assert _student(session).call("double", 21) == 42
 
 
 def test_a_raising_cell_is_reported_and_later_cells_still_run():
     with execute(FIXTURES / "raises.ipynb", FAST) as (execution, session):
-        assert execution.status is ExecStatus.CELL_ERROR
+        assert execution.status is Status.CELL_ERROR
         assert "ValueError: student bug" in execution.detail
         assert _student(session).call("triple", 2) == 6
 
@@ -42,7 +43,7 @@ def test_a_raising_cell_is_reported_and_later_cells_still_run():
 def test_an_endless_cell_times_out_and_is_interrupted():
     start = time.monotonic()
     with execute(FIXTURES / "loops.ipynb", SHORT) as (execution, session):
-        assert execution.status is ExecStatus.CELL_TIMEOUT
+        assert execution.status is Status.CELL_TIMEOUT
         assert "cell 2" in execution.detail
         assert _student(session).call("triple", 2) == 6  # the cell after the loop ran
     assert time.monotonic() - start < 25
@@ -53,13 +54,13 @@ def test_whole_notebook_limit(tmp_path):
     path = write_notebook(tmp_path / "loops3.ipynb", loop, loop, loop, "x = 1")
     limits = Limits(cell_timeout_s=2, notebook_timeout_s=5, call_timeout_s=3)
     with execute(path, limits) as (execution, session):
-        assert execution.status is ExecStatus.NOTEBOOK_TIMEOUT
+        assert execution.status is Status.NOTEBOOK_TIMEOUT
         assert session is None
 
 
 def test_a_kernel_that_exits_is_a_status():
     with execute(FIXTURES / "autokill.ipynb", FAST) as (execution, session):
-        assert execution.status is ExecStatus.KERNEL_DIED
+        assert execution.status is Status.KERNEL_DIED
         assert "cell 2" in execution.detail
         assert session is None
 
@@ -73,14 +74,14 @@ def test_malformed_files(tmp_path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with execute(path, FAST) as (execution, session):
-        assert execution.status is ExecStatus.MALFORMED
+        assert execution.status is Status.MALFORMED
         assert reason in execution.detail and name in execution.detail
         assert session is None
 
 
 def test_fixture_malformed_notebook():
     with execute(FIXTURES / "malformed.ipynb", FAST) as (execution, _):
-        assert execution.status is ExecStatus.MALFORMED
+        assert execution.status is Status.MALFORMED
 
 
 def test_read_notebook_rejects_other_languages_and_no_code(tmp_path):
@@ -104,7 +105,7 @@ def test_huge_output_is_truncated(tmp_path):
     limits = Limits(cell_timeout_s=20, notebook_timeout_s=40, max_output_chars=10_000)
     with execute(path, limits) as (execution, session):
         assert execution.output_truncated
-        assert execution.status is ExecStatus.OK
+        assert execution.status is Status.OK
         assert Student(session.request, 5).call if session else None
 
 
@@ -130,7 +131,7 @@ def test_a_call_that_ignores_interrupts_gives_up_the_kernel(tmp_path):
         with pytest.raises(StudentError, match="did not finish"):
             student.call("stubborn")
         start = time.monotonic()
-        with pytest.raises(StudentError, match="no longer running"):
+        with pytest.raises(StudentError, match="stopped answering"):
             student.call("fast")
         assert time.monotonic() - start < 2
 

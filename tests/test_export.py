@@ -23,8 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from grader.check import CheckResult, Outcome
-from grader.config import Course, load_course
+from grader.config import Course, RosterEntry, load_course
 from grader.export import (
     counted_rows,
     display_status,
@@ -33,9 +32,9 @@ from grader.export import (
     wide_table,
     write_csv,
 )
+from grader.records import MAX_CELL_ERRORS, CellError, CheckResult, GradeRow, Outcome, Status
 from grader.rules import Extension
 from grader.score import Deadlines, score
-from grader.store import GradeRow
 
 REPO_COURSE = Path(__file__).resolve().parents[1] / "course.toml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -51,7 +50,7 @@ def make_row(student: str = "alice", assignment: str = "hw1", **changes: object)
         student=student, assignment=assignment,
         sha256=hashlib.sha256(f"{student}/{assignment}".encode()).hexdigest(),
         path=f"/submitted/{student}/{assignment}/{assignment}.ipynb",
-        submitted_at="2026-11-04T10:00:00+03:00", time_problem="", status="ok",
+        submitted_at="2026-11-04T10:00:00+03:00", time_problem="", status=Status.OK,
         detail="12 cells ran", earned=8.0, possible=10.0, raw=80.0, cap=100.0, final=80.0,
         late_reason="on time", seed=42, graded_at="2026-12-09T10:00:00+00:00", seconds=3.5,
         checks="[]")
@@ -150,8 +149,8 @@ def test_counted_row_compares_instants_not_offsets(course: Course) -> None:
 )
 def test_display_status(status: str, submitted_at: str | None, shown: str,
                         course: Course) -> None:
-    row = make_row(status=status, submitted_at=submitted_at)
-    assert display_status(row) == shown
+    row = make_row(status=Status(status), submitted_at=submitted_at)
+    assert display_status(row) is Status(shown)
     assert wide_table(course, [row]).loc[0, "hw1_status"] == shown
     assert long_table(course, [row]).loc[0, "status"] == shown
 
@@ -363,7 +362,7 @@ def golden_rows(course: Course) -> list[GradeRow]:
             path=f"/submitted/{student}/{assignment}/{a.notebook}",
             submitted_at=None if when is None else when.isoformat(),
             time_problem="no timestamp.txt" if when is None else "",
-            status=status, detail=detail, earned=s.earned, possible=s.possible, raw=s.raw,
+            status=Status(status), detail=detail, earned=s.earned, possible=s.possible, raw=s.raw,
             cap=s.cap, final=s.final, late_reason=s.late_reason, seed=1000 + n,
             graded_at=f"2026-12-09T10:{n:02d}:00+00:00", seconds=1.5 + n,
             checks=GradeRow.encode_checks(checks)))
@@ -448,10 +447,20 @@ def test_best_policy_counts_the_highest_final(course: Course) -> None:
 
 
 def test_roster_from_the_course_gives_names_emails_and_missing_students(course: Course) -> None:
-    from grader.config import Student
 
-    with_roster = replace(course, roster=(Student("alice", "Alice A.", "a@uni.example"),
-                                          Student("nina", "Nina N.", "=HYPERLINK(1)")))
+    with_roster = replace(course, roster=(RosterEntry("alice", "Alice A.", "a@uni.example"),
+                                          RosterEntry("nina", "Nina N.", "=HYPERLINK(1)")))
     frame = wide_table(with_roster, [make_row("alice")]).set_index("student")
     assert frame.loc["alice", "name"] == "Alice A." and frame.loc["nina", "hw1_status"] == "missing"
     assert frame.loc["nina", "hw1_final"] == 0.0
+
+
+def test_feedback_lists_every_cell_error_and_the_count_of_the_rest() -> None:
+    errors = tuple(CellError(i, "NameError", f"name 'x{i}' is not defined")
+                   for i in range(2, 2 + MAX_CELL_ERRORS + 3))
+    row = make_row(status=Status.CELL_ERROR, cell_errors=GradeRow.encode_cell_errors(errors))
+    text = feedback_text(row, "Measures of effectiveness")
+    for error in errors[:MAX_CELL_ERRORS]:
+        assert f"- {error}" in text
+    assert "... and 3 more" in text
+    assert "cell_error" in text

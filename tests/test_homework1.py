@@ -16,9 +16,10 @@ from conftest import REPO, write_notebook
 from hw1_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
-from grader.execute import ExecStatus, Limits, execute
-from grader.pipeline import BRIDGE_SOURCE, grade_notebook
+from grader.execute import execute
+from grader.pipeline import grade_notebook
 from grader.protocol import Student
+from grader.records import Limits, Status
 
 pytestmark = pytest.mark.kernel
 
@@ -40,8 +41,8 @@ def _score(results) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def reference():
     with execute(REFERENCE, LIMITS) as (execution, session):
-        assert execution.status is ExecStatus.OK, execution.detail
-        session.send_source(BRIDGE_SOURCE, 30)
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(30)
         yield session, Student(session.request, LIMITS.call_timeout_s)
 
 
@@ -80,8 +81,10 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
     cells = apply_mutant(_code_cells(REFERENCE), "constants")
     assert cells[-1] == CONSTANTS_SOURCE
     notebook = write_notebook(tmp_path / "hw1.ipynb", *cells)
-    _, public = grade_notebook(notebook, PUBLIC, LIMITS, seed=1)
-    _, hidden = grade_notebook(notebook, HIDDEN, LIMITS, seed=1)
+    _, public_run = grade_notebook(notebook, PUBLIC, LIMITS, seed=1)
+    public = public_run.results
+    _, hidden_run = grade_notebook(notebook, HIDDEN, LIMITS, seed=1)
+    hidden = hidden_run.results
     public_earned, public_possible = _score(public)
     hidden_earned, hidden_possible = _score(hidden)
     # constants pass some public cases, and nearly nothing the hidden checks draw
@@ -90,8 +93,9 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
 
 
 def test_the_untouched_template_scores_zero_without_breaking_anything():
-    execution, results = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
-    assert execution.status is ExecStatus.CELL_ERROR
+    execution, checks = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
+    results = checks.results
+    assert execution.status is Status.CELL_ERROR
     assert "NotImplementedError" in execution.detail
     assert _score(results)[0] == 0
     assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors

@@ -22,10 +22,11 @@ from conftest import REPO, write_notebook
 from hw5_mutants import CAUGHT_BY, CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
-from grader.execute import ExecStatus, Limits, execute
+from grader.execute import execute
 from grader.judge import Judge
-from grader.pipeline import BRIDGE_SOURCE, grade_notebook
+from grader.pipeline import grade_notebook
 from grader.protocol import Student
+from grader.records import Limits, Status
 
 pytestmark = pytest.mark.kernel
 
@@ -63,8 +64,8 @@ def _checks_subset(folder: Path, names: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def reference():
     with execute(REFERENCE, LIMITS) as (execution, session):
-        assert execution.status is ExecStatus.OK, execution.detail
-        session.send_source(BRIDGE_SOURCE, 30)
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(30)
         yield session, Student(session.request, LIMITS.call_timeout_s,
                                Judge(session.workdir, LIMITS))
 
@@ -117,8 +118,8 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
     # the constants cell alone (it imports what it uses): a notebook that writes no file
     notebook = write_notebook(tmp_path / "hw5.ipynb", CONSTANTS_SOURCE)
     with execute(notebook, LIMITS) as (execution, session):
-        assert execution.status is ExecStatus.OK, execution.detail
-        session.send_source(BRIDGE_SOURCE, 30)
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(30)
         student = Student(session.request, LIMITS.call_timeout_s, Judge(session.workdir, LIMITS))
         public = run_checks(PUBLIC, student, seed=1)
         hidden = run_checks(HIDDEN, student, seed=1)
@@ -131,8 +132,9 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
 
 
 def test_the_untouched_template_scores_zero_without_breaking_anything():
-    execution, results = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
-    assert execution.status is ExecStatus.CELL_ERROR
+    execution, checks = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
+    results = checks.results
+    assert execution.status is Status.CELL_ERROR
     assert "NotImplementedError" in execution.detail
     assert _score(results)[0] == 0
     assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors

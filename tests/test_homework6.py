@@ -16,9 +16,10 @@ from conftest import REPO, write_notebook
 from hw6_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
-from grader.execute import ExecStatus, Limits, execute
-from grader.pipeline import BRIDGE_SOURCE, grade_notebook
+from grader.execute import execute
+from grader.pipeline import grade_notebook
 from grader.protocol import Student
+from grader.records import Limits, Status
 
 pytestmark = pytest.mark.kernel
 
@@ -41,8 +42,8 @@ def _score(results) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def reference():
     with execute(REFERENCE, LIMITS) as (execution, session):
-        assert execution.status is ExecStatus.OK, execution.detail
-        session.send_source(BRIDGE_SOURCE, 30)
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(30)
         yield session, Student(session.request, LIMITS.call_timeout_s)
 
 
@@ -86,8 +87,8 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
     assert cells[-1] == CONSTANTS_SOURCE
     notebook = write_notebook(tmp_path / "hw6.ipynb", *cells)
     with execute(notebook, LIMITS) as (execution, session):  # one run for both check sets
-        assert execution.status is ExecStatus.OK, execution.detail
-        session.send_source(BRIDGE_SOURCE, 30)
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(30)
         student = Student(session.request, LIMITS.call_timeout_s)
         public_earned, public_possible = _score(run_checks(PUBLIC, student, 1))
         hidden_earned, hidden_possible = _score(run_checks(HIDDEN, student, 1))
@@ -97,8 +98,9 @@ def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
 
 
 def test_the_untouched_template_scores_zero_without_breaking_anything():
-    execution, results = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
-    assert execution.status is ExecStatus.CELL_ERROR
+    execution, checks = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
+    results = checks.results
+    assert execution.status is Status.CELL_ERROR
     assert "NotImplementedError" in execution.detail
     assert _score(results)[0] == 0
     assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors

@@ -7,6 +7,7 @@ grader and what it guards are unaffected, and that the status says what happened
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -17,8 +18,9 @@ import pytest
 from conftest import REPO, write_notebook
 
 from grader.check import Outcome
-from grader.execute import ExecStatus, Limits, use_sandbox
 from grader.pipeline import grade_notebook
+from grader.records import Limits, Status
+from grader.sandbox import use_sandbox
 
 pytestmark = pytest.mark.kernel
 
@@ -64,9 +66,13 @@ def checks(tmp_path) -> Path:
 
 
 def grade(tmp_path: Path, checks: Path, *cells: str, limits: Limits = LIMITS):
+    execution, run = grade_run(tmp_path, checks, *cells, limits=limits)
+    return execution, {r.name.split("::")[1]: r for r in run.results}
+
+
+def grade_run(tmp_path: Path, checks: Path, *cells: str, limits: Limits = LIMITS):
     notebook = write_notebook(tmp_path / "sub" / "nb.ipynb", *cells)
-    execution, results = grade_notebook(notebook, checks, limits, seed=7)
-    return execution, {r.name.split("::")[1]: r for r in results}
+    return grade_notebook(notebook, checks, limits, seed=7)
 
 
 def earned(results) -> float:
@@ -75,7 +81,7 @@ def earned(results) -> float:
 
 def test_honest_work_earns_full_marks(tmp_path, checks):
     execution, results = grade(tmp_path, checks, RIGHT)
-    assert execution.status is ExecStatus.OK and earned(results) == 2
+    assert execution.status is Status.OK and earned(results) == 2
 
 
 @needs_sandbox
@@ -92,11 +98,10 @@ def test_cannot_read_or_list_checks_solutions_or_other_students(tmp_path, checks
              f"    return seen\n")
     execution, _ = grade(tmp_path, checks, WRONG, probe)
     from grader.execute import execute
-    from grader.pipeline import BRIDGE_SOURCE
     from grader.protocol import Student
 
     with execute(tmp_path / "sub" / "nb.ipynb", LIMITS) as (_, session):
-        session.send_source(BRIDGE_SOURCE, 10)
+        session.install_bridge(10)
         seen = Student(session.request, 10).call("look")
     assert not seen[str(REPO / "solutions")] and not seen[str(checks)]
     assert not seen[str(other)] and not seen[str(tmp_path)]
@@ -189,18 +194,18 @@ def test_a_fork_bomb_is_contained(tmp_path, checks):
     start = time.monotonic()
     execution, results = grade(tmp_path, checks, RIGHT, bomb)
     assert time.monotonic() - start < 90
-    assert execution.status in (ExecStatus.OK, ExecStatus.CELL_ERROR, ExecStatus.CELL_TIMEOUT,
-                                ExecStatus.KERNEL_DIED)
+    assert execution.status in (Status.OK, Status.CELL_ERROR, Status.CELL_TIMEOUT,
+                                Status.KERNEL_DIED)
     # the grader can still start processes and grade the next submission
     again, results = grade(tmp_path / "next", checks, RIGHT)
-    assert again.status is ExecStatus.OK and earned(results) == 2
+    assert again.status is Status.OK and earned(results) == 2
 
 
 def test_a_memory_bomb_is_contained(tmp_path, checks):
     bomb = "blob = bytearray(8 * 1024**3)"
     execution, results = grade(tmp_path, checks, RIGHT, bomb)
-    assert execution.status in (ExecStatus.CELL_ERROR, ExecStatus.KERNEL_DIED)
-    if execution.status is ExecStatus.CELL_ERROR:
+    assert execution.status in (Status.CELL_ERROR, Status.KERNEL_DIED)
+    if execution.status is Status.CELL_ERROR:
         assert "MemoryError" in execution.detail
         assert earned(results) == 2  # the honest functions still count
 
@@ -209,13 +214,13 @@ def test_a_flood_of_output_is_truncated(tmp_path, checks):
     flood = "for _ in range(200000):\n    print('y' * 1000)"
     execution, results = grade(tmp_path, checks, RIGHT, flood)
     assert execution.output_truncated
-    assert execution.status in (ExecStatus.OK, ExecStatus.CELL_TIMEOUT)
+    assert execution.status in (Status.OK, Status.CELL_TIMEOUT)
     assert earned(results) == 2
 
 
 def test_os_exit_is_a_dead_kernel(tmp_path, checks):
     execution, results = grade(tmp_path, checks, RIGHT, "import os\nos._exit(3)")
-    assert execution.status is ExecStatus.KERNEL_DIED and earned(results) == 0
+    assert execution.status is Status.KERNEL_DIED and earned(results) == 0
 
 
 # Unsandboxed, a kernel of the grader's user can kill the grader, and this one would take the
@@ -227,14 +232,13 @@ def test_killing_its_parent_or_the_grader_fails(tmp_path, checks):
               "        print('refused', exc)\n")
     execution, results = grade(tmp_path, checks, RIGHT, attack)
     # this test process is the grader: still here. The kernel at worst took itself down.
-    assert execution.status in (ExecStatus.OK, ExecStatus.KERNEL_DIED)
+    assert execution.status in (Status.OK, Status.KERNEL_DIED)
     again, results = grade(tmp_path / "next", checks, RIGHT)
-    assert again.status is ExecStatus.OK and earned(results) == 2
+    assert again.status is Status.OK and earned(results) == 2
 
 
 def test_nothing_in_the_environment_tells_grading_apart(tmp_path, checks):
     from grader.execute import execute
-    from grader.pipeline import BRIDGE_SOURCE
     from grader.protocol import Student
 
     notebook = write_notebook(tmp_path / "env.ipynb",
@@ -242,7 +246,7 @@ def test_nothing_in_the_environment_tells_grading_apart(tmp_path, checks):
     os.environ["GRADER_SECRET_FLAG"] = "1"
     try:
         with execute(notebook, LIMITS) as (_, session):
-            session.send_source(BRIDGE_SOURCE, 10)
+            session.install_bridge(10)
             seen = Student(session.request, 10).call("env")
     finally:
         del os.environ["GRADER_SECRET_FLAG"]
@@ -256,3 +260,93 @@ def test_nothing_in_the_environment_tells_grading_apart(tmp_path, checks):
                "PYTHONUNBUFFERED", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "TERM", "PAGER",
                "GIT_PAGER", "PYDEVD_USE_FRAME_EVAL"}
     assert set(seen) <= allowed, set(seen) - allowed
+
+
+# --- what the grader says about odd notebooks must be true ---------------------------------
+
+HIDE_TRACEBACKS = ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+                   "ip.showsyntaxerror = lambda *a, **k: None")
+
+
+def test_an_error_with_its_traceback_hidden_is_still_a_cell_error(tmp_path, checks):
+    execution, results = grade(tmp_path, checks, RIGHT, HIDE_TRACEBACKS, "undefined_name + 1",
+                               "after = 1")
+    assert execution.status is Status.CELL_ERROR
+    assert [str(e) for e in execution.cell_errors] == [
+        "cell 3: NameError: name 'undefined_name' is not defined"]
+    assert "cell 3: NameError" in execution.detail
+    assert earned(results) == 2  # what the functions earn is untouched
+
+
+def test_every_cell_error_is_kept_the_last_of_many_included(tmp_path, checks):
+    cells = [RIGHT, "raise ValueError('first')", "x = 1", "raise KeyError('second')",
+             *(["y = 2"] * 5), "raise RuntimeError('the last cell')"]
+    execution, results = grade(tmp_path, checks, *cells)
+    assert execution.status is Status.CELL_ERROR
+    assert [(e.cell, e.ename, e.message) for e in execution.cell_errors] == [
+        (2, "ValueError", "first"), (4, "KeyError", "'second'"),
+        (10, "RuntimeError", "the last cell")]
+    assert earned(results) == 2
+
+
+HANG_CHECKS = "import pytest\n" + "".join(
+    f"\n@pytest.mark.points(1)\ndef test_hang_{i}(student):\n"
+    f"    assert student.call('hang') == 1, 'hang() should return 1'\n" for i in range(4))
+
+
+def test_every_call_hanging_is_bounded_by_the_checks_time_limit(tmp_path):
+    folder = tmp_path / "hang_checks"
+    folder.mkdir()
+    (folder / "test_hang.py").write_text(HANG_CHECKS)
+    hang = "import time\ndef hang():\n    time.sleep(600)\n"
+    limits = dataclasses.replace(LIMITS, call_timeout_s=4, checks_timeout_s=6)
+    execution, run = grade_run(tmp_path, folder, hang, limits=limits)
+    assert execution.status is Status.OK
+    assert run.problem is Status.CHECKS_TIMEOUT and "6 s" in run.detail
+    assert all(r.outcome is Outcome.FAILED for r in run.results)
+    messages = [r.message for r in run.results]
+    assert sum("ran out of time" in m for m in messages) >= 3, messages
+    assert run.seconds < 6 + 10  # not 4 checks x 4 s: the stage stopped at its limit
+
+
+def test_a_kernel_that_dies_during_the_checks_is_lost_not_a_grader_error(tmp_path, checks):
+    dying = "import os\ndef square(x):\n    os._exit(1)\ndef answer(n):\n    return n + 1\n"
+    start = time.monotonic()
+    execution, run = grade_run(tmp_path, checks, "import torch", dying)
+    assert execution.status is Status.OK
+    assert run.problem is Status.KERNEL_LOST and "died during the checks" in run.detail
+    assert all(r.outcome is Outcome.FAILED for r in run.results), run.results
+    assert time.monotonic() - start < 60  # noticed at once, not after the call limit
+
+
+def test_memory_exhausted_before_the_checks_is_the_students_failure(tmp_path, checks):
+    # the notebook leaves the kernel almost no address space, so that the grader's side in
+    # the kernel cannot import torch to build the checks' tensors
+    hog = (f"import re\nlimit = {LIMITS.memory_mb} * 2**20\n"
+           "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())"
+           ".group(1)) * 1024\nhog = bytearray(max(0, limit - size - 48 * 2**20))\n"
+           "def answer(n):\n    return n + 1\n")
+    execution, run = grade_run(tmp_path, checks, hog)
+    assert all(r.outcome is Outcome.FAILED or r.outcome is Outcome.PASSED
+               for r in run.results), [r.message for r in run.results]
+    square = next(r for r in run.results if r.name.endswith("test_square"))
+    assert square.outcome is Outcome.FAILED and "grader error" not in square.message
+
+
+def test_the_kernel_keeps_no_history_database(tmp_path, checks):
+    from grader.execute import execute
+    from grader.protocol import Student
+
+    notebook = write_notebook(tmp_path / "history.ipynb", "x = 1", "y = x + 1",
+                              "import os\ndef home_files():\n"
+                              "    return sorted(os.path.relpath(os.path.join(d, f), "
+                              "os.path.expanduser('~')) for d, _, fs in "
+                              "os.walk(os.path.expanduser('~')) for f in fs)\n"
+                              "def history_on():\n    return get_ipython().history_manager"
+                              ".enabled")
+    with execute(notebook, LIMITS) as (_, session):
+        session.install_bridge(10)
+        student = Student(session.request, 10)
+        files, enabled = student.call("home_files"), student.call("history_on")
+    assert not enabled
+    assert not [f for f in files if "history" in f], files

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.execute import Limits, use_sandbox
 from grader.judge import Judge, snapshot
 from grader.protocol import StudentError
+from grader.records import Limits
+from grader.sandbox import use_sandbox
 
 LIMITS = Limits(memory_mb=3072)
 SANDBOXED, SANDBOX_NOTE = use_sandbox(LIMITS)

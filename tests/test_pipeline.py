@@ -17,6 +17,7 @@ from conftest import write_notebook
 from grader.cli import main
 from grader.config import load_course
 from grader.pipeline import grade_all
+from grader.records import Status
 from grader.store import locked, open_gradebook
 
 pytestmark = pytest.mark.kernel
@@ -84,7 +85,7 @@ def test_a_run_grades_everything_and_a_rerun_keeps_it(tmp_path, course, submissi
         first = grade_all(c, submissions, book, seed=3)
     rows = {g.row.student: g.row for g in first}
     assert (rows["alice"].raw, rows["bob"].raw, rows["carol"].raw) == (100.0, 0.0, 0.0)
-    assert rows["carol"].status == "malformed" and rows["alice"].final == 100.0
+    assert rows["carol"].status is Status.MALFORMED and rows["alice"].final == 100.0
     assert all(r.seed == 3 for r in rows.values())
 
     with locked(book_path) as book:

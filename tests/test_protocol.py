@@ -10,6 +10,7 @@ import pickle
 import pytest
 import torch
 
+from grader.checks import kit_model, layer
 from grader.protocol import (
     LayerInfo,
     ProtocolError,
@@ -18,8 +19,6 @@ from grader.protocol import (
     StudentError,
     decode,
     encode,
-    kit_model,
-    layer,
 )
 
 
@@ -157,6 +156,17 @@ def _student(reply: dict) -> Student:
 def test_student_errors_and_grader_errors_are_told_apart():
     with pytest.raises(StudentError, match="f raised ZeroDivisionError"):
         _student({"ok": False, "error": "ZeroDivisionError: division by zero"}).call("f")
-    with pytest.raises(ProtocolError):
-        _student({"ok": False, "grader_error": True, "error": "bad spec"}).call("f")
+    # a spec that builds here but not in the kernel: the kernel is broken, not the grader
+    with pytest.raises(StudentError, match="could not build the arguments: ImportError"):
+        _student({"ok": False, "stage": "arguments", "error": "ImportError: no torch"}).call(
+            "f", layer("Linear", 2, 3))
+    # a spec that does not build here is the check's mistake, found before anything is sent
+    sent: list[str] = []
+    student = Student(lambda request, timeout: sent.append(request) or {"ok": True},
+                      call_timeout=1.0)
+    with pytest.raises(ProtocolError, match="does not build"):
+        student.call("f", layer("NoSuchLayer", 2))
+    with pytest.raises(ProtocolError, match="does not build"):
+        student.call("f", layer("Linear", 2, 3, state_dict={"weight": torch.zeros(1)}))
+    assert sent == []
     assert _student({"ok": True, "value": {"__tuple__": [1, 2]}}).call("f") == (1, 2)

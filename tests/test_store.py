@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.check import CheckResult, Outcome
-from grader.store import SCHEMA_VERSION, GradebookError, GradeRow, locked, open_gradebook
+from grader.errors import GradebookError
+from grader.records import MAX_CELL_ERRORS, CellError, CheckResult, GradeRow, Outcome, Status
+from grader.store import SCHEMA_VERSION, locked, open_gradebook
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -33,7 +34,7 @@ def make_row(**changes: object) -> GradeRow:
               CheckResult("test_broken", 1.0, Outcome.ERROR, "grader error: boom"))
     row = GradeRow(
         student="alice", assignment="hw1", sha256="a" * 64, path="/sub/alice/hw1/hw1.ipynb",
-        submitted_at="2026-11-04T11:58:00.123456+03:00", time_problem="", status="ok",
+        submitted_at="2026-11-04T11:58:00.123456+03:00", time_problem="", status=Status.OK,
         detail="ran 12 cells", earned=2.0, possible=6.0, raw=33.33, cap=100.0, final=33.33,
         late_reason="Submitted on time.", seed=123456789, graded_at="2026-11-05T10:00:00+00:00",
         seconds=4.25, checks=GradeRow.encode_checks(checks))
@@ -244,6 +245,45 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(GradebookError), open_gradebook(path):
         pass
+
+
+V1_COLUMNS = ("student TEXT, assignment TEXT, sha256 TEXT, path TEXT, submitted_at TEXT, "
+              "time_problem TEXT, status TEXT, detail TEXT, earned REAL, possible REAL, "
+              "raw REAL, cap REAL, final REAL, late_reason TEXT, seed INTEGER, graded_at TEXT, "
+              "seconds REAL, checks TEXT")
+
+
+def test_a_version_1_gradebook_is_upgraded_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "gb.sqlite"
+    old = make_row(status=Status.CELL_ERROR, detail="1 cell(s) raised an error; first: cell 3")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(f"CREATE TABLE grades ({V1_COLUMNS}, "
+                   "PRIMARY KEY (student, assignment, sha256))")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        values = [getattr(old, c) for c in V1_COLUMNS.replace(",", "").split()[::2]]
+        values[6] = old.status.value
+        db.execute(f"INSERT INTO grades VALUES ({', '.join('?' * len(values))})", values)
+    db.close()
+    with open_gradebook(path) as book:
+        (row,) = book.rows()
+        book.put(make_row(student="bob"))
+    # version 1 timed only the notebook's run; it kept no list of cell errors
+    assert row == replace(old, exec_seconds=old.seconds, cell_errors="[]")
+    with open_gradebook(path) as book:
+        assert [r.student for r in book.rows()] == ["alice", "bob"]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    db.close()
+
+
+def test_cell_errors_round_trip_and_are_capped_with_a_count() -> None:
+    errors = tuple(CellError(i, "ValueError", f"bad {i}") for i in range(1, 26))
+    row = make_row(cell_errors=GradeRow.encode_cell_errors(errors))
+    kept, more = row.cell_error_list
+    assert kept == errors[:MAX_CELL_ERRORS] and more == 25 - MAX_CELL_ERRORS
+    assert make_row().cell_error_list == ((), 0)
 
 
 # -- crash safety ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from grader.protocol import layer, probe, seq
+from grader.checks import layer, probe, seq
 
 
 @pytest.mark.points(1)

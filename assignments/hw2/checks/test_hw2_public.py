@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import nncourse
-from grader.protocol import ModuleSpec, ReturnedModule, kit_model, layer, seq
+from grader.checks import ModuleSpec, ReturnedModule, kit_model, layer, seq
 
 
 def _with_state(spec: ModuleSpec, **state: list) -> ModuleSpec:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.protocol import ModuleSpec, kit_model
+from grader.checks import ModuleSpec, kit_model
 
 
 def _with_weights(name: str, *args, state: dict, **kwargs) -> ModuleSpec:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import nncourse
-from grader.protocol import ReturnedModule, kit_model, layer
+from grader.checks import ReturnedModule, kit_model, layer
 
 
 @pytest.mark.points(1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grader.protocol import ModuleSpec, layer, seq
+from grader.checks import ModuleSpec, layer, seq
 
 # A tiny model with known weights: Linear(4 -> 2) on a flattened 1x2x2 image.
 WEIGHT = torch.tensor([[1.0, -1.0, 0.5, 2.0], [0.0, 1.0, -2.0, 1.0]])

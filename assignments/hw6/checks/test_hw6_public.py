@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from grader.protocol import ReturnedModule, kit_model, layer, seq
+from grader.checks import ReturnedModule, kit_model, layer, seq
 
 S = torch.tensor([[0.0, 0.0]])  # p_s = (1/2, 1/2)
 T3 = torch.tensor([[math.log(3.0), 0.0]])  # p_t = (3/4, 1/4) at T = 1

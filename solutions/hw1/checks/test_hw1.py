@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.protocol import kit_model, layer, probe, seq
+from grader.checks import kit_model, layer, probe, seq
 
 # ------------------------------------------------------------------------------------------
 # Oracles: the formulas, written independently of the reference notebook.
@@ -441,7 +441,7 @@ def test_bug_counterexample(student):
         x = torch.zeros(1, conv.in_channels, *hw)
         with torch.no_grad():
             output_shape = tuple(conv(x).shape)
-    except Exception as error:  # any failure to build or run it: not a valid conv
+    except Exception as error:  # noqa: BLE001 - any failure to build or run it: not a valid conv
         raise AssertionError(
             f"bug_counterexample() {kwargs} is not a valid, small nn.Conv2d: {error}"
         ) from None

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.protocol import ModuleSpec, ReturnedModule, kit_model
+from grader.checks import ModuleSpec, ReturnedModule, kit_model
 
 CONVS = ("conv1", "conv2", "conv3")
 PRUNABLE_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")

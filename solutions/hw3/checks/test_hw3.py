@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nncourse
-from grader.protocol import ModuleSpec, ReturnedModule, kit_model
+from grader.checks import ModuleSpec, ReturnedModule, kit_model
 
 PRETRAINED = "cnn_32_64_128"
 CHANNELS = (32, 64, 128)

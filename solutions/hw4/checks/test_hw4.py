@@ -28,7 +28,7 @@ import torch.ao.quantization as tq
 from torch import nn
 
 import nncourse
-from grader.protocol import ReturnedModule, kit_model, layer
+from grader.checks import ReturnedModule, kit_model, layer
 
 # Known, harmless torch.ao messages (HOMEWORK_NOTES P6), silenced by message only.
 _KNOWN_WARNINGS = (
@@ -121,7 +121,7 @@ def _load(model: nn.Module, returned: ReturnedModule, what: str) -> nn.Module:
     try:
         with _quiet():
             model.load_state_dict(state)
-    except Exception as error:  # the returned weights do not fit the expected architecture
+    except Exception as error:  # noqa: BLE001 - the returned weights do not fit the architecture
         raise AssertionError(f"{what}: {str(error)[:400]}") from None
     return model.eval()
 

@@ -32,7 +32,7 @@ from torch import nn
 from torch.export import Dim
 
 import nncourse
-from grader.protocol import ModuleSpec, StudentError, kit_model, layer, seq
+from grader.checks import ModuleSpec, StudentError, kit_model, layer, seq
 
 TOLERANCE = 1e-4  # |a - b| <= TOLERANCE * (1 + max |b|); the reference is 100x inside it
 INT8_ACCURACY_MARGIN = 0.02  # measured: int8 within 0.0022 of fp32 on the held-out split

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nncourse
-from grader.protocol import ModuleSpec, ReturnedModule, kit_model, layer, seq
+from grader.checks import ModuleSpec, ReturnedModule, kit_model, layer, seq
 
 # ------------------------------------------------------------------------------------------
 # Helpers and oracles, written independently of the reference notebook.

@@ -1,0 +1,217 @@
+"""The records that pass between the pipeline's stages, and every status a row can say.
+
+Frozen dataclasses and enums only. This module imports nothing but the standard library, so the
+stages that only read records (config, score, store, export, report) never pull in a kernel,
+pytest or torch.
+
+    discover -> Submission
+    execute  -> Execution (with CellError)         limits: Limits
+    check    -> CheckRun (with CheckResult)        checks: CheckInfo
+    score    -> Score (grader.score)
+    store    -> GradeRow                           one row of the gradebook
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Status(enum.Enum):
+    """What a gradebook row says about its submission. The free-text detail lives beside it."""
+
+    OK = "ok"  # the notebook ran to the end and the checks ran
+    CELL_ERROR = "cell_error"  # at least one cell raised (later cells still ran)
+    CELL_TIMEOUT = "cell_timeout"  # at least one cell was interrupted at the cell limit
+    NOTEBOOK_TIMEOUT = "notebook_timeout"  # the whole notebook ran past its limit
+    KERNEL_DIED = "kernel_died"  # the kernel died while running the notebook's cells
+    KERNEL_LOST = "kernel_lost"  # it died, ran out of memory or stopped answering in the checks
+    CHECKS_TIMEOUT = "checks_timeout"  # the check stage ran past its limit
+    MALFORMED = "malformed"  # not a notebook, or no gradable file
+    GRADER_ERROR = "grader_error"  # the grader itself failed: never the student's fault
+    # said by exports about a student and assignment, never by a grading run
+    TIME_UNKNOWN = "time_unknown"  # graded cleanly, but the submission time is unknown
+    MISSING = "missing"  # on the roster, nothing submitted
+
+    @property
+    def is_students(self) -> bool:
+        """Whether this status comes from the submission (everything but a grader error)."""
+        return self is not Status.GRADER_ERROR
+
+
+class Outcome(enum.Enum):
+    """One check's verdict."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # the student's answer, error, time-out or dead kernel
+    ERROR = "error"  # the check itself broke: a grader problem, reported to the instructor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for grading one submission: the defaults of course.toml's ``[limits]``.
+
+    Seconds, megabytes, characters; 0 means no limit (``sandbox`` excepted).
+    """
+
+    cell_timeout_s: float = 30.0  # one cell
+    notebook_timeout_s: float = 240.0  # all the cells of the notebook
+    call_timeout_s: float = 20.0  # one call from a check into the student's kernel
+    checks_timeout_s: float = 300.0  # the whole check stage of one submission
+    memory_mb: int = 4096  # address space of the kernel
+    cpu_s: int = 600  # CPU time of the kernel
+    fsize_mb: int = 256  # largest file the kernel may write
+    nproc: int = 256  # tasks (processes and threads) the kernel may add
+    max_output_chars: int = 100_000  # output kept per cell; more is cut with a marker
+    tmp_mb: int = 512  # size of the kernel's private /tmp
+    sandbox: str = "auto"  # "auto": bubblewrap where it works; "required"; "off"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's notebook for one assignment, as found on disk.
+
+    ``problem`` is empty for a gradable submission, else why it cannot be graded (no notebook,
+    a symbolic link, ...). ``time_problem`` is empty when ``submitted_at`` is known.
+    """
+
+    student: str
+    assignment: str
+    path: Path
+    sha256: str
+    submitted_at: dt.datetime | None
+    time_problem: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class CellError:
+    """A cell that raised or was interrupted: its number in the notebook (1-based, markdown
+    cells counted, as Jupyter lists them), the exception's type, the first line of its message."""
+
+    cell: int
+    ename: str
+    message: str = ""
+
+    def __str__(self) -> str:
+        return f"cell {self.cell}: {self.ename}" + (f": {self.message}" if self.message else "")
+
+
+# How many cell errors a row keeps; the rest are counted.
+MAX_CELL_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What running the notebook did: a status, a message for the student, every cell error."""
+
+    status: Status
+    detail: str
+    seconds: float
+    cells_run: int
+    cell_errors: tuple[CellError, ...] = ()
+    output_truncated: bool = False
+
+    @property
+    def kernel_usable(self) -> bool:
+        """Whether checks may call into the kernel."""
+        return self.status in (Status.OK, Status.CELL_ERROR, Status.CELL_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """A check as collected: its name (``file stem::function``), its points, whether it is
+    marked ``slow_check`` (it trains or evaluates a model), and its docstring's first line."""
+
+    name: str
+    points: float
+    slow: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict. ``points`` possible, ``earned`` either all or nothing."""
+
+    name: str
+    points: float
+    outcome: Outcome
+    message: str = ""
+
+    @property
+    def earned(self) -> float:
+        return self.points if self.outcome is Outcome.PASSED else 0.0
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """What the check stage did: a verdict per check, its wall time, and, when the kernel or
+    the stage's time gave out part-way, that status (``KERNEL_LOST`` or ``CHECKS_TIMEOUT``)
+    with a sentence saying what happened."""
+
+    results: tuple[CheckResult, ...]
+    seconds: float = 0.0
+    problem: Status | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GradeRow:
+    """One graded submission: what was run, what it scored, why. Percents are 0..100,
+    times in seconds (``seconds`` the whole grading of the submission, ``exec_seconds`` the
+    notebook's own run)."""
+
+    student: str
+    assignment: str
+    sha256: str
+    path: str
+    submitted_at: str | None  # ISO 8601 with offset, None when unknown
+    time_problem: str
+    status: Status
+    detail: str
+    earned: float
+    possible: float
+    raw: float
+    cap: float | None
+    final: float | None
+    late_reason: str
+    seed: int
+    graded_at: str  # ISO 8601 UTC
+    seconds: float
+    checks: str  # JSON list of {name, points, outcome, message}
+    exec_seconds: float = 0.0
+    cell_errors: str = "[]"  # JSON list of {cell, ename, message}, then {"more": n} if cut
+
+    @property
+    def check_results(self) -> tuple[CheckResult, ...]:
+        return tuple(CheckResult(c["name"], c["points"], Outcome(c["outcome"]), c["message"])
+                     for c in json.loads(self.checks))
+
+    @property
+    def cell_error_list(self) -> tuple[tuple[CellError, ...], int]:
+        """The cell errors kept, and how many more there were."""
+        kept, more = [], 0
+        for item in json.loads(self.cell_errors or "[]"):
+            if "more" in item:
+                more = int(item["more"])
+            else:
+                kept.append(CellError(int(item["cell"]), str(item["ename"]),
+                                      str(item.get("message", ""))))
+        return tuple(kept), more
+
+    @staticmethod
+    def encode_checks(results: tuple[CheckResult, ...]) -> str:
+        return json.dumps([{"name": r.name, "points": r.points, "outcome": r.outcome.value,
+                            "message": r.message} for r in results])
+
+    @staticmethod
+    def encode_cell_errors(errors: tuple[CellError, ...]) -> str:
+        items: list[dict[str, object]] = [
+            {"cell": e.cell, "ename": e.ename, "message": e.message}
+            for e in errors[:MAX_CELL_ERRORS]]
+        if len(errors) > MAX_CELL_ERRORS:
+            items.append({"more": len(errors) - MAX_CELL_ERRORS})
+        return json.dumps(items)

@@ -1,0 +1,147 @@
+"""Both ends of the check protocol in one process: the kernel's end (``grader.bridge.kernel``)
+answers a ``Student`` through a loopback transport, so its encoder and its module building run
+here, without a kernel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from grader.bridge import kernel as kernel_end
+from grader.bridge import wire
+from grader.checks import changed_modes, changed_state, kit_model, layer, probe, seq
+from grader.protocol import REBUILDABLE, ReturnedModule, Student, StudentError
+
+
+def loopback(namespace: dict) -> Student:
+    """A Student whose kernel is ``namespace``, answered by the kernel's end in-process."""
+    replies: list[dict] = []
+    shell = type("Shell", (), {"user_ns": namespace})()
+    kernel_end.install(shell, REBUILDABLE, send=replies.append)
+
+    def transport(request_json: str, timeout: float) -> dict:
+        namespace["__grader_bridge__"](request_json)
+        # what crosses is JSON text, as it is under a real kernel
+        return json.loads(json.dumps(replies.pop()))
+
+    return Student(transport, call_timeout=5.0)
+
+
+def test_values_tensors_and_containers_cross_both_ways():
+    student = loopback({"echo": lambda *args, **kwargs: (args, kwargs)})
+    t = torch.randn(3, 2, generator=torch.Generator().manual_seed(1))
+    args, kwargs = student.call("echo", 1, 2.5, "s", None, [True], (t,), {"k": t}, n=t.int())
+    assert args[:5] == (1, 2.5, "s", None, [True])
+    assert torch.equal(args[5][0], t) and torch.equal(args[6]["k"], t)
+    assert torch.equal(kwargs["n"], t.int()) and kwargs["n"].dtype == torch.int32
+
+
+def test_numpy_results_come_back_as_numbers_and_tensors():
+    student = loopback({"f": lambda: (np.int64(7), np.float32(0.5), np.arange(4))})
+    number, half, array = student.call("f")
+    assert (number, half) == (7, 0.5) and isinstance(number, int)
+    assert torch.equal(array, torch.arange(4))
+
+
+def test_a_spec_is_built_in_the_kernel_with_weights_and_mode():
+    state = {k: torch.full_like(v, 0.25) for k, v in nn.Linear(3, 2).state_dict().items()}
+    seen = {}
+
+    def inspect_model(model):
+        seen["model"] = model
+        return model.training, float(model[0].weight.detach().sum())
+
+    student = loopback({"inspect_model": inspect_model})
+    spec = seq(layer("Linear", 3, 2), layer("ReLU"), state_dict={
+        "0.weight": state["weight"], "0.bias": state["bias"]}, training=True)
+    training, total = student.call("inspect_model", spec)
+    assert training is True and total == pytest.approx(1.5)
+    assert isinstance(seen["model"][1], nn.ReLU)
+
+
+def test_kit_models_and_probes_are_built_from_their_names():
+    student = loopback({"kinds": lambda *ms: [type(m).__name__ for m in ms]})
+    assert student.call("kinds", kit_model("make_cnn", channels=(4, 8, 16)),
+                        probe("Sleep", ms=1.0), probe("CallCounter")) == [
+        "Sequential", "Sleep", "CallCounter"]
+
+
+def test_a_returned_module_is_described_and_rebuilds_equal():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    model[1].train()
+    student = loopback({"give": lambda: model})
+    back = student.call("give")
+    assert isinstance(back, ReturnedModule)
+    conv = next(info for info in back.layers if info.type == "Conv2d")
+    assert conv.config["bias"] is False and conv.config["padding"] == (1, 1)
+    rebuilt = back.rebuild().eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(rebuilt(x), model.eval()(x))
+
+
+def test_call_inspect_returns_the_arguments_after_the_call():
+    def bump(model):
+        model.train()
+        with torch.no_grad():
+            model.weight.add_(1.0)
+
+    state = nn.Linear(2, 2).state_dict()
+    student = loopback({"bump": bump})
+    _, (after,) = student.call_inspect("bump", layer("Linear", 2, 2, state_dict=state))
+    assert changed_state(state, after) == ["weight"]
+    assert changed_modes(after, training=False) == ["<model>"]
+
+
+def double_all(values):
+    """A grader-written function run in the kernel with the student's names in scope."""
+    return [student_double(v) for v in values]  # noqa: F821 - a name of the notebook
+
+
+def test_drive_runs_a_grader_function_with_the_students_names():
+    student = loopback({"student_double": lambda v: 2 * v})
+    assert student.drive(double_all, [1, 2, 3]) == [2, 4, 6]
+
+
+@pytest.mark.parametrize(("namespace", "name", "message"), [
+    ({"f": lambda: 1 / 0}, "f", "f raised ZeroDivisionError: division by zero"),
+    ({}, "g", "g raised NameError: name 'g' is not defined"),
+    ({"h": lambda: object()}, "h", "h returned something that cannot be sent back"),
+])
+def test_the_students_errors_come_back_as_failures(namespace, name, message):
+    with pytest.raises(StudentError, match=message):
+        loopback(namespace).call(name)
+
+
+def test_the_kernels_end_imports_only_what_it_ships_with():
+    # inside the kernel there is no grader package: the bridge must not import one
+    code = ("import sys, grader.bridge.kernel as k\n"
+            "print(sorted(m for m in sys.modules if m.startswith('grader') "
+            "and m not in ('grader', 'grader.bridge', 'grader.bridge.kernel', "
+            "'grader.bridge.wire')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_the_wire_refuses_what_it_cannot_hold():
+    with pytest.raises(wire.WireError, match="cannot send a object"):
+        wire.encode(object(), lambda v: NotImplemented)
+    with pytest.raises(wire.WireError):
+        wire.decode({"__what__": 1}, {})
+
+
+def test_export_imports_neither_pytest_nor_torch():
+    code = ("import sys, grader.export, grader.store, grader.score, grader.config\n"
+            "print([m for m in ('torch', 'pytest', 'nbclient', 'jupyter_client') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
