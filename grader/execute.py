@@ -23,7 +23,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from grader.kernel import KernelSession, log_tail, started_kernel, workspace
+from grader.kernel import KernelSession, log_tail, started_kernel, workspace, zygote_for
 from grader.notebook import MalformedNotebook, first_line, read_notebook
 from grader.records import CellError, Execution, Limits, Status
 from grader.sandbox import use_sandbox
@@ -77,7 +77,8 @@ def execute(notebook_path: Path, limits: Limits
         yield Execution(Status.MALFORMED, str(exc), 0.0, 0), None
         return
     sandboxed, _ = use_sandbox(limits)
-    with workspace(notebook_path) as space, started_kernel(space, limits, sandboxed) as km:
+    zygote = zygote_for(sandboxed)
+    with workspace(notebook_path, zygote) as space, started_kernel(space, limits, zygote) as km:
         execution = _run_cells(nb, km, space.workdir, limits, start)
         if execution.status is Status.KERNEL_DIED:
             said = log_tail(space.log)
@@ -136,10 +137,15 @@ def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limi
             except CellTimeoutError:
                 # Interrupt and go on with the next cell, as long as the kernel answers again.
                 km.interrupt_kernel()
-                if budget_limited or not _wait_idle(km, 10):
+                if budget_limited:
                     status = Status.NOTEBOOK_TIMEOUT
-                    detail = (f"{what} did not finish within {client.timeout} s and the "
-                              f"notebook ran out of time")
+                    detail = (f"{what} did not finish within {client.timeout} s, where the "
+                              f"notebook's {limits.notebook_timeout_s:g} s ran out")
+                    break
+                if not _wait_idle(km, 10):
+                    status = Status.NOTEBOOK_TIMEOUT
+                    detail = (f"{what} did not finish within {client.timeout} s and did not "
+                              f"stop when interrupted; the notebook was stopped there")
                     break
                 timed_out += 1
                 errors.append(CellError(index + 1, "CellTimeout",

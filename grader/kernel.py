@@ -1,16 +1,23 @@
-"""The student's kernel as a process: its private workspace, how it is started, and the
+"""The student's kernel as a process: where it comes from, its private workspace, and the
 session the check stage talks to it through.
 
-A workspace is a fresh temporary folder holding the kernel's working folder (a copy of the
-submission), its HOME, the folder of its ipc sockets, and a read-only copy of the course kit
-with the kernel's end of the check protocol (``grader.bridge``, as the package
-``_grader_bridge``). The checks, the solutions and the gradebook are not in it. The kernel runs
-under ``grader.kernel_launch`` (resource limits) and, where it works, bubblewrap
-(``grader.sandbox``).
+Kernels are forked from a zygote (``grader.bridge.zygote``): one process per grading worker,
+started once inside the sandbox (``grader.sandbox``), that has already imported torch, numpy,
+matplotlib, the course kit and the IPython kernel. Each submission gets a fresh fork of it, in
+namespaces of its own, that serves that submission only and is then discarded; so
+``import torch`` is paid once per worker, and nothing of one student's kernel reaches the next.
+
+A kernel's workspace is a fresh slot under the zygote's slots folder: the kernel's working
+folder (a copy of the submission), its HOME, the folder of its ipc sockets, its log. Beside the
+slots lies a read-only copy of the course kit and of ``grader.bridge`` (as the package
+``_grader_bridge``). The checks, the solutions and the gradebook are nowhere in reach.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import itertools
 import json
 import os
 import queue
@@ -18,24 +25,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from grader import bridge, sandbox
 from grader.bridge import wire
+from grader.kernel_launch import tasks_of
 from grader.protocol import REBUILDABLE, StudentError
 from grader.records import Limits
 
 KERNEL_NAME = "nncourse-grader"
 KIT_PACKAGE = "nncourse"
-BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/bridge/ has inside the kernel
+BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/bridge/ has inside the sandbox
 MAX_COPIED_FILE = 50 * 2**20
 
 
@@ -46,48 +58,15 @@ def kit_source() -> Path:
     return Path(nncourse.__file__).resolve().parent
 
 
-@dataclass(frozen=True)
-class Workspace:
-    """The folders of one kernel (see the module docstring); gone when ``workspace`` exits."""
-
-    root: Path
-    workdir: Path  # the kernel's working folder, as the grader sees it
-    home: Path
-    ipc: Path
-    kit_parent: Path  # on the kernel's PYTHONPATH: nncourse and the bridge
-    log: Path  # the kernel's stderr
-
-
-@contextmanager
-def workspace(notebook_path: Path) -> Iterator[Workspace]:
-    """A fresh workspace for running ``notebook_path``: the regular files beside the notebook
-    (data a student saved; links never) are copied into the working folder."""
-    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
-        root = Path(tmp)
-        space = Workspace(root, root / "work", root / "home", root / "ipc", root / "kit",
-                          root / "kernel.log")
-        for folder in (space.workdir, space.home, space.ipc):
-            folder.mkdir()
-        ignore = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(kit_source(), space.kit_parent / KIT_PACKAGE, ignore=ignore)
-        shutil.copytree(Path(bridge.__file__).parent, space.kit_parent / BRIDGE_PACKAGE,
-                        ignore=ignore)
-        for item in notebook_path.parent.iterdir():
-            if item.is_file() and not item.is_symlink() and \
-                    item.stat().st_size < MAX_COPIED_FILE:
-                shutil.copyfile(item, space.workdir / item.name)
-        yield space
-
-
-def kernel_env(space: Workspace) -> dict[str, str]:
+def base_env(home: Path, kit_parent: Path) -> dict[str, str]:
     """A scrubbed environment: nothing from the grader's shell, nothing that tells grading
     apart from a student's own run."""
     return {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin",
-        "HOME": str(space.home),
+        "HOME": str(home),
         "USER": "student",
         "LOGNAME": "student",
-        "PYTHONPATH": str(space.kit_parent),
+        "PYTHONPATH": str(kit_parent),
         "LANG": "C.UTF-8",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
@@ -99,49 +78,264 @@ def kernel_env(space: Workspace) -> dict[str, str]:
     }
 
 
-def _kernelspec(space: Workspace, limits: Limits, inner: list[str]) -> KernelSpecManager:
-    spec_dir = space.root / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    sandboxed_as_nobody = inner[0] == "bwrap" and os.geteuid() == 0
-    argv = [sys.executable, "-m", "grader.kernel_launch",
-            "--memory-mb", str(limits.memory_mb), "--cpu-s", str(limits.cpu_s),
-            "--fsize-mb", str(limits.fsize_mb), "--nproc", str(limits.nproc),
-            "--nproc-uid", str(sandbox.NOBODY if sandboxed_as_nobody else os.getuid()),
-            "--", *inner]
-    # Interrupts travel as messages: a SIGINT to the process group would also reach bubblewrap,
-    # which dies of it and takes the kernel along.
-    (spec_dir / "kernel.json").write_text(json.dumps(
-        {"argv": argv, "display_name": "nncourse grader", "language": "python",
-         "interrupt_mode": "message"}))
-    return KernelSpecManager(kernel_dirs=[str(space.root / "kernels")],
-                             ensure_native_kernel=False)
+class ZygoteError(RuntimeError):
+    """The fork server failed (a grader problem, never a student's)."""
+
+
+class Zygote:
+    """One worker's fork server: started once, inside the sandbox when it works here; each
+    ``spawn`` forks a fresh kernel from it. Thread-safe; restarted if it dies.
+
+    Sandboxed, its folder is seen inside as ``/grader`` (outside ``/tmp``, which each kernel
+    replaces with a private one), and each kernel gets namespaces of its own; unsandboxed (a
+    laptop without bubblewrap), kernels are plain forks under resource limits only."""
+
+    INSIDE = Path("/grader")
+
+    def __init__(self, sandboxed: bool) -> None:
+        self.sandboxed = sandboxed
+        self.root = Path(tempfile.mkdtemp(prefix="grader-zygote-"))
+        self.kit_parent = self.root / "kit"
+        self.slots = self.root / "slots"
+        self._home = self.root / "home"
+        self._log = self.root / "zygote.log"
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(kit_source(), self.kit_parent / KIT_PACKAGE, ignore=ignore)
+        shutil.copytree(Path(bridge.__file__).parent, self.kit_parent / BRIDGE_PACKAGE,
+                        ignore=ignore)
+        self.slots.mkdir()
+        self._home.mkdir()
+        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._start()
+
+    def inside(self, path: Path) -> Path:
+        """Where the kernels see ``path`` (a folder under this zygote's root)."""
+        return self.INSIDE / path.relative_to(self.root) if self.sandboxed else path
+
+    def _start(self) -> None:
+        env = base_env(self.inside(self._home), self.inside(self.kit_parent))
+        command = [sys.executable, "-m", f"{BRIDGE_PACKAGE}.zygote"]
+        if self.sandboxed:
+            command = sandbox.wrap(
+                command, read_write=[(self.slots, self.inside(self.slots)),
+                                     (self._home, self.inside(self._home))],
+                read_only=[(self.kit_parent, self.inside(self.kit_parent))], env=env,
+                cwd=self.inside(self.kit_parent))
+            sandbox.hand_over([self.slots, self._home])
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                cwd=self.kit_parent, start_new_session=True)
+        ready = self._read(timeout=120)
+        if not ready.get("ready"):
+            raise ZygoteError(f"the kernel fork server did not start: {ready}")
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        process = self._process
+        if process is None or process.stdout is None:
+            raise ZygoteError("the kernel fork server is not running")
+        done: list[bytes] = []
+        reader = threading.Thread(target=lambda: done.append(process.stdout.readline()
+                                                             if process.stdout else b""),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not done or not done[0]:
+            said = self._log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise ZygoteError(f"the kernel fork server stopped answering: {' / '.join(said)}")
+        return cast(dict[str, Any], json.loads(done[0]))
+
+    def ask(self, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Send one command; return the answer (ZygoteError if it fails)."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            assert self._process is not None and self._process.stdin is not None
+            self._process.stdin.write(json.dumps(request).encode() + b"\n")
+            self._process.stdin.flush()
+            answer = self._read(timeout)
+        if not answer.get("ok"):
+            raise ZygoteError(f"the kernel fork server refused {request.get('op')}: "
+                              f"{answer.get('error')}")
+        return answer
+
+    def new_slot(self) -> Path:
+        """A fresh, empty slot folder for one kernel."""
+        slot = self.slots / str(next(self._numbers))
+        slot.mkdir()
+        return slot
+
+    def close(self) -> None:
+        """Stop the fork server (its kernels die with it) and remove its folders."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            try:
+                assert process.stdin is not None
+                process.stdin.write(b'{"op": "quit"}\n')
+                process.stdin.close()
+                process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_ZYGOTES: dict[bool, Zygote] = {}
+_ZYGOTES_LOCK = threading.Lock()
+
+
+def zygote_for(sandboxed: bool) -> Zygote:
+    """This process's fork server (sandboxed or not), started on first use and stopped when
+    the process exits."""
+    with _ZYGOTES_LOCK:
+        if sandboxed not in _ZYGOTES:
+            if not _ZYGOTES:
+                atexit.register(close_zygotes)
+            _ZYGOTES[sandboxed] = Zygote(sandboxed)
+        return _ZYGOTES[sandboxed]
+
+
+def close_zygotes() -> None:
+    """Stop this process's fork servers (a worker that is done, or the process at exit)."""
+    with _ZYGOTES_LOCK:
+        for zygote in _ZYGOTES.values():
+            zygote.close()
+        _ZYGOTES.clear()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders of one kernel (see the module docstring); gone when ``workspace`` exits."""
+
+    slot: Path
+    workdir: Path  # the kernel's working folder, as the grader sees it
+    home: Path
+    ipc: Path
+    kit_parent: Path  # on the kernel's PYTHONPATH: nncourse and the bridge (read-only)
+    log: Path  # the kernel's stdout and stderr
 
 
 @contextmanager
-def started_kernel(space: Workspace, limits: Limits, sandboxed: bool) -> Iterator[KernelManager]:
-    """An IPython kernel started in ``space`` under ``limits`` (sandboxed or not); shut down
-    when the context exits."""
-    env = kernel_env(space)
-    # no history database: nothing of one run is written for the next
-    inner = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-             "--HistoryManager.enabled=False"]
-    if sandboxed:
-        inner = sandbox.wrap(inner, read_write=[space.workdir, space.home, space.ipc],
-                             read_only=[space.kit_parent], env=env, cwd=space.workdir,
-                             tmp_mb=limits.tmp_mb)
-    # ipc sockets in the private folder: no TCP port, nothing reachable from outside
+def workspace(notebook_path: Path, zygote: Zygote) -> Iterator[Workspace]:
+    """A fresh slot for running ``notebook_path``: the regular files beside the notebook (data
+    a student saved; links never) are copied into the working folder."""
+    slot = zygote.new_slot()
+    space = Workspace(slot, slot / "work", slot / "home", slot / "ipc", zygote.kit_parent,
+                      slot / "kernel.log")
+    try:
+        for folder in (space.workdir, space.home, space.ipc):
+            folder.mkdir()
+        for item in notebook_path.parent.iterdir():
+            if item.is_file() and not item.is_symlink() and \
+                    item.stat().st_size < MAX_COPIED_FILE:
+                shutil.copyfile(item, space.workdir / item.name)
+        if zygote.sandboxed:
+            sandbox.hand_over([slot])
+        yield space
+    finally:
+        shutil.rmtree(slot, ignore_errors=True)
+
+
+class _ForkedKernel(LocalProvisioner):
+    """jupyter_client's provisioner for a kernel forked by the zygote: the connection file
+    is written as for any local kernel, the process comes from ``Zygote.spawn``."""
+
+    zygote: Zygote
+    space: Workspace
+    limits: Limits
+    pid: int | None = None
+    isolated: bool = False
+    why: str = ""
+
+    @property
+    def has_process(self) -> bool:
+        return self.pid is not None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        limits, space = self.limits, self.space
+        uid = sandbox.NOBODY if self.zygote.sandboxed and os.geteuid() == 0 else os.getuid()
+        inside = self.zygote.inside
+        # the kernel binds its sockets where it sees the ipc folder; the grader connects to
+        # the same files where it sees them
+        info = dict(self.connection_info)
+        info["ip"] = str(inside(space.ipc / "kernel"))
+        info["key"] = info["key"].decode() if isinstance(info["key"], bytes) else info["key"]
+        (space.ipc / "kernel.json").write_text(json.dumps(info))
+        if self.zygote.sandboxed:
+            sandbox.hand_over([space.ipc])
+        answer = self.zygote.ask({
+            "op": "spawn", "isolate": self.zygote.sandboxed, "slot": str(inside(space.slot)),
+            "slots": str(inside(self.zygote.slots)),
+            "connection_file": str(inside(space.ipc / "kernel.json")),
+            "cwd": str(inside(space.workdir)), "log": str(inside(space.log)),
+            "env": base_env(inside(space.home), inside(space.kit_parent)),
+            "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "fsize_mb": limits.fsize_mb,
+            "nproc": limits.nproc + tasks_of(uid) if limits.nproc else 0,
+            "tmp_mb": limits.tmp_mb})
+        self.pid, self.isolated, self.why = int(answer["pid"]), bool(answer["isolated"]), \
+            str(answer.get("why", ""))
+        return self.connection_info
+
+    async def poll(self) -> int | None:
+        if self.pid is None:
+            return 0
+        code = self.zygote.ask({"op": "poll", "pid": self.pid})["exit"]
+        return None if code is None else int(code)
+
+    async def wait(self) -> int | None:
+        while (code := await self.poll()) is None:
+            await asyncio.sleep(0.05)
+        return code
+
+    async def send_signal(self, signum: int) -> None:
+        # interrupts travel as messages (interrupt_mode "message"); any signal sent here is
+        # a request to stop the kernel, and the zygote knows one way: kill its namespace
+        await self.kill()
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.pid is not None:
+            self.zygote.ask({"op": "kill", "pid": self.pid})
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.kill(restart)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        self.pid = None
+
+
+def _kernelspec(root: Path) -> KernelSpecManager:
+    spec_dir = root / "kernels" / KERNEL_NAME
+    if not spec_dir.is_dir():
+        spec_dir.mkdir(parents=True)
+        # the argv is never run (the zygote forks the kernel); interrupts travel as messages
+        (spec_dir / "kernel.json").write_text(json.dumps(
+            {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+             "display_name": "nncourse grader", "language": "python",
+             "interrupt_mode": "message"}))
+    return KernelSpecManager(kernel_dirs=[str(root / "kernels")], ensure_native_kernel=False)
+
+
+@contextmanager
+def started_kernel(space: Workspace, limits: Limits, zygote: Zygote
+                   ) -> Iterator[KernelManager]:
+    """A kernel forked by ``zygote`` into ``space`` under ``limits``; gone when the context
+    exits (and everything it started with it)."""
+    # ipc sockets in the slot: no TCP port, nothing reachable from outside
     km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(space.ipc / "kernel"),
                        connection_file=str(space.ipc / "connection.json"),
-                       kernel_spec_manager=_kernelspec(space, limits, inner),
+                       kernel_spec_manager=_kernelspec(zygote.root),
                        client_class="jupyter_client.asynchronous.AsyncKernelClient")
-    km.write_connection_file()
-    if sandboxed:
-        sandbox.hand_over([space.workdir, space.home, space.ipc])
+    km.kernel_id = str(uuid.uuid4())
+    provisioner = _ForkedKernel(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+    provisioner.zygote, provisioner.space, provisioner.limits = zygote, space, limits
+    km.provisioner = provisioner
     try:
-        with space.log.open("wb") as log:
-            # the kernel's own chatter goes to a log, not into the grader's terminal
-            km.start_kernel(cwd=str(space.workdir), env=env, stdout=subprocess.DEVNULL,
-                            stderr=log)
+        km.start_kernel()
+        if zygote.sandboxed and not provisioner.isolated:
+            raise ZygoteError(f"a kernel could not get namespaces of its own: "
+                              f"{provisioner.why}")
         yield km
     finally:
         if km.has_kernel:
@@ -184,6 +378,14 @@ class KernelSession:
             self.lost = (f"the kernel could not load the grader's side of the checks: "
                          f"{reply.get('ename')}: {str(reply.get('evalue', ''))[:200]}")
             raise StudentError(self.lost)
+
+    def send_source(self, source: str, timeout: float) -> None:
+        """Run ``source`` in the kernel as a cell would (the audit and the tests redefine a
+        notebook's functions this way); raise StudentError if it raises or runs too long."""
+        reply = self._execute(source, timeout, lambda msg: None)
+        if reply.get("status") != "ok":
+            raise StudentError(f"the code sent to the kernel raised {reply.get('ename')}: "
+                               f"{str(reply.get('evalue', ''))[:300]}")
 
     def request(self, request_json: str, timeout: float) -> dict[str, Any]:
         """Send one request to the kernel's end; return its decoded JSON reply."""

@@ -70,9 +70,18 @@ def _dirs_above(path: Path, made: set[str]) -> list[str]:
     return args
 
 
-def wrap(inner: list[str], *, read_write: Iterable[Path], read_only: Iterable[Path],
+Bind = Path | tuple[Path, Path]  # a folder seen at its own path, or (outside, inside)
+
+
+def _pair(bind: Bind) -> tuple[Path, Path]:
+    return bind if isinstance(bind, tuple) else (bind, bind)
+
+
+def wrap(inner: list[str], *, read_write: Iterable[Bind], read_only: Iterable[Bind],
          env: Mapping[str, str], cwd: Path, tmp_mb: int = 512) -> list[str]:
-    """The bwrap command line that runs ``inner`` in the sandbox described above."""
+    """The bwrap command line that runs ``inner`` in the sandbox described above; each folder
+    of ``read_write`` and ``read_only`` is seen at its own path or, for an (outside, inside)
+    pair, at the inside path."""
     args = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--hostname", "sandbox"]
     if not _is_root():
@@ -86,10 +95,10 @@ def wrap(inner: list[str], *, read_write: Iterable[Path], read_only: Iterable[Pa
     for path in sorted(runtime):
         if not str(path).startswith("/usr"):
             args += _dirs_above(path, made) + ["--ro-bind", str(path), str(path)]
-    for path in read_only:
-        args += _dirs_above(path, made) + ["--ro-bind", str(path), str(path)]
-    for path in read_write:
-        args += _dirs_above(path, made) + ["--bind", str(path), str(path)]
+    for outside, inside in map(_pair, read_only):
+        args += _dirs_above(inside, made) + ["--ro-bind", str(outside), str(inside)]
+    for outside, inside in map(_pair, read_write):
+        args += _dirs_above(inside, made) + ["--bind", str(outside), str(inside)]
     args += ["--chdir", str(cwd), "--clearenv"]
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
@@ -111,6 +120,13 @@ def hand_over(paths: Iterable[Path]) -> None:
                 os.chown(os.path.join(folder, name), NOBODY, NOBODY)
 
 
+_NESTED_NAMESPACES = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "if libc.unshare(0x10000000 | 0x00020000 | 0x20000000 | 0x40000000 | 0x08000000):\n"
+    "    sys.exit('no user namespace inside the sandbox: ' + os.strerror(ctypes.get_errno()))\n")
+
+
 @functools.cache
 def probe() -> Probe:
     """Try the sandbox once per process with a trivial command."""
@@ -119,7 +135,8 @@ def probe() -> Probe:
     if _is_root() and shutil.which("setpriv") is None:
         return Probe(False, "setpriv (util-linux) is not installed")
     here = Path(sys.prefix).resolve()
-    command = wrap([sys.executable, "-c", "import sys; sys.exit(0)"], read_write=[],
+    # each kernel also gets namespaces of its own inside the sandbox (grader/bridge/zygote.py)
+    command = wrap([sys.executable, "-c", _NESTED_NAMESPACES], read_write=[],
                    read_only=[], env={"PATH": "/usr/bin:/bin"}, cwd=Path("/tmp"))
     try:
         done = subprocess.run(command, capture_output=True, timeout=30, text=True)

@@ -194,8 +194,10 @@ def test_a_fork_bomb_is_contained(tmp_path, checks):
     start = time.monotonic()
     execution, results = grade(tmp_path, checks, RIGHT, bomb)
     assert time.monotonic() - start < 90
+    # refused forks end the cell; on a loaded machine the cell may hit its limit first, and
+    # a kernel busy forking may not stop when interrupted: the notebook is stopped there
     assert execution.status in (Status.OK, Status.CELL_ERROR, Status.CELL_TIMEOUT,
-                                Status.KERNEL_DIED)
+                                Status.KERNEL_DIED, Status.NOTEBOOK_TIMEOUT)
     # the grader can still start processes and grade the next submission
     again, results = grade(tmp_path / "next", checks, RIGHT)
     assert again.status is Status.OK and earned(results) == 2

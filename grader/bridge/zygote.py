@@ -1,0 +1,257 @@
+"""The kernels' fork server: a process that has imported what notebooks import (torch, numpy,
+matplotlib, the course kit, the IPython kernel) and forks a fresh kernel for each submission,
+so that those imports are paid once per grading worker, not once per notebook.
+
+It runs inside the sandbox and holds nothing secret: no checks, no solutions, nothing of any
+submission. It never runs a student's code itself; each kernel is a forked child that starts
+from the zygote's clean memory, in namespaces of its own (user, mount, pid, ipc, network, uts):
+a private ``/tmp`` and ``/dev/shm``, no process, socket or SysV object of an earlier kernel in
+sight, and when the kernel exits, everything it started dies with it (it is its namespace's
+pid 1). Its capabilities inside its namespaces are dropped before the kernel starts.
+
+The grader drives it over stdin/stdout, one JSON object per line:
+
+    {"op": "spawn", "slot", "slots", "connection_file", "cwd", "env", "log",
+     "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
+        -> {"ok": true, "pid": n, "isolated": true | false, "why": "..."}
+    {"op": "poll", "pid": n}     -> {"ok": true, "exit": null | code}
+    {"op": "kill", "pid": n}     -> {"ok": true}
+    {"op": "quit"}               -> (exits)
+
+Nothing here imports the grader: inside the sandbox there is none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+from typing import Any
+
+PRELOAD = ("numpy", "torch", "nncourse", "matplotlib", "matplotlib.pyplot",
+           "ipykernel.kernelapp", "ipykernel.ipkernel")
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+CAP_LAST = 63
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def preload() -> None:
+    """Import what every kernel would import anyway; the children inherit it."""
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    nncourse = sys.modules.get("nncourse")
+    if nncourse is not None:
+        nncourse.load_digits_split()  # reads and splits the data set once
+
+
+def _own_namespaces() -> None:
+    """Move this (forked) process into new user, mount, ipc, network and uts namespaces, and
+    make its children start a new pid namespace; map its own ids, nothing else."""
+    uid, gid = os.getuid(), os.getgid()
+    # the zygote is not dumpable (see serve); its child must be, to write its own id maps
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET
+                         | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
+
+
+def _mount(source: str, target: str, kind: str | None, flags: int, data: str = "") -> None:
+    _check(_libc.mount(source.encode(), target.encode(), kind.encode() if kind else None,
+                       flags, data.encode() or None), f"mount {target}")
+
+
+def _private_mounts(slot: str, slots: str, tmp_mb: int) -> None:
+    """A fresh, empty /tmp and /dev/shm for this kernel alone, and of the slots folder only
+    its own slot in sight; no mount event leaks out of its namespace."""
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
+    if os.path.isdir("/dev/shm"):
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    # hide the other slots: park this one, cover the folder, put this one back
+    parked = "/tmp/.slot"
+    os.mkdir(parked)
+    _mount(slot, parked, None, MS_BIND | MS_REC)
+    _mount("tmpfs", slots, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    os.makedirs(slot)
+    _mount(parked, slot, None, MS_BIND | MS_REC)
+    _check(_libc.umount2(parked.encode(), 0x2), "umount")  # MNT_DETACH
+    os.rmdir(parked)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> None:
+    """No capability left, none to regain: the kernel is an ordinary unprivileged process."""
+    for cap in range(CAP_LAST + 1):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # past the last known one: EINVAL, fine
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    empty = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), empty), "capset")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def _limit(kind: int, value: int) -> None:
+    if value <= 0:
+        return
+    _soft, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(kind, (value, value))
+
+
+def _run_kernel(request: dict[str, Any]) -> None:
+    """Become the kernel (in the pid namespace's first process); never returns."""
+    _limit(resource.RLIMIT_AS, int(request.get("memory_mb", 0)) * 2**20)
+    _limit(resource.RLIMIT_CPU, int(request.get("cpu_s", 0)))
+    _limit(resource.RLIMIT_FSIZE, int(request.get("fsize_mb", 0)) * 2**20)
+    _limit(resource.RLIMIT_NPROC, int(request.get("nproc", 0)))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    cwd = request["cwd"]
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # as `python -m ipykernel_launcher` run in ``cwd`` would see it (the zygote's own first
+    # entry is the folder it was started in)
+    sys.path[:] = [cwd, *sys.path[1:]]
+    sys.argv = ["ipykernel_launcher", "-f", request["connection_file"],
+                "--HistoryManager.enabled=False"]
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.initialize(sys.argv[1:])
+    app.start()
+
+
+def _child(request: dict[str, Any], report: int) -> None:
+    """The forked child: its own namespaces, then the kernel as pid 1 of the new pid
+    namespace; it waits for the kernel and exits with its status."""
+    isolated, why = False, "not asked to (no sandbox)"
+    if request.get("isolate"):
+        try:
+            _own_namespaces()
+            isolated, why = True, ""
+        except OSError as exc:
+            why = str(exc)
+    os.write(report, json.dumps({"isolated": isolated, "why": why}).encode())
+    os.close(report)
+    kernel = os.fork()
+    if kernel == 0:
+        try:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.closerange(3, 1 << 16)
+            if isolated:
+                _private_mounts(request["slot"], request["slots"], int(request["tmp_mb"]))
+                socket.sethostname("sandbox")
+                _drop_capabilities()
+            else:
+                _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            _run_kernel(request)
+        except BaseException as exc:  # noqa: BLE001 - the kernel's last words go to its log
+            os.write(2, f"grader zygote: the kernel did not start: {exc!r}\n".encode())
+        finally:
+            os._exit(70)
+    _pid, status = os.waitpid(kernel, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _spawn(request: dict[str, Any]) -> dict[str, Any]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setsid()
+            for fd in (0, 1):  # the grader's channel is the zygote's alone
+                os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+            _child(request, write)
+        finally:
+            os._exit(70)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        said = f.read() or b'{"isolated": false, "why": "the child said nothing"}'
+    return {"ok": True, "pid": pid, **json.loads(said)}
+
+
+def _poll(pid: int) -> dict[str, Any]:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return {"ok": True, "exit": -1}
+    return {"ok": True, "exit": None if done == 0 else os.waitstatus_to_exitcode(status)}
+
+
+def _kill(pid: int) -> dict[str, Any]:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # its kernel dies with it (PDEATHSIG), and all it started
+    return {"ok": True}
+
+
+def serve() -> None:
+    """Answer the grader's commands until it says quit or closes the channel."""
+    # no other process of this user may read or trace this one's memory
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    preload()
+    out = sys.stdout
+    out.write(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "quit":
+                break
+            if op == "spawn":
+                answer = _spawn(request)
+            elif op == "poll":
+                answer = _poll(int(request["pid"]))
+            elif op == "kill":
+                answer = _kill(int(request["pid"]))
+            else:
+                answer = {"ok": False, "error": f"unknown op {op!r}"}
+        except Exception as exc:  # noqa: BLE001 - a failed command is answered, not fatal
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve()
