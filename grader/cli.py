@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from grader import export as export_mod
-from grader import pages
 from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
 from grader.discover import ManifestError, Submission
@@ -166,6 +165,8 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
 
 
 def _write_html_feedback(course: Course, rows: list[GradeRow], feedback_dir: Path) -> None:
+    from grader import pages  # matplotlib and copydetect: not for `grader check`
+
     summaries = pages.check_summaries(course, {r.assignment for r in rows})
     pages.write_html_feedback(course, rows, feedback_dir, summaries)
 
@@ -196,8 +197,10 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
 
     Example: grader report --out grades/report.html
     """
+    from grader import pages  # matplotlib and copydetect: not for `grader check`
+
     course = _load(course_path)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(course.timezone)
     if as_of is not None:
         try:
             now = dt.datetime.fromisoformat(as_of)

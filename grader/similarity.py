@@ -115,6 +115,18 @@ def _shared_lines(text: str, slices: np.ndarray) -> tuple[SharedLine, ...]:
     return tuple(shared)
 
 
+def _may_reach(fp_a: CodeFingerprint, fp_b: CodeFingerprint, threshold: float) -> bool:
+    """Whether the pair's share can reach ``threshold``: each fingerprint both have covers at
+    most NOISE_CHARS characters wherever it occurs, which bounds the shared part from above.
+    A cheap set intersection spares the full comparison for the many unrelated pairs."""
+    common = fp_a.hashes & fp_b.hashes
+    for fp in (fp_a, fp_b):
+        covered = NOISE_CHARS * sum(len(fp.hash_idx[h]) for h in common)
+        if covered >= threshold * fp.token_coverage:
+            return True
+    return False
+
+
 def compare(codes: Iterable[OwnCode], threshold: float
             ) -> tuple[list[SimilarPair], list[str], list[str]]:
     """Compare every pair of ``codes``: (pairs at or above ``threshold``, highest share first;
@@ -130,6 +142,8 @@ def compare(codes: Iterable[OwnCode], threshold: float
             prints[code.student] = (text, fp)
     pairs = []
     for (a, (text_a, fp_a)), (b, (text_b, fp_b)) in itertools.combinations(prints.items(), 2):
+        if not _may_reach(fp_a, fp_b, threshold):
+            continue
         overlap, (share_a, share_b), (slices_a, slices_b) = compare_files(fp_a, fp_b)
         if overlap and max(share_a, share_b) >= threshold:
             pairs.append(SimilarPair(a, b, float(share_a), float(share_b),

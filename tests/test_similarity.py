@@ -191,3 +191,17 @@ def test_shares_do_not_depend_on_the_process_hash_seed(homework: dict[str, Path]
                               capture_output=True, env={"PYTHONHASHSEED": seed}).stdout
                for seed in ("1", "2", "3")}
     assert len(outputs) == 1, outputs
+
+
+def test_the_quick_bound_never_drops_a_pair_above_the_threshold(
+        homework: dict[str, Path]) -> None:
+    # dot copies one of ann's three functions: shares in between, on both sides of thresholds
+    template = code_lines(homework["template"])
+    dot = notebook(homework["ann"].parents[1] / "dot" / "hw2.ipynb", [ANN[0], *CAT[1:]])
+    codes = [own_code(s, code_lines(p), template)
+             for s, p in [*((s, homework[s]) for s in ("ann", "ben", "cat")), ("dot", dot)]]
+    every = {(p.first, p.second): p.share for p in compare(codes, threshold=0.0)[0]}
+    assert any(0.2 < share < 0.8 for share in every.values()), every
+    for threshold in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        flagged = {(p.first, p.second) for p in compare(codes, threshold)[0]}
+        assert flagged == {pair for pair, share in every.items() if share >= threshold}
