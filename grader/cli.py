@@ -209,7 +209,11 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
                                f"got {as_of!r}") from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=course.timezone)
-    report = pages.write_report(course, _rows(gradebook), out_path, now)
+    rows = _rows(gradebook)
+    try:
+        report = pages.write_report(course, rows, out_path, now)
+    except OSError as exc:
+        raise UsageFailure(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
     out.print(f"wrote {out_path}: {len(report.standings)} students, {report.trouble} notebook(s) "
               f"that did not run to the end, {report.flagged_pairs} similar pair(s)")
 

@@ -127,6 +127,15 @@ def test_report_with_an_unreadable_time_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "--as-of" in result.output
 
 
+def test_report_into_a_folder_is_a_usage_error_naming_it(tmp_path):
+    golden_gradebook(tmp_path / "g.sqlite")
+    (tmp_path / "taken").mkdir()
+    result = run("report", "--course", str(REPO / "course.toml"), "--gradebook",
+                 str(tmp_path / "g.sqlite"), "--out", str(tmp_path / "taken"))
+    assert result.exit_code == 2 and str(tmp_path / "taken") in result.output
+    assert (tmp_path / "taken").is_dir()
+
+
 def test_report_and_export_write_the_pages(tmp_path):
     golden_gradebook(tmp_path / "g.sqlite")
     out = tmp_path / "out" / "report.html"
