@@ -179,6 +179,7 @@ def test_a_gone_file_and_a_broken_one_are_named(homework: dict[str, Path],
 
 def test_shares_do_not_depend_on_the_process_hash_seed(homework: dict[str, Path]) -> None:
     # Python salts str hashes per process; the shares must come out the same in any process.
+    import os
     import subprocess
     import sys
 
@@ -188,7 +189,8 @@ def test_shares_do_not_depend_on_the_process_hash_seed(homework: dict[str, Path]
               "print(repr((r.pairs[0].first_share, r.pairs[0].second_share)))")
     args = [str(homework[k]) for k in ("ann", "ben", "template")]
     outputs = {subprocess.run([sys.executable, "-c", script, *args], check=True, text=True,
-                              capture_output=True, env={"PYTHONHASHSEED": seed}).stdout
+                              capture_output=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
                for seed in ("1", "2", "3")}
     assert len(outputs) == 1, outputs
 
