@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, print a summary
+demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedback and report
 	$(BIN)/grader grade examples/submissions --jobs 2 --gradebook $(DEMO)/gradebook.sqlite \
 		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
+	$(BIN)/grader report --gradebook $(DEMO)/gradebook.sqlite --out $(DEMO)/report.html
 
 test: $(STAMP)  ## the whole test suite (kernel tests included)
 	$(BIN)/python -m pytest

@@ -7,6 +7,7 @@ without points, a gradebook in use).
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from grader import export as export_mod
-from grader.config import load_course
+from grader.config import Course, load_course
 from grader.errors import ConfigError, GraderError
 from grader.notebook import MalformedNotebook, read_notebook
 from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
-from grader.records import Outcome, Status, Submission
+from grader.records import GradeRow, Outcome, Status, Submission
 from grader.release import release_notebooks
 from grader.sandbox import use_sandbox
 from grader.store import locked, open_gradebook
@@ -28,6 +29,7 @@ DEFAULT_GRADEBOOK = Path("grades/gradebook.sqlite")
 DEFAULT_CSV = Path("grades/gradebook.csv")
 DEFAULT_LONG_CSV = Path("grades/gradebook_long.csv")
 DEFAULT_FEEDBACK = Path("grades/feedback")
+DEFAULT_REPORT = Path("grades/report.html")
 
 course_option = click.option(
     "--course", "course_path", type=click.Path(path_type=Path), default=Path("course.toml"),
@@ -94,6 +96,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         rows = book.rows()
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)
+    _write_html_feedback(course, rows, feedback_dir)
     _summary(graded)
     out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
     if any(g.row.status is Status.GRADER_ERROR for g in graded):
@@ -153,15 +156,64 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
     Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
     """
     course = load_course(course_path)
-    if not gradebook.exists():
-        raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
-    with open_gradebook(gradebook) as book:
-        rows = book.rows()
+    rows = _rows(gradebook)
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_csv(export_mod.long_table(course, rows), long_path)
     written = export_mod.write_feedback(course, rows, feedback_dir)
-    out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) in "
-              f"{feedback_dir}/")
+    _write_html_feedback(course, rows, feedback_dir)
+    out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) (Markdown "
+              f"and HTML) in {feedback_dir}/")
+
+
+def _write_html_feedback(course: Course, rows: list[GradeRow], feedback_dir: Path) -> None:
+    from grader import pages  # matplotlib and copydetect: not for `grader check`
+
+    summaries = pages.check_summaries(course, {r.assignment for r in rows})
+    pages.write_html_feedback(course, rows, feedback_dir, summaries)
+
+
+def _rows(gradebook: Path) -> list[GradeRow]:
+    if not gradebook.exists():
+        raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
+    with open_gradebook(gradebook) as book:
+        return book.rows()
+
+
+@main.command("report")
+@course_option
+@gradebook_option
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=DEFAULT_REPORT,
+              show_default=True, help="The HTML page to write (one self-contained file).")
+@click.option("--as-of", "as_of", default=None, metavar="WHEN",
+              help="The time the pass table is made for, ISO 8601 (2026-12-09 or "
+                   "2026-12-09T12:00; the course's time zone unless an offset is given). "
+                   "Default: now.")
+def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | None) -> None:
+    """Write the instructor's report: per homework the score histograms, statuses, the checks
+    most often failed, late submissions by tier, notebooks that did not run, grading time;
+    the pass table; and pairs of submissions with similar code (flags, never a grade change).
+
+    Example: grader report --out grades/report.html
+    """
+    from grader import pages  # matplotlib and copydetect: not for `grader check`
+
+    course = load_course(course_path)
+    now = dt.datetime.now(course.timezone)
+    if as_of is not None:
+        try:
+            now = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise UsageFailure(f"--as-of: expected a date or time like 2026-12-09T12:00, "
+                               f"got {as_of!r}") from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=course.timezone)
+    rows = _rows(gradebook)
+    try:
+        report = pages.write_report(course, rows, out_path, now)
+    except OSError as exc:
+        raise UsageFailure(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
+    out.print(f"wrote {out_path}: {len(report.standings)} students, {report.trouble} notebook(s) "
+              f"that did not run to the end, {report.flagged_pairs} similar pair(s)")
 
 
 @main.command()

@@ -61,6 +61,9 @@ class Course:
     counted: str = "latest"  # which of several submissions counts: "latest" or "best"
     roster: tuple[RosterEntry, ...] = ()
     extensions: Mapping[tuple[str, str], Extension] = field(default_factory=dict)
+    # [similarity] threshold: a pair of submissions whose shared code is at least this fraction
+    # (0..1) of either one's own code is listed in the report for a person to look at
+    similarity_threshold: float = 0.5
 
     @property
     def root(self) -> Path:
@@ -205,6 +208,13 @@ def load_course(path: Path) -> Course:
     if pass_rule.min_required < 0:
         raise rule._err("min_required", f"must be 0 or more, got {pass_rule.min_required}")
 
+    similarity = top.sub("similarity")
+    similarity_threshold = similarity.get("threshold", float, 0.5)
+    similarity.finish()
+    if not 0.0 < similarity_threshold <= 1.0:
+        raise similarity._err("threshold", f"must be a fraction in (0, 1], got "
+                                           f"{similarity_threshold}")
+
     limits_table = top.sub("limits")
     limits = Limits(**{k: limits_table.get(k, kind, getattr(Limits(), k))
                        for k, kind in _LIMIT_KEYS.items()})
@@ -238,7 +248,7 @@ def load_course(path: Path) -> Course:
     roster = load_roster(path.parent / roster_name) if roster_name else ()
     extensions = load_extensions(path.parent / extensions_name, ids) if extensions_name else {}
     return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,
-                  tuple(assignments), counted, roster, extensions)
+                  tuple(assignments), counted, roster, extensions, similarity_threshold)
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:

@@ -128,6 +128,12 @@ def _neutralise(value: object) -> object:
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` as UTF-8 CSV at ``path`` atomically, formulas neutralised."""
     safe = frame.map(_neutralise)
+    write_text_atomic(path, safe.to_csv(index=False, float_format="%.2f", lineterminator="\n"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 at ``path``, line ends as given, through a temporary file and a
+    rename: a reader never sees half a file, and a failed write leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     umask = os.umask(0)
@@ -135,7 +141,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; a shared gradebook is not private
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            safe.to_csv(f, index=False, float_format="%.2f", lineterminator="\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -166,13 +172,18 @@ def feedback_text(row: GradeRow, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def feedback_path(out_dir: Path, student: str, assignment: str, suffix: str) -> Path:
+    """``out_dir/<student>/<assignment><suffix>``, the student id made safe as a folder name."""
+    safe_student = student.replace(os.sep, "_").lstrip(".") or "_"
+    return out_dir / safe_student / f"{assignment}{suffix}"
+
+
 def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path) -> list[Path]:
     """One Markdown file per counted submission: ``out_dir/<student>/<assignment>.md``."""
     titles = {a.id: a.title for a in course.assignments}
     written = []
     for (student, assignment), row in sorted(counted_rows(rows, course.counted).items()):
-        safe_student = student.replace(os.sep, "_").lstrip(".") or "_"
-        path = out_dir / safe_student / f"{assignment}.md"
+        path = feedback_path(out_dir, student, assignment, ".md")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(feedback_text(row, titles.get(assignment, assignment)), encoding="utf-8")
         written.append(path)

@@ -122,3 +122,54 @@ def test_check_needs_a_known_assignment(tmp_path):
 def test_student_notebooks_match_the_references():
     result = run("release-notebooks", "--check", "--course", str(REPO / "course.toml"))
     assert result.exit_code == 0, result.output
+
+
+def golden_gradebook(path: Path) -> None:
+    from test_export import golden_rows
+
+    from grader.config import load_course
+    from grader.store import open_gradebook
+
+    with open_gradebook(path) as book:
+        for row in golden_rows(load_course(REPO / "course.toml")):
+            book.put(row)
+
+
+def test_report_without_a_gradebook_is_a_usage_error(tmp_path):
+    result = run("report", "--course", str(REPO / "course.toml"),
+                 "--gradebook", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "r.html"))
+    assert result.exit_code == 2 and "grader grade" in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_with_an_unreadable_time_is_a_usage_error(tmp_path):
+    golden_gradebook(tmp_path / "g.sqlite")
+    result = run("report", "--course", str(REPO / "course.toml"), "--gradebook",
+                 str(tmp_path / "g.sqlite"), "--out", str(tmp_path / "r.html"), "--as-of", "soon")
+    assert result.exit_code == 2 and "--as-of" in result.output
+
+
+def test_report_into_a_folder_is_a_usage_error_naming_it(tmp_path):
+    golden_gradebook(tmp_path / "g.sqlite")
+    (tmp_path / "taken").mkdir()
+    result = run("report", "--course", str(REPO / "course.toml"), "--gradebook",
+                 str(tmp_path / "g.sqlite"), "--out", str(tmp_path / "taken"))
+    assert result.exit_code == 2 and str(tmp_path / "taken") in result.output
+    assert (tmp_path / "taken").is_dir()
+
+
+def test_report_and_export_write_the_pages(tmp_path):
+    golden_gradebook(tmp_path / "g.sqlite")
+    out = tmp_path / "out" / "report.html"
+    result = run("report", "--course", str(REPO / "course.toml"), "--gradebook",
+                 str(tmp_path / "g.sqlite"), "--out", str(out), "--as-of", "2026-12-20")
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").count("<img ") == 7
+    # the golden rows' notebooks do not exist: the report says so rather than failing
+    assert "file gone: /submitted/alice/hw1/hw1.ipynb" in out.read_text(encoding="utf-8")
+    result = run("export", "--course", str(REPO / "course.toml"), "--gradebook",
+                 str(tmp_path / "g.sqlite"), "--csv", str(tmp_path / "g.csv"), "--long",
+                 str(tmp_path / "l.csv"), "--feedback", str(tmp_path / "fb"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fb" / "alice" / "hw1.md").is_file()
+    assert (tmp_path / "fb" / "alice" / "hw1.html").is_file()

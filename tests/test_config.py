@@ -93,6 +93,8 @@ def test_repository_course_loads() -> None:
         assert loaded == written.get(field.name, default), field.name
         assert type(loaded) is type(default), field.name
     assert all(a.lecture_day <= course.last_lecture_day for a in course.assignments)
+    similarity = tomllib.loads(REPO_COURSE.read_text(encoding="utf-8"))["similarity"]
+    assert course.similarity_threshold == similarity["threshold"]
 
 
 def test_small_course_loads_with_defaults_and_int_to_float(tmp_path: Path) -> None:
@@ -105,6 +107,13 @@ def test_small_course_loads_with_defaults_and_int_to_float(tmp_path: Path) -> No
     # Keys not given take Limits' defaults.
     assert course.limits.cpu_s == Limits().cpu_s
     assert course.limits.notebook_timeout_s == Limits().notebook_timeout_s
+    assert course.similarity_threshold == 0.5  # no [similarity] table: the default
+
+
+def test_similarity_threshold_is_read(tmp_path: Path) -> None:
+    path = write_course(tmp_path, "[limits]", "[similarity]\nthreshold = 1\n[limits]")
+    course = load_course(path)
+    assert course.similarity_threshold == 1.0
 
 
 def test_relative_path_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,6 +183,15 @@ BAD = [
                  id="late-policy-case"),
     pytest.param('late_policy = "cap"', 'late_policy = "halve"', "course.late_policy",
                  id="late-policy-unknown"),
+    # the similarity flags
+    pytest.param("[limits]", "[similarity]\nthreshold = 0.0\n[limits]", "similarity.threshold",
+                 id="similarity-threshold-zero"),
+    pytest.param("[limits]", "[similarity]\nthreshold = 50\n[limits]", "similarity.threshold",
+                 id="similarity-threshold-percent"),
+    pytest.param("[limits]", '[similarity]\nthreshold = "high"\n[limits]',
+                 "similarity.threshold", id="similarity-threshold-string"),
+    pytest.param("[limits]", "[similarity]\nthreshhold = 0.5\n[limits]",
+                 "similarity.threshhold", id="similarity-unknown-key"),
 ]
 
 

@@ -165,6 +165,7 @@ def test_grade_command_writes_csv_and_feedback(tmp_path, course, submissions):
     assert [ln.split(",")[0] for ln in lines[1:]] == ["alice", "bob", "carol"]
     feedback = (out / "fb" / "bob" / "hw1.md").read_text()
     assert "double(n) should be 2 n" in feedback
+    assert "double(n) should be 2 n" in (out / "fb" / "bob" / "hw1.html").read_text()
 
 
 def test_parallel_grading_gives_the_same_grades(tmp_path, course, submissions):
