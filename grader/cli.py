@@ -20,7 +20,7 @@ from grader.config import ConfigError, Course, load_course
 from grader.discover import ManifestError, Submission
 from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
 from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
-from grader.release import ReleaseError, release_notebooks
+from grader.release import ReleaseError, assignment_of, release_notebooks
 from grader.store import GradebookError, locked, open_gradebook
 
 DEFAULT_GRADEBOOK = Path("grades/gradebook.sqlite")
@@ -170,22 +170,24 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
 @click.argument("notebook", type=click.Path(path_type=Path))
 @course_option
 @click.option("-a", "--assignment", default=None,
-              help="Assignment id (default: the notebook's folder name, e.g. hw1).")
+              help="Assignment id (default: the id in the notebook's metadata, else the "
+                   "homework whose notebook has this file name, else the folder name).")
 @click.option("--seed", type=int, default=None, help="Seed for any drawn inputs.")
 def check(notebook: Path, course_path: Path, assignment: str | None, seed: int | None) -> None:
     """Run the public checks on your own notebook. Exit 0 if all pass, 1 if any fails.
 
-    Example: grader check assignments/hw1/hw1.ipynb
+    Example: grader check ~/Downloads/hw1.ipynb
     """
     course = _load(course_path)
-    assignment = assignment or notebook.resolve().parent.name
     try:
-        course.assignment(assignment)
-        read_notebook(notebook)
-    except ConfigError as exc:
-        raise UsageFailure(f"{exc}; pass --assignment") from None
+        nb = read_notebook(notebook)
     except ValueError as exc:
         raise UsageFailure(f"{notebook}: {exc}") from None
+    try:
+        assignment = assignment or assignment_of(course, notebook, nb)
+        course.assignment(assignment)
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc}; pass --assignment") from None
     check_dir = course.public_checks(assignment)
     try:
         _, sandbox_note = use_sandbox(course.limits)
