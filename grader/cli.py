@@ -7,6 +7,7 @@ without points, a gradebook in use).
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
 from grader.discover import ManifestError, Submission
 from grader.execute import ExecStatus, SandboxUnavailable, read_notebook, use_sandbox
+from grader.kit import KitError, LeakError, choose, write_kit
 from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
 from grader.release import ReleaseError, assignment_of, release_notebooks
 from grader.store import GradebookError, locked, open_gradebook
@@ -232,6 +234,43 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
         sys.exit(1)
     if not changed:
         out.print("student notebooks are up to date")
+
+
+@main.command("release")
+@click.argument("folder", metavar="OUT", type=click.Path(path_type=Path))
+@course_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Release this homework (repeatable). Default: every homework whose lecture "
+                   "day has come, by the course's clock.")
+@click.option("--all", "every", is_flag=True, help="Release every homework.")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Release what is out by this day (YYYY-MM-DD). Default: today in the "
+                   "course's time zone.")
+@click.option("--zip", "archive", is_flag=True, help="Also write OUT.zip, one archive.")
+@click.option("--force", is_flag=True, help="Replace an earlier kit at OUT (and OUT.zip).")
+def release_cmd(folder: Path, course_path: Path, assignments: tuple[str, ...], every: bool,
+                as_of: dt.datetime | None, archive: bool, force: bool) -> None:
+    """Write the student kit to the folder OUT: the released notebooks, their public checks,
+    the course kit nncourse, the engine that `make check` runs, a Makefile, a pyproject.toml
+    and a README with the deadlines. No solution, hidden check, example or roster is in it:
+    the kit is scanned for them before it is written (exit 1 if one is found).
+
+    Example: grader release out/kit --all --zip
+    """
+    course = _load(course_path)
+    today = as_of.date() if as_of else dt.datetime.now(course.timezone).date()
+    try:
+        chosen, skipped = choose(course, assignments, every, today)
+        for message in skipped:
+            err.print(message)
+        kit = write_kit(course, folder, chosen, archive, force)
+    except LeakError as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
+        sys.exit(1)
+    except KitError as exc:
+        raise UsageFailure(str(exc)) from None
+    out.print(f"wrote the kit of {', '.join(kit.assignments)} to {kit.folder}/ "
+              f"({kit.files} files)" + (f" and {kit.archive}" if kit.archive else ""))
 
 
 # run_checks is re-exported for scripts that grade one notebook by hand
