@@ -140,6 +140,8 @@ def _notebook(course: Course, assignment: str) -> bytes:
 
 def kit_files(course: Course, assignments: Sequence[str]) -> dict[str, bytes]:
     """Every file of the kit for ``assignments``, by relative path, in sorted order."""
+    if not assignments:
+        raise KitError("no homework to put in the kit")
     kit = course.root / "assignments" / "nncourse"
     if not (kit / "__init__.py").is_file():
         raise KitError(f"{kit}: the course kit nncourse is missing")
