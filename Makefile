@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HW     ?=
 DEMO   := out/demo
 
-.PHONY: install demo test check lint goldens release-notebooks bench clean
+.PHONY: install demo test check lint goldens release-notebooks release bench clean
 
 # torch==2.13.0 first: that release lies on local disk as a CPU build, and installing it before
 # the rest keeps pip from resolving `torch` to a multi-GB CUDA build.
@@ -40,6 +40,9 @@ goldens: $(STAMP)  ## rewrite the golden CSV files after an intended format chan
 
 release-notebooks: $(STAMP)  ## regenerate assignments/*/*.ipynb from solutions/
 	$(BIN)/grader release-notebooks
+
+release: $(STAMP)  ## the student kit of every homework: out/kit/ and out/kit.zip
+	$(BIN)/grader release out/kit --all --zip --force
 
 bench: $(STAMP)  ## time grading the homework-1 reference vs a bare nbclient run
 	$(BIN)/python scripts/bench_grading.py

@@ -18,10 +18,11 @@ from rich.table import Table
 from grader import export as export_mod
 from grader.config import Course, load_course
 from grader.errors import ConfigError, GraderError
+from grader.kit import choose, write_kit
 from grader.notebook import MalformedNotebook, read_notebook
 from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
 from grader.records import GradeRow, Outcome, Status, Submission
-from grader.release import release_notebooks
+from grader.release import assignment_of, release_notebooks
 from grader.sandbox import use_sandbox
 from grader.store import locked, open_gradebook
 
@@ -220,22 +221,24 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
 @click.argument("notebook", type=click.Path(path_type=Path))
 @course_option
 @click.option("-a", "--assignment", default=None,
-              help="Assignment id (default: the notebook's folder name, e.g. hw1).")
+              help="Assignment id (default: the id in the notebook's metadata, else the "
+                   "homework whose notebook has this file name, else the folder name).")
 @click.option("--seed", type=int, default=None, help="Seed for any drawn inputs.")
 def check(notebook: Path, course_path: Path, assignment: str | None, seed: int | None) -> None:
     """Run the public checks on your own notebook. Exit 0 if all pass, 1 if any fails.
 
-    Example: grader check assignments/hw1/hw1.ipynb
+    Example: grader check ~/Downloads/hw1.ipynb
     """
     course = load_course(course_path)
-    assignment = assignment or notebook.resolve().parent.name
     try:
-        course.assignment(assignment)
-        read_notebook(notebook)
-    except ConfigError as exc:
-        raise UsageFailure(f"{exc}; pass --assignment") from None
+        nb = read_notebook(notebook)
     except MalformedNotebook as exc:
         raise UsageFailure(f"{notebook}: {exc}") from None
+    try:
+        assignment = assignment or assignment_of(course, notebook, nb)
+        course.assignment(assignment)
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc}; pass --assignment") from None
     check_dir = course.public_checks(assignment)
     _, sandbox_note = use_sandbox(course.limits)
     err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
@@ -277,6 +280,37 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
         sys.exit(1)
     if not changed:
         out.print("student notebooks are up to date")
+
+
+@main.command("release")
+@click.argument("folder", metavar="OUT", type=click.Path(path_type=Path))
+@course_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Release this homework (repeatable). Default: every homework whose lecture "
+                   "day has come, by the course's clock.")
+@click.option("--all", "every", is_flag=True, help="Release every homework.")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Release what is out by this day (YYYY-MM-DD). Default: today in the "
+                   "course's time zone.")
+@click.option("--zip", "archive", is_flag=True, help="Also write OUT.zip, one archive.")
+@click.option("--force", is_flag=True, help="Replace an earlier kit at OUT (and OUT.zip).")
+def release_cmd(folder: Path, course_path: Path, assignments: tuple[str, ...], every: bool,
+                as_of: dt.datetime | None, archive: bool, force: bool) -> None:
+    """Write the student kit to the folder OUT: the released notebooks, their public checks,
+    the course kit nncourse, the engine that `make check` runs, a Makefile, a pyproject.toml
+    and a README with the deadlines. No solution, hidden check, example or roster is in it:
+    the kit is scanned for them before it is written (exit 1 if one is found).
+
+    Example: grader release out/kit --all --zip
+    """
+    course = load_course(course_path)
+    today = as_of.date() if as_of else dt.datetime.now(course.timezone).date()
+    chosen, skipped = choose(course, assignments, every, today)
+    for message in skipped:
+        err.print(message)
+    kit = write_kit(course, folder, chosen, archive, force)
+    out.print(f"wrote the kit of {', '.join(kit.assignments)} to {kit.folder}/ "
+              f"({kit.files} files)" + (f" and {kit.archive}" if kit.archive else ""))
 
 
 __all__ = ["main"]

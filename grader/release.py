@@ -14,11 +14,14 @@ from pathlib import Path
 import nbformat
 
 from grader.config import Course
-from grader.errors import ReleaseError
+from grader.errors import ConfigError, ReleaseError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = ("YOUR ANSWER HERE",)
+# Notebook metadata that names the homework: ``metadata["nncourse"] = {"assignment": "hw1"}``,
+# so ``grader check`` knows the notebook wherever the student saved it.
+METADATA_KEY = "nncourse"
 
 
 def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
@@ -45,9 +48,13 @@ def strip_regions(source: str, stub: tuple[str, ...], where: str) -> str:
     return "\n".join(out)
 
 
-def student_version(reference: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """The student notebook made from ``reference`` (which is not modified)."""
+def student_version(reference: nbformat.NotebookNode, name: str,
+                    assignment: str | None = None) -> nbformat.NotebookNode:
+    """The student notebook made from ``reference`` (which is not modified); with
+    ``assignment``, its id is written into the notebook's metadata."""
     nb = copy.deepcopy(reference)
+    if assignment is not None:
+        nb.metadata[METADATA_KEY] = {"assignment": assignment}
     for index, cell in enumerate(nb.cells):
         where = f"{name}, cell {index + 1}"
         if cell.cell_type == "code":
@@ -74,7 +81,7 @@ def release_notebooks(course: Course, check_only: bool = False) -> list[Path]:
         if not reference_path.exists():
             continue
         reference = nbformat.read(reference_path, as_version=4)
-        text = render(student_version(reference, str(reference_path)))
+        text = render(student_version(reference, str(reference_path), a.id))
         target = course.student_notebook(a.id)
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != text:
@@ -83,3 +90,29 @@ def release_notebooks(course: Course, check_only: bool = False) -> list[Path]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
     return changed
+
+
+def assignment_of(course: Course, path: Path, nb: nbformat.NotebookNode) -> str:
+    """Which homework the notebook at ``path`` is: the id in its metadata, else the assignment
+    whose notebook file has this name (``hw1.ipynb``), else its folder's name.
+
+    Raise ConfigError when the metadata names a homework the course does not have, or when
+    nothing tells.
+    """
+    known = ", ".join(a.id for a in course.assignments)
+    tag = nb.metadata.get(METADATA_KEY)
+    if tag is not None:
+        claimed = tag.get("assignment") if isinstance(tag, dict) else None
+        if not isinstance(claimed, str) or claimed not in {a.id for a in course.assignments}:
+            raise ConfigError(f"{path}: its metadata names homework {claimed!r}, which "
+                              f"{course.path} does not have (known: {known})")
+        return claimed
+    by_name = [a.id for a in course.assignments if a.notebook == path.name]
+    if len(by_name) == 1:
+        return by_name[0]
+    folder = path.resolve().parent.name
+    if folder in {a.id for a in course.assignments}:
+        return folder
+    raise ConfigError(f"{path}: cannot tell which homework this is: no homework id in its "
+                      f"metadata, and neither its name {path.name!r} nor its folder {folder!r} "
+                      f"is one of the course's (known: {known})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, write_notebook
@@ -173,3 +174,23 @@ def test_report_and_export_write_the_pages(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fb" / "alice" / "hw1.md").is_file()
     assert (tmp_path / "fb" / "alice" / "hw1.html").is_file()
+
+def test_check_of_a_notebook_naming_an_unknown_homework_is_a_usage_error(tmp_path):
+    nb = write_notebook(tmp_path / "hw1" / "hw1.ipynb", "x = 1")
+    data = nbformat.read(nb, as_version=4)
+    data.metadata["nncourse"] = {"assignment": "hw9"}
+    nbformat.write(data, nb)
+    result = run("check", str(nb), "--course", str(REPO / "course.toml"))
+    assert result.exit_code == 2 and "'hw9'" in result.output
+
+
+@pytest.mark.kernel
+def test_check_knows_a_released_notebook_saved_anywhere(tmp_path):
+    # A student's ~/Downloads/hw1.ipynb was refused as "no assignment 'Downloads'".
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    shutil.copy(REPO / "assignments" / "hw1" / "hw1.ipynb", downloads / "hw1 (1).ipynb")
+    result = run("check", str(downloads / "hw1 (1).ipynb"), "--course", str(REPO / "course.toml"))
+    assert result.exit_code == 1, result.output  # the untouched template fails its checks
+    assert "public checks of hw1" in result.output
+    assert "FAIL" in result.output and "failed" in result.output

@@ -5,7 +5,15 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from grader.release import CODE_STUB, MARKDOWN_STUB, ReleaseError, strip_regions, student_version
+from grader.release import (
+    CODE_STUB,
+    MARKDOWN_STUB,
+    METADATA_KEY,
+    ReleaseError,
+    assignment_of,
+    strip_regions,
+    student_version,
+)
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
@@ -146,3 +154,67 @@ def test_student_version_error_names_notebook_cell_and_line() -> None:
     message = str(info.value)
     assert "solutions/hw1/hw1.ipynb, cell 3" in message
     assert "line 2" in message
+
+
+# --- which homework a notebook is -------------------------------------------------------------
+
+def test_release_notebooks_writes_the_homework_id_into_each_student_notebook(repo) -> None:
+    from grader.config import load_course
+
+    course = load_course(repo / "course.toml")
+    for a in course.assignments:
+        nb = nbformat.read(course.student_notebook(a.id), as_version=4)
+        assert nb.metadata[METADATA_KEY] == {"assignment": a.id}
+
+
+def test_student_version_writes_the_id_only_when_given() -> None:
+    tagged = student_version(reference_notebook(), "ref.ipynb", "hw3")
+    assert tagged.metadata[METADATA_KEY] == {"assignment": "hw3"}
+    assert METADATA_KEY not in student_version(reference_notebook(), "ref.ipynb").metadata
+
+
+def tagged(assignment: object) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    if assignment is not None:
+        nb.metadata[METADATA_KEY] = {"assignment": assignment}
+    return nb
+
+
+@pytest.mark.parametrize(
+    ("relative", "assignment", "expected"),
+    [
+        pytest.param("Downloads/hw1.ipynb", "hw1", "hw1", id="metadata-anywhere"),
+        pytest.param("Downloads/hw1 (2).ipynb", "hw2", "hw2", id="metadata-beats-a-renamed-file"),
+        pytest.param("hw3/hw1.ipynb", "hw2", "hw2", id="metadata-beats-name-and-folder"),
+        pytest.param("Downloads/hw4.ipynb", None, "hw4", id="file-name-fallback"),
+        pytest.param("hw5/my work.ipynb", None, "hw5", id="folder-fallback"),
+        pytest.param("hw6/hw2.ipynb", None, "hw2", id="file-name-before-folder"),
+    ],
+)
+def test_assignment_of(repo, tmp_path, relative: str, assignment: str | None,
+                       expected: str) -> None:
+    from grader.config import load_course
+
+    course = load_course(repo / "course.toml")
+    assert assignment_of(course, tmp_path / relative, tagged(assignment)) == expected
+
+
+@pytest.mark.parametrize(
+    ("relative", "assignment", "words"),
+    [
+        pytest.param("hw1/hw1.ipynb", "hw9", ["'hw9'", "does not have"], id="unknown-id"),
+        pytest.param("hw1/hw1.ipynb", 7, ["7", "does not have"], id="id-not-a-string"),
+        pytest.param("Downloads/mine.ipynb", None, ["cannot tell", "'mine.ipynb'",
+                                                    "'Downloads'"], id="nothing-tells"),
+    ],
+)
+def test_assignment_of_refuses_with_the_reason(repo, tmp_path, relative: str, assignment: object,
+                                               words: list[str]) -> None:
+    from grader.config import ConfigError, load_course
+
+    course = load_course(repo / "course.toml")
+    with pytest.raises(ConfigError) as info:
+        assignment_of(course, tmp_path / relative, tagged(assignment))
+    assert str(tmp_path / relative) in str(info.value)
+    for word in words:
+        assert word in str(info.value)
