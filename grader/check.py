@@ -12,9 +12,9 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -40,6 +40,11 @@ class _GraderPlugin:
         self.missing_points: list[str] = []
         self.collect_errors: list[str] = []
         self.results: dict[str, CheckResult] = {}
+
+    def start(self, student: Student, seed: int, unavailable: str) -> None:
+        """Serve the next student: its kernel, the run's seed, no verdicts yet."""
+        self._student, self.seed, self._unavailable = student, seed, unavailable
+        self.results = {}
 
     # fixtures -------------------------------------------------------------------------------
     # ``student`` and ``grading_seed`` live for the whole submission, so a check file can build
@@ -144,12 +149,13 @@ def _short(text: str, lines: int = 6, chars: int = 800) -> str:
     return kept[:chars]
 
 
-def _pytest(check_dir: Path, plugin: _GraderPlugin, *extra: str) -> int:
+def _pytest(check_dir: Path, *plugins: object, collect_only: bool = False) -> int:
     args = [str(check_dir), "-c", str(_INI), "--rootdir", str(check_dir), "-p", "no:terminal",
-            "-p", "no:cacheprovider", "--import-mode=importlib", *extra]
+            "-p", "no:cacheprovider", "--import-mode=importlib",
+            *(["--collect-only"] if collect_only else [])]
     _forget_modules(check_dir)
     try:
-        return int(pytest.main(args, plugins=[plugin]))
+        return int(pytest.main(args, plugins=list(plugins)))
     finally:
         _forget_modules(check_dir)
 
@@ -174,7 +180,7 @@ def describe(check_dir: Path) -> tuple[CheckInfo, ...]:
     if not check_dir.is_dir():
         raise ChecksConfigError(f"no checks folder at {check_dir}")
     plugin = _GraderPlugin(None, 0, "")
-    _pytest(check_dir, plugin, "--collect-only")
+    _pytest(check_dir, plugin, collect_only=True)
     if plugin.collect_errors:
         raise ChecksConfigError(f"checks in {check_dir} fail to load: {plugin.collect_errors[0]}")
     if plugin.missing_points:
@@ -186,26 +192,84 @@ def describe(check_dir: Path) -> tuple[CheckInfo, ...]:
     return tuple(plugin.infos[name] for name in sorted(plugin.infos))
 
 
-def run_checks(check_dir: Path, student: Student | None, seed: int,
-               unavailable: str = "the notebook could not be run",
-               select: Collection[str] | None = None) -> tuple[CheckResult, ...]:
-    """Run every check in ``check_dir`` against ``student`` and return the verdicts, sorted by
-    name. With ``student`` None (the kernel is unusable) no check runs and each one fails with
-    ``unavailable`` as its message. ``select`` (check names, ``file stem::function``) runs only
-    those checks; a name that is not a check is a ChecksConfigError."""
+# A check run for one student: (student or None, the run's seed, why a missing student is
+# missing) -> each check's verdict, sorted by name.
+RunChecks = Callable[[Student | None, int, str], tuple[CheckResult, ...]]
+Job = TypeVar("Job")
+
+
+def serve_checks(check_dir: Path, jobs: Iterable[Job], grade: Callable[[Job, RunChecks], None],
+                 select: Collection[str] | None = None) -> None:
+    """Collect the checks in ``check_dir`` (or the ``select``ed ones) once, then call
+    ``grade(job, run)`` for each job in turn; ``run(student, seed, unavailable)`` runs every
+    collected check against that student and returns the verdicts. One pytest session serves
+    all the jobs: the check files are imported once, and their session-scoped fixtures are
+    set up and torn down again for each student. Raise ChecksConfigError before any job if the
+    checks are broken; an exception from ``grade`` stops the serving and is raised here."""
     points = collect(check_dir)
     if select is not None:
         unknown = sorted(set(select) - set(points))
         if unknown:
             raise ChecksConfigError(f"no such check in {check_dir}: {', '.join(unknown)}")
         points = {name: pts for name, pts in points.items() if name in set(select)}
-    if student is None:
-        return tuple(CheckResult(name, pts, Outcome.FAILED, unavailable)
-                     for name, pts in sorted(points.items()))
-    plugin = _GraderPlugin(student, seed, unavailable, select)
-    _pytest(check_dir, plugin)
-    results = []
-    for name, pts in sorted(points.items()):
-        results.append(plugin.results.get(
-            name, CheckResult(name, pts, Outcome.ERROR, "grader error: the check did not run")))
-    return tuple(results)
+    plugin = _GraderPlugin(None, 0, "", select)
+    server = _Server(plugin, points, jobs, grade)
+    _pytest(check_dir, plugin, server)
+    if server.failure is not None:
+        raise server.failure
+    if not server.served:
+        raise ChecksConfigError(f"the checks in {check_dir} could not be run (pytest stopped "
+                                f"before running them)")
+
+
+class _Server:
+    """The pytest plugin that turns one collected session into a loop over jobs."""
+
+    def __init__(self, plugin: _GraderPlugin, points: dict[str, float], jobs: Iterable[Any],
+                 grade: Callable[[Any, RunChecks], None]) -> None:
+        self._plugin, self._points = plugin, points
+        self._jobs, self._grade = jobs, grade
+        self.failure: BaseException | None = None
+        self.served = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.served = True
+        for job in self._jobs:
+            try:
+                self._grade(job, lambda student, seed, unavailable:
+                            self._run(session, student, seed, unavailable))
+            except BaseException as exc:  # noqa: BLE001 - raised again after pytest returns
+                self.failure = exc
+                break
+        return True
+
+    def _run(self, session: pytest.Session, student: Student | None, seed: int,
+             unavailable: str) -> tuple[CheckResult, ...]:
+        if student is None:
+            return tuple(CheckResult(name, pts, Outcome.FAILED, unavailable)
+                         for name, pts in sorted(self._points.items()))
+        plugin = self._plugin
+        plugin.start(student, seed, unavailable)
+        items = session.items
+        for index, item in enumerate(items):
+            following = items[index + 1] if index + 1 < len(items) else None
+            # the last item's teardown ends the session scope: the next student starts afresh
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+        return tuple(plugin.results.get(name, CheckResult(
+            name, pts, Outcome.ERROR, "grader error: the check did not run"))
+            for name, pts in sorted(self._points.items()))
+
+
+def run_checks(check_dir: Path, student: Student | None, seed: int,
+               unavailable: str = "the notebook could not be run",
+               select: Collection[str] | None = None) -> tuple[CheckResult, ...]:
+    """Run every check in ``check_dir`` against ``student`` and return the verdicts, sorted by
+    name. With ``student`` None (the kernel is unusable) no check runs and each one fails with
+    ``unavailable`` as its message. ``select`` (check names, ``file stem::function``) runs only
+    those checks; a name that is not a check is a ChecksConfigError. (One student: see
+    ``serve_checks`` for many.)"""
+    found: list[tuple[CheckResult, ...]] = []
+    serve_checks(check_dir, [None], lambda _, run: found.append(run(student, seed, unavailable)),
+                 select)
+    return found[0]

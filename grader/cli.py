@@ -8,7 +8,9 @@ without points, a gradebook in use).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -73,14 +75,16 @@ def main() -> None:
 @click.option("--seed", type=int, default=None,
               help="Seed for the hidden checks' draws (default: a fresh one, recorded in the "
                    "gradebook; pass a recorded seed to reproduce a run).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Notebooks graded at once, each in its own process (one CPU thread each).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+              help="Notebooks graded at once, each in its own worker process (one CPU thread "
+                   "each). Default: the number of cores.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
               show_default=True, help="Where to write the gradebook CSV after the run.")
 @click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
               default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
 def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
-          force: bool, seed: int | None, jobs: int, csv_path: Path, feedback_dir: Path) -> None:
+          force: bool, seed: int | None, jobs: int | None, csv_path: Path,
+          feedback_dir: Path) -> None:
     """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb, with an
     optional timestamp.txt beside each notebook), or the submissions listed in a manifest CSV
     (columns student,assignment,path,submitted_at).
@@ -93,7 +97,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     course = load_course(course_path)
     with locked(gradebook) as book:
         graded = grade_all(course, submissions, book, assignments, force, seed,
-                           _progress_printer(), jobs)
+                           _Printer(), jobs or _cores())
         rows = book.rows()
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)
@@ -104,24 +108,44 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         sys.exit(1)
 
 
-def _progress_printer() -> Progress:
-    """Progress lines on stderr: one as each submission starts, one when it is stored."""
-    done = 0
+class _Printer(Progress):
+    """Progress on stderr: a line as each submission starts, one as it is stored, with the
+    count, the rate and the time left."""
 
-    def report(event: str, sub: Submission | None, graded: Graded | None) -> None:
-        nonlocal done
-        if sub is None:
-            err.print(event)
-        elif event == "grading":
-            err.print(f"[{done + 1}] grading {sub.student}/{sub.assignment} ...")
-        elif graded is not None:
-            done += 1
-            row = graded.row
-            what = "unchanged, kept" if graded.skipped else \
-                f"{row.status.value}, {row.seconds:.1f} s"
-            err.print(f"  {sub.student}/{sub.assignment}: raw {row.raw:.2f} % ({what})")
+    def __init__(self) -> None:
+        self.total = self.graded = 0
+        self.start = time.monotonic()
 
-    return report
+    def note(self, text: str) -> None:
+        err.print(text, markup=False)
+
+    def planned(self, total: int) -> None:
+        self.total, self.start = total, time.monotonic()
+
+    def started(self, sub: Submission) -> None:
+        err.print(f"[{self.graded + 1}/{self.total}] grading {sub.student}/{sub.assignment} ...",
+                  markup=False)
+
+    def finished(self, graded: Graded) -> None:
+        row = graded.row
+        if graded.skipped:
+            err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % (unchanged, kept)",
+                      markup=False)
+            return
+        self.graded += 1
+        rate = (time.monotonic() - self.start) / self.graded
+        left = rate * (self.total - self.graded)
+        err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % ({row.status.value}, "
+                  f"{row.seconds:.1f} s)   {self.graded}/{self.total} done, "
+                  f"{rate:.1f} s per submission, about {_duration(left)} left", markup=False)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _pct(value: float | None) -> str:

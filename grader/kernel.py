@@ -130,7 +130,8 @@ class Zygote:
                 cwd=self.kit_parent, start_new_session=True)
         ready = self._read(timeout=120)
         if not ready.get("ready"):
-            raise ZygoteError(f"the kernel fork server did not start: {ready}")
+            raise ZygoteError(f"the kernel fork server did not start: it cannot import "
+                              f"{', '.join(ready.get('missing', [])) or ready}")
 
     def _read(self, timeout: float) -> dict[str, Any]:
         process = self._process

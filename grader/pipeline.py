@@ -1,4 +1,4 @@
-"""The grading run: discover -> execute -> check -> score -> store, one submission at a time.
+"""The grading run: discover -> execute -> check -> score -> store.
 
 A failure inside one submission becomes that submission's status and the batch goes on; only
 problems of the course itself (bad course.toml, checks without points) stop a run, and they stop
@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import multiprocessing
 import random
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from grader.check import collect, run_checks
+from grader.check import RunChecks, collect, run_checks, serve_checks
 from grader.config import Course
 from grader.discover import discover
 from grader.errors import GraderError
@@ -43,7 +41,21 @@ class Graded:
     skipped: bool  # unchanged since the stored row, not graded again
 
 
-Progress = Callable[[str, Submission | None, Graded | None], None]
+class Progress:
+    """What a grading run tells as it goes; the CLI prints it, a library caller may ignore
+    it (the default does nothing)."""
+
+    def note(self, text: str) -> None:
+        """A sentence about the run as a whole (its size, its seed, the sandbox)."""
+
+    def planned(self, total: int) -> None:
+        """How many submissions this run will grade (the unchanged ones not counted)."""
+
+    def started(self, sub: Submission) -> None:
+        """A submission was handed to a kernel."""
+
+    def finished(self, graded: Graded) -> None:
+        """A submission's row is stored (``graded.skipped``: kept from an earlier run)."""
 
 
 def new_seed() -> int:
@@ -55,6 +67,15 @@ def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int,
                    select: Collection[str] | None = None) -> tuple[Execution, CheckRun]:
     """Execute one notebook and run the checks in ``check_dir`` (or the ``select``ed ones)
     against its live kernel, within ``limits.checks_timeout_s`` for the whole check stage."""
+    graded: list[tuple[Execution, CheckRun]] = []
+    serve_checks(check_dir, [notebook],
+                 lambda path, run: graded.append(_execute_and_check(path, limits, seed, run)),
+                 select)
+    return graded[0]
+
+
+def _execute_and_check(notebook: Path, limits: Limits, seed: int,
+                       run: RunChecks) -> tuple[Execution, CheckRun]:
     torch.set_num_threads(1)  # checks that train or evaluate share the cores with the kernel
     with execute(notebook, limits) as (execution, session):
         start = time.monotonic()
@@ -67,7 +88,7 @@ def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int,
                                   Judge(session.workdir, limits), Budget(limits.checks_timeout_s))
             except StudentError as exc:
                 unavailable = f"not run: {exc}"
-        results = run_checks(check_dir, student, seed, unavailable, select)
+        results = run(student, seed, unavailable)
         seconds = time.monotonic() - start
         if session is not None and session.lost:
             return execution, CheckRun(results, seconds, Status.KERNEL_LOST, session.lost)
@@ -112,29 +133,76 @@ def _row(sub: Submission, course: Course, execution: Execution, checks: CheckRun
         **_late_fields(checks.results, sub, course))
 
 
-def _unrun(sub: Submission, course: Course, seed: int, status: Status, detail: str,
-           seconds: float = 0.0) -> GradeRow:
-    """The row of a submission whose checks could not run at all: every check fails."""
-    results = run_checks(course.hidden_checks(sub.assignment), None, seed,
-                         unavailable=f"not run: {detail}")
-    return _row(sub, course, Execution(status, detail, seconds, 0), CheckRun(results), seed)
-
-
-def grade_submission(sub: Submission, course: Course, seed: int) -> GradeRow:
-    """Grade one submission; never raises for anything the submission did."""
+def _graded_row(sub: Submission, course: Course, seed: int, run: RunChecks) -> GradeRow:
+    """Grade one submission with ``run`` (its assignment's checks); never raises for anything
+    the submission did. A failure of the grader itself is that row's ``grader_error``."""
     if sub.problem:
-        return _unrun(sub, course, seed, Status.MALFORMED, sub.problem)
+        execution = Execution(Status.MALFORMED, sub.problem, 0.0, 0)
+        return _row(sub, course, execution,
+                    CheckRun(run(None, seed, f"not run: {sub.problem}")), seed)
     start = time.monotonic()
     try:
-        execution, checks = grade_notebook(sub.path, course.hidden_checks(sub.assignment),
-                                           course.limits, seed)
+        execution, checks = _execute_and_check(sub.path, course.limits, seed, run)
     except GraderError:
         raise
     except Exception as exc:  # noqa: BLE001 - one broken submission must not stop the batch
         traceback.print_exc()
-        return _unrun(sub, course, seed, Status.GRADER_ERROR,
-                      f"grader error: {type(exc).__name__}: {exc}", time.monotonic() - start)
+        return grader_error_row(sub, course, seed, f"{type(exc).__name__}: {exc}",
+                                time.monotonic() - start)
     return _row(sub, course, execution, checks, seed)
+
+
+def grader_error_row(sub: Submission, course: Course, seed: int, why: str,
+                     seconds: float = 0.0) -> GradeRow:
+    """The row of a submission the grader failed on: every check fails, unrun."""
+    detail = f"grader error: {why}"
+    results = run_checks(course.hidden_checks(sub.assignment), None, seed,
+                         unavailable=f"not run: {detail}")
+    return _row(sub, course, Execution(Status.GRADER_ERROR, detail, seconds, 0),
+                CheckRun(results), seed)
+
+
+def grade_submission(sub: Submission, course: Course, seed: int) -> GradeRow:
+    """Grade one submission (its checks collected for it alone); never raises for anything
+    the submission did. The unit of work of a cluster's task."""
+    rows: list[GradeRow] = []
+    serve_checks(course.hidden_checks(sub.assignment), [sub],
+                 lambda s, run: rows.append(_graded_row(s, course, seed, run)))
+    return rows[0]
+
+
+Task = tuple[int, Submission]
+
+
+def grade_stream(course: Course, seed: int, tasks: Iterable[Task],
+                 done: Callable[[Task, GradeRow], None]) -> None:
+    """Grade the submissions of ``tasks`` in this process, in order, calling ``done`` with each
+    row as soon as it is ready. Consecutive submissions of one assignment share one session of
+    its checks: the check files are collected once for all of them."""
+    pending = _Lookahead(iter(tasks))
+    while (first := pending.peek()) is not None:
+        assignment = first[1].assignment
+        serve_checks(course.hidden_checks(assignment), pending.while_on(assignment),
+                     lambda task, run: done(task, _graded_row(task[1], course, seed, run)))
+
+
+class _Lookahead:
+    """An iterator that can show its next item without taking it (None at the end)."""
+
+    def __init__(self, items: Iterator[Task]) -> None:
+        self._items = items
+        self._next: Task | None = None
+
+    def peek(self) -> Task | None:
+        if self._next is None:
+            self._next = next(self._items, None)
+        return self._next
+
+    def while_on(self, assignment: str) -> Iterator[Task]:
+        """The next items, as long as they are submissions of ``assignment``."""
+        while (item := self.peek()) is not None and item[1].assignment == assignment:
+            self._next = None
+            yield item
 
 
 def gradable(course: Course) -> list[str]:
@@ -159,9 +227,9 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     seed = new_seed() if seed is None else seed
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)
-    report = progress or (lambda *_: None)
-    report(f"{len(submissions)} submission(s), seed {seed}, {jobs} at a time; {sandbox_note}",
-           None, None)
+    report = progress or Progress()
+    report.note(f"{len(submissions)} submission(s), seed {seed}, {jobs} at a time; "
+                f"{sandbox_note}")
     done: dict[int, Graded] = {}
     todo: list[tuple[int, Submission]] = []
     for index, sub in enumerate(submissions):
@@ -171,39 +239,32 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
             if row != stored:
                 book.put(row)
             done[index] = Graded(sub, row, skipped=True)
-            report("done", sub, done[index])
+            report.finished(done[index])
         else:
             todo.append((index, sub))
-    for index, sub, row in _graded(todo, course, seed, jobs, report):
+    def store(task: Task, row: GradeRow) -> None:
+        index, sub = task
         book.put(row)
         done[index] = Graded(sub, row, skipped=False)
-        report("done", sub, done[index])
+        report.finished(done[index])
+
+    # by assignment: a worker keeps one session of checks while it grades the same homework
+    todo.sort(key=lambda task: (task[1].assignment, task[0]))
+    report.planned(len(todo))
+    if jobs <= 1 or len(todo) <= 1:
+        grade_stream(course, seed, _announced(todo, report), store)
+    else:
+        from grader.pool import grade_in_workers
+
+        grade_in_workers(todo, course, seed, jobs,
+                         lambda task: report.started(task[1]), store)
     return [done[i] for i in sorted(done)]
 
 
-def _graded(todo: list[tuple[int, Submission]], course: Course, seed: int, jobs: int,
-            report: Progress) -> Iterator[tuple[int, Submission, GradeRow]]:
-    """Grade ``todo``, in this process or in ``jobs`` worker processes; yield each row as it is
-    ready. A worker that dies costs its submission a grader_error row, not the batch."""
-    if jobs <= 1:
-        for index, sub in todo:
-            report("grading", sub, None)
-            yield index, sub, grade_submission(sub, course, seed)
-        return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(grade_submission, sub, course, seed): (index, sub)
-                   for index, sub in todo}
-        for future in as_completed(futures):
-            index, sub = futures[future]
-            try:
-                row = future.result()
-            except GraderError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a dead worker costs one submission
-                row = _unrun(sub, course, seed, Status.GRADER_ERROR,
-                             f"grader error: the worker died: {type(exc).__name__}: {exc}")
-            yield index, sub, row
+def _announced(todo: Sequence[Task], report: Progress) -> Iterator[Task]:
+    for task in todo:
+        report.started(task[1])
+        yield task
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:

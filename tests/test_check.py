@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.check import ChecksConfigError, Outcome, collect, describe, run_checks
+from grader.check import ChecksConfigError, Outcome, collect, describe, run_checks, serve_checks
 from grader.protocol import Student, encode
 
 
@@ -168,3 +168,57 @@ def test_describe_names_points_slowness_and_summary(tmp_path):
     assert infos["test_hw::test_trains"].slow and infos["test_hw::test_trains"].points == 2
     assert infos["test_hw::test_trains"].summary == "Accuracy after fine-tuning >= 0.9."
     assert not infos["test_hw::test_quick"].slow and infos["test_hw::test_quick"].summary == ""
+
+
+SESSION_CHECKS = '''
+import pytest
+
+SEEN = []
+
+
+@pytest.fixture(scope="session")
+def doubled(student):
+    SEEN.append("setup")
+    yield student.call("double", 21)
+    SEEN.append("teardown")
+
+
+@pytest.mark.points(1)
+def test_shared(doubled):
+    assert doubled == 42, "double(21) should be 42"
+
+
+@pytest.mark.points(1)
+def test_again(student, doubled, rng, grading_seed):
+    assert student.call("record", rng.random(), grading_seed) is None
+    assert SEEN.count("setup") == SEEN.count("teardown") + 1, "one live fixture per student"
+'''
+
+
+def test_one_session_serves_many_students_each_with_its_own_fixtures(tmp_path):
+    seen: list[tuple[float, int]] = []
+    right = _fake_student(double=lambda n: 2 * n, record=lambda x, s: seen.append((x, s)))
+    wrong = _fake_student(double=lambda n: n, record=lambda x, s: seen.append((x, s)))
+    verdicts: dict[str, tuple] = {}
+    jobs = [("right", right, 1), ("wrong", wrong, 1), ("right again", right, 2),
+            ("no kernel", None, 3)]
+
+    def grade(job, run):
+        name, student, seed = job
+        verdicts[name] = run(student, seed, "not run: no kernel")
+
+    serve_checks(_checks(tmp_path, SESSION_CHECKS), jobs, grade)
+    outcome = {name: [r.outcome for r in results] for name, results in verdicts.items()}
+    assert outcome["right"] == outcome["right again"] == [Outcome.PASSED, Outcome.PASSED]
+    assert outcome["wrong"] == [Outcome.PASSED, Outcome.FAILED]  # test_again, test_shared
+    assert [r.message for r in verdicts["no kernel"]] == ["not run: no kernel"] * 2
+    # the same draw for the same seed, another for another seed; one fixture per student
+    assert seen[0] == seen[1] and seen[2] != seen[0] and len(seen) == 3
+
+
+def test_an_error_while_serving_stops_and_is_raised(tmp_path):
+    def grade(job, run):
+        raise RuntimeError(f"the grader broke on {job}")
+
+    with pytest.raises(RuntimeError, match="broke on 1"):
+        serve_checks(_checks(tmp_path, CHECKS), [1, 2], grade)

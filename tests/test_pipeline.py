@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -16,8 +17,8 @@ from conftest import write_notebook
 
 from grader.cli import main
 from grader.config import load_course
-from grader.pipeline import grade_all
-from grader.records import Status
+from grader.pipeline import Progress, grade_all
+from grader.records import Status, Submission
 from grader.store import locked, open_gradebook
 
 pytestmark = pytest.mark.kernel
@@ -179,3 +180,50 @@ def test_parallel_grading_gives_the_same_grades(tmp_path, course, submissions):
     assert [(g.row.status, g.row.raw, g.row.checks) for g in parallel] == \
         [(g.row.status, g.row.raw, g.row.checks) for g in sequential]
     assert len(stored) == 3
+
+
+class _KillWorkersAt(Progress):
+    """Kills every worker process as soon as ``victim``'s submission is handed out."""
+
+    def __init__(self, victim: str) -> None:
+        self.victim = victim
+
+    def started(self, sub: Submission) -> None:
+        if sub.student == self.victim:
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+
+
+def test_a_worker_that_dies_costs_only_what_it_held(tmp_path, course, submissions):
+    for student in ("dave", "erin", "fay"):
+        _submit(submissions, student, "def double(n):\n    return 2 * n")
+    with locked(tmp_path / "gb.sqlite") as book:
+        graded = grade_all(load_course(course), submissions, book, seed=3, jobs=2,
+                           progress=_KillWorkersAt("dave"))
+        stored = {r.student: r for r in book.rows()}
+    assert set(stored) == {"alice", "bob", "carol", "dave", "erin", "fay"}
+    lost = {s for s, r in stored.items() if r.status is Status.GRADER_ERROR}
+    assert "dave" in lost and len(lost) <= 2  # dave, and whatever the other worker held
+    assert all("worker process died" in stored[s].detail for s in lost)
+    for student in {"alice", "erin", "fay"} - lost:
+        assert stored[student].raw == 100.0 and stored[student].status is Status.OK
+    assert len(graded) == 6
+
+
+def test_one_worker_grades_its_homework_with_one_session_of_checks(tmp_path, course,
+                                                                    submissions, monkeypatch):
+    from grader import check
+
+    sessions: list[int] = []
+    real = check._pytest
+
+    def counting(check_dir, *plugins, collect_only=False):
+        sessions.append(collect_only)
+        return real(check_dir, *plugins, collect_only=collect_only)
+
+    monkeypatch.setattr(check, "_pytest", counting)
+    with locked(tmp_path / "gb.sqlite") as book:
+        graded = grade_all(load_course(course), submissions, book, seed=3, jobs=1)
+    assert [g.row.raw for g in graded] == [100.0, 0.0, 0.0]
+    # one collection to validate the checks, one serving session for all three notebooks
+    assert sessions.count(False) == 1

@@ -28,6 +28,7 @@ import ctypes
 import importlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -36,6 +37,7 @@ from typing import Any
 
 PRELOAD = ("numpy", "torch", "nncourse", "matplotlib", "matplotlib.pyplot",
            "ipykernel.kernelapp", "ipykernel.ipkernel")
+REQUIRED = ("ipykernel.kernelapp",)  # without it no kernel can start
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -52,14 +54,19 @@ def _check(result: int, what: str) -> None:
         raise OSError(error, f"{what}: {os.strerror(error)}")
 
 
-def preload() -> None:
-    """Import what every kernel would import anyway; the children inherit it."""
+def preload() -> list[str]:
+    """Import what every kernel would import anyway (the children inherit it); return the
+    modules that could not be imported."""
+    missing = []
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+        try:
             importlib.import_module(name)
+        except ImportError as exc:
+            missing.append(f"{name} ({exc})")
     nncourse = sys.modules.get("nncourse")
     if nncourse is not None:
         nncourse.load_digits_split()  # reads and splits the data set once
+    return missing
 
 
 def _own_namespaces() -> None:
@@ -86,11 +93,38 @@ def _mount(source: str, target: str, kind: str | None, flags: int, data: str = "
                        flags, data.encode() or None), f"mount {target}")
 
 
+def _mounts_under(top: str) -> list[str]:
+    """The outermost mount points below ``top`` (a Python environment under /tmp, say)."""
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                           line.split()[4])
+            if point.startswith(top + "/"):
+                points.append(point)
+    return sorted({p for p in points
+                   if not any(p != q and p.startswith(q + "/") for q in points)})
+
+
+def _fresh_tmp(park: str, tmp_mb: int) -> None:
+    """An empty tmpfs on /tmp that still shows what was mounted below /tmp (the Python
+    environment may live there), but nothing anyone wrote there."""
+    below = _mounts_under("/tmp")
+    os.mkdir(park)
+    _mount("/tmp", park, None, MS_BIND | MS_REC)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
+    for point in below:
+        os.makedirs(point, mode=0o755, exist_ok=True)
+        _mount(park + point[len("/tmp"):], point, None, MS_BIND | MS_REC)
+    _check(_libc.umount2(park.encode(), 0x2), "umount")  # MNT_DETACH
+    os.rmdir(park)
+
+
 def _private_mounts(slot: str, slots: str, tmp_mb: int) -> None:
     """A fresh, empty /tmp and /dev/shm for this kernel alone, and of the slots folder only
     its own slot in sight; no mount event leaks out of its namespace."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
+    _fresh_tmp(os.path.join(slot, ".tmp"), tmp_mb)
     if os.path.isdir("/dev/shm"):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     # hide the other slots: park this one, cover the folder, put this one back
@@ -229,10 +263,14 @@ def serve() -> None:
     """Answer the grader's commands until it says quit or closes the channel."""
     # no other process of this user may read or trace this one's memory
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    preload()
+    missing = preload()
     out = sys.stdout
-    out.write(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}) + "\n")
+    broken = [m for m in missing if m.split()[0] in REQUIRED]
+    out.write(json.dumps({"ok": not broken, "ready": not broken, "missing": missing,
+                          "pid": os.getpid()}) + "\n")
     out.flush()
+    if broken:
+        return
     for line in sys.stdin:
         try:
             request = json.loads(line)

@@ -1,0 +1,129 @@
+"""Grading on every core: a pool of worker processes, started once per run and reused.
+
+Each worker imports the grader once, starts its own kernel fork server (``grader.kernel``) once,
+and grades the submissions it is sent one at a time (``pipeline.grade_stream``), keeping one
+session of an assignment's checks while it is sent that assignment's submissions. The parent
+hands out the submissions, prefers to give a worker more of the homework it is on, stores
+each row as it comes back (the gradebook has one writer), and when a worker dies, the
+submission it held gets a ``grader_error`` row, a new worker takes its place, and the batch
+goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+from grader.config import Course
+from grader.pipeline import Task, grade_stream, grader_error_row
+from grader.records import GradeRow
+
+
+def _work(conn: Connection, course: Course, seed: int) -> None:
+    """A worker: grade what the parent sends until it sends None."""
+    import torch
+
+    from grader.kernel import close_zygotes
+
+    torch.set_num_threads(1)
+
+    def tasks() -> Iterator[Task]:
+        while (task := conn.recv()) is not None:
+            yield task
+
+    try:
+        grade_stream(course, seed, tasks(), lambda task, row: conn.send((task, row)))
+    finally:
+        close_zygotes()
+        conn.close()
+
+
+class _Worker:
+    def __init__(self, context: multiprocessing.context.SpawnContext, course: Course,
+                 seed: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process: BaseProcess = context.Process(target=_work, args=(child, course, seed),
+                                                    daemon=True)
+        self.process.start()
+        child.close()
+        self.task: Task | None = None  # the submission it holds, if any
+        self.assignment = ""  # the homework it graded last
+
+    def send(self, task: Task | None) -> None:
+        self.task = task
+        if task is not None:
+            self.assignment = task[1].assignment
+        self.conn.send(task)
+
+
+def _pick(queue: deque[Task], assignment: str) -> Task:
+    """The next task for a worker last on ``assignment``: more of it if any is left."""
+    for task in queue:
+        if task[1].assignment == assignment:
+            queue.remove(task)
+            return task
+    return queue.popleft()
+
+
+def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
+                     started: Callable[[Task], None],
+                     done: Callable[[Task, GradeRow], None]) -> None:
+    """Grade ``todo`` in ``jobs`` worker processes; ``started`` and ``done`` are called in this
+    process as each submission is handed out and as its row comes back."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+    queue = deque(todo)
+    workers = [_Worker(context, course, seed) for _ in range(min(jobs, len(queue)))]
+    for worker in workers:
+        task = queue.popleft()
+        started(task)
+        worker.send(task)
+    try:
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for worker in busy:
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    _collect(worker, workers, queue, context, course, seed, started, done)
+    finally:
+        for worker in workers:
+            if worker.process.is_alive():
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+        for worker in workers:
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.kill()
+
+
+def _collect(worker: _Worker, workers: list[_Worker], queue: deque[Task],
+             context: multiprocessing.context.SpawnContext, course: Course, seed: int,
+             started: Callable[[Task], None], done: Callable[[Task, GradeRow], None]) -> None:
+    """Take what ``worker`` sent (a row), or notice it died; give it (or its replacement) the
+    next task."""
+    held = worker.task
+    assert held is not None
+    try:
+        task, row = worker.conn.recv()
+    except (EOFError, OSError):
+        # the worker died with the submission in hand: that submission, not the batch, pays
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        done(held, grader_error_row(held[1], course, seed,
+                                    f"the worker process died (exit code {code})"))
+        worker.task = None
+        if not queue:
+            return
+        workers[workers.index(worker)] = replacement = _Worker(context, course, seed)
+        replacement.assignment = worker.assignment
+        worker = replacement
+    else:
+        done(task, row)
+    worker.task = None
+    if queue:
+        task = _pick(queue, worker.assignment)
+        started(task)
+        worker.send(task)
