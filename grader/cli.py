@@ -20,9 +20,10 @@ from rich.table import Table
 from grader import export as export_mod
 from grader.config import Course, load_course
 from grader.errors import ConfigError, GraderError
+from grader.grading import grade_notebook
 from grader.kit import choose, write_kit
 from grader.notebook import MalformedNotebook, read_notebook
-from grader.pipeline import Graded, Progress, grade_all, grade_notebook, new_seed
+from grader.pipeline import Graded, Progress, grade_all, new_seed
 from grader.records import GradeRow, Outcome, Status, Submission
 from grader.release import assignment_of, release_notebooks
 from grader.sandbox import use_sandbox

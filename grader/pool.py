@@ -1,7 +1,7 @@
 """Grading on every core: a pool of worker processes, started once per run and reused.
 
 Each worker imports the grader once, starts its own kernel fork server (``grader.kernel``) once,
-and grades the submissions it is sent one at a time (``pipeline.grade_stream``), keeping one
+and grades the submissions it is sent one at a time (``grading.grade_stream``), keeping one
 session of an assignment's checks while it is sent that assignment's submissions. The parent
 hands out the submissions, prefers to give a worker more of the homework it is on, stores
 each row as it comes back (the gradebook has one writer), and when a worker dies, the
@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from grader.config import Course
-from grader.pipeline import Task, grade_stream, grader_error_row
+from grader.grading import Task, grade_stream, grader_error_row
 from grader.records import GradeRow
 
 

@@ -19,16 +19,13 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from grader.bridge import kernel as kernel_end
 from grader.bridge import wire
-
-if TYPE_CHECKING:
-    from grader.judge import Judge
 
 # Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
 # reports for each (the kernel's end gets this table when it is installed).
@@ -234,6 +231,14 @@ def _tensor_from_b64(text: Any) -> torch.Tensor:
 
 
 T = TypeVar("T")
+
+
+class Judge(Protocol):
+    """What opens the files a notebook wrote (``grader.judge.Judge``)."""
+
+    def files(self) -> dict[str, int]: ...
+
+    def run(self, source: str, inputs: Mapping[str, Any], timeout: float, name: str) -> Any: ...
 
 # A transport sends one request (JSON text) within a time limit (seconds) and returns the
 # decoded JSON reply of the kernel's end; it raises StudentError when the kernel is gone.

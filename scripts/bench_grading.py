@@ -20,7 +20,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from grader.config import load_course
-from grader.pipeline import grade_notebook
+from grader.grading import grade_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 

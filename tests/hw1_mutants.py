@@ -17,6 +17,27 @@ function the notebook's own self-check cell tests also make that cell raise.
 
 from __future__ import annotations
 
+# encoder_layer_macs's reference body, replaced whole by the "fast_path_missed" mutant
+ENCODER_SOLUTION = """    attention = layer.self_attn
+    d, heads, hidden = attention.embed_dim, attention.num_heads, layer.linear1.out_features
+    if input_shape[-1] != d:
+        raise ValueError(f"last dimension {input_shape[-1]} is not d_model={d}")
+    if attention.batch_first:
+        batch, seq, _ = input_shape
+    else:
+        seq, batch, _ = input_shape
+    tokens = batch * seq
+    per_product = batch * heads * seq * seq * (d // heads)  # T x T scores of width d / h
+    return {
+        "in_proj": tokens * d * 3 * d,
+        "out_proj": tokens * d * d,
+        "linear1": tokens * d * hidden,
+        "linear2": tokens * hidden * d,
+        "qk": per_product,
+        "av": per_product,
+    }
+"""
+
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # conv2d_macs: C_in instead of C_in / groups (wrong for group and depth-wise convs)
     "groups_ignored": [("(c_in // groups)", "c_in")],
@@ -76,6 +97,93 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     ],
     # bound: the ridge point upside down
     "ridge_inverted": [("ai < peak_flops / bandwidth", "ai < bandwidth / peak_flops")],
+    # model_macs without the refusal: attention's projections silently reported as 0 or missing
+    "attention_counted_silently": [
+        (
+            "    if any(isinstance(module, nn.MultiheadAttention) for module in model.modules()):\n"
+            "        raise ValueError(",
+            "    if False:\n        raise ValueError(",
+        )
+    ],
+    # elementwise_flops: GELU counted like ReLU, one FLOP per element
+    "gelu_as_relu": [
+        ('per_element = 9 if module.approximate == "tanh" else 5', "per_element = 1")
+    ],
+    # elementwise_flops: LayerNorm without the variance pass (square and sum)
+    "layernorm_without_variance": [
+        ("per_element = 7 if module.elementwise_affine else 5",
+         "per_element = 5 if module.elementwise_affine else 3")
+    ],
+    # elementwise_flops: BatchNorm always counted with batch statistics, whatever its mode
+    "batchnorm_mode_ignored": [
+        ("if module.training or not module.track_running_stats:", "if True:")
+    ],
+    # model_flops: the residual additions are not counted
+    "residual_addition_missed": [
+        ("            counted.append(output.numel())\n", "            pass\n")
+    ],
+    # model_flops: fold_bn ignored, BatchNorm always costs its inference FLOPs
+    "bn_never_folded": [
+        ("elif not (fold_bn and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))):", "else:")
+    ],
+    # encoder_layer_macs: the input projection (Q, K and V) forgotten
+    "in_proj_forgotten": [('        "in_proj": tokens * d * 3 * d,\n', "")],
+    # encoder_layer_macs: Q K^T and A V counted once, not per sequence of the batch and per head
+    "attention_products_once": [
+        ("per_product = batch * heads * seq * seq * (d // heads)",
+         "per_product = seq * seq * (d // heads)")
+    ],
+    # encoder_layer_macs: the input read as (batch, seq, d) whatever batch_first says
+    "batch_first_ignored": [
+        (
+            "    if attention.batch_first:\n"
+            "        batch, seq, _ = input_shape\n"
+            "    else:\n"
+            "        seq, batch, _ = input_shape\n",
+            "    batch, seq, _ = input_shape\n",
+        )
+    ],
+    # encoder_layer_macs measured with FlopCounterMode on the layer as given: right on the slow
+    # path, 0 when PyTorch runs the fused fast path (eval, no_grad, batch_first, even heads)
+    "fast_path_missed": [
+        (
+            ENCODER_SOLUTION,
+            """    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        layer(torch.zeros(input_shape))
+    counts = {name.split(".", 1)[-1]: {str(op): n // 2 for op, n in ops.items()}
+              for name, ops in counter.get_flop_counts().items()}
+    attention = counts.get("self_attn", {})
+    projections = attention.get("aten.mm", 0) + attention.get("aten.addmm", 0)  # 3 d^2 + d^2
+    return {
+        "in_proj": projections * 3 // 4,
+        "out_proj": projections // 4,
+        "linear1": counts.get("linear1", {}).get("aten.addmm", 0),
+        "linear2": counts.get("linear2", {}).get("aten.addmm", 0),
+        "qk": attention.get("aten.bmm", 0) // 2,
+        "av": attention.get("aten.bmm", 0) // 2,
+    }
+""",
+        )
+    ],
+    # flopco_prediction: FlopCo assumed to count the whole batch, as the course does
+    "flopco_batch_counted": [
+        ("value = flops(h_out * w_out * c_out * channels * k_h * k_w)  # one sample",
+         "value = flops(output.shape[0] * h_out * w_out * c_out * channels * k_h * k_w)"),
+        ("value = flops(module.in_features * module.out_features)  # one row",
+         "value = flops(output.numel() * module.in_features)"),
+    ],
+    # flopco_prediction: FlopCo assumed to add out_features for a Linear bias
+    "flopco_bias_out_features": [
+        ("bias = module.in_features  # weight.shape (out, in) read as (in, out)",
+         "bias = module.out_features"),
+    ],
+    # flopco_prediction: FlopCo assumed to get grouped convolutions right
+    "flopco_groups_fixed": [
+        ("channels = 1 if module.groups != 1 else module.in_channels  # FlopCo's formula",
+         "channels = module.in_channels // module.groups"),
+    ],
     # returns the public checks' expected values: see CONSTANTS_SOURCE
     "constants": [],
 }
@@ -144,6 +252,27 @@ def fixed_conv_macs(module, output_shape):
 
 def bug_counterexample():
     return {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "groups": 4}
+
+
+def elementwise_flops(module, input_shape):
+    return 6
+
+
+def model_flops(model, input_shape, fold_bn=False):
+    return 1206
+
+
+def encoder_layer_macs(layer, input_shape):
+    return {"in_proj": 144, "out_proj": 48, "linear1": 96, "linear2": 96, "qk": 36, "av": 36}
+
+
+def attention_model_macs(model, input_shape):
+    return {"0": 24, "1.self_attn.in_proj": 144, "1.self_attn.out_proj": 48, "1.linear1": 96,
+            "1.linear2": 96, "2": 36}
+
+
+def flopco_prediction(model, input_shape):
+    return {"0": 76, "2": 20}
 '''
 
 

@@ -17,7 +17,7 @@ from hw3_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
 from grader.execute import execute
-from grader.pipeline import grade_notebook
+from grader.grading import grade_notebook
 from grader.protocol import Student
 from grader.records import Limits, Status
 

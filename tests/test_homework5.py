@@ -23,8 +23,8 @@ from hw5_mutants import CAUGHT_BY, CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
 from grader.execute import execute
+from grader.grading import grade_notebook
 from grader.judge import Judge
-from grader.pipeline import grade_notebook
 from grader.protocol import Student
 from grader.records import Limits, Status
 

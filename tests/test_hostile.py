@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, write_notebook
 
 from grader.check import Outcome
-from grader.pipeline import grade_notebook
+from grader.grading import grade_notebook
 from grader.records import Limits, Status
 from grader.sandbox import use_sandbox
 

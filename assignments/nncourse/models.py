@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 
@@ -49,4 +50,47 @@ def make_mlp(hidden: tuple[int, ...] = (256, 128), num_classes: int = 10) -> nn.
         layers += [(f"fc{i}", nn.Linear(width, h)), (f"relu{i}", nn.ReLU())]
         width = h
     layers.append((f"fc{len(hidden) + 1}", nn.Linear(width, num_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+class Residual(nn.Module):
+    """A skip connection: ``x + body(x)``, for a ``body`` that keeps the shape of its input.
+
+    The addition is a module of its own so that a counter with forward hooks can see it.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return x + out
+
+
+def make_resnet(channels: int = 32, blocks: int = 2, num_classes: int = 10) -> nn.Sequential:
+    """A small residual CNN for 1x8x8 digits.
+
+    A stem (conv-bn-relu, 1 -> channels), then ``blocks`` residual blocks ``block<i>``, each
+    ``Residual(conv1-bn1-relu1-conv2-bn2)`` followed by ``relu<i>``; global average pool,
+    flatten, fc. Every conv is 3x3 with padding 1 and no bias, so the spatial size is kept.
+    """
+    layers: list[tuple[str, nn.Module]] = [
+        ("stem", nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(1, channels, 3, padding=1, bias=False)),
+            ("bn", nn.BatchNorm2d(channels)),
+            ("relu", nn.ReLU()),
+        ]))),
+    ]
+    for i in range(1, blocks + 1):
+        body = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(channels, channels, 3, padding=1, bias=False)),
+            ("bn1", nn.BatchNorm2d(channels)),
+            ("relu1", nn.ReLU()),
+            ("conv2", nn.Conv2d(channels, channels, 3, padding=1, bias=False)),
+            ("bn2", nn.BatchNorm2d(channels)),
+        ]))
+        layers += [(f"block{i}", Residual(body)), (f"relu{i}", nn.ReLU())]
+    layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+               ("fc", nn.Linear(channels, num_classes))]
     return nn.Sequential(OrderedDict(layers))

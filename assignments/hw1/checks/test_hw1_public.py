@@ -1,7 +1,9 @@
 """Public checks for homework 1: tiny fixed cases you can verify by hand.
 
 Convention: MAC = multiply-accumulates of Conv2d and Linear layers only, FLOP = 2 x MAC, bias
-excluded, one forward of the whole input (batch included).
+excluded, one forward of the whole input (batch included). Section 8's table gives the FLOPs per
+element of the other layers; an encoder layer's MACs are its weight matmuls, with QK^T and AV
+reported apart.
 
 The hidden checks test the same properties on other shapes, drawn at grading time.
 """
@@ -13,7 +15,7 @@ import math
 import pytest
 import torch
 
-from grader.checks import layer, probe, seq
+from grader.checks import kit_model, layer, probe, seq
 
 
 @pytest.mark.points(1)
@@ -167,4 +169,87 @@ def test_bug_counterexample_public(student):
     per_output_buggy = 1 if conv.groups != 1 else conv.in_channels
     assert per_output_buggy != conv.in_channels // conv.groups, (
         f"on nn.Conv2d(**{kwargs}) the FlopCo-style counter is right: pick 1 < groups < in_channels"
+    )
+
+
+@pytest.mark.points(1)
+def test_elementwise_flops_public(student):
+    """FLOPs per element: ReLU 1, GELU 5 (tanh form 9), LayerNorm 7, BatchNorm 7 in training
+    mode and 2 in eval mode."""
+    cases = [
+        (layer("ReLU"), (2, 3), 6, "ReLU: 1 per element"),
+        (layer("GELU"), (2, 3), 30, "GELU: 5 per element"),
+        (layer("GELU", approximate="tanh"), (2, 3), 54, "GELU, tanh form: 9 per element"),
+        (layer("LayerNorm", 3), (2, 3), 42, "LayerNorm: 7 per element"),
+        (layer("BatchNorm2d", 3, training=True), (2, 3, 4, 4), 672, "training BatchNorm: 7 x 96"),
+        (layer("BatchNorm2d", 3), (2, 3, 4, 4), 192, "eval BatchNorm: 2 x 96"),
+    ]
+    for module, shape, expected, rule in cases:
+        got = student.call("elementwise_flops", module, shape)
+        assert got == expected, f"{rule} = {expected} FLOPs on {shape}, got {got}"
+
+
+@pytest.mark.points(1)
+def test_model_flops_public(student):
+    """2 x MACs plus the table's layers; a residual block adds 1 FLOP per output element."""
+    got = student.call("model_flops", kit_model("make_mlp", hidden=(4, 3)), (2, 1, 8, 8))
+    assert got == 1206, (
+        f"make_mlp((4, 3)) at batch 2: 2 x 2 x (64*4 + 4*3 + 3*10) + 2 x (4 + 3) ReLU = 1206, "
+        f"got {got}"
+    )
+    tiny = kit_model("make_resnet", channels=2, blocks=1)
+    got = student.call("model_flops", tiny, (1, 1, 2, 2))
+    assert got == 840, (
+        f"make_resnet(channels=2, blocks=1) on (1, 1, 2, 2): 760 conv and Linear FLOPs + "
+        f"3 BatchNorms x 2 x 8 + 3 ReLUs x 8 + one addition x 8 = 840, got {got}"
+    )
+    got = student.call("model_flops", tiny, (1, 1, 2, 2), fold_bn=True)
+    assert got == 792, f"the same with BatchNorm folded (0): 840 - 48 = 792, got {got}"
+
+
+@pytest.mark.points(1)
+def test_encoder_layer_macs_public(student):
+    """d_model 4, 2 heads, feed-forward 8, 3 tokens: in_proj 3*4*12, out_proj 3*4*4, linear1 and
+    linear2 3*4*8, QK^T and AV 2 heads * 3*3 * 2 each."""
+    encoder = layer("TransformerEncoderLayer", 4, 2, dim_feedforward=8, batch_first=True)
+    got = student.call("encoder_layer_macs", encoder, (1, 3, 4))
+    expected = {"in_proj": 144, "out_proj": 48, "linear1": 96, "linear2": 96, "qk": 36, "av": 36}
+    assert got == expected, f"expected {expected}, got {got}"
+
+
+@pytest.mark.points(1)
+def test_attention_model_macs_public(student):
+    """Linear(2, 4), an encoder layer (sequence first), Linear(4, 3) on 3 tokens."""
+    model = seq(layer("Linear", 2, 4), layer("TransformerEncoderLayer", 4, 2, dim_feedforward=8),
+                layer("Linear", 4, 3))
+    got = student.call("attention_model_macs", model, (3, 1, 2))
+    expected = {"0": 24, "1.self_attn.in_proj": 144, "1.self_attn.out_proj": 48,
+                "1.linear1": 96, "1.linear2": 96, "2": 36}
+    assert got == expected, f"expected {expected}, got {got}"
+
+
+@pytest.mark.points(1)
+def test_model_macs_refuses_attention_public(student):
+    """model_macs raises a ValueError naming nn.MultiheadAttention instead of counting it as 0."""
+    model = seq(layer("Linear", 4, 8), layer("TransformerEncoderLayer", 8, 2, dim_feedforward=16))
+    try:
+        got = student.call("model_macs", model, (3, 1, 4))
+    except AssertionError as error:  # the student's exception, as the grader reports it
+        assert "ValueError" in str(error) and "attention" in str(error).lower(), (
+            f"expected a ValueError that names nn.MultiheadAttention, got {error}"
+        )
+        return
+    raise AssertionError(f"model_macs should refuse a model with attention, it returned {got}")
+
+
+@pytest.mark.points(1)
+def test_flopco_prediction_public(student):
+    """FlopCo: one sample; groups != 1 read as one input channel; bias adds C_out*H_out*W_out
+    (conv) or in_features (Linear)."""
+    model = seq(layer("Conv2d", 4, 4, 3, groups=2), layer("Flatten"), layer("Linear", 4, 2))
+    got = student.call("flopco_prediction", model, (2, 4, 3, 3))
+    expected = {"0": 2 * 1 * 1 * 4 * 1 * 9 + 4, "2": 2 * 4 * 2 + 4}
+    assert got == expected, (
+        f"expected {expected} (conv: 2 x 1*1*4*1*3*3 + 4 bias outputs; Linear: 2 x 4*2 + "
+        f"4 in_features), got {got}"
     )
