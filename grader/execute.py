@@ -23,7 +23,14 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from grader.kernel import KernelSession, log_tail, started_kernel, workspace, zygote_for
+from grader.kernel import (
+    KernelSession,
+    log_size,
+    log_tail,
+    started_kernel,
+    workspace,
+    zygote_for,
+)
 from grader.notebook import MalformedNotebook, first_line, read_notebook
 from grader.records import CellError, Execution, Limits, Status
 from grader.sandbox import use_sandbox
@@ -70,22 +77,16 @@ def execute(notebook_path: Path, limits: Limits
     The session is None when the kernel is not usable (malformed file, timeout, dead kernel).
     Everything (kernel, temporary folders) is gone when the context exits.
     """
-    start = time.monotonic()
     try:
         nb = read_notebook(notebook_path)
     except MalformedNotebook as exc:
         yield Execution(Status.MALFORMED, str(exc), 0.0, 0), None
         return
     sandboxed, _ = use_sandbox(limits)
-    zygote = zygote_for(sandboxed)
+    zygote = zygote_for(sandboxed)  # started once per process, not this notebook's time
+    start = time.monotonic()
     with workspace(notebook_path, zygote) as space, started_kernel(space, limits, zygote) as km:
-        execution = _run_cells(nb, km, space.workdir, limits, start)
-        if execution.status is Status.KERNEL_DIED:
-            said = log_tail(space.log)
-            if said:
-                execution = Execution(execution.status, f"{execution.detail}; kernel said: "
-                                      f"{said}", execution.seconds, execution.cells_run,
-                                      execution.cell_errors, execution.output_truncated)
+        execution = _run_cells(nb, km, space.workdir, space.log, limits, start)
         session = KernelSession(km, space) if execution.kernel_usable else None
         try:
             yield execution, session
@@ -107,8 +108,8 @@ def _cell_error(index: int, reply: dict[str, Any], cell: Any) -> CellError | Non
     return None
 
 
-def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limits: Limits,
-               start: float) -> Execution:
+def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, log: Path,
+               limits: Limits, start: float) -> Execution:
     client = _Client(
         nb, limits.max_output_chars, km=km, timeout=limits.cell_timeout_s, allow_errors=True,
         record_timing=False, interrupt_on_timeout=False, startup_timeout=60,
@@ -120,6 +121,7 @@ def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limi
     status, detail = Status.OK, "the notebook ran to the end"
     timed_out = 0
     with client.setup_kernel():
+        banner = log_size(log)  # the kernel is ready: what it writes from here on is news
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
@@ -154,8 +156,9 @@ def _run_cells(nb: nbformat.NotebookNode, km: KernelManager, workdir: Path, limi
                 continue
             except DeadKernelError:
                 status = Status.KERNEL_DIED
+                said = log_tail(log, banner)
                 detail = (f"the kernel died while running {what}: out of memory, a crash, "
-                          f"or exit()")
+                          f"or exit()" + (f"; it said: {said}" if said else ""))
                 break
             cells_run += 1
             error = _cell_error(index, client.replies.get(index, {}), cell)

@@ -343,12 +343,24 @@ def started_kernel(space: Workspace, limits: Limits, zygote: Zygote
             km.shutdown_kernel(now=True)
 
 
-def log_tail(log: Path) -> str:
-    """The last line the kernel wrote to its stderr, or ""."""
+def log_size(log: Path) -> int:
+    """How much the kernel has written to its log so far (bytes)."""
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_tail(log: Path, since: int = 0) -> str:
+    """The last line the kernel wrote to its log after byte ``since`` (past its start-up
+    banner), or ""."""
+    try:
+        with log.open("rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][:200] if lines else ""
 
 
@@ -367,6 +379,7 @@ class KernelSession:
         self._kc = km.blocking_client()
         self._kc.start_channels()
         self._kc.wait_for_ready(timeout=60)
+        self._log_start = log_size(space.log)  # what the kernel says from here on
         self.lost = ""
 
     def install_bridge(self, timeout: float) -> None:
@@ -459,7 +472,7 @@ class KernelSession:
         return min(0.5, left)
 
     def _died(self) -> str:
-        said = log_tail(self._space.log)
+        said = log_tail(self._space.log, self._log_start)
         self.lost = ("the kernel died during the checks (out of memory, a crash, or exit())"
                      + (f"; it said: {said}" if said else ""))
         return self.lost

@@ -96,6 +96,24 @@ def main() -> None:
                                       "while True:\n    time.sleep(0.1)")
     _write("erin", endless, "2026-11-04 08:00:00.000000 Europe/Moscow")
     _write("grace", fresh(), None)  # correct, but no timestamp.txt: the final waits
+    # hugo hides his tracebacks, and three of his cells raise: every error is still listed
+    hidden = fresh()
+    _insert_after_first_code(hidden, "# quieter output\nip = get_ipython()\n"
+                                     "ip.showtraceback = lambda *args, **kwargs: None")
+    code = [i for i, c in enumerate(hidden.cells) if c.cell_type == "code"]
+    for offset, mistake in ((3, "print(accuracy_of_my_model)"),
+                            (6, "assert 1 + 1 == 3, 'my own check'")):
+        hidden.cells.insert(code[offset] + 1, nbformat.v4.new_code_cell(
+            mistake, id=f"hugo-{offset}"))
+    hidden.cells.append(nbformat.v4.new_code_cell("results['summary']", id="hugo-last"))
+    _write("hugo", hidden, "2026-11-04 10:30:00.000000 Europe/Moscow")
+    # ivan's counter ends the process once it has counted: his kernel dies in the checks
+    dying = fresh()
+    dying.cells.append(nbformat.v4.new_code_cell(
+        "import os\n\n\ndef count_params(module):\n"
+        "    total = sum(p.numel() for p in module.parameters())\n"
+        "    os._exit(0)  # done counting\n    return total", id="ivan-last"))
+    _write("ivan", dying, "2026-11-04 10:45:00.000000 Europe/Moscow")
     text = nbformat.writes(fresh())
     _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
     # Later homeworks: alice hands in the reference, bob a realistic wrong version, both on
