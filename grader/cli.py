@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from grader import audit as audit_mod
 from grader import export as export_mod
 from grader.check import ChecksConfigError, Outcome, run_checks
 from grader.config import ConfigError, Course, load_course
@@ -230,6 +231,102 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
         sys.exit(1)
     if not changed:
         out.print("student notebooks are up to date")
+
+
+@main.command("audit")
+@click.argument("assignments", nargs=-1)
+@course_option
+@click.option("--only", "parts", multiple=True, type=click.Choice(audit_mod.PARTS),
+              help="Run only this part (repeatable). Default: all four.")
+@click.option("--seed", type=int, default=None,
+              help="First seed of the reference's runs, and the seed mutants are graded on "
+                   "(default: a fresh one, printed).")
+@click.option("--seeds", type=click.IntRange(0), default=None,
+              help="Seeds of the fast checks on the reference (default: [audit] seeds).")
+@click.option("--slow-seeds", type=click.IntRange(0), default=None,
+              help="Of them, seeds on which every check runs, slow_check ones included "
+                   "(default: [audit] slow_seeds).")
+@click.option("--mutants", type=click.IntRange(0), default=None,
+              help="Mutants drawn per homework (default: [audit] mutants).")
+@click.option("--mutant-seed", type=int, default=None,
+              help="Seed of the mutants' draw (default: [audit] mutant_seed).")
+@click.option("--mutant", "mutant_ids", multiple=True,
+              help="Grade this mutant (an id from --list-mutants; repeatable) instead of a draw.")
+@click.option("--list-mutants", is_flag=True,
+              help="List every mutant (id and change) of each homework and exit; runs nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Mutants graded at once, each in its own process and kernel.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the full report (every loss, every mutant with its diff) here.")
+def audit_cmd(assignments: tuple[str, ...], course_path: Path, parts: tuple[str, ...],
+              seed: int | None, seeds: int | None, slow_seeds: int | None, mutants: int | None,
+              mutant_seed: int | None, mutant_ids: tuple[str, ...], list_mutants: bool,
+              jobs: int, json_path: Path | None) -> None:
+    """Audit the hidden checks of homework(s): the reference must keep every point on many
+    seeds, mutants of its solution regions must lose points, the untouched template must earn
+    0, and the public answers returned as constants must fail. Exit 1 if any of that fails.
+
+    Example: grader audit hw1 --seeds 200 --mutants 40 --mutant-seed 7 --jobs 2 --json a.json
+    """
+    course = _load(course_path)
+    options = audit_mod.Options(parts=parts or audit_mod.PARTS, seed=seed, seeds=seeds,
+                                slow_seeds=slow_seeds, mutants=mutants, mutant_seed=mutant_seed,
+                                mutant_ids=mutant_ids, jobs=jobs)
+    try:
+        if list_mutants:
+            for hw in assignments or [a.id for a in course.assignments]:
+                for m in audit_mod.list_mutants(course, hw):
+                    out.print(f"{hw} {m.id}  {m.summary}", markup=False)
+            return
+        use_sandbox(course.limits)
+        report = audit_mod.audit(course, assignments, options, lambda line: err.print(
+            line, markup=False, soft_wrap=True))
+    except (audit_mod.AuditConfigError, SandboxUnavailable) as exc:
+        raise UsageFailure(str(exc)) from None
+    _audit_summary(report)
+    if json_path is not None:
+        audit_mod.write_json(report, json_path)
+        out.print(f"report: {json_path}")
+    if not report.ok:
+        sys.exit(1)
+
+
+def _audit_summary(report: audit_mod.AuditReport) -> None:
+    table = Table(title=f"Audit of the hidden checks (kill rate needed: "
+                        f"{report.min_kill_rate:g} %)")
+    for column in ("homework", "seeds (full)", "lost", "mutants", "killed", "survived",
+                   "equivalent", "kill rate", "template", "constants", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for hw in report.homeworks:
+        s, m, t, c = hw.seeds, hw.mutants, hw.template, hw.constants
+        rate = None if m is None else m.kill_rate
+        table.add_row(
+            hw.assignment,
+            "-" if s is None else f"{s.seeds} ({s.full_seeds})",
+            "-" if s is None else str(len(s.losses)),
+            "-" if m is None else f"{len(m.results)} of {m.enumerated}",
+            "-" if m is None else str(m.count("killed")),
+            "-" if m is None else str(m.count("survived")),
+            "-" if m is None else str(m.count("equivalent")),
+            "-" if rate is None else f"{rate:.1f} %",
+            "-" if t is None else f"{t.earned:g}/{t.possible:g}",
+            "-" if c is None else f"{100 * c.share:.0f} % (public {100 * c.public_share:.0f} %)",
+            "[red]FAIL[/]" if hw.problems else "[green]ok[/]")
+    out.print(table)
+    for hw in report.homeworks:
+        for problem in hw.problems:
+            out.print(f"{hw.assignment}: [red]{problem}[/]")
+        for note in hw.notes:
+            out.print(f"{hw.assignment}: {note}", markup=False)
+        if hw.seeds is not None:
+            for loss in hw.seeds.losses:
+                out.print(f"{hw.assignment}: seed {loss.seed}: {loss.check} ({loss.outcome}): "
+                          f"{loss.message}", markup=False)
+        if hw.mutants is not None:
+            for r in hw.mutants.results:
+                if r.verdict in ("survived", "error"):
+                    out.print(f"{hw.assignment}: {r.verdict} {r.id}: {r.summary}", markup=False)
+                    out.print(r.diff or r.how, markup=False)
 
 
 # run_checks is re-exported for scripts that grade one notebook by hand
