@@ -41,7 +41,14 @@ from typing import Any
 from grader.check import ChecksConfigError, Outcome, describe, run_checks
 from grader.config import ConfigError, Course
 from grader.execute import ExecStatus, Limits
-from grader.harness import HarnessError, indexed_code_cells, live_kernel, score, write_variant
+from grader.harness import (
+    HarnessError,
+    checks_on,
+    indexed_code_cells,
+    live_kernel,
+    score,
+    write_variant,
+)
 from grader.mutate import Mutant, MutateError, notebook_mutants, sample
 from grader.pipeline import grade_notebook, new_seed
 
@@ -368,14 +375,13 @@ def _constants(course: Course, plan: _Plan, source_path: Path, limits: Limits, w
     notebook = write_variant(plan.reference, work / "constants" / plan.reference.name,
                              appended=source_path.read_text(encoding="utf-8"))
     try:
-        with live_kernel(notebook, limits) as live:
-            public = run_checks(course.public_checks(plan.assignment), live.student, plan.seed)
-            hidden = run_checks(plan.checks, live.student, plan.seed)
-            status, detail = live.execution.status.value, live.execution.detail
+        execution, (public, hidden) = checks_on(
+            notebook, limits, plan.seed, course.public_checks(plan.assignment), plan.checks)
     except HarnessError as exc:
         return Graded(0.0, 0.0, "not_run", str(exc))
     (earned, possible), (public_earned, public_possible) = score(hidden), score(public)
-    return Graded(earned, possible, status, detail, public_earned, public_possible)
+    return Graded(earned, possible, execution.status.value, execution.detail, public_earned,
+                  public_possible)
 
 
 def _mutants(plan: _Plan, limits: Limits, options: Options, work: Path,

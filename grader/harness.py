@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from grader.check import CheckResult
+from grader.check import CheckResult, run_checks
 from grader.execute import Execution, KernelSession, Limits, execute
 from grader.judge import Judge
 from grader.mutate import BEGIN
@@ -66,6 +66,14 @@ def live_kernel(notebook: Path, limits: Limits) -> Iterator[Live]:
         session.send_source(BRIDGE_SOURCE, SETUP_TIMEOUT_S)
         yield Live(execution, session, Student(session.request, limits.call_timeout_s,
                                                Judge(session.workdir, limits)))
+
+
+def checks_on(notebook: Path, limits: Limits, seed: int, *check_dirs: Path
+              ) -> tuple[Execution, list[tuple[CheckResult, ...]]]:
+    """Run ``notebook`` once and each folder of ``check_dirs`` against its kernel (e.g. the
+    public and the hidden checks of one version); the results in the folders' order."""
+    with live_kernel(notebook, limits) as live:
+        return live.execution, [run_checks(folder, live.student, seed) for folder in check_dirs]
 
 
 @contextmanager
