@@ -282,7 +282,12 @@ def _plan(course: Course, assignment: str, options: Options) -> _Plan:
 
 def list_mutants(course: Course, assignment: str) -> list[Mutant]:
     """Every mutant of ``assignment``'s reference notebook, in notebook order."""
-    return list(_plan(course, assignment, Options(parts=(), mutants=0)).all_mutants)
+    return list(_plan(course, assignment, Options(parts=(), mutants=0, seed=0)).all_mutants)
+
+
+def drawn_mutants(course: Course, assignment: str, options: Options) -> list[Mutant]:
+    """The mutants ``options`` would grade (its ids, or a draw with the mutant seed)."""
+    return list(_plan(course, assignment, dataclasses.replace(options, seed=0)).chosen)
 
 
 def _audit_one(course: Course, plan: _Plan, options: Options, report: Progress) -> HomeworkAudit:

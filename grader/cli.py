@@ -276,7 +276,7 @@ def audit_cmd(assignments: tuple[str, ...], course_path: Path, parts: tuple[str,
         if list_mutants:
             for hw in assignments or [a.id for a in course.assignments]:
                 for m in audit_mod.list_mutants(course, hw):
-                    out.print(f"{hw} {m.id}  {m.summary}", markup=False)
+                    out.print(f"{hw} {m.id}  {m.summary}", markup=False, soft_wrap=True)
             return
         use_sandbox(course.limits)
         report = audit_mod.audit(course, assignments, options, lambda line: err.print(
