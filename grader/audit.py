@@ -295,6 +295,9 @@ def _audit_one(course: Course, plan: _Plan, options: Options, report: Progress) 
     problems: list[str] = []
     notes: list[str] = []
     seeds = mutants = template = constants = None
+    report(f"[{hw}] seed {plan.seed} (`--seed {plan.seed}` repeats this run); "
+           f"{len(plan.chosen)} of {len(plan.all_mutants)} mutants (mutant seed "
+           f"{plan.mutant_seed})")
     with tempfile.TemporaryDirectory(prefix="grader-audit-") as tmp:
         work = Path(tmp)
         if "seeds" in options.parts:
@@ -342,6 +345,7 @@ def _seeds(plan: _Plan, limits: Limits, count: int, full: int, work: Path,
            report: Progress) -> Seeds:
     start = time.monotonic()
     total = max(count, full)
+    ran = 0
     losses: list[Loss] = []
     notebook = shutil.copy(plan.reference, work / plan.reference.name)
     report(f"[{plan.assignment}] running the reference notebook")
@@ -351,8 +355,9 @@ def _seeds(plan: _Plan, limits: Limits, count: int, full: int, work: Path,
         for index in range(total):
             seed = plan.seed + index
             select = None if index < full else plan.fast
-            if select == ():
+            if select == ():  # every check is slow: nothing more to run
                 break
+            ran += 1
             for r in run_checks(plan.checks, live.student, seed, select=select):
                 if r.outcome is not Outcome.PASSED:
                     losses.append(Loss(seed, r.name, r.outcome.value, r.message))
@@ -362,7 +367,7 @@ def _seeds(plan: _Plan, limits: Limits, count: int, full: int, work: Path,
                 report(f"[{plan.assignment}] seeds {index + 1}/{total} "
                        f"({'every check' if select is None else 'fast checks'}), "
                        f"{len(losses)} loss(es), {time.monotonic() - start:.0f} s")
-    return Seeds(plan.seed, total, min(full, total), plan.fast, plan.slow, tuple(losses),
+    return Seeds(plan.seed, ran, min(full, ran), plan.fast, plan.slow, tuple(losses),
                  round(time.monotonic() - start, 1))
 
 
