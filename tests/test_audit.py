@@ -160,13 +160,17 @@ def test_cli_lists_the_mutants_without_running_anything(course):
 
 
 @pytest.mark.kernel
-def test_cli_exit_code_and_json(course, tmp_path):
+def test_cli_exits_1_under_the_kill_rate_and_writes_the_json(course, tmp_path):
     out = tmp_path / "report" / "audit.json"
-    wrong = _flops_mutant(course)
-    result = CliRunner().invoke(main, ["audit", "hw1", "--only", "mutants", "--mutant", wrong,
-                                       "--seed", "5", "--json", str(out), "--course",
-                                       str(course.path)])
-    assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
-    assert data["ok"] and data["homeworks"][0]["mutants"]["kill_rate"] == 100.0
-    assert data["homeworks"][0]["seeds"] is None
+    # min(a, b) -> min(b, a): a mutant no check can kill, not listed as equivalent here
+    [symmetric] = [m.id for m in list_mutants(course, "hw1")
+                   if m.function == "roofline" and m.operator == "args"]
+    result = CliRunner().invoke(main, [
+        "audit", "hw1", "--only", "mutants", "--mutant", _flops_mutant(course), "--mutant",
+        symmetric, "--jobs", "2", "--seed", "5", "--json", str(out), "--course",
+        str(course.path)])
+    assert result.exit_code == 1, result.output
+    data = json.loads(out.read_text())["homeworks"][0]
+    assert (data["mutants"]["killed"], data["mutants"]["survived"]) == (1, 1)
+    assert data["mutants"]["kill_rate"] == 50.0 and data["seeds"] is None
+    assert any("kill rate 50.0 %" in problem for problem in data["problems"])
