@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HW     ?=
 DEMO   := out/demo
 
-.PHONY: install demo test check lint goldens release-notebooks release bench clean
+.PHONY: install demo test check lint goldens release-notebooks release bench audit clean
 
 # torch==2.13.0 first: that release lies on local disk as a CPU build, and installing it before
 # the rest keeps pip from resolving `torch` to a multi-GB CUDA build.
@@ -43,6 +43,8 @@ release-notebooks: $(STAMP)  ## regenerate assignments/*/*.ipynb from solutions/
 
 release: $(STAMP)  ## the student kit of every homework: out/kit/ and out/kit.zip
 	$(BIN)/grader release out/kit --all --zip --force
+audit: $(STAMP)  ## audit the hidden checks of every homework (make audit HW=hw1 AUDIT_ARGS="--mutants 60")
+	$(BIN)/grader audit $(HW) --jobs 2 $(AUDIT_ARGS)
 
 bench: $(STAMP)  ## time grading the homework-1 reference vs a bare nbclient run
 	$(BIN)/python scripts/bench_grading.py

@@ -37,6 +37,17 @@ class PassRule:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """``[audit]``: what ``grader audit`` runs by default and what it demands."""
+
+    min_kill_rate: float = 95.0  # percent of non-equivalent mutants that must lose a point
+    seeds: int = 200  # seeds of the checks not marked slow_check
+    slow_seeds: int = 10  # seeds of every check, slow ones included (the first ones drawn)
+    mutants: int = 40  # mutants drawn per homework
+    mutant_seed: int = 0  # seed of that draw
+
+
+@dataclass(frozen=True)
 class RosterEntry:
     """A student on the roster."""
 
@@ -64,6 +75,7 @@ class Course:
     # [similarity] threshold: a pair of submissions whose shared code is at least this fraction
     # (0..1) of either one's own code is listed in the report for a person to look at
     similarity_threshold: float = 0.5
+    audit: AuditSettings = AuditSettings()
 
     @property
     def root(self) -> Path:
@@ -227,6 +239,8 @@ def load_course(path: Path) -> Course:
         if not isinstance(value, str) and value < 0:
             raise limits_table._err(key, f"must be 0 or more, got {value}")
 
+    audit = _audit_settings(top.sub("audit"))
+
     assignments: list[Assignment] = []
     for i, table in enumerate(top.get("assignment", list)):
         if not isinstance(table, dict):
@@ -248,7 +262,21 @@ def load_course(path: Path) -> Course:
     roster = load_roster(path.parent / roster_name) if roster_name else ()
     extensions = load_extensions(path.parent / extensions_name, ids) if extensions_name else {}
     return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,
-                  tuple(assignments), counted, roster, extensions, similarity_threshold)
+                  tuple(assignments), counted, roster, extensions, similarity_threshold, audit)
+
+
+def _audit_settings(table: _Reader) -> AuditSettings:
+    defaults = AuditSettings()
+    settings = AuditSettings(**{key: table.get(key, type(value), value)
+                                for key, value in defaults.__dict__.items()})
+    table.finish()
+    if not 0.0 <= settings.min_kill_rate <= 100.0:
+        raise table._err("min_kill_rate", f"must be a percent in 0..100, got "
+                                          f"{settings.min_kill_rate}")
+    for key in ("seeds", "slow_seeds", "mutants"):
+        if getattr(settings, key) < 0:
+            raise table._err(key, f"must be 0 or more, got {getattr(settings, key)}")
+    return settings
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:

@@ -9,6 +9,7 @@ None of them raises for anything a submission did: that becomes the row's status
 from __future__ import annotations
 
 import datetime as dt
+import random
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -25,6 +26,11 @@ from grader.judge import Judge
 from grader.protocol import Budget, Student, StudentError
 from grader.records import CheckResult, CheckRun, Execution, GradeRow, Limits, Status, Submission
 from grader.score import Deadlines, score
+
+
+def new_seed() -> int:
+    """A fresh per-run seed for the hidden checks' draws (recorded in every row)."""
+    return random.SystemRandom().randrange(2**31)
 
 
 def grade_notebook(notebook: Path, check_dir: Path, limits: Limits, seed: int,

@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import itertools
 import json
+import multiprocessing.util
 import os
 import queue
 import shutil
@@ -194,6 +195,8 @@ def zygote_for(sandboxed: bool) -> Zygote:
         if sandboxed not in _ZYGOTES:
             if not _ZYGOTES:
                 atexit.register(close_zygotes)
+                # a multiprocessing worker leaves through os._exit, past atexit: its finalizers
+                multiprocessing.util.Finalize(None, close_zygotes, exitpriority=10)
             _ZYGOTES[sandboxed] = Zygote(sandboxed)
         return _ZYGOTES[sandboxed]
 

@@ -17,6 +17,7 @@ Public: ``Kit``, ``KitError``, ``LeakError``, ``released``, ``choose``, ``kit_fi
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import io
 import os
@@ -141,6 +142,36 @@ def _notebook(course: Course, assignment: str) -> bytes:
     return text.encode("utf-8")
 
 
+# What a student's `grader check` needs: the command and what it imports, the library the
+# public checks import, the kernel's end of the protocol (copied into the sandbox), pytest's
+# settings for the checks. Nothing of the instructor's commands (grader/commands.py and all
+# it alone imports).
+ENTRY_MODULES = ("grader.cli", "grader.checks")
+
+
+def engine_files() -> list[str]:
+    """The engine's files the kit ships (paths relative to grader/): the modules that the
+    entry modules import at their top level, followed transitively, and grader/bridge/."""
+    wanted = {"__init__.py", "checks_pytest.ini"}
+    wanted |= {p.relative_to(ENGINE).as_posix() for p in (ENGINE / "bridge").glob("*.py")}
+    todo = list(ENTRY_MODULES)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        path = ENGINE / (name.split(".", 1)[1].replace(".", "/") + ".py")
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        wanted.add(path.relative_to(ENGINE).as_posix())
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+        todo = [t for t in todo if t.startswith("grader.")]
+    return sorted(wanted)
+
+
 def kit_files(course: Course, assignments: Sequence[str]) -> dict[str, bytes]:
     """Every file of the kit for ``assignments``, by relative path, in sorted order."""
     if not assignments:
@@ -155,7 +186,7 @@ def kit_files(course: Course, assignments: Sequence[str]) -> dict[str, bytes]:
         "course.toml": kit_text.course_toml(course, assignments).encode(),
         ".gitignore": b".venv/\n*.egg-info/\n__pycache__/\n.ipynb_checkpoints/\n",
     }
-    files.update({f"grader/{k}": v for k, v in _tree(ENGINE, (".py", ".ini", ".j2")).items()})
+    files.update({f"grader/{k}": (ENGINE / k).read_bytes() for k in engine_files()})
     files.update({f"assignments/nncourse/{k}": v for k, v in _tree(kit, (".py", ".pt")).items()})
     for a in assignments:
         files[f"assignments/{a}/{course.assignment(a).notebook}"] = _notebook(course, a)

@@ -11,7 +11,6 @@ without points) stop a run, and they stop it before any notebook is executed.
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from grader.check import collect
 from grader.config import Course
 from grader.discover import discover
-from grader.grading import Task, grade_stream, late_fields
+from grader.grading import Task, grade_stream, late_fields, new_seed
 from grader.pool import grade_in_workers
 from grader.records import GradeRow, Submission
 from grader.sandbox import use_sandbox
@@ -50,11 +49,6 @@ class Progress:
 
     def finished(self, graded: Graded) -> None:
         """A submission's row is stored (``graded.skipped``: kept from an earlier run)."""
-
-
-def new_seed() -> int:
-    """A fresh per-run seed for the hidden checks' draws (recorded in every row)."""
-    return random.SystemRandom().randrange(2**31)
 
 
 def gradable(course: Course) -> list[str]:

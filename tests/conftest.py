@@ -9,6 +9,10 @@ import nbformat
 import pytest
 import torch
 
+from grader.audit import CONSTANTS_FILE
+from grader.harness import live_kernel
+from grader.records import Status
+
 REPO = Path(__file__).resolve().parents[1]
 
 # One thread everywhere (HOMEWORK_NOTES P1): the grader process shares 2 cores with kernels.
@@ -32,3 +36,17 @@ def write_notebook(path: Path, *sources: str, markdown_first: bool = False) -> P
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def constants_source(assignment: str) -> str:
+    """The "public answers as constants" cell of a homework (``grader audit`` reads it too)."""
+    return (REPO / "solutions" / assignment / CONSTANTS_FILE).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def reference(request: pytest.FixtureRequest):
+    """(session, student) of a live kernel that ran the test module's ``REFERENCE`` notebook
+    under its ``LIMITS``, shared by the module's tests."""
+    with live_kernel(request.module.REFERENCE, request.module.LIMITS) as live:
+        assert live.execution.status is Status.OK, live.execution.detail
+        yield live.session, live.student

@@ -13,9 +13,15 @@ on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
 
 Every mutant must lose points under `solutions/hw1/checks/test_hw1.py`. Mutants that break a
 function the notebook's own self-check cell tests also make that cell raise.
+
+`CONSTANTS_SOURCE` lives in `solutions/hw1/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
+
+from conftest import constants_source
+
+from grader.harness import replaced
 
 # encoder_layer_macs's reference body, replaced whole by the "fast_path_missed" mutant
 ENCODER_SOLUTION = """    attention = layer.self_attn
@@ -188,103 +194,10 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "constants": [],
 }
 
-CONSTANTS_SOURCE = '''
-import torch
-from torch import nn
-
-
-def count_params(module):
-    return 8
-
-
-def linear_macs(in_features, out_features, input_shape):
-    return 6
-
-
-def conv2d_output_hw(h, w, kernel_size, stride=1, padding=0, dilation=1):
-    return (3, 3)
-
-
-def conv2d_macs(c_in, c_out, kernel_size, input_hw, stride=1, padding=0, dilation=1, groups=1,
-                batch=1):
-    return 648
-
-
-def flops(macs):
-    return 20
-
-
-def model_macs(model, input_shape):
-    return {"0": 72, "2": 24}
-
-
-def depthwise_separable(c_in, c_out, kernel_size, stride=1, padding=0):
-    return nn.Sequential(nn.Conv2d(2, 2, 3, groups=2, bias=False), nn.Conv2d(2, 4, 1, bias=False))
-
-
-def separable_cost_ratio(c_in, c_out, kernel_size):
-    return 1 / 8 + 1 / 9
-
-
-def measure_latency(model, x, warmup=10, reps=50):
-    return {"median_ms": 1.0, "p10_ms": 1.0, "p90_ms": 1.0}
-
-
-def arithmetic_intensity_linear(batch, in_features, out_features, bytes_per_element=2):
-    return 1.0
-
-
-def arithmetic_intensity_elementwise(flops_per_element, bytes_per_element=2):
-    return 0.25
-
-
-def roofline(ai, peak_flops, bandwidth):
-    return 2.0
-
-
-def bound(ai, peak_flops, bandwidth):
-    return "memory"
-
-
-def fixed_conv_macs(module, output_shape):
-    return 648
-
-
-def bug_counterexample():
-    return {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "groups": 4}
-
-
-def elementwise_flops(module, input_shape):
-    return 6
-
-
-def model_flops(model, input_shape, fold_bn=False):
-    return 1206
-
-
-def encoder_layer_macs(layer, input_shape):
-    return {"in_proj": 144, "out_proj": 48, "linear1": 96, "linear2": 96, "qk": 36, "av": 36}
-
-
-def attention_model_macs(model, input_shape):
-    return {"0": 24, "1.self_attn.in_proj": 144, "1.self_attn.out_proj": 48, "1.linear1": 96,
-            "1.linear2": 96, "2": 36}
-
-
-def flopco_prediction(model, input_shape):
-    return {"0": 76, "2": 20}
-'''
+CONSTANTS_SOURCE = constants_source("hw1")  # solutions/hw1/audit_constants.py
 
 
 def apply_mutant(code_cells: list[str], name: str) -> list[str]:
     """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    cells = list(code_cells)
-    for old, new in MUTANTS[name]:
-        hits = [i for i, cell in enumerate(cells) if old in cell]
-        count = sum(cell.count(old) for cell in cells)
-        if count != 1:
-            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
-        cells[hits[0]] = cells[hits[0]].replace(old, new)
-    if name == "constants":
-        cells.append(CONSTANTS_SOURCE)
-    return cells
+    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
+                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -12,9 +12,15 @@ definitions win); it also runs on its own, since it imports what it uses.
 `MUTANTS["constants"]` is empty and `apply_mutant(cells, "constants")` does the appending.
 
 Every mutant must lose points under `solutions/hw2/checks/test_hw2.py`.
+
+`CONSTANTS_SOURCE` lives in `solutions/hw2/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
+
+from conftest import constants_source
+
+from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # magnitude_prune_ keeps the entry at the threshold: one zero short (two at sparsity 1)
@@ -111,78 +117,10 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "constants": [],
 }
 
-CONSTANTS_SOURCE = '''
-import torch
-from torch import nn
-
-
-def magnitude_prune_(tensor, sparsity):
-    return torch.tensor([[True, True], [False, False], [True, False]])
-
-
-def model_sparsity(model):
-    return 8 / 14
-
-
-class MaskedPruner:
-    def __init__(self, model, masks):
-        self.model = model
-
-    def apply(self):
-        pass
-
-
-def fine_tune_sparse(model, masks, x, y, epochs=3, lr=1e-3, seed=0):
-    return model
-
-
-def sensitivity_scan(model, param_names, sparsities, x, y):
-    return {"fc.weight": [0.95]}
-
-
-def global_magnitude_prune(model, sparsity, exclude=("conv1.weight",)):
-    return {"0.weight": torch.tensor([[False, True], [False, True]]),
-            "1.weight": torch.tensor([[False, True], [False, False], [True, True]])}
-
-
-def global_prune_with_torch(model, sparsity, exclude=("conv1.weight",)):
-    return model
-
-
-def recalibrate_bn(model, x):
-    return model
-
-
-def channel_importance(model, conv_name, criterion="l2"):
-    return torch.tensor([0.0, 45**0.5, 0.0, 180**0.5])
-
-
-def select_channels(model, keep):
-    return model
-
-
-def channel_prune(model, ratio, criterion="l2"):
-    return model
-
-
-def sort_channels(model, criterion="l2"):
-    return model
-
-
-def sparse_macs(model, input_shape):
-    return 48
-'''
+CONSTANTS_SOURCE = constants_source("hw2")  # solutions/hw2/audit_constants.py
 
 
 def apply_mutant(code_cells: list[str], name: str) -> list[str]:
     """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    cells = list(code_cells)
-    for old, new in MUTANTS[name]:
-        hits = [i for i, cell in enumerate(cells) if old in cell]
-        count = sum(cell.count(old) for cell in cells)
-        if count != 1:
-            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
-        cells[hits[0]] = cells[hits[0]].replace(old, new)
-    if name == "constants":
-        cells.append(CONSTANTS_SOURCE)
-    return cells
+    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
+                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -13,9 +13,15 @@ on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
 
 Every mutant must lose points under `solutions/hw4/checks/test_hw4.py`. Mutants that break a
 function the notebook's own self-check cell tests also make that cell raise.
+
+`CONSTANTS_SOURCE` lives in `solutions/hw4/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
+
+from conftest import constants_source
+
+from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # linear_quantize rounds r, then divides: round(r) / S + Z (codes truncated by the int8 cast)
@@ -78,88 +84,10 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "constants": [],
 }
 
-CONSTANTS_SOURCE = '''
-import copy
-
-import torch
-import torch.ao.quantization as tq
-from torch import nn
-
-
-def qrange(bits, signed=True):
-    return (-128, 127)
-
-
-def linear_quantize(r, scale, zero_point, bits=8):
-    return torch.tensor([-3, 0, 1, 2, 5, 7], dtype=torch.int8)
-
-
-def dequantize(q, scale, zero_point):
-    return torch.tensor([-1.0, -0.25, 0.0, 0.25, 1.0, 1.5])
-
-
-def affine_qparams(r, bits=8):
-    return 3 / 255, -43
-
-
-def symmetric_per_channel_scale(w, bits=8):
-    return torch.tensor([[2.0 / 7], [0.25 / 7], [1e-8 / 7]])
-
-
-def update_codebook(w, labels, codebook):
-    return torch.tensor([0.25, 2.0, 5.0])
-
-
-def kmeans_quantize(w, bits, iters=100):
-    return torch.tensor([0.25, 3.0]), torch.tensor([[0, 0, 0], [1, 1, 1]])
-
-
-def kmeans_quantize_model(model, bits):
-    return copy.deepcopy(model)
-
-
-def fold_bn(conv, bn):
-    return nn.Conv2d(1, 2, 1)
-
-
-def quantize_bias(bias, x_scale, w_scale):
-    return torch.tensor([10, -12], dtype=torch.int32)
-
-
-def shift_bias(q_bias, q_w, x_zero_point):
-    return torch.tensor([22, -10], dtype=torch.int32)
-
-
-def quantized_linear(q_x, q_w, shifted_q_bias, x_scale, w_scale, y_scale, y_zero_point):
-    return torch.tensor([[127, 19]], dtype=torch.int8)
-
-
-def fake_quantize_ste(w, bits):
-    return torch.tensor([[0.9, 0.0, 0.0], [0.1, 0.1, 0.0]])
-
-
-def qat_train(model, x, y, bits=2, epochs=4, lr=5e-3, seed=0):
-    return copy.deepcopy(model)
-
-
-def ptq_int8(model, calib_x):
-    return copy.deepcopy(model)
-
-
-def dynamic_quantize(model):
-    return copy.deepcopy(model)
-'''
+CONSTANTS_SOURCE = constants_source("hw4")  # solutions/hw4/audit_constants.py
 
 
 def apply_mutant(code_cells: list[str], name: str) -> list[str]:
     """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    cells = list(code_cells)
-    for old, new in MUTANTS[name]:
-        hits = [i for i, cell in enumerate(cells) if old in cell]
-        count = sum(cell.count(old) for cell in cells)
-        if count != 1:
-            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
-        cells[hits[0]] = cells[hits[0]].replace(old, new)
-    if name == "constants":
-        cells.append(CONSTANTS_SOURCE)
-    return cells
+    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
+                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -16,9 +16,15 @@ it also runs on its own, since it imports what it uses. `MUTANTS["constants"]` i
 
 Mutants that break a function the notebook's own self-check cell tests also make that cell
 raise.
+
+`CONSTANTS_SOURCE` lives in `solutions/hw5/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
+
+from conftest import constants_source
+
+from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # export_program: no dynamic_shapes, the batch is specialized to the example's (P7); the
@@ -76,72 +82,10 @@ CAUGHT_BY: dict[str, list[str]] = {
     "count_ops_counts_every_node": ["test_count_ops_of_exported_program"],
 }
 
-CONSTANTS_SOURCE = '''
-from collections import OrderedDict
-
-import torch
-from torch import nn
-
-
-def export_program(model, example):
-    return None
-
-
-def count_ops(ep):
-    return {"aten.conv2d.default": 1, "aten.batch_norm.default": 1, "aten.relu.default": 1,
-            "aten.flatten.using_ints": 1, "aten.linear.default": 1}
-
-
-def save_pt2(model, example, path):
-    return "public_tiny.pt2"
-
-
-def fold_bn(conv, bn):
-    folded = nn.Conv2d(1, 1, 1)
-    with torch.no_grad():
-        folded.weight.fill_(3.0)
-        folded.bias.fill_(0.25)
-    return folded
-
-
-def fold_conv_bn(model):
-    return nn.Sequential(OrderedDict([("0", nn.Conv2d(1, 2, 3)), ("2", nn.ReLU())]))
-
-
-def onnx_files(path):
-    return ["public_tiny.onnx", "public_tiny.onnx.data"]
-
-
-def to_onnx(model, example, path):
-    return ["public_files.onnx", "public_files.onnx.data"]
-
-
-def artifact_size(paths):
-    return 4096
-
-
-def run_onnx(path, x):
-    return torch.tensor([
-        [-0.92125, -0.82875, -0.6575, -0.4075, -0.07875, 0.32875, 0.815, 0.82875],
-        [-1.16125, -0.98875, -0.7375, -0.4075, 0.00125, 0.48875, 1.055, 0.58875],
-        [-1.40125, -1.14875, -0.8175, -0.4075, 0.08125, 0.64875, 1.295, 0.34875],
-    ])
-
-
-def quantize_onnx(fp32_path, int8_path, calib_x):
-    return ["public_int8.onnx"]
-'''
+CONSTANTS_SOURCE = constants_source("hw5")  # solutions/hw5/audit_constants.py
 
 
 def apply_mutant(code_cells: list[str], name: str) -> list[str]:
     """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    cells = list(code_cells)
-    for old, new in MUTANTS[name]:
-        hits = [i for i, cell in enumerate(cells) if old in cell]
-        count = sum(cell.count(old) for cell in cells)
-        if count != 1:
-            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
-        cells[hits[0]] = cells[hits[0]].replace(old, new)
-    if name == "constants":
-        cells.append(CONSTANTS_SOURCE)
-    return cells
+    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
+                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -13,9 +13,15 @@ imports what it uses. `MUTANTS["constants"]` is empty and `apply_mutant(cells, "
 does the appending.
 
 Every mutant must lose points under `solutions/hw6/checks/test_hw6.py`.
+
+`CONSTANTS_SOURCE` lives in `solutions/hw6/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
+
+from conftest import constants_source
+
+from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # kd_loss without the T^2 factor: the soft term's gradient shrinks like 1/T^2
@@ -115,60 +121,10 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "constants": [],
 }
 
-CONSTANTS_SOURCE = '''
-import math
-
-import torch
-from torch import nn
-
-
-def kd_loss(student_logits, teacher_logits, labels=None, T=4.0, alpha=0.9):
-    return torch.tensor(0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5))
-
-
-def distill(student, teacher_logits, x, labels, epochs=20, T=4.0, alpha=0.9, lr=1e-2,
-            batch_size=64, seed=0):
-    return student.eval()
-
-
-def accumulated_grads(model, x, y, micro_batches):
-    return {name: torch.zeros_like(p) for name, p in model.named_parameters()}
-
-
-def optimizer_state_bytes(optimizer):
-    return 72
-
-
-def adam_state_bytes(model):
-    return 72
-
-
-def saved_activation_bytes(model, x):
-    return 80
-
-
-def checkpointed_forward(model, x, segments):
-    return model(x)
-
-
-def forward_bf16(model, x):
-    return torch.zeros(4, 2, dtype=torch.bfloat16)
-
-
-def train_bf16(model, x, y, epochs=15, lr=1e-2, batch_size=64, seed=0):
-    return model.eval()
-'''
+CONSTANTS_SOURCE = constants_source("hw6")  # solutions/hw6/audit_constants.py
 
 
 def apply_mutant(code_cells: list[str], name: str) -> list[str]:
     """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    cells = list(code_cells)
-    for old, new in MUTANTS[name]:
-        hits = [i for i, cell in enumerate(cells) if old in cell]
-        count = sum(cell.count(old) for cell in cells)
-        if count != 1:
-            raise ValueError(f"mutant {name!r}: {old!r} occurs {count} times, not once")
-        cells[hits[0]] = cells[hits[0]].replace(old, new)
-    if name == "constants":
-        cells.append(CONSTANTS_SOURCE)
-    return cells
+    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
+                    CONSTANTS_SOURCE if name == "constants" else None)

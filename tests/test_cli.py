@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import click
 import nbformat
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from conftest import REPO, write_notebook
 
 from grader.cli import main
 
-COMMANDS = sorted(main.commands)
+COMMANDS = main.list_commands(click.Context(main))
 
 
 def run(*args: str, cwd: Path | None = None):

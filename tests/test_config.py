@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.config import ConfigError, load_course
+from grader.config import AuditSettings, ConfigError, load_course
 from grader.records import Limits
 from grader.rules import LatePolicy
 
@@ -116,6 +116,16 @@ def test_similarity_threshold_is_read(tmp_path: Path) -> None:
     assert course.similarity_threshold == 1.0
 
 
+def test_audit_settings_default_or_as_written(tmp_path: Path) -> None:
+    assert load_course(write_course(tmp_path)).audit == AuditSettings()
+    written = write_course(tmp_path, "[limits]\n",
+                           "[audit]\nmin_kill_rate = 97\nmutants = 12\n[limits]\n")
+    audit = load_course(written).audit
+    assert (audit.min_kill_rate, audit.mutants, audit.seeds) == (97.0, 12, AuditSettings().seeds)
+    repository = tomllib.loads(REPO_COURSE.read_text(encoding="utf-8"))["audit"]
+    assert load_course(REPO_COURSE).audit == AuditSettings(**repository)
+
+
 def test_relative_path_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_course(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -192,6 +202,15 @@ BAD = [
                  "similarity.threshold", id="similarity-threshold-string"),
     pytest.param("[limits]", "[similarity]\nthreshhold = 0.5\n[limits]",
                  "similarity.threshhold", id="similarity-unknown-key"),
+    # the audit's settings
+    pytest.param("[limits]\n", "[audit]\nmutant = 3\n[limits]\n", "audit.mutant",
+                 id="unknown-in-audit"),
+    pytest.param("[limits]\n", '[audit]\nseeds = "many"\n[limits]\n', "audit.seeds",
+                 id="string-where-int-in-audit"),
+    pytest.param("[limits]\n", "[audit]\nmutants = 4.5\n[limits]\n", "audit.mutants",
+                 id="float-where-int-in-audit"),
+    pytest.param("[limits]\n", "[audit]\nmin_kill_rate = true\n[limits]\n",
+                 "audit.min_kill_rate", id="bool-where-float-in-audit"),
 ]
 
 
@@ -214,6 +233,10 @@ LOADS_BUT_CRASHES_LATER = [
                  id="min-percent-over-100"),
     pytest.param("min_required = 1", "min_required = -1", "pass_rule.min_required",
                  id="min-required-negative"),
+    pytest.param("[limits]\n", "[audit]\nmin_kill_rate = 101\n[limits]\n",
+                 "audit.min_kill_rate", id="kill-rate-over-100"),
+    pytest.param("[limits]\n", "[audit]\nslow_seeds = -1\n[limits]\n", "audit.slow_seeds",
+                 id="slow-seeds-negative"),
 ]
 
 

@@ -7,25 +7,19 @@ looks like when the checks call into it, and is put back afterwards.
 
 A full run of the hidden checks takes 20-40 s on this machine (two of them train a model in
 the kernel). So that this file stays fast, each wrong version runs the checks that its bug must
-trip (`CAUGHT_BY`), from a copy of the hidden check file in which only those checks are
-collected: same file name, so the same per-run draws as in a real grading run.
+trip (`CAUGHT_BY`), selected by name from the hidden check file: the same per-run draws as in
+a real grading run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-import nbformat
 import pytest
 from conftest import REPO
 from hw2_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
-from grader.execute import execute
 from grader.grading import grade_notebook
-from grader.protocol import Student
+from grader.harness import code_cells, redefined, score
 from grader.records import Limits, Status
 
 pytestmark = pytest.mark.kernel
@@ -66,64 +60,13 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
 }
 
 
-def _code_cells(path: Path) -> list[str]:
-    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-
-
-def _score(results) -> tuple[float, float]:
-    return sum(r.earned for r in results), sum(r.points for r in results)
-
-
-def _only(folder: Path, checks: tuple[str, ...]) -> Path:
-    """A copy of the hidden check file(s) in `folder` in which only `checks` are collected."""
-    folder.mkdir()
-    for source in sorted(HIDDEN.glob("test_*.py")):
-        keep = sorted(c.split("::")[1] for c in checks if c.split("::")[0] == source.stem)
-        if keep:
-            (folder / source.name).write_text(
-                source.read_text(encoding="utf-8")
-                + f"\n\nfor _name in [n for n in list(globals()) if n.startswith('test_')\n"
-                f"              and n not in {keep!r}]:\n    del globals()[_name]\n",
-                encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with execute(REFERENCE, LIMITS) as (execution, session):
-        assert execution.status is Status.OK, execution.detail
-        session.install_bridge(30)
-        yield session, Student(session.request, LIMITS.call_timeout_s)
-
-
-@contextmanager
-def _redefined(session, cells: list[str]) -> Iterator[None]:
-    """Run the cells that differ from the reference's in the live kernel, then put the
-    reference's back."""
-    original = _code_cells(REFERENCE)
-    changed = [i for i, (a, b) in enumerate(zip(original, cells, strict=False)) if a != b]
-    extra = cells[len(original):]
-    try:
-        for i in changed:
-            session.send_source(cells[i], 30)
-        for source in extra:
-            session.send_source(source, 30)
-        yield
-    finally:
-        # every graded definition sits in a cell with a solution region: re-running those
-        # cells undoes any redefinition (they only define functions)
-        for source in original:
-            if "### BEGIN SOLUTION" in source:
-                session.send_source(source, 30)
-
-
 @pytest.mark.parametrize("seed", [11, 2024, 987654321])
 def test_reference_earns_every_point_on_several_draws(reference, seed):
     _, student = reference
     results = run_checks(HIDDEN, student, seed)
     failed = [f"{r.name}: {r.message}" for r in results if r.outcome is not Outcome.PASSED]
     assert not failed
-    assert _score(results)[1] >= 45
+    assert score(results)[1] >= 45
 
 
 def test_reference_passes_the_public_checks(reference):
@@ -142,11 +85,12 @@ def test_every_wrong_version_names_the_checks_that_catch_it():
 
 
 @pytest.mark.parametrize("name", sorted(CAUGHT_BY))
-def test_each_wrong_version_loses_points(reference, name, tmp_path):
+def test_each_wrong_version_loses_points(reference, name):
     session, student = reference
-    with _redefined(session, apply_mutant(_code_cells(REFERENCE), name)):
-        results = run_checks(_only(tmp_path / "checks", CAUGHT_BY[name]), student, seed=5)
-    earned, possible = _score(results)
+    original = code_cells(REFERENCE)
+    with redefined(session, original, apply_mutant(original, name)):
+        results = run_checks(HIDDEN, student, seed=5, select=CAUGHT_BY[name])
+    earned, possible = score(results)
     assert earned < possible, f"{name} kept every point"
     passed = [r.name for r in results if r.outcome is not Outcome.FAILED]
     assert not passed, f"{name} should fail {passed} (errors are grader bugs): " + "; ".join(
@@ -155,13 +99,14 @@ def test_each_wrong_version_loses_points(reference, name, tmp_path):
 
 def test_public_answers_as_constants_fail_the_hidden_checks(reference):
     session, student = reference
-    cells = apply_mutant(_code_cells(REFERENCE), "constants")
+    original = code_cells(REFERENCE)
+    cells = apply_mutant(original, "constants")
     assert cells[-1] == CONSTANTS_SOURCE
-    with _redefined(session, cells):
+    with redefined(session, original, cells):
         public = run_checks(PUBLIC, student, seed=1)
         hidden = run_checks(HIDDEN, student, seed=1)
-    public_earned, public_possible = _score(public)
-    hidden_earned, hidden_possible = _score(hidden)
+    public_earned, public_possible = score(public)
+    hidden_earned, hidden_possible = score(hidden)
     # constants pass some public cases, and nearly nothing the hidden checks draw
     assert public_earned / public_possible > hidden_earned / hidden_possible
     assert hidden_earned <= 0.15 * hidden_possible
@@ -174,5 +119,5 @@ def test_the_untouched_template_scores_zero_without_breaking_anything():
     results = checks.results
     assert execution.status is Status.CELL_ERROR
     assert "NotImplementedError" in execution.detail
-    assert _score(results)[0] == 0
+    assert score(results)[0] == 0
     assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors

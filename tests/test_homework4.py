@@ -9,17 +9,13 @@ kernel (a few seconds), which sets this file's pace.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
 from conftest import REPO, write_notebook
 from hw4_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
 
 from grader.check import Outcome, run_checks
-from grader.execute import execute
 from grader.grading import grade_notebook
-from grader.protocol import Student
+from grader.harness import checks_on, code_cells, redefined, score
 from grader.records import Limits, Status
 
 pytestmark = [
@@ -55,29 +51,13 @@ CAUGHT_BY = {
 }
 
 
-def _code_cells(path: Path) -> list[str]:
-    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-
-
-def _score(results) -> tuple[float, float]:
-    return sum(r.earned for r in results), sum(r.points for r in results)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with execute(REFERENCE, LIMITS) as (execution, session):
-        assert execution.status is Status.OK, execution.detail
-        session.install_bridge(30)
-        yield session, Student(session.request, LIMITS.call_timeout_s)
-
-
 @pytest.mark.parametrize("seed", [11, 2024, 987654321])
 def test_reference_earns_every_point_on_several_draws(reference, seed):
     _, student = reference
     results = run_checks(HIDDEN, student, seed)
     failed = [f"{r.name}: {r.message}" for r in results if r.outcome is not Outcome.PASSED]
     assert not failed
-    assert _score(results)[1] >= 40
+    assert score(results)[1] >= 40
 
 
 def test_reference_passes_the_public_checks(reference):
@@ -93,17 +73,10 @@ def test_every_wrong_version_names_the_check_that_catches_it():
 @pytest.mark.parametrize("name", sorted(n for n in MUTANTS if n != "constants"))
 def test_each_wrong_version_loses_points(reference, name):
     session, student = reference
-    original = _code_cells(REFERENCE)
-    mutated = apply_mutant(original, name)
-    changed = [i for i, (a, b) in enumerate(zip(original, mutated, strict=True)) if a != b]
-    try:
-        for i in changed:
-            session.send_source(mutated[i], 30)
+    original = code_cells(REFERENCE)
+    with redefined(session, original, apply_mutant(original, name)):
         results = run_checks(HIDDEN, student, seed=5)
-    finally:
-        for i in changed:
-            session.send_source(original[i], 30)
-    earned, possible = _score(results)
+    earned, possible = score(results)
     outcomes = {r.name.partition("::")[2]: r.outcome for r in results}
     assert outcomes[CAUGHT_BY[name]] is Outcome.FAILED, f"{name} passed {CAUGHT_BY[name]}"
     assert Outcome.ERROR not in outcomes.values(), [r.message for r in results if r.outcome
@@ -113,20 +86,16 @@ def test_each_wrong_version_loses_points(reference, name):
 
 
 def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
-    cells = apply_mutant(_code_cells(REFERENCE), "constants")
+    cells = apply_mutant(code_cells(REFERENCE), "constants")
     assert cells[-1] == CONSTANTS_SOURCE
     # The constants cell runs on its own and redefines every graded function, so the kernel of
     # the reference with it appended answers the checks exactly as this one-cell notebook does,
     # without the reference's training; one execution serves both sets of checks.
     notebook = write_notebook(tmp_path / "hw4.ipynb", CONSTANTS_SOURCE)
-    with execute(notebook, LIMITS) as (execution, session):
-        assert execution.status is Status.OK, execution.detail
-        session.install_bridge(30)
-        student = Student(session.request, LIMITS.call_timeout_s)
-        public = run_checks(PUBLIC, student, seed=1)
-        hidden = run_checks(HIDDEN, student, seed=1)
-    public_earned, public_possible = _score(public)
-    hidden_earned, hidden_possible = _score(hidden)
+    execution, (public, hidden) = checks_on(notebook, LIMITS, 1, PUBLIC, HIDDEN)
+    assert execution.status is Status.OK, execution.detail
+    public_earned, public_possible = score(public)
+    hidden_earned, hidden_possible = score(hidden)
     # constants pass some public cases, and nearly nothing the hidden checks draw
     assert public_earned / public_possible > hidden_earned / hidden_possible
     assert hidden_earned <= 0.15 * hidden_possible
@@ -138,5 +107,5 @@ def test_the_untouched_template_scores_zero_without_breaking_anything():
     results = checks.results
     assert execution.status is Status.CELL_ERROR
     assert "NotImplementedError" in execution.detail
-    assert _score(results)[0] == 0
+    assert score(results)[0] == 0
     assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors

@@ -21,7 +21,7 @@ from conftest import REPO
 
 from grader.cli import main
 from grader.config import Course, load_course
-from grader.kit import KitError, LeakError, choose, kit_files, released, write_kit
+from grader.kit import KitError, LeakError, choose, engine_files, kit_files, released, write_kit
 from grader.kit_text import deadline_rows
 from grader.rules import late_tiers
 
@@ -98,6 +98,10 @@ def test_a_drifted_student_notebook_is_refused(tmp_path):
         kit_files(course, ("hw2",))
 
 
+INSTRUCTOR_ONLY = ("commands", "audit", "mutate", "harness", "kit", "kit_text", "leaks", "pages",
+                   "report", "similarity", "pipeline", "pool", "store", "export", "release")
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory, course) -> Path:
     out = tmp_path_factory.mktemp("release") / "kit"
@@ -107,9 +111,11 @@ def kit(tmp_path_factory, course) -> Path:
 
 def test_the_kit_holds_what_make_check_needs_and_nothing_else(kit):
     files = {p.relative_to(kit).as_posix() for p in kit.rglob("*") if p.is_file()}
-    engine = {f"grader/{p.relative_to(REPO / 'grader').as_posix()}"
-              for p in (REPO / "grader").rglob("*")
-              if p.suffix in (".py", ".ini", ".j2") and "__pycache__" not in p.parts}
+    engine = {f"grader/{name}" for name in engine_files()}
+    # the student's command and what it runs are in; the instructor's tools are not
+    assert {"grader/cli.py", "grader/grading.py", "grader/checks.py",
+            "grader/bridge/zygote.py"} <= engine
+    assert not engine & {f"grader/{m}.py" for m in INSTRUCTOR_ONLY}
     nncourse = {p.relative_to(REPO / "assignments").as_posix()
                 for p in (REPO / "assignments" / "nncourse").rglob("*")
                 if p.suffix in (".py", ".pt")}

@@ -5,15 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from grader.release import (
-    CODE_STUB,
-    MARKDOWN_STUB,
-    METADATA_KEY,
-    ReleaseError,
-    assignment_of,
-    strip_regions,
-    student_version,
-)
+from grader.errors import ReleaseError
+from grader.notebook import METADATA_KEY, assignment_of
+from grader.release import CODE_STUB, MARKDOWN_STUB, strip_regions, student_version
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
