@@ -160,6 +160,19 @@ def _pytest(check_dir: Path, *plugins: object, collect_only: bool = False) -> in
         _forget_modules(check_dir)
 
 
+def _fresh_modules(check_dir: Path) -> None:
+    """Run each check module's code again in its own module object, so that nothing a check
+    left at module level (a cache, a counter) reaches the next student: each starts from
+    freshly executed check files, as if imported for it alone. pytest's collected items keep
+    their functions, whose globals are these same, now fresh, module namespaces."""
+    root = str(check_dir.resolve()) + os.sep
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        if str(getattr(module, "__file__", None) or "").startswith(root) and \
+                spec is not None and spec.loader is not None:
+            spec.loader.exec_module(module)
+
+
 def _forget_modules(check_dir: Path) -> None:
     # pytest's importlib mode reuses a module already in sys.modules under the same name, so
     # check files of another folder (or an edited file) would silently run stale code.
@@ -213,7 +226,7 @@ def serve_checks(check_dir: Path, jobs: Iterable[Job], grade: Callable[[Job, Run
             raise ChecksConfigError(f"no such check in {check_dir}: {', '.join(unknown)}")
         points = {name: pts for name, pts in points.items() if name in set(select)}
     plugin = _GraderPlugin(None, 0, "", select)
-    server = _Server(plugin, points, jobs, grade)
+    server = _Server(plugin, points, jobs, grade, check_dir)
     _pytest(check_dir, plugin, server)
     if server.failure is not None:
         raise server.failure
@@ -226,9 +239,11 @@ class _Server:
     """The pytest plugin that turns one collected session into a loop over jobs."""
 
     def __init__(self, plugin: _GraderPlugin, points: dict[str, float], jobs: Iterable[Any],
-                 grade: Callable[[Any, RunChecks], None]) -> None:
+                 grade: Callable[[Any, RunChecks], None], check_dir: Path) -> None:
         self._plugin, self._points = plugin, points
         self._jobs, self._grade = jobs, grade
+        self._check_dir = check_dir
+        self._students = 0
         self.failure: BaseException | None = None
         self.served = False
 
@@ -249,6 +264,9 @@ class _Server:
         if student is None:
             return tuple(CheckResult(name, pts, Outcome.FAILED, unavailable)
                          for name, pts in sorted(self._points.items()))
+        if self._students:
+            _fresh_modules(self._check_dir)
+        self._students += 1
         plugin = self._plugin
         plugin.start(student, seed, unavailable)
         items = session.items

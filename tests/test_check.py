@@ -222,3 +222,26 @@ def test_an_error_while_serving_stops_and_is_raised(tmp_path):
 
     with pytest.raises(RuntimeError, match="broke on 1"):
         serve_checks(_checks(tmp_path, CHECKS), [1, 2], grade)
+
+
+CACHING_CHECKS = '''
+import pytest
+
+_RESULTS = {}  # a module-level cache keyed by the run's seed: wrong once many students share it
+
+
+@pytest.mark.points(1)
+def test_cached(student, grading_seed):
+    if grading_seed not in _RESULTS:
+        _RESULTS[grading_seed] = student.call("double", 21)
+    assert _RESULTS[grading_seed] == 42, "double(21) should be 42"
+'''
+
+
+def test_module_state_of_one_student_never_reaches_the_next(tmp_path):
+    right = _fake_student(double=lambda n: 2 * n)
+    wrong = _fake_student(double=lambda n: n)
+    outcomes: list[Outcome] = []
+    serve_checks(_checks(tmp_path, CACHING_CHECKS), [right, wrong, right],
+                 lambda student, run: outcomes.extend(r.outcome for r in run(student, 7, "")))
+    assert outcomes == [Outcome.PASSED, Outcome.FAILED, Outcome.PASSED]
