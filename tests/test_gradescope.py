@@ -65,7 +65,8 @@ def validate(data: dict) -> None:
     """A small schema check of results.json against the fields Gradescope documents."""
     assert set(data) <= TOP_KEYS, set(data) - TOP_KEYS
     assert isinstance(data["score"], int | float) and data["score"] >= 0
-    assert isinstance(data["output"], str) and isinstance(data["execution_time"], int)
+    assert isinstance(data["output"], str)
+    assert isinstance(data.get("execution_time", 0), int)
     assert data["visibility"] in VISIBILITY and data["stdout_visibility"] in VISIBILITY
     for test in data["tests"]:
         assert set(test) <= TEST_KEYS, set(test) - TEST_KEYS
@@ -242,3 +243,21 @@ def test_an_unknown_submission_time_is_never_on_time(autograder):
     assert sum(t["score"] for t in data["tests"]) == 3.0
     assert data["score"] == 0.0
     assert "no readable created_at" in data["output"] and "pending" in data["output"]
+
+
+def test_a_bundle_that_cannot_grade_says_so_in_results_json(bundle, tmp_path, monkeypatch,
+                                                           capsys):
+    from grader import gradescope, sandbox
+
+    root = tmp_path / "autograder"
+    zipfile.ZipFile(bundle).extractall(root / "source")
+    toml = root / "source" / "course.toml"
+    toml.write_text(toml.read_text().replace('sandbox = "auto"', 'sandbox = "required"'))
+    write_notebook(root / "submission" / "hw1.ipynb", "def double(n):\n    return 2 * n")
+    monkeypatch.setattr(sandbox, "probe", lambda: sandbox.Probe(False, "no bwrap in this image"))
+    assert gradescope.main([str(root)]) == 2
+    data = json.loads((root / "results" / "results.json").read_text())
+    validate(data)
+    assert data["score"] == 0.0 and data["tests"] == []
+    assert "could not grade" in data["output"] and "bwrap" not in data["output"]
+    assert "requires the kernel sandbox: no bwrap in this image" in capsys.readouterr().out
