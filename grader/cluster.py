@@ -3,7 +3,8 @@
 ``grade_on_cluster`` is ``grader.pool.grade_in_workers`` for more than one machine. Each task is
 ``pipeline.grade_submission`` (execute the notebook, run its checks, score it) on a
 ``dask.distributed`` worker, which starts its own kernel fork server the first time it grades
-and keeps it. Rows come back to the client as they finish and are stored there, one at a
+and keeps it (until the worker process exits: Dask spawns its workers, so they end through
+Python's own exit and ``grader.kernel``'s atexit stops the server). Rows come back to the client as they finish and are stored there, one at a
 time. A worker that dies takes nothing stored with it: the scheduler hands the submissions it
 held to another worker (up to the scheduler's ``distributed.scheduler.allowed-failures``, 3 by
 default, before it gives up on a task); a task that fails for any other reason is retried once
@@ -117,21 +118,6 @@ def _grade(sub: Submission, course: Course, seed: int, engine: str) -> GradeRow:
     return grade_submission(sub, course, seed)
 
 
-def _close_zygotes_plugin() -> Any:
-    from distributed import WorkerPlugin
-
-    from grader.kernel import close_zygotes
-
-    class CloseZygotes(WorkerPlugin):
-        """Stop the worker's kernel fork server when the worker closes (a worker process
-        ends without running atexit)."""
-
-        def teardown(self, worker: Any) -> None:
-            close_zygotes()
-
-    return CloseZygotes()
-
-
 @contextlib.contextmanager
 def connect(address: str, workers: int) -> Iterator[Client]:
     """A client of the scheduler at ``address``, or of a new ``LocalCluster`` of ``workers``
@@ -200,7 +186,6 @@ def grade_on_cluster(todo: Sequence[Task], course: Course, seed: int, address: s
         sandboxes = check_workers(client, course, todo)
         note(f"Dask cluster {address}: {len(sandboxes)} worker(s); "
              + "; ".join(f"{w}: {s}" for w, s in sorted(sandboxes.items())))
-        client.register_plugin(_close_zygotes_plugin(), name="grader-close-zygotes")
         _run(client, todo, course, seed, started, done)
 
 
