@@ -4,11 +4,12 @@
 ``pipeline.grade_submission`` (execute the notebook, run its checks, score it) on a
 ``dask.distributed`` worker, which starts its own kernel fork server the first time it grades
 and keeps it (until the worker process exits: Dask spawns its workers, so they end through
-Python's own exit and ``grader.kernel``'s atexit stops the server). Rows come back to the client as they finish and are stored there, one at a
-time. A worker that dies takes nothing stored with it: the scheduler hands the submissions it
-held to another worker (up to the scheduler's ``distributed.scheduler.allowed-failures``, 3 by
-default, before it gives up on a task); a task that fails for any other reason is retried once
-and then becomes that submission's ``grader_error`` row, never the end of the batch.
+Python's own exit and ``grader.kernel``'s atexit stops the server). Rows come back to the
+client as they finish and are stored there, one at a time. A worker that dies takes nothing
+stored with it: the scheduler hands the submissions it held to another worker (up to the
+scheduler's ``distributed.scheduler.allowed-failures``, 3 by default, before it gives up on a
+task); a task that fails for any other reason is retried once and then becomes that
+submission's ``grader_error`` row, never the end of the batch.
 
 Every worker must see the course, the hidden checks and the submissions at the same paths as
 the client (a shared file system), and run the same engine and torch: that is checked on each
