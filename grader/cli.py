@@ -30,7 +30,7 @@ from grader.sandbox import use_sandbox
 # command name -> its function in grader.commands
 INSTRUCTOR_COMMANDS = {"grade": "grade", "export": "export_cmd", "report": "report_cmd",
                        "audit": "audit_cmd", "release-notebooks": "release_notebooks_cmd",
-                       "release": "release_cmd"}
+                       "release": "release_cmd", "gradescope": "gradescope_cmd"}
 
 
 class _Group(click.Group):

@@ -46,13 +46,18 @@ DEFAULT_REPORT = Path("grades/report.html")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
               help="Notebooks graded at once, each in its own worker process (one CPU thread "
                    "each). Default: the number of cores.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Grade on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://host:8786), each submission a task on a worker; `local` starts "
+                   "a cluster of --jobs worker processes here. See README, \"More than one "
+                   "machine\".")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
               show_default=True, help="Where to write the gradebook CSV after the run.")
 @click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
               default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
 def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
-          force: bool, seed: int | None, jobs: int | None, csv_path: Path,
-          feedback_dir: Path) -> None:
+          force: bool, seed: int | None, jobs: int | None, scheduler: str | None,
+          csv_path: Path, feedback_dir: Path) -> None:
     """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb, with an
     optional timestamp.txt beside each notebook), or the submissions listed in a manifest CSV
     (columns student,assignment,path,submitted_at).
@@ -61,11 +66,13 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     rewritten at the end.
 
     Example: grader grade examples/submissions --assignment hw1 --jobs 2
+
+    On a Dask cluster: grader grade /shared/submissions --scheduler tcp://head:8786
     """
     course = load_course(course_path)
     with locked(gradebook) as book:
         graded = grade_all(course, submissions, book, assignments, force, seed,
-                           _Printer(), jobs or _cores())
+                           _Printer(), jobs or _cores(), scheduler)
         rows = book.rows()
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
     export_mod.write_feedback(course, rows, feedback_dir)
@@ -350,3 +357,30 @@ def release_cmd(folder: Path, course_path: Path, assignments: tuple[str, ...], e
     kit = write_kit(course, folder, chosen, archive, force)
     out.print(f"wrote the kit of {', '.join(kit.assignments)} to {kit.folder}/ "
               f"({kit.files} files)" + (f" and {kit.archive}" if kit.archive else ""))
+
+
+@click.command("gradescope")
+@click.argument("assignment", metavar="HW")
+@click.argument("zip_path", metavar="OUT.zip", type=click.Path(path_type=Path))
+@course_option
+@click.option("--visibility", type=click.Choice(["hidden", "after_due_date", "after_published",
+                                                 "visible"]),
+              default="after_due_date", show_default=True,
+              help="When students see each check's result on Gradescope. Shown at once, the "
+                   "hidden checks answer every upload: a student could probe them.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT.zip.")
+def gradescope_cmd(assignment: str, zip_path: Path, course_path: Path, visibility: str,
+                   force: bool) -> None:
+    """Write a Gradescope autograder for the homework HW to OUT.zip: setup.sh (installs
+    bubblewrap, Python, torch==2.13.0 and the pinned dependencies), run_autograder (grades
+    the submitted notebook with the hidden checks and the course's late rule, writes
+    results.json), the engine, the course kit and the hidden checks.
+
+    Example: grader gradescope hw1 out/hw1-gradescope.zip
+    """
+    from grader.gradescope import write_bundle
+
+    course = load_course(course_path)
+    bundle = write_bundle(course, assignment, zip_path, visibility, force)
+    out.print(f"wrote {bundle.path}: the Gradescope autograder of {bundle.assignment} "
+              f"({bundle.checks} check file(s), {bundle.files} files)")

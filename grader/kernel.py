@@ -106,6 +106,8 @@ class Zygote:
                         ignore=ignore)
         self.slots.mkdir()
         self._home.mkdir()
+        if not sandboxed and sandbox.runs_kernels_as_nobody():
+            self.root.chmod(0o755)  # its kernels run as nobody and must reach their slots
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         self._process: subprocess.Popen[bytes] | None = None
@@ -235,8 +237,7 @@ def workspace(notebook_path: Path, zygote: Zygote) -> Iterator[Workspace]:
             if item.is_file() and not item.is_symlink() and \
                     item.stat().st_size < MAX_COPIED_FILE:
                 shutil.copyfile(item, space.workdir / item.name)
-        if zygote.sandboxed:
-            sandbox.hand_over([slot])
+        sandbox.hand_over([slot])  # the kernel's user owns its slot (where it is not ours)
         yield space
     finally:
         shutil.rmtree(slot, ignore_errors=True)
@@ -267,10 +268,13 @@ class _ForkedKernel(LocalProvisioner):
         info["ip"] = str(inside(space.ipc / "kernel"))
         info["key"] = info["key"].decode() if isinstance(info["key"], bytes) else info["key"]
         (space.ipc / "kernel.json").write_text(json.dumps(info))
-        if self.zygote.sandboxed:
-            sandbox.hand_over([space.ipc])
+        sandbox.hand_over([space.ipc])
+        # unsandboxed, a grader run as root still never runs a notebook as root
+        user = sandbox.NOBODY if not self.zygote.sandboxed and sandbox.runs_kernels_as_nobody() \
+            else None
         answer = self.zygote.ask({
-            "op": "spawn", "isolate": self.zygote.sandboxed, "slot": str(inside(space.slot)),
+            "op": "spawn", "isolate": self.zygote.sandboxed, "user": user,
+            "slot": str(inside(space.slot)),
             "slots": str(inside(self.zygote.slots)),
             "connection_file": str(inside(space.ipc / "kernel.json")),
             "cwd": str(inside(space.workdir)), "log": str(inside(space.log)),

@@ -284,12 +284,15 @@ def _value(value: object) -> str:
     return repr(value)
 
 
-def course_toml(course: Course, released: Sequence[str]) -> str:
+def course_toml(course: Course, released: Sequence[str], *,
+                header: str = "for `grader check` in the student kit (written by grader "
+                              "release)", students: bool = True) -> str:
     """The kit's course.toml: the course's rules and limits and the released homework only; no
-    roster, no extensions. A kernel sandbox the course requires becomes "auto": a student's
-    laptop may have no bubblewrap, and there the student runs only their own code."""
+    roster, no extensions. For ``students``, a kernel sandbox the course requires becomes
+    "auto": a student's laptop may have no bubblewrap, and there the student runs only their
+    own code."""
     limits = {key: getattr(course.limits, key) for key in course.limits.__dataclass_fields__}
-    if limits["sandbox"] == "required":
+    if students and limits["sandbox"] == "required":
         limits["sandbox"] = "auto"
     course_table = {"name": course.name, "timezone": course.timezone.key,
                     "deadline_time": course.deadline_time.strftime("%H:%M"),
@@ -297,8 +300,7 @@ def course_toml(course: Course, released: Sequence[str]) -> str:
                     "last_lecture_day": course.last_lecture_day}
     pass_rule = {"min_percent": course.pass_rule.min_percent,
                  "min_required": course.pass_rule.min_required}
-    out = ["# Course settings for `grader check` in the student kit (written by grader release).",
-           ""]
+    out = [f"# Course settings {header}.", ""]
     for name, table in (("course", course_table), ("pass_rule", pass_rule), ("limits", limits)):
         out += [f"[{name}]", *(f"{k} = {_value(v)}" for k, v in table.items()), ""]
     for a in released:

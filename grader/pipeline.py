@@ -58,8 +58,10 @@ def gradable(course: Course) -> list[str]:
 
 def grade_all(course: Course, submissions_root: Path, book: Gradebook,
               assignments: Sequence[str] = (), force: bool = False, seed: int | None = None,
-              progress: Progress | None = None, jobs: int = 1) -> list[Graded]:
-    """Grade every submission under ``submissions_root`` into ``book``, ``jobs`` at a time.
+              progress: Progress | None = None, jobs: int = 1,
+              scheduler: str | None = None) -> list[Graded]:
+    """Grade every submission under ``submissions_root`` into ``book``, ``jobs`` at a time, or
+    on the Dask cluster at ``scheduler`` (``"local"``: a LocalCluster of ``jobs`` processes).
 
     Unchanged submissions (same student, assignment and notebook hash) keep their stored row
     unless ``force``; the late rule is applied to them again without running anything. Each
@@ -74,8 +76,8 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)
     report = progress or Progress()
-    report.note(f"{len(submissions)} submission(s), seed {seed}, {jobs} at a time; "
-                f"{sandbox_note}")
+    where = f"on the Dask cluster {scheduler}" if scheduler else f"{jobs} at a time"
+    report.note(f"{len(submissions)} submission(s), seed {seed}, {where}; {sandbox_note}")
     done: dict[int, Graded] = {}
     todo: list[tuple[int, Submission]] = []
     for index, sub in enumerate(submissions):
@@ -97,7 +99,12 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     # by assignment: a worker keeps one session of checks while it grades the same homework
     todo.sort(key=lambda task: (task[1].assignment, task[0]))
     report.planned(len(todo))
-    if jobs <= 1 or len(todo) <= 1:
+    if scheduler is not None:
+        from grader.cluster import grade_on_cluster  # dask: the optional "cluster" extra
+
+        grade_on_cluster(todo, course, seed, scheduler, jobs,
+                         lambda task: report.started(task[1]), store, report.note)
+    elif jobs <= 1 or len(todo) <= 1:
         grade_stream(course, seed, _announced(todo, report), store)
     else:
         grade_in_workers(todo, course, seed, jobs,

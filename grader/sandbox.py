@@ -109,8 +109,23 @@ def wrap(inner: list[str], *, read_write: Iterable[Bind], read_only: Iterable[Bi
     return args + inner
 
 
+@functools.cache
+def runs_kernels_as_nobody() -> bool:
+    """Whether a grader run as root without the sandbox can run kernels as ``nobody``: only
+    where that user can reach the Python installation (a pyenv under /root, say, it cannot,
+    and the kernel then runs as the grader's user, with resource limits only)."""
+    if not _is_root():
+        return False
+    for prefix in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}:
+        for folder in (prefix, *prefix.parents):
+            if not folder.stat().st_mode & 0o001:  # others may not traverse it
+                return False
+    return True
+
+
 def hand_over(paths: Iterable[Path]) -> None:
-    """Give the sandboxed user the folders it must write (only needed when running as root)."""
+    """Give the kernel's user (``nobody`` when the grader runs as root, sandboxed or not) the
+    folders it must write; nothing to do when the grader is not root."""
     if not _is_root():
         return
     for top in paths:
@@ -152,11 +167,13 @@ def use_sandbox(limits: Limits) -> tuple[bool, str]:
     """Whether kernels run sandboxed under ``limits``, and a sentence saying so (or why not).
 
     Raise SandboxUnavailable when ``limits.sandbox`` is "required" and it cannot be had."""
+    as_nobody = "; kernels run as nobody" if runs_kernels_as_nobody() else ""
     if limits.sandbox == "off":
-        return False, "kernel NOT sandboxed (limits.sandbox = \"off\"); resource limits only"
+        return False, (f"kernel NOT sandboxed (limits.sandbox = \"off\"); resource limits "
+                       f"only{as_nobody}")
     found = probe()
     if found.available:
         return True, found.reason
     if limits.sandbox == "required":
         raise SandboxUnavailable(f"the course requires the kernel sandbox: {found.reason}")
-    return False, f"kernel NOT sandboxed: {found.reason}; resource limits only"
+    return False, f"kernel NOT sandboxed: {found.reason}; resource limits only{as_nobody}"

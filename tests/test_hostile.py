@@ -352,3 +352,26 @@ def test_the_kernel_keeps_no_history_database(tmp_path, checks):
         files, enabled = student.call("home_files"), student.call("history_on")
     assert not enabled
     assert not [f for f in files if "history" in f], files
+
+
+def test_without_the_sandbox_a_root_grader_still_runs_no_notebook_as_root(tmp_path, checks):
+    from grader.execute import execute
+    from grader.protocol import Student
+
+    secret = tmp_path / "root-only.txt"
+    secret.write_text("the grader's")
+    secret.chmod(0o600)
+    notebook = write_notebook(tmp_path / "who.ipynb",
+                              f"import os\ndef who():\n    return os.getuid(), "
+                              f"os.access({str(secret)!r}, os.R_OK)")
+    off = dataclasses.replace(LIMITS, sandbox="off")
+    with execute(notebook, off) as (execution, session):
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(10)
+        uid, readable = Student(session.request, 10).call("who")
+    from grader.sandbox import runs_kernels_as_nobody
+
+    if runs_kernels_as_nobody():  # root, and the Python installation open to others
+        assert (uid, readable) == (65534, False)
+    else:  # not root; or root with a Python only root can reach (said in the sandbox note)
+        assert uid == os.geteuid()

@@ -11,7 +11,7 @@ pid 1). Its capabilities inside its namespaces are dropped before the kernel sta
 
 The grader drives it over stdin/stdout, one JSON object per line:
 
-    {"op": "spawn", "slot", "slots", "connection_file", "cwd", "env", "log",
+    {"op": "spawn", "isolate", "user", "slot", "slots", "connection_file", "cwd", "env", "log",
      "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
         -> {"ok": true, "pid": n, "isolated": true | false, "why": "..."}
     {"op": "poll", "pid": n}     -> {"ok": true, "exit": null | code}
@@ -217,6 +217,10 @@ def _child(request: dict[str, Any], report: int) -> None:
                 socket.sethostname("sandbox")
                 _drop_capabilities()
             else:
+                if request.get("user") is not None:  # no sandbox, and the grader is root
+                    os.setgroups([])
+                    os.setgid(int(request["user"]))
+                    os.setuid(int(request["user"]))
                 _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             _run_kernel(request)
         except BaseException as exc:  # noqa: BLE001 - the kernel's last words go to its log
