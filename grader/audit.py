@@ -8,7 +8,7 @@ Four parts, each a record in the report:
   ``slow_check`` on all ``seeds``). Every (seed, check, message) that lost a point is listed:
   a correct student graded on that seed would have lost it.
 - **mutants**: mutants of the solution regions (``grader.mutate``), drawn with the mutant
-  seed, each graded like a submission (``grader.pipeline.grade_notebook``, a fresh kernel each,
+  seed, each graded like a submission (``grader.grading.grade_notebook``, a fresh kernel each,
   ``jobs`` at a time). Killed: it lost a point. Survived: it kept every point (listed with its
   diff). Equivalent: listed in ``solutions/<hw>/audit_equivalent.toml`` with a reviewed reason,
   and not graded. Kill rate = killed / (drawn - equivalent), in percent.

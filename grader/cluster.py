@@ -1,7 +1,7 @@
 """Grading on a Dask cluster: each submission is one task, the gradebook has one writer.
 
 ``grade_on_cluster`` is ``grader.pool.grade_in_workers`` for more than one machine. Each task is
-``pipeline.grade_submission`` (execute the notebook, run its checks, score it) on a
+``grading.grade_submission`` (execute the notebook, run its checks, score it) on a
 ``dask.distributed`` worker, which starts its own kernel fork server the first time it grades
 and keeps it (until the worker process exits: Dask spawns its workers, so they end through
 Python's own exit and ``grader.kernel``'s atexit stops the server). Rows come back to the

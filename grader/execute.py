@@ -23,14 +23,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from grader.kernel import (
-    KernelSession,
-    log_size,
-    log_tail,
-    started_kernel,
-    workspace,
-    zygote_for,
-)
+from grader.forkserver import zygote_for
+from grader.kernel import KernelSession, log_size, log_tail, started_kernel, workspace
 from grader.notebook import MalformedNotebook, first_line, read_notebook
 from grader.records import CellError, Execution, Limits, Status
 from grader.sandbox import use_sandbox

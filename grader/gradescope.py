@@ -14,7 +14,7 @@
                       the engine, the course kit and the homework's hidden checks, run from
                       /autograder/source (no reference notebook, no other homework)
 
-``run`` grades ``/autograder/submission/*.ipynb`` with ``pipeline.grade_submission`` (the same
+``run`` grades ``/autograder/submission/*.ipynb`` with ``grading.grade_submission`` (the same
 task a local pool or a Dask worker runs), applies the course's late rule to the submission time
 Gradescope gives in ``submission_metadata.json`` (``created_at``), and writes
 ``/autograder/results/results.json`` in Gradescope's documented format: a top-level ``score``

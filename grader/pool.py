@@ -27,7 +27,7 @@ def _work(conn: Connection, course: Course, seed: int) -> None:
     """A worker: grade what the parent sends until it sends None."""
     import torch
 
-    from grader.kernel import close_zygotes
+    from grader.forkserver import close_zygotes
 
     torch.set_num_threads(1)
 
