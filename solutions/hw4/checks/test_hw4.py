@@ -354,11 +354,22 @@ def test_affine_qparams_zero_point_clamped(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_affine_round_trip_within_half_a_step(student, rng, torch_rng):
     """dequantize(linear_quantize(r, S, Z), S, Z) is within S / 2 of r, with the student's own
-    affine_qparams, on tensors whose range contains 0."""
+    affine_qparams, on tensors whose range contains 0.
+
+    Only such ranges guarantee it: with r_min < 0 < r_max, q_min - r_min / S lies inside
+    [q_min, q_max], so the rounded zero point needs no clamping and both ends of the range sit
+    within half a step of a level. A one-sided range clamps the zero point, and the levels then
+    cover only [0, r_max - r_min] (or its mirror): values beyond are off by up to |r_min|. So
+    the draw is repeated until its range contains 0; one-sided ranges are checked (clamping)
+    by test_affine_qparams_zero_point_clamped."""
     for _ in range(3):
         bits = rng.randint(3, 8)
-        r = (torch.randn(rng.randint(50, 200), generator=torch_rng) * rng.uniform(0.1, 5)
-             + rng.uniform(-0.5, 0.5))
+        while True:
+            spread = rng.uniform(0.1, 5)
+            r = (torch.randn(rng.randint(50, 200), generator=torch_rng) * spread
+                 + rng.uniform(-1.0, 1.0) * spread)
+            if r.min().item() < 0 < r.max().item():
+                break
         got = student.call("affine_qparams", r, bits=bits)
         assert isinstance(got, (tuple, list)) and len(got) == 2, (
             f"affine_qparams should return (scale, zero_point), got {got!r:.200}"
