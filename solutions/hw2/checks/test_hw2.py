@@ -351,6 +351,9 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
 
 def _scan_case(rng: random.Random) -> tuple[dict, list[str], list[float], torch.Tensor,
                                             torch.Tensor]:
+    """The shipped CNN(16, 32, 64), 2-3 weights, 3 sparsities, a test subset. None of the 32
+    (weight, sparsity) pairs has two equal magnitudes at its threshold (checked), so every
+    correct magnitude pruning prunes the same entries."""
     state = _pretrained_state("cnn_16_32_64")
     names = rng.sample(PRUNABLE_KEYS, rng.randint(2, 3))
     sparsities = sorted(rng.sample([0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], 3))
