@@ -9,14 +9,21 @@ student's live kernel, ``grader.protocol.Student``), and draws its inputs from `
 - ``oracles_agree``: the grader's own computations must agree before a student is judged by
   them; when they do not, it is a grader error, never the student's lost point;
 - ``changed_state`` / ``changed_modes``: what a student's function changed in a module it was
-  given, for checks that a function leaves its inputs as it found them.
+  given, for checks that a function leaves its inputs as it found them;
+- ``demanded`` / ``Demand`` / ``one_thread``: a check may only demand what its own draw
+  guarantees. A check that trains a model, runs an iterative method from a random start, or
+  calibrates on a random subset demands a floor; when the student falls short of it on a draw,
+  the grader runs its own copy of the recipe on the same draw (on one thread, as the kernel
+  does) and demands no more than that run reaches, less a margin.
 
 See docs/checks.md for the whole protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,8 +37,9 @@ from grader.protocol import (
 )
 
 __all__ = [
-    "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student", "StudentError",
-    "changed_modes", "changed_state", "kit_model", "layer", "oracles_agree", "probe", "seq",
+    "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
+    "StudentError", "changed_modes", "changed_state", "demanded", "kit_model", "layer",
+    "one_thread", "oracles_agree", "probe", "seq",
 ]
 
 
@@ -83,3 +91,47 @@ def changed_modes(after: ReturnedModule, training: bool) -> list[str]:
     ``training``, the mode the module was sent in (sorted)."""
     return sorted(name or "<model>" for name, flag in after.training.items()
                   if flag != training)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What a check demands of a measured quantity (higher is better) on one draw.
+
+    ``minimum`` in the quantity's own unit (an accuracy: a fraction in [0, 1]); ``reference``
+    is what the grader's own run of the recipe reached on the draw, when it had to be run."""
+
+    minimum: float
+    reference: float | None = None
+
+    def met_by(self, measured: float) -> bool:
+        return measured >= self.minimum
+
+    def note(self) -> str:
+        """Words for a failure message: where a lowered minimum comes from."""
+        if self.reference is None:
+            return ""
+        return f" (the grader's own run of the recipe on this draw reaches {self.reference:.4f})"
+
+
+def demanded(measured: float, floor: float, reference: Callable[[], float],
+             margin: float) -> Demand:
+    """The demand on this draw: ``floor`` when ``measured`` reaches it; otherwise at most what
+    ``reference()`` (the grader's own run of the same recipe on the same draw, called only
+    then) reaches, less ``margin``. All in the quantity's unit (accuracy: a fraction)."""
+    if measured >= floor:
+        return Demand(floor)
+    reached = float(reference())
+    return Demand(min(floor, reached - margin), reached)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed torch work on one thread, as the student's kernel does, and restore the
+    thread count: the same recipe then takes the same float path (and on a shared 2-core
+    machine two threads can be 10-50 x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.checks import ModuleSpec, ReturnedModule, kit_model
+from grader.checks import ModuleSpec, ReturnedModule, demanded, kit_model, one_thread
 
 CONVS = ("conv1", "conv2", "conv3")
 PRUNABLE_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")
@@ -278,16 +278,52 @@ def test_masked_pruner_applies_masks(student, rng, torch_rng):
         )
 
 
+def _oracle_fine_tune(channels, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                      x: torch.Tensor, y: torch.Tensor, lr: float, seed: int) -> nn.Module:
+    """The grader's own masked fine-tuning (one epoch of nncourse.train, masks applied first
+    and after every optimizer step), on one thread like the kernel."""
+    model = _build(channels, {k: v * masks[k] if k in masks else v for k, v in state.items()})
+    return _masked_train(model, masks, x, y, epochs=1, lr=lr, seed=seed)
+
+
+def _masked_train(model: nn.Module, masks: dict[str, torch.Tensor], x: torch.Tensor,
+                  y: torch.Tensor, epochs: int, lr: float, seed: int) -> nn.Module:
+    """nncourse.train with the masks re-applied after every optimizer step, one thread."""
+    params = dict(model.named_parameters())
+
+    def reapply() -> None:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+
+    with one_thread():
+        return nncourse.train(model, x, y, epochs=epochs, lr=lr, seed=seed, callback=reapply)
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
-    """After fine-tuning, every pruned weight is exactly zero and the rest has trained."""
-    channels = _draw_channels(rng)
-    state = _random_state(channels, torch_rng)
-    names = rng.sample(PRUNABLE_KEYS[1:], 2)
-    masks = {n: torch.rand(state[n].shape, generator=torch_rng) < rng.uniform(0.1, 0.5)
-             for n in names}
-    x, y = _train_subset(rng, rng.randint(192, 320))
-    lr, seed = rng.choice([1e-3, 3e-3, 1e-2]), rng.randint(0, 10_000)
+    """After fine-tuning, every pruned weight is exactly zero and the rest has trained: of the
+    kept entries that the grader's own masked fine-tuning moves on this draw, most have moved.
+
+    Only entries that receive a gradient can move, and on a random draw many kept entries get
+    none in any implementation: a mask that cuts every fc weight reading a conv3 channel leaves
+    that channel's conv3 weights without a path to the loss, and random BatchNorm parameters
+    can silence a channel's ReLU for every input. Which entries those are is a property of the
+    draw, so the grader runs the same fine-tuning itself and asks for movement only where its
+    own run moved something (a model returned untrained moves none of them)."""
+    while True:  # a draw on which some kept entry of each masked layer can move at all
+        channels = _draw_channels(rng)
+        state = _random_state(channels, torch_rng)
+        names = rng.sample(PRUNABLE_KEYS[1:], 2)
+        masks = {n: torch.rand(state[n].shape, generator=torch_rng) < rng.uniform(0.1, 0.5)
+                 for n in names}
+        x, y = _train_subset(rng, rng.randint(192, 320))
+        lr, seed = rng.choice([1e-3, 3e-3, 1e-2]), rng.randint(0, 10_000)
+        oracle = _oracle_fine_tune(channels, state, masks, x, y, lr, seed).state_dict()
+        movable = {n: mask & (oracle[n] != state[n]) for n, mask in masks.items()}
+        if all(bool(m.any()) for m in movable.values()):
+            break
     model = kit_model("make_cnn", channels=channels, state_dict=state)
     got = student.with_timeout(90).call("fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr,
                                         seed=seed)
@@ -299,10 +335,12 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
             f"fine_tune_sparse: {regrown} of the {int((~mask).sum())} pruned entries of {name} "
             f"are no longer zero after one epoch; re-apply the masks after every optimizer step"
         )
-        trained = (weight[mask] != state[name][mask]).float().mean().item()
+        moved = weight[movable[name]] != state[name][movable[name]]
+        trained = moved.float().mean().item()
         assert trained > 0.5, (
-            f"fine_tune_sparse: only {trained:.0%} of the kept entries of {name} changed in one "
-            f"epoch; the model should be trained with nncourse.train"
+            f"fine_tune_sparse: only {trained:.0%} of the {moved.numel()} kept entries of "
+            f"{name} that one epoch of nncourse.train moves (those with a path to the loss) "
+            f"changed; the model should be trained with nncourse.train"
         )
 
 
@@ -312,6 +350,9 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
 
 def _scan_case(rng: random.Random) -> tuple[dict, list[str], list[float], torch.Tensor,
                                             torch.Tensor]:
+    """The shipped CNN(16, 32, 64), 2-3 weights, 3 sparsities, a test subset. None of the 32
+    (weight, sparsity) pairs has two equal magnitudes at its threshold (checked), so every
+    correct magnitude pruning prunes the same entries."""
     state = _pretrained_state("cnn_16_32_64")
     names = rng.sample(PRUNABLE_KEYS, rng.randint(2, 3))
     sparsities = sorted(rng.sample([0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], 3))
@@ -627,6 +668,26 @@ def _channel_case(rng, torch_rng):
     return channels, state, _draw_ratio(rng, channels), rng.choice(["l2", "bn_gamma"])
 
 
+def _clear_ranking(channels, state, criterion: str, ratio=None) -> bool:
+    """Whether the importance ranking the check relies on is unambiguous: at the cut between
+    kept and removed channels of each pruned conv (ratio given), or between every two
+    neighbours (ratio None: sort_channels), the importances differ by >= 1e-4 relative. Two
+    (nearly) equal importances can be ranked either way by a correct implementation: the L2
+    norm summed in another order differs in the last float32 bits. Draws are repeated until
+    the ranking is clear."""
+    model = _build(channels, state)
+    ratios = (dict.fromkeys(CONVS) if ratio is None
+              else ratio if isinstance(ratio, dict) else dict.fromkeys(CONVS, ratio))
+    for conv, r in ratios.items():
+        values = _oracle_importance(model, conv, criterion).sort(descending=True).values
+        cuts = (range(len(values) - 1) if r is None
+                else [_n_keep(len(values), r) - 1] if _n_keep(len(values), r) < len(values)
+                else [])
+        if any(values[i] - values[i + 1] < 1e-4 * values[i] for i in cuts):
+            return False
+    return True
+
+
 @pytest.mark.points(3)
 def test_channel_prune_structure_macs_params(student, rng, torch_rng):
     """C_out = max(1, round(C * (1 - ratio))) per pruned conv; BN, next layer and fc follow;
@@ -665,10 +726,14 @@ def test_channel_prune_structure_macs_params(student, rng, torch_rng):
 @pytest.mark.points(3)
 def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
     """The pruned model computes what the oracle's does: the top channels by importance
-    (ranked on the input model), BN statistics and next layer sliced consistently."""
+    (ranked on the input model), BN statistics and next layer sliced consistently. Drawn so
+    that the cut between kept and removed channels is unambiguous (_clear_ranking)."""
     x, _ = _test_subset(rng, 32)
     for criterion in ("l2", "bn_gamma"):
-        channels, state, ratio, _ = _channel_case(rng, torch_rng)
+        while True:
+            channels, state, ratio, _ = _channel_case(rng, torch_rng)
+            if _clear_ranking(channels, state, criterion, ratio):
+                break
         keep = _oracle_keep(_build(channels, state), channels, ratio, criterion)
         expected = _oracle_select(channels, state, keep)
         what = f"channel_prune(make_cnn({channels}), {ratio}, {criterion!r})"
@@ -686,11 +751,15 @@ def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
 
 @pytest.mark.points(2)
 def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
-    """Same outputs as the input model; each conv's channels by decreasing importance."""
+    """Same outputs as the input model; each conv's channels by decreasing importance (on
+    draws whose order is unambiguous: _clear_ranking)."""
     x, _ = _test_subset(rng, 32)
     for criterion in ("l2", "bn_gamma"):
-        channels = _draw_channels(rng)
-        state = _random_state(channels, torch_rng)
+        while True:
+            channels = _draw_channels(rng)
+            state = _random_state(channels, torch_rng)
+            if _clear_ranking(channels, state, criterion):
+                break
         what = f"sort_channels(make_cnn({channels}), {criterion!r})"
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
         got = _module(student.call("sort_channels", spec, criterion), "sort_channels")
@@ -771,6 +840,49 @@ def test_sparse_macs(student, rng, torch_rng):
 #   (random channels reach 0.98), so this check guards the surgery (the weights carried over, a
 #   model that trains and runs at the right size); which channels are kept is checked exactly
 #   by the channel checks above.
+#
+# A threshold measured on some seeds promises nothing on an unlucky one: the seed is drawn from
+# 10,001, and on a rare shuffle the recipe itself may fall short. So when the student's model
+# falls short, the grader runs the same recipe on the same draw itself (the oracles below,
+# written from the definitions) and demands no more than what that run reaches, less
+# REFERENCE_MARGIN (grader.checks.demanded). A correct pipeline takes the same steps as the
+# grader's run (measured: the same accuracy to the last image); the wrong versions (a layer
+# left out of the ranking, the largest weights pruned, weights not carried over) stay far
+# below a run that is itself near the threshold.
+
+REFERENCE_MARGIN = 0.01
+
+
+def _pretrained_model() -> nn.Sequential:
+    return _build((32, 64, 128), _pretrained_state("cnn_32_64_128"))
+
+
+def _reference_global(seed: int) -> float:
+    """Test accuracy of the grader's own run: 90 % global magnitude pruning of conv2, conv3 and
+    fc (one threshold, ties at it pruned), 3 epochs of masked fine-tuning at lr 1e-3."""
+    model = _pretrained_model()
+    weights = {k: model.get_parameter(k) for k in PRUNABLE_KEYS[1:]}
+    scores = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    threshold = scores.sort().values[round(0.9 * scores.numel()) - 1]
+    masks = {k: w.detach().abs() > threshold for k, w in weights.items()}
+    with torch.no_grad():
+        for k, w in weights.items():
+            w.mul_(masks[k])
+    x, y, x_test, y_test = nncourse.load_digits_split()
+    return nncourse.evaluate(_masked_train(model, masks, x, y, epochs=3, lr=1e-3, seed=seed),
+                             x_test, y_test)
+
+
+def _reference_channels(criterion: str, seed: int) -> float:
+    """Test accuracy of the grader's own run: half of every conv's channels removed by
+    `criterion`, then 2 epochs of nncourse.train at lr 3e-3."""
+    state = _pretrained_state("cnn_32_64_128")
+    keep = _oracle_keep(_build((32, 64, 128), state), (32, 64, 128), 0.5, criterion)
+    pruned = _oracle_select((32, 64, 128), state, keep)
+    x, y, x_test, y_test = nncourse.load_digits_split()
+    with one_thread():
+        trained = nncourse.train(pruned, x, y, epochs=2, lr=3e-3, seed=seed)
+    return nncourse.evaluate(trained, x_test, y_test)
 
 
 def _pretrained_spec() -> ModuleSpec:
@@ -808,10 +920,13 @@ def drive(model, ratio, criterion, seed):
 """
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(4)
 def test_global_pruning_and_fine_tuning_accuracy(student, rng):
     """Pretrained CNN(32, 64, 128), 90 % global magnitude pruning (conv1 excluded), 3 epochs of
-    masked fine-tuning (lr 1e-3): still 90 % sparse, test accuracy >= GLOBAL_90_MIN_ACCURACY."""
+    masked fine-tuning (lr 1e-3): still 90 % sparse, test accuracy >= GLOBAL_90_MIN_ACCURACY,
+    or, on a draw where the grader's own run of the recipe falls short, no less than that run
+    (grader.checks.demanded)."""
     seed = rng.randint(0, 10_000)
     got = student.with_timeout(150).drive(_DRIVE_GLOBAL, _pretrained_spec(), 0.9, seed)
     what = ("global_magnitude_prune(pretrained CNN(32, 64, 128), 0.9) then fine_tune_sparse("
@@ -827,16 +942,21 @@ def test_global_pruning_and_fine_tuning_accuracy(student, rng):
         f"{sparsity:.4f} sparse"
     )
     accuracy = _accuracy(got, what)
-    assert accuracy >= GLOBAL_90_MIN_ACCURACY, (
+    demand = demanded(accuracy, GLOBAL_90_MIN_ACCURACY, lambda: _reference_global(seed),
+                      REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
         f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
-        f"be at least {GLOBAL_90_MIN_ACCURACY}, got {accuracy:.4f}"
+        f"be at least {demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
     """Pretrained CNN(32, 64, 128), half of every conv's channels removed, 2 epochs of
-    fine-tuning (lr 3e-3): channels (16, 32, 64), test accuracy >= CHANNEL_50_MIN_ACCURACY."""
+    fine-tuning (lr 3e-3): channels (16, 32, 64), test accuracy >= CHANNEL_50_MIN_ACCURACY,
+    or, on a draw where the grader's own run of the recipe falls short, no less than that run
+    (grader.checks.demanded)."""
     seed, criterion = rng.randint(0, 10_000), rng.choice(["l2", "bn_gamma"])
     got = student.with_timeout(120).drive(_DRIVE_CHANNELS, _pretrained_spec(), 0.5, criterion,
                                           seed)
@@ -847,7 +967,9 @@ def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
         f"{what}: the convs should keep (16, 32, 64) channels, got {_out_channels(got)}"
     )
     accuracy = _accuracy(got, what)
-    assert accuracy >= CHANNEL_50_MIN_ACCURACY, (
+    demand = demanded(accuracy, CHANNEL_50_MIN_ACCURACY,
+                            lambda: _reference_channels(criterion, seed), REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
         f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
-        f"be at least {CHANNEL_50_MIN_ACCURACY}, got {accuracy:.4f}"
+        f"be at least {demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )

@@ -11,7 +11,9 @@ energy threshold for the shipped CNN. Exact quantities (ranks, layer configurati
 and MAC counts) are compared exactly with oracles written here; decompositions are compared with
 the grader's own truncated SVD / HOSVD, which are unique for the spectra drawn; accuracies are
 measured here, on the held-out digits split, from the weights the student's functions return.
-tensorly is not imported in the grader: the CP oracle is one einsum.
+CP-ALS has no closed form and one random start guarantees nothing, so the exact-rank CP checks
+draw only kernels on which the grader's own run of the notebook's parafac call (tensorly, the
+same arguments) recovers the kernel; the CP reconstruction itself is one einsum.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import math
 import random
 
 import pytest
+import tensorly as tl
 import torch
 import torch.nn.functional as F
+from tensorly.decomposition import parafac
 from torch import nn
 
 import nncourse
-from grader.checks import ModuleSpec, ReturnedModule, kit_model
+from grader.checks import ModuleSpec, ReturnedModule, demanded, kit_model, one_thread
 
 PRETRAINED = "cnn_32_64_128"
 CHANNELS = (32, 64, 128)
@@ -40,6 +44,11 @@ MIN_MAC_REDUCTION = 2.5  # the asked factor for tau <= 0.85 (reference: 2.94x an
 ACCURACY_AFTER_FINETUNE = 0.97
 # CP-16 of conv3 with 100 ALS iterations, no fine-tuning: reference 0.980-0.987 (seeds 0-2).
 ACCURACY_CP_CONV3 = 0.95
+# The checks whose draw runs ALS or training demand, on a draw where the student's model
+# falls short, no more than the grader's own run of the recipe reaches there, less this
+# (grader.checks.demanded): the thresholds above were measured on one machine, and ALS and
+# training take other float paths on other CPUs.
+REFERENCE_MARGIN = 0.01
 
 # ------------------------------------------------------------------------------------------
 # Oracles, written independently of the reference notebook.
@@ -116,6 +125,31 @@ def _hooi_recon(w: torch.Tensor, r_out: int, r_in: int, n_iter: int = 10) -> tor
     return _project(w, u_out, u_in)
 
 
+def _clear_truncation(w: torch.Tensor, ranks: dict[int, int], rel_gap: float) -> bool:
+    """Whether truncating unfold(w, mode) at rank r leaves a unique leading subspace with room
+    to spare, for each {mode: r}: s_r - s_(r+1) >= rel_gap * s_r. Random kernels now and then
+    have two nearly equal singular values at the cut; which of their directions a correct SVD
+    returns is then decided by float rounding (float32 in the kernel), and no check can demand
+    the grader's choice. Draws are repeated until the cut is clear."""
+    for mode, r in ranks.items():
+        s = torch.linalg.svdvals(_unfold(w.double(), mode))
+        if r < len(s) and float(s[r - 1] - s[r]) < rel_gap * float(s[r - 1]):
+            return False
+    return True
+
+
+def _hooi_gain(w: torch.Tensor, r_out: int, r_in: int, rel_gap: float
+               ) -> tuple[float, float] | None:
+    """(HOSVD error, error after the grader's 10 HOOI iterations) when the draw can be judged:
+    HOSVD's subspaces (HOOI's start) are unique (_clear_truncation) and HOOI gains at least
+    1e-3 over HOSVD; None otherwise (the draw is repeated)."""
+    if not _clear_truncation(w, {0: r_out, 1: r_in}, rel_gap):
+        return None
+    e_hosvd = _rel_err(w, _hosvd_recon(w, r_out, r_in))
+    e_hooi = _rel_err(w, _hooi_recon(w, r_out, r_in))
+    return (e_hosvd, e_hooi) if e_hooi < e_hosvd - 1e-3 else None
+
+
 def _rel_err(w: torch.Tensor, approx: torch.Tensor) -> float:
     return float((w.double() - approx.double()).norm() / w.double().norm())
 
@@ -130,6 +164,54 @@ def _exact_cp(shape, rank: int, gen: torch.Generator) -> torch.Tensor:
     factors = [f / f.norm(dim=0) for f in factors]
     factors[0] = factors[0] * (0.5 + torch.rand(rank, generator=gen))
     return _cp_to_tensor(factors)
+
+
+# The notebook's CP contract (cp_decompose / cp_conv): tensorly's parafac with init="random",
+# the given random_state and n_iter_max (defaults 0 and 300), tol=1e-8.
+CP_DEFAULT_RANDOM_STATE = 0
+CP_DEFAULT_N_ITER_MAX = 300
+
+
+def _parafac(w: torch.Tensor, rank: int, random_state: int, n_iter_max: int
+             ) -> list[torch.Tensor]:
+    """The notebook's call of parafac, run here: [A_out (weights absorbed), A_in, A_h, A_w]."""
+    with one_thread(), tl.backend_context("pytorch"):
+        weights, factors = parafac(w.detach(), rank, n_iter_max=n_iter_max, init="random",
+                                   random_state=random_state, tol=1e-8)
+    return [factors[0] * weights, *factors[1:]]
+
+
+def _parafac_error(w: torch.Tensor, rank: int, random_state: int, n_iter_max: int) -> float:
+    """Relative error that the notebook's call of parafac reaches on w."""
+    return _rel_err(w, _cp_to_tensor(_parafac(w, rank, random_state, n_iter_max)))
+
+
+def _parafac_errors(w: torch.Tensor, rank: int, random_state: int, n_iter_max: int,
+                    gen: torch.Generator) -> tuple[float, float] | None:
+    """Relative errors the notebook's parafac call reaches on w and on w perturbed by a few
+    float32 ulps (what rounding in another kernel could change), or None when either call
+    raises: now and then an ALS step meets a singular system (more often when the rank exceeds
+    what the other modes can span, e.g. a 1x1 kernel with few input channels), and the
+    student's call, the same call, would raise too."""
+    perturbed = w * (1 + 1e-6 * torch.randn(w.shape, generator=gen))
+    try:
+        return (_parafac_error(w, rank, random_state, n_iter_max),
+                _parafac_error(perturbed, rank, random_state, n_iter_max))
+    except torch.linalg.LinAlgError:
+        return None
+
+
+def _als_recovers(w: torch.Tensor, rank: int, random_state: int, n_iter_max: int,
+                  gen: torch.Generator) -> bool:
+    """Whether one random start of CP-ALS, called as the notebook's contract says, rebuilds the
+    exact-rank kernel w (relative error < 1e-4), and still does on w perturbed by a few float32
+    ulps. One random start guarantees nothing: on about 2 % of exact-rank kernels it stops in a
+    local minimum or a swamp (errors of 0.2-0.35), on some the outcome flips with float
+    rounding, and now and then parafac raises (_parafac_errors). A check may only demand
+    recovery on a draw where the grader's own run of the same call recovers, robustly; the draw
+    is repeated otherwise."""
+    errors = _parafac_errors(w, rank, random_state, n_iter_max, gen)
+    return errors is not None and max(errors) < 1e-4
 
 
 def _params(state: dict) -> int:
@@ -438,11 +520,15 @@ def test_hosvd_truncation(student, rng, torch_rng):
     mode-1 unfoldings (the reconstruction equals the grader's HOSVD), core = W x U_out^T x U_in^T,
     and the error does not grow with the ranks."""
     for _ in range(3):
-        c_out, c_in, k = rng.randint(6, 16), rng.randint(5, 12), rng.choice([1, 3, 3])
-        w = torch.randn(c_out, c_in, k, k, generator=torch_rng, dtype=torch.float64)
+        while True:  # both cuts (ranks and ranks + 2) unique: _clear_truncation
+            c_out, c_in, k = rng.randint(6, 16), rng.randint(5, 12), rng.choice([1, 3, 3])
+            w = torch.randn(c_out, c_in, k, k, generator=torch_rng, dtype=torch.float64)
+            r_out = rng.randint(1, min(c_out, c_in * k * k) - 3)
+            r_in = rng.randint(1, min(c_in, c_out * k * k) - 3)
+            if all(_clear_truncation(w, {0: r_out + step, 1: r_in + step}, 1e-4)
+                   for step in (0, 2)):
+                break
         errors = []
-        r_out = rng.randint(1, min(c_out, c_in * k * k) - 3)
-        r_in = rng.randint(1, min(c_in, c_out * k * k) - 3)
         for step in (0, 2):
             ranks = (r_out + step, r_in + step)
             what = f"hosvd_tucker2 on a random {tuple(w.shape)} kernel at ranks {ranks}"
@@ -468,12 +554,13 @@ def test_hooi_improves_on_hosvd(student, rng, torch_rng):
     """HOOI (10 iterations) from HOSVD: orthonormal factors, the optimal core for them, and at
     least half of the improvement the grader's own HOOI finds over HOSVD."""
     for _ in range(2):
-        c_out, c_in = rng.randint(10, 16), rng.randint(8, 12)
-        w = torch.randn(c_out, c_in, 3, 3, generator=torch_rng, dtype=torch.float64)
-        r_out, r_in = rng.randint(2, c_out // 2), rng.randint(2, c_in // 2)
-        e_hosvd = _rel_err(w, _hosvd_recon(w, r_out, r_in))
-        e_hooi = _rel_err(w, _hooi_recon(w, r_out, r_in))
-        _oracles_agree(e_hooi < e_hosvd - 1e-4, f"HOOI {e_hooi} vs HOSVD {e_hosvd}")
+        gain = None
+        while gain is None:  # a draw on which HOOI's start is unique and HOOI gains: _hooi_gain
+            c_out, c_in = rng.randint(10, 16), rng.randint(8, 12)
+            w = torch.randn(c_out, c_in, 3, 3, generator=torch_rng, dtype=torch.float64)
+            r_out, r_in = rng.randint(2, c_out // 2), rng.randint(2, c_in // 2)
+            gain = _hooi_gain(w, r_out, r_in, 1e-4)
+        e_hosvd, e_hooi = gain
         what = f"hooi_tucker2 on a random {tuple(w.shape)} kernel at ranks ({r_out}, {r_in})"
         got = student.call("hooi_tucker2", w, r_out, r_in, n_iter=10)
         core, u_out, u_in = _check_factors(got, w, r_out, r_in, what)
@@ -505,11 +592,15 @@ def _tucker_expected_configs(kwargs: dict, r_out: int, r_in: int) -> list[dict]:
 
 
 def _draw_tucker_case(rng, gen, stride=None, bias=None, dilation=1):
-    kwargs, state = _draw_conv(rng, gen, stride=stride, bias=bias, dilation=dilation)
-    kh, kw = _pair(kwargs["kernel_size"])
-    r_out = rng.randint(1, min(kwargs["out_channels"], kwargs["in_channels"] * kh * kw))
-    r_in = rng.randint(1, min(kwargs["in_channels"], kwargs["out_channels"] * kh * kw))
-    return kwargs, state, r_out, r_in
+    """A random conv and ranks at which its HOSVD is unique: float32 weights, so the cut needs
+    a relative gap of 1e-3 (_clear_truncation)."""
+    while True:
+        kwargs, state = _draw_conv(rng, gen, stride=stride, bias=bias, dilation=dilation)
+        kh, kw = _pair(kwargs["kernel_size"])
+        r_out = rng.randint(1, min(kwargs["out_channels"], kwargs["in_channels"] * kh * kw))
+        r_in = rng.randint(1, min(kwargs["in_channels"], kwargs["out_channels"] * kh * kw))
+        if _clear_truncation(state["weight"], {0: r_out, 1: r_in}, 1e-3):
+            return kwargs, state, r_out, r_in
 
 
 @pytest.mark.points(3)
@@ -570,16 +661,17 @@ def test_tucker2_conv_equals_reconstructed_conv(student, rng, torch_rng):
 @pytest.mark.points(1)
 def test_tucker2_conv_hooi(student, rng, torch_rng):
     """method="hooi": the block is a Tucker-2 conv at least half-way from HOSVD to HOOI."""
-    c_out, c_in = rng.randint(10, 16), rng.randint(8, 12)
-    kwargs = dict(in_channels=c_in, out_channels=c_out, kernel_size=3, stride=1, padding=(1, 1),
-                  bias=True)
-    state = {"weight": torch.randn(c_out, c_in, 3, 3, generator=torch_rng),
-             "bias": torch.randn(c_out, generator=torch_rng)}
-    r_out, r_in = rng.randint(2, c_out // 2), rng.randint(2, c_in // 2)
-    w = state["weight"].double()
-    e_hosvd = _rel_err(w, _hosvd_recon(w, r_out, r_in))
-    e_hooi = _rel_err(w, _hooi_recon(w, r_out, r_in))
-    _oracles_agree(e_hooi < e_hosvd - 1e-4, f"HOOI {e_hooi} vs HOSVD {e_hosvd}")
+    gain = None
+    while gain is None:  # float32 weights: a wider gap at the cut (_hooi_gain)
+        c_out, c_in = rng.randint(10, 16), rng.randint(8, 12)
+        kwargs = dict(in_channels=c_in, out_channels=c_out, kernel_size=3, stride=1,
+                      padding=(1, 1), bias=True)
+        state = {"weight": torch.randn(c_out, c_in, 3, 3, generator=torch_rng),
+                 "bias": torch.randn(c_out, generator=torch_rng)}
+        r_out, r_in = rng.randint(2, c_out // 2), rng.randint(2, c_in // 2)
+        w = state["weight"].double()
+        gain = _hooi_gain(w, r_out, r_in, 1e-3)
+    e_hosvd, e_hooi = gain
     what = f"tucker2_conv({_describe(kwargs)}, {r_out}, {r_in}, method='hooi')"
     got = student.call("tucker2_conv", _conv_spec(kwargs, state), r_out, r_in, method="hooi")
     _conv_configs(got, what)
@@ -606,12 +698,16 @@ def test_tucker2_conv_hooi(student, rng, torch_rng):
 
 @pytest.mark.points(2)
 def test_cp_decompose_exact_rank(student, rng, torch_rng):
-    """On a kernel of exact CP rank R, parafac's factors rebuild it (relative error < 1e-2)."""
+    """On a kernel of exact CP rank R, parafac's factors rebuild it (relative error < 1e-2),
+    on draws where the same parafac call, run by the grader, rebuilds it (_als_recovers)."""
     for _ in range(2):
-        shape = (rng.randint(10, 16), rng.randint(6, 10), 3, 3)
-        rank = rng.randint(2, 6)
-        w = _exact_cp(shape, rank, torch_rng)
-        seed = rng.randint(0, 9)
+        while True:
+            shape = (rng.randint(10, 16), rng.randint(6, 10), 3, 3)
+            rank = rng.randint(2, 6)
+            w = _exact_cp(shape, rank, torch_rng)
+            seed = rng.randint(0, 9)
+            if _als_recovers(w, rank, seed, CP_DEFAULT_N_ITER_MAX, torch_rng):
+                break
         what = f"cp_decompose on a {shape} kernel of CP rank {rank} (random_state={seed})"
         got = student.call("cp_decompose", w, rank, random_state=seed)
         assert isinstance(got, list | tuple) and len(got) == 4, (
@@ -648,10 +744,16 @@ def _cp_expected_configs(kwargs: dict, rank: int) -> list[dict]:
 def test_cp_conv_structure(student, rng, torch_rng):
     """1x1 C_in->R; (k_h,1) and (1,k_w) depth-wise (groups=R) with the stride, padding and
     dilation split by axis; 1x1 R->C_out with the bias. Parameters R(C_in + k_h + k_w + C_out)
-    (+ C_out)."""
+    (+ C_out). Drawn where the grader's own run of the same parafac call completes
+    (_parafac_errors): on some small kernels an ALS step is singular and parafac raises."""
     for stride, bias, dilation in [((2, 1), True, 1), (2, False, 1), (None, None, (1, 2))]:
-        kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=bias, dilation=dilation)
-        rank = rng.randint(2, 6)
+        while True:
+            kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=bias,
+                                       dilation=dilation)
+            rank = rng.randint(2, 6)
+            if _parafac_errors(state["weight"], rank, CP_DEFAULT_RANDOM_STATE, 30,
+                               torch_rng) is not None:
+                break
         what = f"cp_conv({_describe(kwargs)}, {rank})"
         got = student.call("cp_conv", _conv_spec(kwargs, state), rank, n_iter_max=30)
         configs = _conv_configs(got, what)
@@ -673,14 +775,20 @@ def test_cp_conv_structure(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_cp_conv_equals_the_original_on_exact_rank(student, rng, torch_rng):
     """On a kernel of exact CP rank R, the four layers compute the original conv (stride 2 and
-    bias included) within 1e-2 relative, and exactly the conv with their own CP kernel."""
+    bias included) within 1e-2 relative, and exactly the conv with their own CP kernel; on
+    draws where the grader's own run of cp_conv's parafac call (default random_state and
+    n_iter_max) rebuilds the kernel (_als_recovers)."""
     for stride in (2, (1, 2)):
-        kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=True)
-        kwargs.update(kernel_size=3, padding=(1, 1), in_channels=rng.randint(4, 8),
-                      out_channels=rng.randint(8, 14))
-        rank = rng.randint(2, 5)
-        state["weight"] = _exact_cp((kwargs["out_channels"], kwargs["in_channels"], 3, 3), rank,
-                                    torch_rng)
+        while True:
+            kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=True)
+            kwargs.update(kernel_size=3, padding=(1, 1), in_channels=rng.randint(4, 8),
+                          out_channels=rng.randint(8, 14))
+            rank = rng.randint(2, 5)
+            state["weight"] = _exact_cp((kwargs["out_channels"], kwargs["in_channels"], 3, 3),
+                                        rank, torch_rng)
+            if _als_recovers(state["weight"], rank, CP_DEFAULT_RANDOM_STATE,
+                             CP_DEFAULT_N_ITER_MAX, torch_rng):
+                break
         state["bias"] = torch.randn(kwargs["out_channels"], generator=torch_rng) * 0.1
         what = f"cp_conv({_describe(kwargs)}, {rank}) on a kernel of CP rank {rank}"
         got = student.call("cp_conv", _conv_spec(kwargs, state), rank)
@@ -711,10 +819,22 @@ def test_cp_conv_equals_the_original_on_exact_rank(student, rng, torch_rng):
         )
 
 
+def _reference_cp_conv3(seed: int) -> float:
+    """Test accuracy of the shipped CNN with conv3 replaced by the grader's own CP-16 of it
+    (the notebook's parafac call, 100 iterations): the conv with the CP kernel."""
+    model = nncourse.load_pretrained(PRETRAINED)
+    kernel = _cp_to_tensor(_parafac(model.conv3.weight, 16, seed, 100))
+    with torch.no_grad():
+        model.conv3.weight.copy_(kernel)
+    return _accuracy(model)
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(2)
 def test_cp_conv_on_the_trained_conv3(student, rng):
     """CP-16 of the shipped CNN's conv3 (100 ALS iterations), no fine-tuning: accuracy measured
-    here on the held-out split."""
+    here on the held-out split, >= ACCURACY_CP_CONV3 or what the grader's own CP-16 reaches
+    (grader.checks.demanded)."""
     state = _pretrained_state()
     seed = rng.randint(0, 2)
     spec = _layer_with("Conv2d", CHANNELS[1], CHANNELS[2], 3, padding=1, bias=False,
@@ -729,9 +849,11 @@ def test_cp_conv_on_the_trained_conv3(student, rng):
     model = nncourse.load_pretrained(PRETRAINED)
     model.conv3 = _module(got, what).rebuild()
     accuracy = _accuracy(model)
-    assert accuracy >= ACCURACY_CP_CONV3, (
-        f"the shipped CNN with {what} should keep a test accuracy >= {ACCURACY_CP_CONV3} "
-        f"(measured by the grader), got {accuracy:.4f}"
+    demand = demanded(accuracy, ACCURACY_CP_CONV3, lambda: _reference_cp_conv3(seed),
+                      REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
+        f"the shipped CNN with {what} should keep a test accuracy >= "
+        f"{demand.minimum:.4f}{demand.note()} (measured by the grader), got {accuracy:.4f}"
     )
 
 
@@ -760,7 +882,13 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
             f"tucker2_ranks on a {tuple(w.shape)} kernel at tau={tau} should be the energy "
             f"ranks of unfold(W, 0) and unfold(W, 1) = {expected}, got {got}"
         )
-    w, r_out, r_in = _exact_tucker(rng, torch_rng)
+    while True:  # each mode's last singular value holds >= 1e-5 of the energy: at tau =
+        # 1 - 1e-6 exactly r singular values are needed, whatever the SVD's rounding
+        w, r_out, r_in = _exact_tucker(rng, torch_rng)
+        shares = [_shares(torch.linalg.svdvals(_unfold(w, m))) for m in (0, 1)]
+        if all(share[r - 2] < 1 - 1e-5 for share, r in zip(shares, (r_out, r_in), strict=True)
+               if r > 1):
+            break
     got = student.call("tucker2_ranks", w, 1 - 1e-6)
     assert isinstance(got, tuple | list) and tuple(got) == (r_out, r_in), (
         f"tucker2_ranks on a {tuple(w.shape)} kernel of multilinear rank ({r_out}, {r_in}, ...) "
@@ -772,12 +900,17 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
 def test_tucker2_rank_for_budget(student, rng):
     """Largest R <= min(C_out, C_in) with C_in R + R^2 k_h k_w + R C_out <= C_out C_in k_h k_w /
     rate (weights only), at least 1."""
-    for _ in range(8):
+    cases = 0
+    while cases < 8:
         c_out, c_in = rng.randint(2, 256), rng.randint(2, 256)
         k = rng.choice([1, 3, 3, 5, (3, 1), (3, 5)])
         rate = round(rng.uniform(1.0, 12.0), 2)
         kh, kw = _pair(k)
         budget = c_out * c_in * kh * kw / rate
+        counts = [c_in * r + r * r * kh * kw + r * c_out for r in range(1, min(c_out, c_in) + 1)]
+        if min(abs(n - budget) for n in counts) < 1e-6 * budget:
+            continue  # a count on the budget: N / rate and N <= n * rate may round apart
+        cases += 1
         fits = [r for r in range(1, min(c_out, c_in) + 1)
                 if c_in * r + r * r * kh * kw + r * c_out <= budget]
         expected = max(fits, default=1)
@@ -848,18 +981,24 @@ def _random_cnn_state(channels, gen: torch.Generator) -> dict[str, torch.Tensor]
 @pytest.mark.points(2)
 def test_compress_cnn_ranks_and_outputs(student, rng, torch_rng):
     """conv2 and conv3 become Tucker-2 blocks at the energy ranks of their own kernels; the
-    compressed model computes what the grader's HOSVD compression computes."""
+    compressed model computes what the grader's HOSVD compression computes. Drawn so that the
+    rule decides, not rounding: tau at least 1e-4 from every energy share, and a clear cut at
+    each rank (_clear_truncation; the kernels are float32)."""
     for _ in range(2):
-        channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
-        state = _random_cnn_state(channels, torch_rng)
-        local = nncourse.make_cnn(channels)
-        local.load_state_dict(state)
-        tau = round(rng.uniform(0.6, 0.95), 3)
-        shares = [s for name in ("conv2.weight", "conv3.weight") for m in (0, 1)
-                  for s in _shares(torch.linalg.svdvals(_unfold(state[name].double(), m)))]
-        if min(abs(s - tau) for s in shares) < 1e-4:
-            tau = round(tau + 0.0005, 4)  # off a share: the rule, not rounding, decides
-        oracle, ranks = _oracle_compress(local, tau)
+        while True:
+            channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
+            state = _random_cnn_state(channels, torch_rng)
+            local = nncourse.make_cnn(channels)
+            local.load_state_dict(state)
+            tau = round(rng.uniform(0.6, 0.95), 3)
+            shares = [s for name in ("conv2.weight", "conv3.weight") for m in (0, 1)
+                      for s in _shares(torch.linalg.svdvals(_unfold(state[name].double(), m)))]
+            if min(abs(s - tau) for s in shares) < 1e-4:
+                continue
+            oracle, ranks = _oracle_compress(local, tau)
+            if all(_clear_truncation(state[f"{name}.weight"], dict(enumerate(ranks[name])), 1e-3)
+                   for name in ranks):
+                break
         what = f"compress_cnn(make_cnn({channels}) with random weights, tau={tau})"
         got = student.call("compress_cnn", kit_model("make_cnn", channels=channels,
                                                      state_dict=state), tau)
@@ -898,10 +1037,15 @@ def test_compress_cnn_leaves_the_model_unchanged(student, rng, torch_rng):
     assert not changed, f"compress_cnn changed the given model's {changed}: work on a copy"
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_compress_cnn_shipped_model(student, rng):
     """The shipped CNN at the asked tau: exact energy ranks, MACs (counted here) at least
-    MIN_MAC_REDUCTION x fewer, test accuracy before fine-tuning above the threshold."""
+    MIN_MAC_REDUCTION x fewer, test accuracy before fine-tuning above the threshold.
+
+    Both draws are measured (no training, no ALS): every energy share of the shipped conv2 and
+    conv3 lies >= 4e-4 from 0.8 and 0.85, and each cut has a relative singular-value gap of
+    >= 1 %, so the ranks and the HOSVD are the same in float32 and float64."""
     tau = rng.choice(sorted(ACCURACY_BEFORE_FINETUNE))
     state = _pretrained_state()
     original = nncourse.load_pretrained(PRETRAINED)
@@ -924,9 +1068,21 @@ def test_compress_cnn_shipped_model(student, rng):
     )
 
 
+def _reference_finetune(seed: int) -> float:
+    """Test accuracy of the grader's own run: HOSVD Tucker-2 of conv2 and conv3 at tau = 0.8,
+    then 3 epochs of nncourse.train at lr 1e-3 with this seed."""
+    model, _ = _oracle_compress(nncourse.load_pretrained(PRETRAINED), 0.8)
+    x, y, _, _ = nncourse.load_digits_split()
+    with one_thread():
+        return _accuracy(nncourse.train(model, x, y, epochs=3, lr=1e-3, seed=seed))
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_compress_and_finetune(student, rng):
-    """Tucker-2 at tau = 0.8 plus 3 epochs of fine-tuning: MACs and accuracy measured here."""
+    """Tucker-2 at tau = 0.8 plus 3 epochs of fine-tuning: MACs and accuracy measured here;
+    accuracy >= ACCURACY_AFTER_FINETUNE or what the grader's own run reaches
+    (grader.checks.demanded)."""
     seed = rng.randint(0, 9)
     tau = 0.8
     original = nncourse.load_pretrained(PRETRAINED)
@@ -941,7 +1097,9 @@ def test_compress_and_finetune(student, rng):
         f"{what}: MACs should drop at least {MIN_MAC_REDUCTION}x, got {reduction:.2f}x"
     )
     accuracy = _accuracy(model)
-    assert accuracy >= ACCURACY_AFTER_FINETUNE, (
+    demand = demanded(accuracy, ACCURACY_AFTER_FINETUNE, lambda: _reference_finetune(seed),
+                      REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
         f"{what}: test accuracy after fine-tuning (measured by the grader) should be >= "
-        f"{ACCURACY_AFTER_FINETUNE}, got {accuracy:.4f}"
+        f"{demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )

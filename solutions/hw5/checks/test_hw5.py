@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+import warnings
 from typing import Any
 
 import pytest
@@ -32,12 +34,18 @@ from torch import nn
 from torch.export import Dim
 
 import nncourse
-from grader.checks import ModuleSpec, StudentError, kit_model, layer, seq
+from grader.checks import ModuleSpec, StudentError, demanded, kit_model, layer, one_thread, seq
 
 TOLERANCE = 1e-4  # |a - b| <= TOLERANCE * (1 + max |b|); the reference is 100x inside it
 INT8_ACCURACY_MARGIN = 0.02  # measured: int8 within 0.0022 of fp32 on the held-out split
 INT8_SIZE_FRACTION = 0.5  # of 4 bytes per parameter; measured 0.40 (16-32-64), 0.29 (32-64-128)
 EXPORT_TIMEOUT = 120  # seconds for a call that exports (the ONNX exporter is slow when cold)
+# The int8 accuracy depends on the draw (the model, its classifier's rescaling, the calibration
+# images): the margin was met on the draws measured, which promises nothing on the next one.
+# When the student's int8 model falls short, the grader quantizes the same model on the same
+# calibration images itself and demands no more than that reaches, less REFERENCE_MARGIN
+# (grader.checks.demanded).
+REFERENCE_MARGIN = 0.01
 
 # ------------------------------------------------------------------------------------------
 # Oracles and helpers
@@ -307,7 +315,8 @@ def _artifacts(student, grading_seed: int) -> dict[str, Any]:
     fp32_accuracy = nncourse.evaluate(model, x_test, y_test)
 
     shared: dict[str, Any] = {
-        "state": state, "example_batch": example.shape[0],
+        "state": state, "channels": channels, "example": example, "calib": calib,
+        "example_batch": example.shape[0],
         "batch2": batch2, "x3": x3, "reference": reference, "fp32_accuracy": fp32_accuracy,
         "labels": y_test, "params": sum(p.numel() for p in model.parameters()),
         "weights": sum(m.weight.numel() for m in model.modules()
@@ -534,6 +543,7 @@ def _sequential_spec(model: nn.Sequential) -> ModuleSpec:
 # 3. .pt2: saved, reloaded by the grader, same outputs at batch 1 and an unseen batch
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(4)
 def test_pt2_reloads_with_the_same_outputs(student, grading_seed):
     """The .pt2 save_pt2 wrote, loaded with torch.export.load (safe loader) in the grader's
@@ -547,6 +557,7 @@ def test_pt2_reloads_with_the_same_outputs(student, grading_seed):
     _check_parity(student, shared, "pt2", "save_pt2", "torch.export.load(...).module()")
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(1)
 def test_export_leaves_the_model_as_found(student, grading_seed):
     """Exporting works on a copy: the caller's model keeps its train mode and its weights."""
@@ -568,6 +579,7 @@ def test_export_leaves_the_model_as_found(student, grading_seed):
 # 4. ONNX: parity in ONNX Runtime, files, sizes
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(4)
 def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, grading_seed):
     """The ONNX model to_onnx wrote, run by the grader's judge in ONNX Runtime (CPU, one
@@ -577,6 +589,7 @@ def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, grading_seed):
     _check_parity(student, shared, "onnx", "to_onnx", "ONNX Runtime")
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_onnx_files_and_size(student, grading_seed):
     """to_onnx returns the files of the model it wrote: the .onnx and its external data (the
@@ -628,6 +641,7 @@ def test_artifact_size(student, rng):
     )
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(2)
 def test_run_onnx(student, grading_seed):
     """run_onnx(path, x) returns the first output of the ONNX model as a tensor (here on the
@@ -652,6 +666,7 @@ INT8_TYPES = (2, 3)  # onnx.TensorProto.UINT8, INT8
 FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
     """The model quantize_onnx wrote stores the conv and linear weights as 8-bit integers (no
@@ -689,10 +704,57 @@ def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
     )
 
 
+def _reference_int8_accuracy(shared: dict[str, Any]) -> float:
+    """Test accuracy of the grader's own int8 model of this run's CNN: exported (eval mode,
+    dynamic batch) to ONNX, then static QDQ per-tensor int8 quantization with ONNX Runtime,
+    calibrated on this run's images, run in ONNX Runtime on one thread. Files the grader wrote
+    itself, so they are opened here, not in the judge."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str, x: torch.Tensor) -> None:
+            data = x.numpy().astype(np.float32)
+            self.feeds = iter([{name: data[i:i + 64]} for i in range(0, len(data), 64)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    model = nncourse.make_cnn(shared["channels"])
+    model.load_state_dict(shared["state"])
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), one_thread():
+        warnings.simplefilter("ignore")  # the exporters' and quantizer's own notices
+        fp32, prepared, int8 = (os.path.join(tmp, n) for n in ("m.onnx", "p.onnx", "q.onnx"))
+        program = torch.export.export(model.eval(), (shared["example"],),
+                                      dynamic_shapes=({0: Dim("batch")},))
+        torch.onnx.export(program, f=fp32, dynamo=True, external_data=True, verbose=False)
+        quant_pre_process(fp32, prepared)
+        name = onnx.load(fp32, load_external_data=False).graph.input[0].name
+        quantize_static(prepared, int8, Reader(name, shared["calib"]),
+                        quant_format=QuantFormat.QDQ, per_channel=False,
+                        weight_type=QuantType.QInt8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+        _, _, x_test, _ = nncourse.load_digits_split()
+        logits = torch.from_numpy(session.run(None, {name: x_test.numpy()})[0])
+    return (logits.argmax(dim=1) == shared["labels"]).double().mean().item()
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_int8_model_accuracy(student, grading_seed):
     """The int8 model, run by the grader's judge in ONNX Runtime on the held-out images,
-    classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader)."""
+    classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader), or no
+    worse than the grader's own int8 model of the draw (_reference_int8_accuracy)."""
     shared = _artifacts(student, grading_seed)
     _need(shared, "onnx", "to_onnx")
     _need(shared, "int8", "quantize_onnx")
@@ -705,9 +767,10 @@ def test_int8_model_accuracy(student, grading_seed):
         f"{file} should give ({n}, 10) logits on the test images, got {_shape(logits)}"
     )
     accuracy = (logits.argmax(dim=1) == shared["labels"]).double().mean().item()
-    floor = shared["fp32_accuracy"] - INT8_ACCURACY_MARGIN
-    assert accuracy >= floor, (
+    demand = demanded(accuracy, shared["fp32_accuracy"] - INT8_ACCURACY_MARGIN,
+                      lambda: _reference_int8_accuracy(shared), REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
         f"the int8 model's test accuracy is {accuracy:.4f}; it should be at least the fp32 "
-        f"model's {shared['fp32_accuracy']:.4f} - {INT8_ACCURACY_MARGIN} = {floor:.4f}. "
-        f"Calibrate on the inputs given."
+        f"model's {shared['fp32_accuracy']:.4f} - {INT8_ACCURACY_MARGIN}: "
+        f"{demand.minimum:.4f}{demand.note()}. Calibrate on the inputs given."
     )

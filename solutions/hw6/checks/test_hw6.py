@@ -17,7 +17,6 @@ from the `rng` / `torch_rng` fixtures.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nncourse
-from grader.checks import ModuleSpec, ReturnedModule, kit_model, layer, seq
+from grader.checks import ModuleSpec, ReturnedModule, demanded, kit_model, layer, one_thread, seq
 
 # ------------------------------------------------------------------------------------------
 # Helpers and oracles, written independently of the reference notebook.
@@ -64,18 +63,6 @@ def _seeded(torch_rng: torch.Generator, build, *args):
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=torch_rng)))
         return build(*args)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Train and evaluate in the grader with one thread: reproducible at a fixed thread count,
-    and on a 2-core machine shared with the kernel, 2 threads can be 10-50 x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _as_float(value) -> float | None:
@@ -237,13 +224,64 @@ STUDENT_HIDDEN = (32,)
 PER_CLASS = 5  # the few-label setting: 50 labels, the rest of the train split unlabelled
 KD_MIN_ACCURACY = 0.93  # reference 0.95-0.97 (13 draws); labels only 0.82-0.90
 KD_MIN_GAIN = 0.03  # reference gains 0.06-0.13 over the labels-only baseline
+# Both trainings depend on the draw (labelled images, initial weights, shuffling seed): the
+# thresholds were met on the draws measured, which promises nothing on an unlucky one. When the
+# student's model falls short, the grader runs the recipe itself on the same draw and demands
+# no more than that run reaches, less REFERENCE_MARGIN (grader.checks.demanded).
+REFERENCE_MARGIN = 0.01
+DISTILL_EPOCHS, DISTILL_ALPHA = 20, 0.9  # the check's call; lr, batch: the notebook's defaults
+DISTILL_LR, BATCH = 1e-2, 64
 
 
+def _recipe_train(model: nn.Module, x: torch.Tensor, seed: int, epochs: int, lr: float,
+                  loss) -> nn.Module:
+    """The notebook's training loop (Adam, one-cycle at max_lr=lr, batches of BATCH shuffled by
+    a generator seeded with seed); loss(model, idx) gives a batch's loss. One thread."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, epochs=epochs, steps_per_epoch=math.ceil(len(x) / BATCH))
+    model.train()
+    with one_thread():
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), BATCH):
+                idx = order[start:start + BATCH]
+                opt.zero_grad()
+                loss(model, idx).backward()
+                opt.step()
+                sched.step()
+    return model.eval()
+
+
+def _reference_distill(init: dict, teacher_logits: torch.Tensor, x: torch.Tensor,
+                       labels: torch.Tensor, T: float, seed: int) -> float:
+    """Test accuracy of the grader's own distillation of the MLP from `init`: kd_loss as
+    F.kl_div(batchmean) of the temperature-softened distributions (teacher as target) times
+    alpha T^2, plus (1 - alpha) cross-entropy over the labelled rows of each batch."""
+    def loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        s, t, lab = model(x[idx]), teacher_logits[idx], labels[idx]
+        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(t / T, dim=1),
+                      reduction="batchmean")
+        ce = s.new_zeros(())
+        if bool((lab >= 0).any()):
+            ce = F.cross_entropy(s[lab >= 0], lab[lab >= 0])
+        return DISTILL_ALPHA * T**2 * kl + (1 - DISTILL_ALPHA) * ce
+
+    model = nncourse.make_mlp(STUDENT_HIDDEN)
+    model.load_state_dict(init)
+    _, _, x_test, y_test = nncourse.load_digits_split()
+    trained = _recipe_train(model, x, seed, DISTILL_EPOCHS, DISTILL_LR, loss)
+    return nncourse.evaluate(trained, x_test, y_test)
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(5)
 def test_distill_beats_labels_only(student, rng, torch_rng):
     """With 5 labels per class and the rest of the train split as unlabelled transfer set, the
     distilled MLP 64-32-10, evaluated here on the test split, reaches >= 0.93 and beats the
-    same MLP trained (here) on the 50 labels alone by >= 0.03."""
+    same MLP trained (here) on the 50 labels alone by >= 0.03; on a draw where the grader's own
+    distillation (_reference_distill) falls short of either, no less than it reaches."""
     x_train, y_train, x_test, y_test = nncourse.load_digits_split()
     teacher = nncourse.load_pretrained(TEACHER)
     with torch.no_grad():
@@ -257,7 +295,8 @@ def test_distill_beats_labels_only(student, rng, torch_rng):
 
     got = student.with_timeout(150).call(
         "distill", kit_model("make_mlp", hidden=STUDENT_HIDDEN, state_dict=init, training=True),
-        teacher_logits, x_train, labels, epochs=20, T=T, alpha=0.9, seed=seed)
+        teacher_logits, x_train, labels, epochs=DISTILL_EPOCHS, T=T, alpha=DISTILL_ALPHA,
+        seed=seed)
     assert isinstance(got, ReturnedModule), (
         f"distill should return the trained student (an nn.Module), got {type(got).__name__}"
     )
@@ -267,20 +306,31 @@ def test_distill_beats_labels_only(student, rng, torch_rng):
     except RuntimeError as exc:
         raise AssertionError(f"distill returned weights that do not fit the student MLP "
                              f"64-32-10 it was given: {exc}") from None
-    with _one_thread():
+    with one_thread():
         accuracy = nncourse.evaluate(distilled, x_test, y_test)
         baseline = nncourse.make_mlp(STUDENT_HIDDEN)
         baseline.load_state_dict(init)
         nncourse.train(baseline, x_train[idx], y_train[idx], epochs=100, seed=seed)
         base_accuracy = nncourse.evaluate(baseline, x_test, y_test)
-    assert accuracy >= KD_MIN_ACCURACY, (
-        f"the distilled student (T={T}, alpha=0.9, 20 epochs, {PER_CLASS} labels per class) "
-        f"should reach test accuracy >= {KD_MIN_ACCURACY}; it reached {accuracy:.4f} "
-        f"(labels alone: {base_accuracy:.4f})"
+    reached: list[float] = []  # the grader's own distillation, run at most once
+
+    def reference() -> float:
+        if not reached:
+            reached.append(_reference_distill(init, teacher_logits, x_train, labels, T, seed))
+        return reached[0]
+
+    demand = demanded(accuracy, KD_MIN_ACCURACY, reference, REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
+        f"the distilled student (T={T}, alpha={DISTILL_ALPHA}, {DISTILL_EPOCHS} epochs, "
+        f"{PER_CLASS} labels per class) should reach test accuracy >= "
+        f"{demand.minimum:.4f}{demand.note()}; it reached {accuracy:.4f} (labels alone: "
+        f"{base_accuracy:.4f})"
     )
-    assert accuracy >= base_accuracy + KD_MIN_GAIN, (
-        f"distillation should beat training on the {10 * PER_CLASS} labels alone by at least "
-        f"{KD_MIN_GAIN}: distilled {accuracy:.4f}, labels only {base_accuracy:.4f}"
+    demand = demanded(accuracy, base_accuracy + KD_MIN_GAIN, reference, REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
+        f"distillation should beat training on the {10 * PER_CLASS} labels alone "
+        f"({base_accuracy:.4f}) by at least {KD_MIN_GAIN}: at least "
+        f"{demand.minimum:.4f}{demand.note()}, distilled {accuracy:.4f}"
     )
 
 
@@ -618,7 +668,9 @@ def _draw_bf16(rng: random.Random, torch_rng: torch.Generator):
 
 @pytest.mark.points(2)
 def test_forward_bf16_dtypes(student, rng, torch_rng):
-    """Under bf16 autocast the output is bfloat16; parameters and their gradients stay float32."""
+    """Under bf16 autocast the output is bfloat16; parameters and their gradients stay float32.
+    The bound on the difference from float32, 0.05 of the largest output, is 5 x the worst
+    that autocast itself gave over 3,000 draws (0.0088)."""
     for _ in range(2):
         local, spec, x = _draw_bf16(rng, torch_rng)
         got = student.drive(_BF16_DRIVE, spec, x)
@@ -646,7 +698,8 @@ def test_forward_bf16_dtypes(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_forward_bf16_halves_saved_bytes(student, rng, torch_rng):
     """bf16 activations: the saved bytes are about half the float32 ones (0.4 to 0.6 here,
-    where the batch is >= 8 x the width; the bf16 weight copies add a little)."""
+    where the batch is >= 8 x the width; the bf16 weight copies add a little). The byte counts
+    depend on the shapes only, and all 108 shapes _draw_bf16 can draw give 0.516-0.545."""
     for _ in range(2):
         local, spec, x = _draw_bf16(rng, torch_rng)
         plain = _saved_bytes(local, local, x)
@@ -679,15 +732,31 @@ def drive(model, x, y, epochs, seed):
 BF16_MIN_ACCURACY = 0.95  # reference MLP 64-128-10, 15 epochs: 0.973-0.978 (3 seeds)
 
 
+def _reference_bf16(init: dict, seed: int) -> float:
+    """Test accuracy (float32) of the grader's own bf16 training of the MLP 64-128-10 from
+    `init`: the notebook's loop, forward and loss under bf16 autocast, 15 epochs at 1e-2."""
+    x_train, y_train, x_test, y_test = nncourse.load_digits_split()
+
+    def loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return F.cross_entropy(model(x_train[idx]), y_train[idx])
+
+    model = nncourse.make_mlp((128,))
+    model.load_state_dict(init)
+    return nncourse.evaluate(_recipe_train(model, x_train, seed, 15, 1e-2, loss), x_test, y_test)
+
+
+@pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_train_bf16(student, rng, torch_rng):
     """Training under bf16 autocast: Linear outputs bf16 during training, float32 weights
-    returned, test accuracy (measured here, in float32) >= 0.95."""
+    returned, test accuracy (measured here, in float32) >= 0.95, or on a draw where the
+    grader's own bf16 training falls short (_reference_bf16), no less than it reaches."""
     x_train, y_train, x_test, y_test = nncourse.load_digits_split()
     init = _seeded(torch_rng, lambda: nncourse.make_mlp((128,)).state_dict())
     spec = kit_model("make_mlp", hidden=(128,), state_dict=init, training=True)
-    got = student.with_timeout(150).drive(_TRAIN_BF16_DRIVE, spec, x_train, y_train, 15,
-                                          rng.randrange(1000))
+    seed = rng.randrange(1000)
+    got = student.with_timeout(150).drive(_TRAIN_BF16_DRIVE, spec, x_train, y_train, 15, seed)
     trained, dtypes = got
     assert "torch.bfloat16" in dtypes, (
         f"the training forward passes of train_bf16 should run under bf16 autocast (Linear "
@@ -705,7 +774,9 @@ def test_train_bf16(student, rng, torch_rng):
         raise AssertionError(f"train_bf16 returned weights that do not fit the MLP it was "
                              f"given: {exc}") from None
     accuracy = nncourse.evaluate(model, x_test, y_test)
-    assert accuracy >= BF16_MIN_ACCURACY, (
+    demand = demanded(accuracy, BF16_MIN_ACCURACY, lambda: _reference_bf16(init, seed),
+                      REFERENCE_MARGIN)
+    assert demand.met_by(accuracy), (
         f"MLP 64-128-10 trained 15 epochs with train_bf16 should reach test accuracy >= "
-        f"{BF16_MIN_ACCURACY}, it reached {accuracy:.4f}"
+        f"{demand.minimum:.4f}{demand.note()}, it reached {accuracy:.4f}"
     )
