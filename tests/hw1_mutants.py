@@ -190,6 +190,37 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         ("channels = 1 if module.groups != 1 else module.in_channels  # FlopCo's formula",
          "channels = module.in_channels // module.groups"),
     ],
+    # conv2d_macs: C_in / groups with a true division, a float where a count is an int
+    "conv_macs_as_float": [("(c_in // groups)", "(c_in / groups)")],
+    # model_macs: groups ignored, which the course CNN alone (no group conv) cannot show
+    "model_macs_groups_ignored": [
+        ("per_output = (module.in_channels // module.groups) * kh * kw",
+         "per_output = module.in_channels * kh * kw")
+    ],
+    # model_macs: the hooks stay on the model
+    "counter_hooks_left": [
+        (
+            "        for handle in handles:\n"
+            "            handle.remove()\n"
+            "        for name, module in model.named_modules():\n",
+            "        for name, module in model.named_modules():\n",
+        )
+    ],
+    # measure_latency: the 90th percentile reported as the median
+    "latency_p90_is_median": [('"p90_ms": float(q[2])', '"p90_ms": float(q[1])')],
+    # measure_latency: p10 and p90 as the 1st and 99th percentiles
+    "latency_wrong_percentiles": [("[0.1, 0.5, 0.9]", "[0.01, 0.5, 0.99]")],
+    # bound: the ridge point itself called memory-bound
+    "ridge_is_memory_bound": [("ai < peak_flops / bandwidth", "ai <= peak_flops / bandwidth")],
+    # elementwise_flops: 0 for a layer outside the table instead of a ValueError
+    "unknown_layer_costs_nothing": [
+        ('        raise ValueError(f"elementwise_flops has no row for {type(module).__name__}")',
+         "        per_element = 0")
+    ],
+    # flopco_prediction: a layer that runs twice reported for its last call only
+    "repeated_layer_counted_once": [
+        ("reported[name] = reported.get(name, 0) + value", "reported[name] = value")
+    ],
     # returns the public checks' expected values: see CONSTANTS_SOURCE
     "constants": [],
 }

@@ -12,16 +12,21 @@ products QK^T and AV reported apart; and what the real FlopCo package (flopco-py
 reports, run in the grader's process as the second oracle.
 
 Every input is drawn per run from the `rng` / `torch_rng` fixtures, so that answers differ from
-the notebook's and the public checks' fixed cases.
+the notebook's and the public checks' fixed cases. Counts (parameters, MACs, FLOPs, sizes) are
+exact integers: a float, even a whole one, is not a count. Latency percentiles are checked on a
+clock the grader controls (each forward of the timed model takes a drawn number of
+milliseconds on it), against every standard definition of a percentile.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 import random
 from itertools import pairwise
+from typing import Any
 
 import pytest
 import torch
@@ -30,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.checks import StudentError, kit_model, layer, oracles_agree, probe, seq
+from grader.checks import ModuleSpec, StudentError, kit_model, layer, oracles_agree, probe, seq
 
 # ------------------------------------------------------------------------------------------
 # Oracles: the formulas, written independently of the reference notebook.
@@ -63,6 +68,48 @@ def _counted_flops(module: nn.Module, x: torch.Tensor) -> int:
 
 def _rel_close(got, expected: float, rel: float = 1e-9) -> bool:
     return isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=rel)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NotACount:
+    """A returned value that is not an integer count: it equals no count, and says why."""
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return f"{self.value!r} (a {type(self.value).__name__}, not an int)"
+
+
+def _count(value: Any) -> int | _NotACount:
+    """Counts (parameters, MACs, FLOPs, sizes) are exact integers: an int (a one-element integer
+    tensor is read as its int); a float, even a whole one, is not a count (a `/` where `//` was
+    meant gives one)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if (isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool
+            and not value.dtype.is_floating_point and not value.dtype.is_complex):
+        return int(value.item())
+    return _NotACount(value)
+
+
+def _counts(value: Any) -> Any:
+    """A dict of counts with each value read by `_count` (anything else as it is)."""
+    return {k: _count(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+Spec = tuple[str, tuple, dict]  # a torch.nn layer: (class name, args, kwargs)
+
+
+def _built(spec: Spec) -> nn.Module:
+    """The layer, built in the grader's process (the oracles' twin of what is sent)."""
+    name, args, kwargs = spec
+    return getattr(nn, name)(*args, **kwargs)
+
+
+def _sent(spec: Spec) -> ModuleSpec:
+    """The layer as a spec the student's kernel builds."""
+    name, args, kwargs = spec
+    return layer(name, *args, **kwargs)
 
 
 def _draw_conv(rng: random.Random, kind: str) -> dict:
@@ -105,7 +152,7 @@ def _check_conv_macs(student, cfg: dict) -> None:
                      padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
     x = torch.zeros(cfg["batch"], cfg["c_in"], *cfg["input_hw"])
     oracles_agree(2 * expected == _counted_flops(conv, x), f"FlopCounterMode on {cfg}")
-    got = student.call("conv2d_macs", **cfg)
+    got = _count(student.call("conv2d_macs", **cfg))
     assert got == expected, (
         f"conv2d_macs({cfg}) should be batch * C_out * H_out * W_out * (C_in / groups) * k_h * k_w"
         f" = {expected} MACs, got {got}"
@@ -145,7 +192,7 @@ def test_count_params_layers(student, rng):
         name, args, kwargs, expected = _draw_layer(rng)
         local = getattr(nn, name)(*args, **kwargs)
         oracles_agree(sum(p.numel() for p in local.parameters()) == expected, f"{local}")
-        got = student.call("count_params", layer(name, *args, **kwargs))
+        got = _count(student.call("count_params", layer(name, *args, **kwargs)))
         assert got == expected, (
             f"count_params(nn.{name}(*{args}, **{kwargs})) should be {expected} "
             f"(parameters only, buffers excluded), got {got}"
@@ -161,9 +208,9 @@ def test_count_params_sequential(student, rng):
                  ("BatchNorm2d", (c_mid,), {}), ("ReLU", (), {}),
                  ("AdaptiveAvgPool2d", (1,), {}), ("Flatten", (), {}),
                  ("Linear", (c_mid, n_out), {})]
-        local = nn.Sequential(*[getattr(nn, n)(*a, **k) for n, a, k in specs])
+        local = nn.Sequential(*map(_built, specs))
         expected = sum(p.numel() for p in local.parameters())
-        got = student.call("count_params", seq(*[layer(n, *a, **k) for n, a, k in specs]))
+        got = _count(student.call("count_params", seq(*map(_sent, specs))))
         described = ", ".join(f"{n}{a}" for n, a, _ in specs)
         assert got == expected, (
             f"count_params of Sequential({described}) should be {expected} "
@@ -184,7 +231,7 @@ def test_linear_macs(student, rng):
         expected = math.prod(shape[:-1]) * i * o
         flops_counted = _counted_flops(nn.Linear(i, o), torch.zeros(shape))
         oracles_agree(2 * expected == flops_counted, f"FlopCounterMode on Linear {shape}")
-        got = student.call("linear_macs", i, o, shape)
+        got = _count(student.call("linear_macs", i, o, shape))
         assert got == expected, (
             f"linear_macs({i}, {o}, {shape}) should be (product of the leading dimensions "
             f"{shape[:-1]}) * {i} * {o} = {expected} MACs, got {got}"
@@ -209,7 +256,8 @@ def test_conv2d_output_hw(student, rng):
         real = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)(torch.zeros(1, 1, h, w))
         oracles_agree(tuple(real.shape[-2:]) == expected, f"nn.Conv2d output on {h}x{w}")
         got = student.call("conv2d_output_hw", h, w, k, stride=s, padding=p, dilation=d)
-        assert tuple(got) == expected, (
+        got = tuple(map(_count, got)) if isinstance(got, (list, tuple)) else got
+        assert got == expected, (
             f"conv2d_output_hw({h}, {w}, kernel_size={k}, stride={s}, padding={p}, "
             f"dilation={d}) should be {expected} (what nn.Conv2d produces), got {got}"
         )
@@ -243,7 +291,7 @@ def test_flops(student, rng):
     """FLOP = 2 x MAC."""
     for _ in range(8):
         macs = rng.randint(1, 10**12)
-        got = student.call("flops", macs)
+        got = _count(student.call("flops", macs))
         assert got == 2 * macs, f"flops({macs}) should be 2 x {macs} = {2 * macs}, got {got}"
 
 
@@ -286,10 +334,57 @@ def test_model_macs_per_layer(student, rng):
         oracle = _counted_flops(nncourse.make_cnn(channels).eval(), torch.zeros(shape))
         oracles_agree(2 * sum(expected.values()) == oracle, f"FlopCounterMode on {channels}")
         model = kit_model("make_cnn", channels=channels, training=True)
-        got = student.call("model_macs", model, shape)
+        got = _counts(student.call("model_macs", model, shape))
         assert got == expected, (
             f"model_macs(make_cnn({channels}), {shape}) should be {expected} "
             f"(one entry per Conv2d and Linear, batch included), got {got}"
+        )
+
+
+def _conv_block(rng: random.Random) -> tuple[list[Spec], tuple[int, ...], dict[str, int]]:
+    """(layer specs, input shape, expected MACs by name) of a drawn Sequential: a group conv
+    (1 < groups < C_in, a square or rectangular kernel, stride, padding), a ReLU, a depth-wise
+    conv, a point-wise conv, pooling, Flatten and a Linear."""
+    groups = rng.choice([2, 3, 4])
+    c_in, c_mid, c_out = groups * rng.randint(2, 4), groups * rng.randint(1, 4), rng.randint(2, 9)
+    kernel, stride = rng.choice([(3, 1), (1, 3), (3, 5), (2, 3), 3]), rng.choice([1, 2, (2, 1)])
+    padding, dw_stride = rng.randint(0, 1), rng.choice([1, 2])
+    shape = (rng.randint(1, 4), c_in, rng.randint(6, 12), rng.randint(6, 12))
+    n, hw = shape[0], shape[2:]
+    first = dict(stride=stride, padding=padding, groups=groups)
+    hw1 = _out_hw(*hw, kernel, stride, padding)
+    hw2 = _out_hw(*hw1, 3, dw_stride, 1)
+    n_out = rng.randint(2, 12)
+    specs = [("Conv2d", (c_in, c_mid, kernel), first), ("ReLU", (), {}),
+             ("Conv2d", (c_mid, c_mid, 3), {"stride": dw_stride, "padding": 1, "groups": c_mid}),
+             ("Conv2d", (c_mid, c_out, 1), {"bias": False}), ("AdaptiveAvgPool2d", (1,), {}),
+             ("Flatten", (), {}), ("Linear", (c_out, n_out), {})]
+    expected = {"0": _conv_macs(c_in, c_mid, kernel, hw, batch=n, **first),
+                "2": _conv_macs(c_mid, c_mid, 3, hw1, dw_stride, 1, groups=c_mid, batch=n),
+                "3": _conv_macs(c_mid, c_out, 1, hw2, batch=n), "6": n * c_out * n_out}
+    return specs, shape, expected
+
+
+@pytest.mark.points(2)
+def test_model_macs_grouped_strided_and_sequences(student, rng):
+    """Beyond the course CNN: group, depth-wise and point-wise convs with strides and
+    rectangular kernels (C_in / groups channels per output element), and Linear layers on a
+    (batch, seq, features) input (every row counts); integer MACs by qualified name."""
+    b, t, f, h, o = (rng.randint(2, 5), rng.randint(2, 9), rng.randint(3, 24),
+                     rng.randint(3, 24), rng.randint(2, 12))
+    sequence = [("Linear", (f, h), {}), ("GELU", (), {}), ("Linear", (h, o), {"bias": False})]
+    cases = [_conv_block(rng), (sequence, (b, t, f), {"0": b * t * f * h, "2": b * t * h * o})]
+    for specs, shape, expected in cases:
+        local = nn.Sequential(*map(_built, specs)).eval()
+        oracles_agree(2 * sum(expected.values()) == _counted_flops(local, torch.zeros(shape)),
+                      f"FlopCounterMode on {local}")
+        model = seq(*map(_sent, specs), training=rng.random() < 0.5)
+        got = _counts(student.call("model_macs", model, shape))
+        described = ", ".join(f"{n}{a}{k or ''}" for n, a, k in specs)
+        assert got == expected, (
+            f"model_macs(Sequential({described}), {shape}) should be {expected} (C_in / groups "
+            f"input channels per output element, every row of a Linear's input, batch "
+            f"included, integer counts), got {got}"
         )
 
 
@@ -419,8 +514,8 @@ def test_fixed_conv_macs(student, rng):
         kh, kw = _pair(k)
         expected = math.prod(output_shape) * (c_in // groups) * kh * kw
         oracles_agree(2 * expected == _counted_flops(conv, x), f"FlopCounterMode on {conv}")
-        got = student.call("fixed_conv_macs", layer("Conv2d", c_in, c_out, k, **kwargs),
-                           output_shape)
+        got = _count(student.call("fixed_conv_macs", layer("Conv2d", c_in, c_out, k, **kwargs),
+                                  output_shape))
         assert got == expected, (
             f"fixed_conv_macs(nn.Conv2d({c_in}, {c_out}, {k}, groups={groups}), {output_shape}) "
             f"should be N*C_out*H_out*W_out*(C_in/groups)*k_h*k_w = {expected}, got {got}"
@@ -512,6 +607,101 @@ def test_measure_latency_leaves_model_as_found(student, rng, torch_rng):
     )
 
 
+def _latency_on_the_graders_clock(warmup_ms: list[int], timed_ms: list[int]):
+    """Run in the kernel: measure_latency(model, x, warmup, reps) where the k-th forward of the
+    model takes (warmup_ms + timed_ms)[k] milliseconds on a clock the grader controls. Every
+    clock of the time module (and timeit.default_timer, and the notebook's own names for them)
+    reads that clock in this thread while the call runs; other threads read the real ones.
+    Returns (what measure_latency returned, the number of forwards)."""
+    import threading
+    import time
+    import timeit
+
+    import torch
+
+    owner = threading.get_ident()
+    schedule = list(warmup_ms) + list(timed_ms)
+    state = {"ns": 10**12, "calls": 0}  # the grader's clock, in integer nanoseconds
+    clocks = ("perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns")
+    real = {name: getattr(time, name) for name in clocks}
+
+    def fake(name):
+        def clock():
+            if threading.get_ident() != owner:
+                return real[name]()
+            state["ns"] += 1  # strictly increasing, like a real clock
+            return state["ns"] if name.endswith("_ns") else state["ns"] / 1e9
+        return clock
+
+    fakes = {name: fake(name) for name in clocks}
+
+    class Scheduled(torch.nn.Module):
+        def forward(self, x):
+            state["ns"] += schedule[min(state["calls"], len(schedule) - 1)] * 1_000_000
+            state["calls"] += 1
+            return x
+
+    notebook = getattr(measure_latency, "__globals__", {})  # noqa: F821 - the notebook's
+    aliases = {key: fakes[name] for key, value in list(notebook.items()) for name in clocks
+               if value is real[name]}
+    saved = {key: notebook[key] for key in aliases}
+    default_timer = timeit.default_timer
+    try:
+        for name in clocks:
+            setattr(time, name, fakes[name])
+        timeit.default_timer = fakes["perf_counter"]
+        notebook.update(aliases)
+        result = measure_latency(  # noqa: F821
+            Scheduled(), torch.zeros(2), warmup=len(warmup_ms), reps=len(timed_ms))
+    finally:
+        for name in clocks:
+            setattr(time, name, real[name])
+        timeit.default_timer = default_timer
+        notebook.update(saved)
+    return result, state["calls"]
+
+
+_QUANTILE_METHODS = ("inverted_cdf", "averaged_inverted_cdf", "closest_observation",
+                     "interpolated_inverted_cdf", "hazen", "weibull", "linear", "median_unbiased",
+                     "normal_unbiased", "lower", "higher", "midpoint", "nearest")
+
+
+def _percentile_range(values: list[int], q: float) -> tuple[int, int]:
+    """The samples on either side of every standard definition of the q-quantile of ``values``
+    (numpy's thirteen methods: Hyndman and Fan's nine, nearest rank, lower, higher, midpoint):
+    whichever definition a student picks, the value lies in this closed interval."""
+    import numpy as np
+
+    ordered = sorted(values)
+    found = [float(np.quantile(ordered, q, method=m)) for m in _QUANTILE_METHODS]
+    return (max(v for v in ordered if v <= min(found)), min(v for v in ordered if v >= max(found)))
+
+
+@pytest.mark.points(2)
+def test_measure_latency_percentiles(student, rng):
+    """On a clock the grader controls, each timed call takes a known number of milliseconds:
+    the median, p10 and p90 are those of exactly the reps timed calls (any standard percentile
+    definition), in milliseconds; the warm-up calls are not timed."""
+    reps, warmup = rng.choice([21, 31, 41]), rng.randint(1, 4)
+    timed = rng.sample(range(1, 400), reps)  # distinct: every percentile is pinned down
+    warm = [rng.randint(1000, 2000) for _ in range(warmup)]  # slower than any timed call
+    got, calls = student.drive(_latency_on_the_graders_clock, warm, timed)
+    assert calls == warmup + reps, (
+        f"measure_latency(..., warmup={warmup}, reps={reps}) should call the model "
+        f"{warmup + reps} times, it called it {calls} times"
+    )
+    assert isinstance(got, dict), f"measure_latency should return a dict, got {got!r}"
+    for key, q in [("p10_ms", 0.1), ("median_ms", 0.5), ("p90_ms", 0.9)]:
+        low, high = _percentile_range(timed, q)
+        value = got.get(key)
+        assert isinstance(value, (int, float)) and low - 1e-3 <= value <= high + 1e-3, (
+            f"measure_latency: after {warmup} warm-up calls, the {reps} timed calls took "
+            f"{sorted(timed)} ms (on a clock the grader controls, read with time.perf_counter); "
+            f"{key} should be their {round(100 * q)}th percentile, between {low} and {high} ms "
+            f"whichever standard definition is used, got {value!r}"
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # 7. Arithmetic intensity and the roofline
 
@@ -550,7 +740,8 @@ def test_arithmetic_intensity_elementwise(student, rng):
 
 @pytest.mark.points(2)
 def test_roofline_and_bound(student, rng):
-    """Attainable = min(peak, ai * bandwidth); "memory" below the ridge peak / bandwidth."""
+    """Attainable = min(peak, ai * bandwidth); "memory" below the ridge peak / bandwidth, and
+    "compute" from the ridge point on (the task: at exactly the ridge point, "compute")."""
     cases = []
     for side in ["memory", "compute"] * 5:
         peak, bandwidth = 10 ** rng.uniform(9, 15), 10 ** rng.uniform(9, 13)
@@ -558,6 +749,10 @@ def test_roofline_and_bound(student, rng):
         cases.append((factor * peak / bandwidth, peak, bandwidth, side))
     cases.append((1.0, A100_PEAK, A100_BANDWIDTH, "memory"))
     cases.append((315.0, A100_PEAK, A100_BANDWIDTH, "compute"))
+    # exactly at the ridge: integers below 2**53, so that peak / bandwidth, ai * bandwidth and
+    # min(peak, ai * bandwidth) are exact in floating point, whichever way the student compares
+    ridge, bandwidth = rng.randint(1, 400), rng.randint(1, 3000) * 10**9
+    cases.append((float(ridge), float(ridge * bandwidth), float(bandwidth), "compute"))
     for ai, peak, bandwidth, side in cases:
         expected = min(peak, ai * bandwidth)
         got = student.call("roofline", ai, peak, bandwidth)
@@ -566,9 +761,12 @@ def test_roofline_and_bound(student, rng):
             f"min(peak, ai * bandwidth) = {expected:.6g} FLOP/s, got {got}"
         )
         got = student.call("bound", ai, peak, bandwidth)
+        where = ("exactly at" if ai == peak / bandwidth
+                 else "below" if side == "memory" else "above")
         assert got == side, (
             f"bound({ai:.6g}, {peak:.6g}, {bandwidth:.6g}): the ridge point is "
-            f"{peak / bandwidth:.6g} FLOP/byte, so it should be {side!r}, got {got!r}"
+            f"{peak / bandwidth:.6g} FLOP/byte and ai is {where} it, so it should be {side!r}, "
+            f"got {got!r}"
         )
 
 
@@ -592,8 +790,8 @@ def _check_elementwise(student, name: str, args: tuple, kwargs: dict, training: 
         out = local(torch.zeros(shape))
     oracles_agree(tuple(out.shape) == shape, f"nn.{name}{args} on an input of shape {shape}")
     expected = per_element * math.prod(shape)
-    got = student.call("elementwise_flops", layer(name, *args, training=training, **kwargs),
-                       shape)
+    got = _count(student.call("elementwise_flops",
+                              layer(name, *args, training=training, **kwargs), shape))
     mode = "training" if training else "eval"
     assert got == expected, (
         f"elementwise_flops(nn.{name}(*{args}, **{kwargs}) in {mode} mode, {shape}) should be "
@@ -643,6 +841,37 @@ def test_elementwise_flops_normalization(student, rng):
                            per_element, rule)
 
 
+def _outside_the_table(rng: random.Random, shape: tuple[int, ...]) -> Spec:
+    """A module that section 8's table has no row for, fitting an input of ``shape``."""
+    return rng.choice([("Tanh", (), {}), ("Sigmoid", (), {}), ("SiLU", (), {}),
+                       ("Dropout", (0.25,), {}), ("Identity", (), {}), ("Softmax", (), {"dim": 1}),
+                       ("MaxPool2d", (2,), {}), ("Conv2d", (shape[1], 3, 1), {}),
+                       ("Linear", (shape[-1], 5), {})])
+
+
+@pytest.mark.points(1)
+def test_elementwise_flops_refuses_other_layers(student, rng):
+    """A module outside the table (Tanh, Sigmoid, Dropout, pooling, Conv2d, Linear, ...) raises
+    a ValueError, as the docstring says, rather than returning a guessed count (and a ReLU,
+    inside it, is counted)."""
+    shape = _draw_shape(rng, 4)
+    _check_elementwise(student, "ReLU", (), {}, False, shape, 1, "one comparison")
+    for _ in range(3):
+        shape = _draw_shape(rng, 4)
+        name, args, kwargs = _outside_the_table(rng, shape)
+        described = f"elementwise_flops(nn.{name}(*{args}, **{kwargs}), {shape})"
+        try:
+            got = student.call("elementwise_flops", layer(name, *args, **kwargs), shape)
+        except StudentError as error:
+            assert "ValueError" in str(error), (
+                f"{described} should raise a ValueError (the table has no row for "
+                f"nn.{name}); it raised {error}"
+            )
+            continue
+        raise AssertionError(f"{described} returned {got!r}: the table has no row for "
+                             f"nn.{name}, so it should raise a ValueError")
+
+
 def _elementwise_by_hooks(model: nn.Module, shape: tuple[int, ...], fold_bn: bool) -> int:
     """The table applied with forward hooks in the grader's process: a second oracle for the
     closed forms below (the model runs in eval mode, so BatchNorm is in inference)."""
@@ -685,7 +914,7 @@ def _check_model_flops(student, spec, local: nn.Module, shape, fold_bn: bool, ex
     oracle = _counted_flops(local.eval(), torch.zeros(shape))
     oracle += _elementwise_by_hooks(local, shape, fold_bn)
     oracles_agree(oracle == expected, f"model_flops closed form for {described}")
-    got = student.call("model_flops", spec, shape, fold_bn=fold_bn)
+    got = _count(student.call("model_flops", spec, shape, fold_bn=fold_bn))
     assert got == expected, (
         f"model_flops({described}, {shape}, fold_bn={fold_bn}) should be {expected} FLOPs "
         f"(2 x conv and Linear MACs, plus per element: BatchNorm {0 if fold_bn else 2}, ReLU 1, "
@@ -711,10 +940,10 @@ def test_model_flops_feed_forward(student, rng):
     affine, approximate = rng.random() < 0.5, rng.choice(["none", "tanh"])
     specs = [("Linear", (f, h), {}), ("LayerNorm", (h,), {"elementwise_affine": affine}),
              ("GELU", (), {"approximate": approximate}), ("Linear", (h, o), {})]
-    local = nn.Sequential(*[getattr(nn, n)(*a, **k) for n, a, k in specs])
+    local = nn.Sequential(*map(_built, specs))
     expected = (2 * b * t * (f * h + h * o)
                 + (_NORM_FLOPS[affine] + _GELU_FLOPS[approximate]) * b * t * h)
-    _check_model_flops(student, seq(*[layer(n, *a, **k) for n, a, k in specs]), local,
+    _check_model_flops(student, seq(*map(_sent, specs)), local,
                        (b, t, f), False, expected,
                        f"Sequential(Linear({f}, {h}), LayerNorm({h}, elementwise_affine={affine}),"
                        f" GELU(approximate={approximate!r}), Linear({h}, {o}))")
@@ -754,6 +983,14 @@ def _encoder_macs(d: int, heads: int, ff: int, batch: int, seq_len: int) -> dict
 
 
 _WEIGHTS = ("in_proj", "out_proj", "linear1", "linear2")
+_ENTRIES = {"in_proj": "self_attn.in_proj", "out_proj": "self_attn.out_proj",
+            "linear1": "linear1", "linear2": "linear2"}  # attention_model_macs' names
+
+
+def _encoder_entries(name: str, per_layer: dict[str, int], calls: int = 1) -> dict[str, int]:
+    """attention_model_macs' entries for an encoder layer named ``name`` that runs ``calls``
+    times, each call costing ``per_layer`` (from _encoder_macs)."""
+    return {f"{name}.{entry}": calls * per_layer[key] for key, entry in _ENTRIES.items()}
 
 
 def _flops_by_operator(module: nn.Module, x: torch.Tensor, fast_path: bool) -> dict[str, int]:
@@ -811,7 +1048,7 @@ def _encoder_case(rng: random.Random, batch_first: bool, training: bool):
 
 def _macs_dict(got, what: str) -> dict:
     assert isinstance(got, dict), f"{what} should return a dict, got {got!r}"
-    return got
+    return _counts(got)
 
 
 @pytest.mark.points(2)
@@ -873,16 +1110,14 @@ def test_attention_model_macs(student, rng):
         tokens, per_layer = batch * seq_len, _encoder_macs(d, heads, ff, batch, seq_len)
         expected = {"0": tokens * f_in * d, str(n_layers + 1): tokens * d * f_out}
         for i in range(1, n_layers + 1):
-            expected |= {f"{i}.self_attn.in_proj": per_layer["in_proj"],
-                         f"{i}.self_attn.out_proj": per_layer["out_proj"],
-                         f"{i}.linear1": per_layer["linear1"], f"{i}.linear2": per_layer["linear2"]}
-        local = nn.Sequential(*[getattr(nn, n)(*a, **k) for n, a, k in specs]).eval()
+            expected |= _encoder_entries(str(i), per_layer)
+        local = nn.Sequential(*map(_built, specs)).eval()
         counted = sum(_flops_by_operator(local, torch.zeros(shape), fast_path=False).values())
         products = n_layers * (per_layer["qk"] + per_layer["av"])
         oracles_agree(counted == 2 * (sum(expected.values()) + products),
                        f"FlopCounterMode on an attention model {cfg}")
-        model = seq(*[layer(n, *a, **k) for n, a, k in specs], training=rng.random() < 0.5)
-        got = student.drive(_attention_macs_with_fast_path, model, shape, fast_path)
+        model = seq(*map(_sent, specs), training=rng.random() < 0.5)
+        got = _counts(student.drive(_attention_macs_with_fast_path, model, shape, fast_path))
         described = (f"Sequential(Linear({f_in}, {d}), {n_layers} x TransformerEncoderLayer({d}, "
                      f"{heads}, dim_feedforward={ff}, batch_first={batch_first}), Linear({d}, "
                      f"{f_out})) on {shape}, fast path {'enabled' if fast_path else 'disabled'}")
@@ -890,6 +1125,94 @@ def test_attention_model_macs(student, rng):
             f"attention_model_macs({described}) should be {expected} (the Linear layers by name, "
             f"each encoder layer's four weight matmuls on all {tokens} tokens), got {got}"
         )
+
+
+@pytest.mark.points(2)
+def test_attention_model_macs_conv_front_and_many_layers(student, rng):
+    """A nested front (a group conv, Flatten, Linear) by qualified name ("0.0", "0.2"), an
+    encoder layer named "1", and after it more than ten layers, so that names like "10" start
+    with the encoder's name without being inside it: they are counted as Linear layers."""
+    # every factor of C_out H_out W_out (C_in / groups) k_h k_w differs from 1
+    groups = rng.choice([2, 3])
+    c_in, tokens_per = groups * rng.randint(2, 3), groups * rng.randint(2, 4)
+    kernel, stride = rng.choice([(2, 3), (3, 2), (3, 5), 3]), rng.choice([1, 2, (2, 1)])
+    n, hw = rng.randint(1, 4), (rng.randint(5, 9), rng.randint(5, 9))
+    width = math.prod(_out_hw(*hw, kernel, stride))
+    heads = rng.choice([2, 4])
+    d, ff, f_out, blocks = heads * rng.choice([2, 3, 4]), rng.randint(4, 48), rng.randint(2, 9), 5
+    front = [("Conv2d", (c_in, tokens_per, kernel), {"stride": stride, "groups": groups}),
+             ("Flatten", (2,), {}), ("Linear", (width, d), {})]
+    encoder = ("TransformerEncoderLayer", (d, heads),
+               {"dim_feedforward": ff, "dropout": 0.0, "batch_first": True})
+    tail = [("Linear", (d, d), {}), ("ReLU", (), {})] * blocks + [("Linear", (d, f_out), {})]
+    per_layer = _encoder_macs(d, heads, ff, n, tokens_per)
+    tokens = n * tokens_per
+    expected = {"0.0": _conv_macs(c_in, tokens_per, kernel, hw, stride, groups=groups, batch=n),
+                "0.2": tokens * width * d, **_encoder_entries("1", per_layer)}
+    expected |= {str(2 + i): tokens * d * d for i in range(0, 2 * blocks, 2)}
+    expected[str(2 + 2 * blocks)] = tokens * d * f_out
+    local = nn.Sequential(nn.Sequential(*map(_built, front)), _built(encoder),
+                          *map(_built, tail)).eval()
+    shape = (n, c_in, *hw)
+    counted = sum(_flops_by_operator(local, torch.zeros(shape), fast_path=False).values())
+    oracles_agree(counted == 2 * (sum(expected.values()) + per_layer["qk"] + per_layer["av"]),
+                  f"FlopCounterMode on {local}")
+    model = seq(seq(*map(_sent, front)), _sent(encoder), *map(_sent, tail),
+                training=rng.random() < 0.5)
+    got = _counts(student.drive(_attention_macs_with_fast_path, model, shape, rng.random() < 0.5))
+    assert got == expected, (
+        f"attention_model_macs(Sequential(Sequential(Conv2d({c_in}, {tokens_per}, {kernel}, "
+        f"stride={stride}, groups={groups}), Flatten(2), Linear({width}, {d})), "
+        f"TransformerEncoderLayer({d}, {heads}, dim_feedforward={ff}, batch_first=True), "
+        f"{blocks} x (Linear({d}, {d}), ReLU), Linear({d}, {f_out})), {shape}) should be "
+        f"{expected}: every Conv2d and Linear outside the encoder layer by its qualified name "
+        f"(the layers named 10, 11, 12 are not inside the layer named 1), got {got}"
+    )
+
+
+def _attention_macs_of_a_masked_model(f_in: int, d: int, heads: int, ff: int, f_out: int,
+                                      input_shape: tuple[int, int, int]):
+    """Run in the kernel: attention_model_macs of a model written as a class (children named
+    proj, encoder, head) whose encoder layer is called with an attention mask as a second
+    positional argument, as transformer code often does."""
+    import torch
+    from torch import nn
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(f_in, d)
+            self.encoder = nn.TransformerEncoderLayer(d, heads, dim_feedforward=ff, dropout=0.0,
+                                                      batch_first=True)
+            self.head = nn.Linear(d, f_out)
+
+        def forward(self, x):
+            steps = x.shape[1]
+            causal = torch.triu(torch.full((steps, steps), float("-inf")), diagonal=1)
+            return self.head(self.encoder(self.proj(x), causal))
+
+    return attention_model_macs(Masked(), input_shape)  # noqa: F821 - the notebook's function
+
+
+@pytest.mark.points(1)
+def test_attention_model_macs_masked_custom_model(student, rng):
+    """A model written as a class, its encoder layer called as encoder(x, mask): the layer's
+    input is the first of its inputs; names are the qualified names (proj, encoder.linear1...)."""
+    cfg = _draw_encoder(rng, even_heads=rng.random() < 0.5)
+    d, heads, ff, batch, seq_len = cfg["d"], cfg["heads"], cfg["ff"], cfg["batch"], cfg["seq"]
+    f_in, f_out = rng.randint(2, 12), rng.randint(2, 12)
+    tokens, per_layer = batch * seq_len, _encoder_macs(d, heads, ff, batch, seq_len)
+    expected = {"proj": tokens * f_in * d, "head": tokens * d * f_out,
+                **_encoder_entries("encoder", per_layer)}
+    shape = (batch, seq_len, f_in)
+    got = _counts(student.drive(_attention_macs_of_a_masked_model, f_in, d, heads, ff, f_out,
+                                shape))
+    assert got == expected, (
+        f"attention_model_macs of a model with children proj = Linear({f_in}, {d}), encoder = "
+        f"TransformerEncoderLayer({d}, {heads}, dim_feedforward={ff}, batch_first=True) called "
+        f"as encoder(x, mask), head = Linear({d}, {f_out}), on {shape}, should be {expected} "
+        f"(the encoder layer's input is the first of its inputs), got {got}"
+    )
 
 
 @pytest.mark.points(1)
@@ -946,7 +1269,7 @@ def _flopco_report(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
 def _check_flopco(student, spec, local: nn.Module, shape, expected: dict[str, int],
                   described: str) -> None:
     oracles_agree(_flopco_report(local, shape) == expected, f"FlopCo on {described}")
-    got = student.call("flopco_prediction", spec, shape)
+    got = _counts(student.call("flopco_prediction", spec, shape))
     assert got == expected, (
         f"flopco_prediction({described}, {shape}) should be {expected}: what FlopCo reports "
         f"(one sample or one row, groups != 1 read as one input channel, bias as C_out*H_out*"
@@ -989,8 +1312,8 @@ def test_flopco_prediction_grouped_and_sequences(student, rng):
     out_hw = _out_hw(h, w, k)
     expected = {"0": _flopco_conv(c_in, c_mid, k, groups, out_hw, bias1),
                 "2": _flopco_conv(c_mid, c_mid, 3, c_mid, out_hw, bias2)}
-    local = nn.Sequential(*[getattr(nn, name)(*a, **kw) for name, a, kw in specs])
-    _check_flopco(student, seq(*[layer(name, *a, **kw) for name, a, kw in specs]), local,
+    local = nn.Sequential(*map(_built, specs))
+    _check_flopco(student, seq(*map(_sent, specs)), local,
                   (n, c_in, h, w), expected,
                   f"Sequential(Conv2d({c_in}, {c_mid}, {k}, groups={groups}, bias={bias1}), ReLU, "
                   f"Conv2d({c_mid}, {c_mid}, 3, groups={c_mid}, padding=1, bias={bias2}))")
@@ -999,8 +1322,111 @@ def test_flopco_prediction_grouped_and_sequences(student, rng):
     specs = [("Linear", (f_in, hidden), {"bias": bias1}), ("GELU", (), {}),
              ("Linear", (hidden, f_out), {"bias": bias2})]
     expected = {"0": _flopco_linear(f_in, hidden, bias1), "2": _flopco_linear(hidden, f_out, bias2)}
-    local = nn.Sequential(*[getattr(nn, name)(*a, **kw) for name, a, kw in specs])
-    _check_flopco(student, seq(*[layer(name, *a, **kw) for name, a, kw in specs]), local,
+    local = nn.Sequential(*map(_built, specs))
+    _check_flopco(student, seq(*map(_sent, specs)), local,
                   (rng.randint(2, 5), rng.randint(2, 9), f_in), expected,
                   f"Sequential(Linear({f_in}, {hidden}, bias={bias1}), GELU, Linear({hidden}, "
                   f"{f_out}, bias={bias2}))")
+
+
+# ------------------------------------------------------------------------------------------
+# Every hook-based counter (model_macs, model_flops, attention_model_macs, flopco_prediction)
+# removes the hooks it adds, and adds up the calls of a layer that runs twice in one forward
+# (weights shared, as ALBERT shares its encoder layer), keyed by the layer's one qualified name
+# (the first, as model.named_modules() gives it).
+
+
+def _hooks_left_by(function: str, model, input_shape):
+    """Run in the kernel: call the notebook's ``function(model, input_shape)``; return what it
+    returned and the number of forward hooks (and pre-hooks) left afterwards on the model's
+    modules, or registered globally for every module, that were not there before."""
+    from torch.nn.modules import module as torch_module
+
+    registries = ("_global_forward_hooks", "_global_forward_pre_hooks")
+
+    def hooks():
+        local = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        return local + sum(len(getattr(torch_module, name, {})) for name in registries)
+
+    before = hooks()
+    result = globals()[function](model, input_shape)
+    return result, hooks() - before
+
+
+@pytest.mark.points(1)
+def test_counters_leave_no_hooks(student, rng):
+    """model_macs, model_flops and attention_model_macs count right and remove every hook
+    they add (a hook left behind runs, and costs, at every later forward of the model)."""
+    channels, shape = _draw_cnn(rng)
+    cnn = kit_model("make_cnn", channels=channels, training=rng.random() < 0.5)
+    cfg = _draw_encoder(rng, even_heads=True)
+    d, f_in, batch, seq_len = cfg["d"], rng.randint(2, 9), cfg["batch"], cfg["seq"]
+    attention = seq(layer("Linear", f_in, d),
+                    layer("TransformerEncoderLayer", d, cfg["heads"], dim_feedforward=cfg["ff"],
+                          batch_first=True))
+    per_layer = _encoder_macs(d, cfg["heads"], cfg["ff"], batch, seq_len)
+    with_attention = {"0": batch * seq_len * f_in * d, **_encoder_entries("1", per_layer)}
+    for function, model, input_shape, expected in [
+            ("model_macs", cnn, shape, _cnn_macs(channels, shape)),
+            ("model_flops", cnn, shape, _cnn_flops(channels, shape, False)),
+            ("attention_model_macs", attention, (batch, seq_len, f_in), with_attention)]:
+        got, left = student.drive(_hooks_left_by, function, model, input_shape)
+        got = _counts(got) if isinstance(got, dict) else _count(got)
+        assert got == expected, f"{function} on {input_shape} should be {expected}, got {got}"
+        assert left == 0, (
+            f"{function} left {left} hook(s) on the model (or registered for every module): "
+            f"remove each handle it registered before returning"
+        )
+
+
+
+def _weight_tied_counts(function: str, f_in: int, d: int, f_out: int, encoder: dict | None,
+                        input_shape: tuple[int, ...]):
+    """Run in the kernel: the notebook's ``function`` on Sequential(Linear(f_in, d), X,
+    ReLU, X, Linear(d, f_out)) where X is one module used twice: a Linear(d, d), or, with
+    ``encoder`` (d_model, nhead, dim_feedforward), one batch_first TransformerEncoderLayer."""
+    from torch import nn
+
+    if encoder is None:
+        shared = nn.Linear(d, d)
+    else:
+        shared = nn.TransformerEncoderLayer(encoder["d"], encoder["heads"],
+                                            dim_feedforward=encoder["ff"], dropout=0.0,
+                                            batch_first=True)
+    model = nn.Sequential(nn.Linear(f_in, d), shared, nn.ReLU(), shared, nn.Linear(d, f_out))
+    return globals()[function](model.eval(), input_shape)
+
+
+@pytest.mark.points(2)
+def test_counters_add_up_a_layer_that_runs_twice(student, rng):
+    """model_macs, flopco_prediction and attention_model_macs on Sequential(Linear, X, ReLU, X,
+    Linear) where X (a Linear, or for attention_model_macs also a transformer encoder layer) is
+    one module run twice: its entry, under its first name "1", is the sum of both calls."""
+    cfg = _draw_encoder(rng, even_heads=True)
+    d, batch, seq_len = cfg["d"], cfg["batch"], cfg["seq"]
+    f_in, f_out, tokens = rng.randint(2, 12), rng.randint(2, 12), batch * seq_len
+    shape = (batch, seq_len, f_in)
+    shared = nn.Linear(d, d)
+    local = nn.Sequential(nn.Linear(f_in, d), shared, nn.ReLU(), shared, nn.Linear(d, f_out))
+    macs = {"0": tokens * f_in * d, "1": 2 * tokens * d * d, "4": tokens * d * f_out}
+    oracles_agree(_counted_flops(local, torch.zeros(shape)) == 2 * sum(macs.values()),
+                  "FlopCounterMode on a weight-tied model")
+    reported = {"0": _flopco_linear(f_in, d, True), "1": 2 * _flopco_linear(d, d, True),
+                "4": _flopco_linear(d, f_out, True)}
+    oracles_agree(_flopco_report(local, shape) == reported, "FlopCo on a weight-tied model")
+    per_layer = _encoder_macs(d, cfg["heads"], cfg["ff"], batch, seq_len)
+    with_encoder = {"0": macs["0"], "4": macs["4"], **_encoder_entries("1", per_layer, calls=2)}
+    described = f"Sequential(Linear({f_in}, {d}), X, ReLU, X, Linear({d}, {f_out})) on {shape}"
+    for function, encoder, expected, what in [
+            ("model_macs", None, macs, f"X = one Linear({d}, {d})"),
+            ("flopco_prediction", None, reported, f"X = one Linear({d}, {d})"),
+            ("attention_model_macs", None, macs, f"X = one Linear({d}, {d})"),
+            ("attention_model_macs", cfg, with_encoder,
+             f"X = one TransformerEncoderLayer({d}, {cfg['heads']}, dim_feedforward="
+             f"{cfg['ff']}, batch_first=True)")]:
+        got = _counts(student.drive(_weight_tied_counts, function, f_in, d, f_out, encoder,
+                                    shape))
+        assert got == expected, (
+            f"{function}({described}, {what} used twice) should be {expected}: X runs twice, "
+            f"so its entry (under its name, 1) is the sum of both calls; got {got}"
+        )
