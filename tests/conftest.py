@@ -45,8 +45,9 @@ def constants_source(assignment: str) -> str:
 
 @pytest.fixture(scope="module")
 def reference(request: pytest.FixtureRequest):
-    """(session, student) of a live kernel that ran the test module's ``REFERENCE`` notebook
-    under its ``LIMITS``, shared by the module's tests."""
-    with live_kernel(request.module.REFERENCE, request.module.LIMITS) as live:
+    """(session, student) of a live kernel that ran the reference notebook of the test module's
+    ``HOMEWORK`` (tests/homework_suite.py) under its limits, shared by the module's tests."""
+    homework = request.module.HOMEWORK
+    with live_kernel(homework.reference, homework.limits) as live:
         assert live.execution.status is Status.OK, live.execution.detail
         yield live.session, live.student

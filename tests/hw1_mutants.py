@@ -4,24 +4,11 @@
 exactly once in the reference notebook's code cells taken together
 (`solutions/hw1/hw1.ipynb`); apply every pair of a mutant to the cell that holds `old`.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its first public check case
-(`assignments/hw1/checks/test_hw1_public.py`) whatever its arguments. It is meant to be
-appended as the last code cell of the reference notebook (later definitions win); it also runs
-on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
-`apply_mutant(cells, "constants")` does the appending.
-
 Every mutant must lose points under `solutions/hw1/checks/test_hw1.py`. Mutants that break a
 function the notebook's own self-check cell tests also make that cell raise.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw1/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 # encoder_layer_macs's reference body, replaced whole by the "fast_path_missed" mutant
 ENCODER_SOLUTION = """    attention = layer.self_attn
@@ -221,14 +208,4 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "repeated_layer_counted_once": [
         ("reported[name] = reported.get(name, 0) + value", "reported[name] = value")
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
-
-CONSTANTS_SOURCE = constants_source("hw1")  # solutions/hw1/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -4,23 +4,10 @@
 exactly once in the reference notebook's code cells taken together
 (`solutions/hw2/hw2.ipynb`); apply every pair of a mutant to the cell that holds `old`.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its first public check case
-(`assignments/hw2/checks/test_hw2_public.py`), or its input model unchanged, whatever its
-arguments. It is meant to be appended as the last code cell of the reference notebook (later
-definitions win); it also runs on its own, since it imports what it uses.
-`MUTANTS["constants"]` is empty and `apply_mutant(cells, "constants")` does the appending.
-
 Every mutant must lose points under `solutions/hw2/checks/test_hw2.py`.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw2/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # magnitude_prune_ keeps the entry at the threshold: one zero short (two at sparsity 1)
@@ -113,14 +100,43 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "zeros_counted_in_sparse_macs": [
         ("int(torch.count_nonzero(weight))", "weight.numel()")
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
 
-CONSTANTS_SOURCE = constants_source("hw2")  # solutions/hw2/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)
+# wrong version -> the hidden checks its bug must fail (others may fail too)
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "ties_counted_twice": ("test_magnitude_prune_exact_masks", "test_magnitude_prune_zero_count"),
+    "layer_skipped_in_global_pruning": (
+        "test_global_magnitude_prune",
+        "test_global_pruning_and_fine_tuning_accuracy",
+    ),
+    "largest_weights_pruned": (
+        "test_global_magnitude_prune",
+        "test_global_pruning_and_fine_tuning_accuracy",
+    ),
+    "batchnorm_left_unsliced": (
+        "test_select_channels",
+        "test_channel_prune_structure_macs_params",
+        "test_channel_prune_keeps_the_important_channels",
+        "test_sort_channels_is_an_equivalence",
+        "test_channel_pruning_and_fine_tuning_accuracy",
+    ),
+    "mask_not_reapplied": (
+        "test_fine_tune_sparse_keeps_masks",
+        "test_global_pruning_and_fine_tuning_accuracy",
+    ),
+    "original_model_mutated": ("test_channel_surgery_leaves_the_input_model_unchanged",),
+    "scan_does_not_restore": (
+        "test_sensitivity_scan_accuracies",
+        "test_sensitivity_scan_leaves_model_as_found",
+    ),
+    "prune_remove_forgotten": ("test_global_prune_with_torch",),
+    "bn_momentum_kept": ("test_recalibrate_bn",),
+    "importance_from_own_filters": (
+        "test_channel_importance",
+        "test_channel_prune_keeps_the_important_channels",
+        "test_sort_channels_is_an_equivalence",
+    ),
+    "channels_sorted_ascending": ("test_sort_channels_is_an_equivalence",),
+    "sparsity_over_all_parameters": ("test_model_sparsity",),
+    "zeros_counted_in_sparse_macs": ("test_sparse_macs",),
+}

@@ -4,24 +4,11 @@
 exactly once in the reference notebook's code cells taken together
 (`solutions/hw3/hw3.ipynb`); apply every pair of a mutant to the cell that holds `old`.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its first public check case
-(`assignments/hw3/checks/test_hw3_public.py`) whatever its arguments. It is meant to be
-appended as the last code cell of the reference notebook (later definitions win); it also runs
-on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
-`apply_mutant(cells, "constants")` does the appending.
-
 Every mutant must lose points under `solutions/hw3/checks/test_hw3.py`. Mutants that break a
 function the notebook's own self-check cell tests also make that cell raise.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw3/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # tucker2_conv: U_in reshaped instead of transposed into the first 1x1 weight (the shapes
@@ -85,14 +72,18 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "compress_in_place": [
         ("    compressed = copy.deepcopy(model)\n", "    compressed = model\n"),
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
 
-CONSTANTS_SOURCE = constants_source("hw3")  # solutions/hw3/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)
+# wrong version -> the hidden checks its bug must fail (others may fail too)
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "factors_transposed": ("test_tucker2_conv_equals_reconstructed_conv",),
+    "stride_on_the_wrong_layer": ("test_tucker2_conv_structure",),
+    "bias_dropped": ("test_tucker2_conv_equals_reconstructed_conv",),
+    "rank_off_by_one": ("test_svd_rank_for_energy",),
+    "energy_of_singular_values": ("test_svd_rank_for_energy",),
+    "singular_values_dropped": ("test_svd_linear_is_the_truncated_svd",),
+    "hooi_without_projection": ("test_hooi_improves_on_hosvd",),
+    "cp_stride_on_one_layer": ("test_cp_conv_equals_the_original_on_exact_rank",),
+    "cp_padding_on_both_axes": ("test_cp_conv_structure",),
+    "compress_in_place": ("test_compress_cnn_leaves_the_model_unchanged",),
+}

@@ -4,24 +4,11 @@
 exactly once in the reference notebook's code cells taken together
 (`solutions/hw4/hw4.ipynb`); apply every pair of a mutant to the cell that holds `old`.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its first public check case
-(`assignments/hw4/checks/test_hw4_public.py`) whatever its arguments. It is meant to be
-appended as the last code cell of the reference notebook (later definitions win); it also runs
-on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
-`apply_mutant(cells, "constants")` does the appending.
-
 Every mutant must lose points under `solutions/hw4/checks/test_hw4.py`. Mutants that break a
 function the notebook's own self-check cell tests also make that cell raise.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw4/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # linear_quantize rounds r, then divides: round(r) / S + Z (codes truncated by the int8 cast)
@@ -80,14 +67,21 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "codebook_never_updated": [
         ("        codebook = update_codebook(flat, labels, codebook)\n", "")
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
 
-CONSTANTS_SOURCE = constants_source("hw4")  # solutions/hw4/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)
+# wrong version -> the hidden checks its bug must fail (others may fail too)
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "round_before_divide": ("test_linear_quantize_exact",),
+    "zero_point_not_clamped": ("test_affine_qparams_zero_point_clamped",),
+    "int8_accumulation": ("test_quantized_linear_exact",),
+    "per_tensor_scale": ("test_symmetric_per_channel_scale",),
+    "qat_without_ste": ("test_fake_quantize_ste_gradient",),
+    "float_model_as_quantized": ("test_ptq_int8_really_quantized",),
+    "calibration_skipped": ("test_ptq_int8_accuracy",),
+    "dynamic_not_quantized": ("test_dynamic_quantize",),
+    "bias_scale_without_input_scale": ("test_quantize_bias",),
+    "zero_point_fold_sign": ("test_shift_bias",),
+    "bn_folded_with_variance": ("test_fold_bn_matches_conv_then_bn",),
+    "empty_cluster_zeroed": ("test_update_codebook",),
+    "codebook_never_updated": ("test_kmeans_quantize_fixed_point",),
+}

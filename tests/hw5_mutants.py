@@ -7,24 +7,11 @@ exactly once in the reference notebook's code cells taken together
 `CAUGHT_BY[name]` names the hidden checks (`solutions/hw5/checks/test_hw5.py`) written to catch
 that mutant: each of them must fail on it, whatever the draw.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its first public check case
-(`assignments/hw5/checks/test_hw5_public.py`) whatever its arguments, and writes no file. It is
-meant to be appended as the last code cell of the reference notebook (later definitions win);
-it also runs on its own, since it imports what it uses. `MUTANTS["constants"]` is empty and
-`apply_mutant(cells, "constants")` does the appending.
-
 Mutants that break a function the notebook's own self-check cell tests also make that cell
 raise.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw5/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # export_program: no dynamic_shapes, the batch is specialized to the example's (P7); the
@@ -60,10 +47,9 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "count_ops_counts_every_node": [
         ('if node.op == "call_function"', 'if node.op != "output"')
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
 
+# wrong version -> the hidden checks its bug must fail (others may fail too)
 CAUGHT_BY: dict[str, list[str]] = {
     "static_batch": [
         "test_pt2_reloads_with_the_same_outputs",
@@ -81,11 +67,3 @@ CAUGHT_BY: dict[str, list[str]] = {
     "float_as_int8": ["test_int8_model_stores_int8_weights_and_is_small"],
     "count_ops_counts_every_node": ["test_count_ops_of_exported_program"],
 }
-
-CONSTANTS_SOURCE = constants_source("hw5")  # solutions/hw5/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -4,24 +4,10 @@
 exactly once in the reference notebook's code cells taken together
 (`solutions/hw6/hw6.ipynb`); apply every pair of a mutant to the cell that holds `old`.
 
-`CONSTANTS_SOURCE` is the "hard-coded answers" student: one code cell that redefines every
-graded function to return the expected value of its public check case
-(`assignments/hw6/checks/test_hw6_public.py`) whatever its arguments, or to skip the work the
-public check cannot see (no training, no checkpointing). It is meant to be appended as the last
-code cell of the reference notebook (later definitions win); it also runs on its own, since it
-imports what it uses. `MUTANTS["constants"]` is empty and `apply_mutant(cells, "constants")`
-does the appending.
-
 Every mutant must lose points under `solutions/hw6/checks/test_hw6.py`.
-
-`CONSTANTS_SOURCE` lives in `solutions/hw6/audit_constants.py`, which `grader audit` reads too.
 """
 
 from __future__ import annotations
-
-from conftest import constants_source
-
-from grader.harness import replaced
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # kd_loss without the T^2 factor: the soft term's gradient shrinks like 1/T^2
@@ -117,14 +103,4 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "            loss = F.cross_entropy(model(x[idx]), y[idx])\n",
         )
     ],
-    # returns the public checks' expected values: see CONSTANTS_SOURCE
-    "constants": [],
 }
-
-CONSTANTS_SOURCE = constants_source("hw6")  # solutions/hw6/audit_constants.py
-
-
-def apply_mutant(code_cells: list[str], name: str) -> list[str]:
-    """The reference notebook's code cells with mutant `name` applied (a new list)."""
-    return replaced(code_cells, MUTANTS[name], f"mutant {name!r}",
-                    CONSTANTS_SOURCE if name == "constants" else None)

@@ -1,97 +1,20 @@
-"""Homework 3 under its hidden checks: the reference earns everything on several draws, the
-template nothing, and every realistic wrong version loses points, in the check meant to catch it.
-
-The reference runs once; each wrong version then redefines its functions in that live kernel
-by re-running the mutated cells, which is what the kernel of a notebook holding those cells
-looks like when the checks call into it.
-"""
+"""Homework 3 under its hidden checks: the tests of tests/homework_suite.py."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, write_notebook
-from hw3_mutants import CONSTANTS_SOURCE, MUTANTS, apply_mutant
+from homework_suite import Homework
+from hw3_mutants import CAUGHT_BY, MUTANTS
 
-from grader.check import Outcome, run_checks
-from grader.grading import grade_notebook
-from grader.harness import code_cells, redefined, score
-from grader.records import Limits, Status
+from grader.records import Limits
 
 pytestmark = pytest.mark.kernel
 
-REFERENCE = REPO / "solutions" / "hw3" / "hw3.ipynb"
-TEMPLATE = REPO / "assignments" / "hw3" / "hw3.ipynb"
-HIDDEN = REPO / "solutions" / "hw3" / "checks"
-PUBLIC = REPO / "assignments" / "hw3" / "checks"
-LIMITS = Limits(cell_timeout_s=60, notebook_timeout_s=180, call_timeout_s=30)
-
-# The hidden check that must fail for each wrong version (others may fail too).
-CAUGHT_BY = {
-    "factors_transposed": "test_tucker2_conv_equals_reconstructed_conv",
-    "stride_on_the_wrong_layer": "test_tucker2_conv_structure",
-    "bias_dropped": "test_tucker2_conv_equals_reconstructed_conv",
-    "rank_off_by_one": "test_svd_rank_for_energy",
-    "energy_of_singular_values": "test_svd_rank_for_energy",
-    "singular_values_dropped": "test_svd_linear_is_the_truncated_svd",
-    "hooi_without_projection": "test_hooi_improves_on_hosvd",
-    "cp_stride_on_one_layer": "test_cp_conv_equals_the_original_on_exact_rank",
-    "cp_padding_on_both_axes": "test_cp_conv_structure",
-    "compress_in_place": "test_compress_cnn_leaves_the_model_unchanged",
-}
-
-
-@pytest.mark.parametrize("seed", [11, 2024, 987654321])
-def test_reference_earns_every_point_on_several_draws(reference, seed):
-    _, student = reference
-    results = run_checks(HIDDEN, student, seed)
-    failed = [f"{r.name}: {r.message}" for r in results if r.outcome is not Outcome.PASSED]
-    assert not failed
-    assert score(results)[1] >= 40
-
-
-def test_reference_passes_the_public_checks(reference):
-    _, student = reference
-    assert all(r.outcome is Outcome.PASSED for r in run_checks(PUBLIC, student, 0))
-
-
-def test_every_wrong_version_names_the_check_that_catches_it():
-    assert set(CAUGHT_BY) == set(MUTANTS) - {"constants"}
-
-
-@pytest.mark.parametrize("name", sorted(n for n in MUTANTS if n != "constants"))
-def test_each_wrong_version_loses_points(reference, name):
-    session, student = reference
-    original = code_cells(REFERENCE)
-    with redefined(session, original, apply_mutant(original, name)):
-        results = run_checks(HIDDEN, student, seed=5)
-    earned, possible = score(results)
-    outcomes = {r.name.partition("::")[2]: r.outcome for r in results}
-    assert outcomes[CAUGHT_BY[name]] is Outcome.FAILED, f"{name} passed {CAUGHT_BY[name]}"
-    assert Outcome.ERROR not in outcomes.values(), [r.message for r in results if r.outcome
-                                                    is Outcome.ERROR]
-    assert earned < possible, f"{name} kept every point"
-    assert earned >= possible / 2, f"{name} lost more than its bug should cost"
-
-
-def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
-    cells = apply_mutant(code_cells(REFERENCE), "constants")
-    assert cells[-1] == CONSTANTS_SOURCE
-    notebook = write_notebook(tmp_path / "hw3.ipynb", *cells)
-    _, public_run = grade_notebook(notebook, PUBLIC, LIMITS, seed=1)
-    public = public_run.results
-    _, hidden_run = grade_notebook(notebook, HIDDEN, LIMITS, seed=1)
-    hidden = hidden_run.results
-    public_earned, public_possible = score(public)
-    hidden_earned, hidden_possible = score(hidden)
-    # constants pass some public cases, and nearly nothing the hidden checks draw
-    assert public_earned / public_possible > hidden_earned / hidden_possible
-    assert hidden_earned <= 0.15 * hidden_possible
-
-
-def test_the_untouched_template_scores_zero_without_breaking_anything():
-    execution, checks = grade_notebook(TEMPLATE, HIDDEN, LIMITS, seed=3)
-    results = checks.results
-    assert execution.status is Status.CELL_ERROR
-    assert "NotImplementedError" in execution.detail
-    assert score(results)[0] == 0
-    assert all(r.outcome is Outcome.FAILED for r in results)  # no grader errors
+HOMEWORK = Homework(
+    "hw3",
+    Limits(cell_timeout_s=60, notebook_timeout_s=180, call_timeout_s=30),
+    MUTANTS,
+    min_points=40,
+    caught_by=CAUGHT_BY,
+)
+globals().update(HOMEWORK.tests())

@@ -30,7 +30,14 @@ from tensorly.decomposition import parafac
 from torch import nn
 
 import nncourse
-from grader.checks import ModuleSpec, ReturnedModule, demanded, kit_model, one_thread
+from grader.checks import (
+    ModuleSpec,
+    ReturnedModule,
+    demanded,
+    kit_model,
+    one_thread,
+    oracles_agree,
+)
 
 PRETRAINED = "cnn_32_64_128"
 CHANNELS = (32, 64, 128)
@@ -52,12 +59,6 @@ REFERENCE_MARGIN = 0.01
 
 # ------------------------------------------------------------------------------------------
 # Oracles, written independently of the reference notebook.
-
-
-def _oracles_agree(agree: bool, what: str) -> None:
-    """Two of the grader's own computations disagree: a grader bug, reported as an error."""
-    if not agree:
-        raise RuntimeError(f"grader oracles disagree: {what}")
 
 
 def _pair(value) -> tuple[int, int]:
@@ -394,7 +395,7 @@ def test_svd_linear_is_the_truncated_svd(student, rng, torch_rng):
         u, sv, vh = torch.linalg.svd(w.double(), full_matrices=False)
         best = u[:, :rank] @ torch.diag(sv[:rank]) @ vh[:rank]
         dropped = math.sqrt(sum(v * v for v in sv[rank:].tolist()))
-        _oracles_agree(math.isclose(float((w.double() - best).norm()), dropped, rel_tol=1e-6),
+        oracles_agree(math.isclose(float((w.double() - best).norm()), dropped, rel_tol=1e-6),
                        "Eckart-Young on the oracle's own SVD")
         error = float((w.double() - w2 @ w1).norm())
         assert math.isclose(error, dropped, rel_tol=1e-3, abs_tol=1e-4), (
@@ -459,7 +460,7 @@ def test_unfold(student, rng, torch_rng):
             column = 0
             for m in others:
                 column = column * shape[m] + index[m]
-            _oracles_agree(bool(expected[index[mode], column] == t[index]), "unfold by index")
+            oracles_agree(bool(expected[index[mode], column] == t[index]), "unfold by index")
             got = student.call("unfold", t, mode)
             assert isinstance(got, torch.Tensor) and got.shape == expected.shape, (
                 f"unfold of a tensor of shape {shape} along mode {mode} should have shape "

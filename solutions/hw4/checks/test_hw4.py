@@ -787,17 +787,17 @@ def test_quantized_linear_exact(student, rng, torch_rng):
 # ------------------------------------------------------------------------------------------
 # 6. Quantization-aware training
 
-_STE_DRIVE = """
-def drive(w, upstream, bits):
+def _ste_gradient(w, upstream, bits):
+    """Run in the kernel: the gradient that fake_quantize_ste(w, bits) passes back to w for
+    the upstream gradient ``upstream`` (None when its output is not a differentiable tensor)."""
     import torch
 
     w = w.clone().requires_grad_(True)
-    out = fake_quantize_ste(w, bits)
+    out = fake_quantize_ste(w, bits)  # noqa: F821 - the notebook's function
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
         return None
     out.backward(upstream)
     return w.grad
-"""
 
 
 def _draw_fake_quant(rng, torch_rng, shape, bits):
@@ -842,7 +842,7 @@ def test_fake_quantize_ste_gradient(student, rng, torch_rng):
         shape = (rng.randint(2, 6), rng.randint(3, 12))
         w, _ = _draw_fake_quant(rng, torch_rng, shape, bits)
         upstream = torch.randn(shape, generator=torch_rng)
-        grad = student.drive(_STE_DRIVE, w, upstream, bits)
+        grad = student.drive(_ste_gradient, w, upstream, bits)
         assert grad is not None, (
             f"fake_quantize_ste(w, bits={bits}) gives no gradient to w: rounding has zero "
             f"derivative, the straight-through estimator should pass the gradient through"

@@ -1,0 +1,158 @@
+"""The tests every homework's hidden checks must pass, written once for all six.
+
+A test module ``tests/test_homeworkN.py`` declares its ``HOMEWORK`` (which assignment, the
+limits its notebook runs under, its wrong versions from ``tests/hwN_mutants.py``) and takes the
+tests with ``globals().update(HOMEWORK.tests())``:
+
+- the reference earns every point on several draws, and passes the public checks;
+- every realistic wrong version loses points: where ``caught_by`` names the hidden checks its
+  bug must trip, each of those fails (not errors) and only those run; otherwise the whole
+  hidden file runs and the version loses points, but at most half of them;
+- a student who returns the public checks' answers as constants passes some public cases and
+  nearly nothing the hidden checks draw;
+- the untouched template scores 0 without a grader error.
+
+The reference runs once per module (the ``reference`` fixture of conftest.py); each wrong
+version then redefines its functions in that live kernel by re-running the mutated cells, which
+is what the kernel of a notebook holding those cells looks like when the checks call into it,
+and puts the reference back afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, constants_source, write_notebook
+
+from grader.check import Outcome, run_checks
+from grader.grading import grade_notebook
+from grader.harness import checks_on, code_cells, redefined, replaced, score
+from grader.records import CheckResult, Limits, Status
+
+DRAWS = (11, 2024, 987654321)  # grading seeds the reference is tried on
+WRONG_VERSION_SEED = 5
+CONSTANTS_SHARE = 0.15  # the most of the hidden points a constants student may keep
+
+
+def _failures(results: Sequence[CheckResult], *, allowed: Outcome | None = None) -> list[str]:
+    return [f"{r.name}: {r.outcome.value}: {r.message}" for r in results
+            if r.outcome is not Outcome.PASSED and r.outcome is not allowed]
+
+
+@dataclass(frozen=True)
+class Homework:
+    """One homework under test. ``mutants``: wrong version -> its ``(old, new)`` source
+    replacements in the reference's code cells; ``caught_by``: wrong version -> the hidden
+    checks (names in the hidden check file) its bug must fail."""
+
+    assignment: str
+    limits: Limits
+    mutants: Mapping[str, Sequence[tuple[str, str]]]
+    min_points: int  # the hidden checks are worth at least this much
+    caught_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> Path:
+        return REPO / "solutions" / self.assignment / f"{self.assignment}.ipynb"
+
+    @property
+    def template(self) -> Path:
+        return REPO / "assignments" / self.assignment / f"{self.assignment}.ipynb"
+
+    @property
+    def hidden(self) -> Path:
+        return REPO / "solutions" / self.assignment / "checks"
+
+    @property
+    def public(self) -> Path:
+        return REPO / "assignments" / self.assignment / "checks"
+
+    def wrong_versions(self) -> list[str]:
+        return sorted(self.mutants)
+
+    def mutated(self, cells: list[str], name: str) -> list[str]:
+        """The reference's code cells with wrong version ``name`` applied (a new list)."""
+        return replaced(cells, self.mutants[name], f"mutant {name!r}")
+
+    def hidden_check_names(self) -> set[str]:
+        names = set()
+        for path in self.hidden.glob("test_*.py"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.startswith("def test_"):
+                    names.add(line.removeprefix("def ").split("(")[0])
+        return names
+
+    def tests(self) -> dict[str, Callable[..., Any]]:
+        """The shared tests, bound to this homework, to put in a test module's namespace."""
+        hw = self
+
+        @pytest.mark.parametrize("seed", DRAWS)
+        def test_reference_earns_every_point_on_several_draws(reference, seed):
+            _, student = reference
+            results = run_checks(hw.hidden, student, seed)
+            assert not _failures(results)
+            assert score(results)[1] >= hw.min_points
+
+        def test_reference_passes_the_public_checks(reference):
+            _, student = reference
+            assert not _failures(run_checks(hw.public, student, 0))
+
+        def test_wrong_versions_name_checks_that_exist():
+            assert set(hw.caught_by) <= set(hw.mutants)
+            missing = {c for checks in hw.caught_by.values() for c in checks}
+            missing -= hw.hidden_check_names()
+            assert not missing, f"caught_by names checks the hidden file lacks: {missing}"
+            assert all(hw.caught_by.values())
+
+        @pytest.mark.parametrize("name", hw.wrong_versions())
+        def test_each_wrong_version_loses_points(reference, name):
+            session, student = reference
+            original = code_cells(hw.reference)
+            checks = hw.caught_by.get(name)
+            select = [f"test_{hw.assignment}::{c}" for c in checks] if checks else None
+            with redefined(session, original, hw.mutated(original, name)):
+                results = run_checks(hw.hidden, student, WRONG_VERSION_SEED, select=select)
+            errors = [f"{r.name}: {r.message}" for r in results if r.outcome is Outcome.ERROR]
+            assert not errors, f"{name}: grader errors, not failures: {errors}"
+            if checks:
+                assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
+                passed = [r.name for r in results if r.outcome is Outcome.PASSED]
+                assert not passed, f"{name} should fail {passed}"
+            else:
+                earned, possible = score(results)
+                assert earned < possible, f"{name} kept every point"
+                assert earned >= possible / 2, f"{name} lost more than its bug should cost"
+
+        def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
+            # the constants cell imports what it uses and redefines every graded function: on
+            # its own, it is what a notebook ending with it answers the checks, minus the work
+            notebook = write_notebook(tmp_path / f"{hw.assignment}.ipynb",
+                                      constants_source(hw.assignment))
+            execution, (public, hidden) = checks_on(notebook, hw.limits, 1, hw.public,
+                                                    hw.hidden)
+            assert execution.status is Status.OK, execution.detail
+            assert not [r.name for r in hidden if r.outcome is Outcome.ERROR]
+            public_earned, public_possible = score(public)
+            hidden_earned, hidden_possible = score(hidden)
+            assert public_earned / public_possible > hidden_earned / hidden_possible
+            assert hidden_earned <= CONSTANTS_SHARE * hidden_possible
+
+        def test_the_untouched_template_scores_zero_without_breaking_anything():
+            execution, checks = grade_notebook(hw.template, hw.hidden, hw.limits, seed=3)
+            assert execution.status is Status.CELL_ERROR
+            assert "NotImplementedError" in execution.detail
+            assert score(checks.results)[0] == 0
+            assert not _failures(checks.results, allowed=Outcome.FAILED)  # no grader errors
+
+        return {f.__name__: f for f in (
+            test_reference_earns_every_point_on_several_draws,
+            test_reference_passes_the_public_checks,
+            test_wrong_versions_name_checks_that_exist,
+            test_each_wrong_version_loses_points,
+            test_public_answers_as_constants_fail_the_hidden_checks,
+            test_the_untouched_template_scores_zero_without_breaking_anything,
+        )}
