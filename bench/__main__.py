@@ -211,7 +211,10 @@ def main(n: int, tool_names: str | None, homeworks: str | None, repeats: int,
             out.print(f"homework overhead: {note}; {repeats} run(s) each")
             for assignment in wanted:
                 try:
-                    timings.append(overhead.measure(course_path, assignment, repeats))
+                    t = overhead.measure(course_path, assignment, repeats)
+                    timings.append(t)
+                    out.print(f"  {assignment}: bare {t.bare_s:.2f} s, graded {t.graded_s:.2f} s"
+                              f" ({t.ratio:.2f}x); load {t.load_start:.1f} -> {t.load_end:.1f}")
                 except overhead.HomeworkFailed as exc:
                     failures.append(str(exc))
                     out.print(f"FAILED: {exc}")

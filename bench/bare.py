@@ -6,6 +6,7 @@ loop of the throughput benchmark) and exits 1 at the first cell that raises.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,10 @@ def execute_bare(notebook: Path, workdir: Path | None = None, timeout_s: float =
     Raise nbclient's CellExecutionError if a cell raises."""
     nb = nbformat.read(notebook, as_version=4)
     start = time.perf_counter()
+    # the kernel's own chatter (ipykernel warns about TCP) is not the benchmark's output
     NotebookClient(nb, timeout=int(timeout_s), kernel_name="python3",
-                   resources={"metadata": {"path": str(workdir or notebook.parent)}}).execute()
+                   resources={"metadata": {"path": str(workdir or notebook.parent)}}
+                   ).execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
