@@ -88,8 +88,10 @@ def wrap(inner: list[str], *, read_write: Iterable[Bind], read_only: Iterable[Bi
         args += ["--unshare-user"]
     args += _system_args()
     # /tmp first: anything bound below it afterwards (a venv or course under /tmp) stays visible
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 2**20),
-             "--tmpfs", "/tmp"]
+    # sticky and world-writable: the sandboxed user may need a temporary file (dill, imported
+    # by torch when installed, asks for one at import)
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "01777", "--size", str(tmp_mb * 2**20), "--tmpfs", "/tmp"]
     made: set[str] = {"/tmp"}
     runtime = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
     for path in sorted(runtime):
