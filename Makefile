@@ -25,8 +25,11 @@ demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedbac
 		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
 	$(BIN)/grader report --gradebook $(DEMO)/gradebook.sqlite --out $(DEMO)/report.html
 
-test: $(STAMP)  ## the whole test suite (kernel tests included)
-	$(BIN)/python -m pytest
+# Four workers on two cores: most of a kernel test is waiting (kernel start-up, limits); a test
+# file stays on one worker, so the live reference kernel of a homework's tests is shared.
+TEST_WORKERS ?= 4
+test: $(STAMP)  ## the whole test suite (kernel tests included), TEST_WORKERS=4 pytest-xdist workers
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 check: $(STAMP)  ## students: run the public checks on your notebooks (make check HW=hw1)
 	@status=0; for nb in $(if $(HW),assignments/$(HW)/$(HW).ipynb,assignments/hw*/hw*.ipynb); do \
