@@ -151,7 +151,8 @@ ENTRY_MODULES = ("grader.cli", "grader.checks")
 
 def engine_files() -> list[str]:
     """The engine's files the kit ships (paths relative to grader/): the modules that the
-    entry modules import at their top level, followed transitively, and grader/bridge/."""
+    entry modules import (by an import statement, in a function too), followed transitively,
+    and grader/bridge/. The instructor's commands, loaded by name on demand, are not shipped."""
     wanted = {"__init__.py", "checks_pytest.ini"}
     wanted |= {p.relative_to(ENGINE).as_posix() for p in (ENGINE / "bridge").glob("*.py")}
     todo = list(ENTRY_MODULES)
@@ -163,7 +164,7 @@ def engine_files() -> list[str]:
             continue
         seen.add(name)
         wanted.add(path.relative_to(ENGINE).as_posix())
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
