@@ -209,3 +209,80 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         ("reported[name] = reported.get(name, 0) + value", "reported[name] = value")
     ],
 }
+
+# wrong version -> the hidden checks its bug must fail (others may fail too); a wrong version
+# not listed runs the whole hidden file and must lose points there
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "attention_counted_silently": ("test_model_macs_refuses_attention",),
+    "attention_products_once": ("test_encoder_layer_macs_attention_products",),
+    "batch_first_ignored": ("test_encoder_layer_macs_attention_products",),
+    "batch_ignored": ("test_linear_macs",),
+    "batchnorm_mode_ignored": (
+        "test_counters_leave_no_hooks",
+        "test_elementwise_flops_normalization",
+        "test_model_flops_feed_forward",
+        "test_model_flops_residual_and_folded_bn",
+    ),
+    "bn_never_folded": ("test_model_flops_residual_and_folded_bn",),
+    "buffers_counted": ("test_count_params_layers", "test_count_params_sequential"),
+    "conv_macs_as_float": (
+        "test_conv2d_macs_grouped_depthwise_pointwise",
+        "test_conv2d_macs_standard",
+        "test_conv2d_macs_stride_dilation_batch",
+    ),
+    "counter_forward_in_train_mode": ("test_model_macs_leaves_model_as_found",),
+    "counter_hooks_left": ("test_counters_leave_no_hooks",),
+    "counter_leaves_train_mode": ("test_model_macs_leaves_model_as_found",),
+    "dilation_ignored": ("test_conv2d_macs_stride_dilation_batch", "test_conv2d_output_hw"),
+    "fast_path_missed": (
+        "test_attention_model_macs",
+        "test_attention_model_macs_conv_front_and_many_layers",
+        "test_attention_model_macs_masked_custom_model",
+        "test_counters_add_up_a_layer_that_runs_twice",
+        "test_counters_leave_no_hooks",
+        "test_encoder_layer_macs_attention_products",
+        "test_encoder_layer_macs_weights",
+    ),
+    "flop_reported_as_mac": (
+        "test_counters_add_up_a_layer_that_runs_twice",
+        "test_counters_leave_no_hooks",
+        "test_flopco_prediction_course_models",
+        "test_flopco_prediction_grouped_and_sequences",
+        "test_flops",
+        "test_model_flops_feed_forward",
+        "test_model_flops_residual_and_folded_bn",
+    ),
+    "flopco_batch_counted": (
+        "test_counters_add_up_a_layer_that_runs_twice",
+        "test_flopco_prediction_course_models",
+        "test_flopco_prediction_grouped_and_sequences",
+    ),
+    "flopco_bias_out_features": (
+        "test_counters_add_up_a_layer_that_runs_twice",
+        "test_flopco_prediction_course_models",
+    ),
+    "flopco_bug_kept": ("test_fixed_conv_macs",),
+    "flopco_groups_fixed": ("test_flopco_prediction_grouped_and_sequences",),
+    "gelu_as_relu": ("test_elementwise_flops_activations", "test_model_flops_feed_forward"),
+    "groups_ignored": (
+        "test_conv2d_macs_grouped_depthwise_pointwise",
+        "test_conv2d_macs_stride_dilation_batch",
+    ),
+    "in_proj_forgotten": (
+        "test_attention_model_macs",
+        "test_attention_model_macs_conv_front_and_many_layers",
+        "test_attention_model_macs_masked_custom_model",
+        "test_counters_add_up_a_layer_that_runs_twice",
+        "test_counters_leave_no_hooks",
+        "test_encoder_layer_macs_weights",
+    ),
+    "latency_in_seconds": ("test_measure_latency_percentiles", "test_measure_latency_sleep"),
+    "latency_p90_is_median": ("test_measure_latency_percentiles",),
+    "latency_wrong_percentiles": ("test_measure_latency_percentiles",),
+    "layernorm_without_variance": (
+        "test_elementwise_flops_normalization",
+        "test_model_flops_feed_forward",
+    ),
+    "model_macs_groups_ignored": ("test_model_macs_grouped_strided_and_sequences",),
+    "repeated_layer_counted_once": ("test_counters_add_up_a_layer_that_runs_twice",),
+}
