@@ -14,10 +14,12 @@ parity within |a - b| <= 1e-4 (1 + max |b|) at batch 1 and at a batch size the e
 an ONNX model is its file plus every external data file it references; sizes are bytes of the
 files that exist; int8 means the weights are stored as 8-bit integers.
 
-The export checks share one set of artifacts per grading run (one save_pt2, one to_onnx, one
+The export checks share one set of artifacts per submission (one save_pt2, one to_onnx, one
 quantize_onnx call, and one judge process for all their files, started when a check first
-needs it): exporting to ONNX costs seconds and the judge starts a fresh Python, so each check
-reads its part of that shared work. Its draws come from the run's seed, like every check's.
+needs it), held by the session-scoped fixture `shared`: exporting to ONNX costs seconds and the
+judge starts a fresh Python, so each check reads its part of that shared work. Its draws come
+from the run's seed, like every check's. The ONNX files go into a sub-folder of the working
+folder (external data lies beside its model, not beside the notebook).
 """
 
 from __future__ import annotations
