@@ -652,9 +652,10 @@ def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, shared):
 @pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_onnx_files_and_size(student, shared):
-    """to_onnx returns the files of the model it wrote: the .onnx and its external data (the
-    exporter may also leave an empty .data file when every tensor fits inline: listing it is
-    optional). artifact_size of them is the sum of the sizes of those files as they exist."""
+    """to_onnx returns the files of the model it wrote (in a sub-folder): the .onnx and its
+    external data, which holds the weights (external_data=True; the exporter may also leave an
+    empty .data file when every tensor fits inline: listing it is optional). artifact_size of
+    them is the sum of the sizes of those files as they exist."""
     _need(shared, "onnx", "to_onnx")
     before, after = shared["files"][1], shared["files"][2]
     written = sorted(p for p, size in after.items() if before.get(p) != size)
@@ -810,8 +811,9 @@ FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 @pytest.mark.points(3)
 def test_int8_model_stores_int8_weights_and_is_small(student, shared):
     """The model quantize_onnx wrote stores the conv and linear weights as 8-bit integers (no
-    float copy left), and its files (external data included) take at most half of 4 bytes per
-    parameter; quantize_onnx returns those files."""
+    float copy left) in the QDQ format, one scale per tensor (not per channel), and its files
+    (external data included) take at most half of 4 bytes per parameter; quantize_onnx returns
+    those files."""
     _need(shared, "onnx", "to_onnx")
     _need(shared, "int8", "quantize_onnx")
     file = shared["names"]["int8"]
