@@ -683,6 +683,16 @@ def test_onnx_files_and_size(student, shared):
     )
 
 
+def _write_random_files(names: list[str], sizes: list[int]) -> None:
+    """Run in the kernel: files of random bytes, sizes in bytes."""
+    import os
+
+    for name, size in zip(names, sizes, strict=True):
+        os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+        with open(name, "wb") as f:
+            f.write(os.urandom(size))
+
+
 @pytest.mark.points(2)
 def test_artifact_size(student, rng):
     """The total size in bytes of the files listed, each file once."""
@@ -690,13 +700,7 @@ def test_artifact_size(student, rng):
     sizes = [rng.randint(0, 5000) for _ in range(rng.randint(2, 4))]
     names = [f"grader_size_{tag}_{i}.bin" for i in range(len(sizes))]
     names[-1] = f"grader_size_{tag}/part_{len(sizes)}.bin"  # one in a subfolder
-    student.drive(
-        "def drive(names, sizes):\n"
-        "    import os\n"
-        "    for name, size in zip(names, sizes):\n"
-        "        os.makedirs(os.path.dirname(name) or '.', exist_ok=True)\n"
-        "        with open(name, 'wb') as f:\n"
-        "            f.write(os.urandom(size))\n", names, sizes)
+    student.drive(_write_random_files, names, sizes)
     files = student.files()
     expected = sum(files[os.path.normpath(n)] for n in names)
     listed = names + [names[0]]  # a file listed twice counts once
