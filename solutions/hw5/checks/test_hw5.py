@@ -14,14 +14,17 @@ parity within |a - b| <= 1e-4 (1 + max |b|) at batch 1 and at a batch size the e
 an ONNX model is its file plus every external data file it references; sizes are bytes of the
 files that exist; int8 means the weights are stored as 8-bit integers.
 
-The export checks share one set of artifacts per grading run (one save_pt2, one to_onnx, one
+The export checks share one set of artifacts per submission (one save_pt2, one to_onnx, one
 quantize_onnx call, and one judge process for all their files, started when a check first
-needs it): exporting to ONNX costs seconds and the judge starts a fresh Python, so each check
-reads its part of that shared work. Its draws come from the run's seed, like every check's.
+needs it), held by the session-scoped fixture `shared`: exporting to ONNX costs seconds and the
+judge starts a fresh Python, so each check reads its part of that shared work. Its draws come
+from the run's seed, like every check's. The ONNX files go into a sub-folder of the working
+folder (external data lies beside its model, not beside the notebook).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -150,6 +153,13 @@ def _run_returned(returned: Any, x: torch.Tensor, what: str) -> torch.Tensor:
                              f"{tuple(x.shape)}: {error}") from None
 
 
+def _numel(dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
 def _state_equal(before: dict[str, torch.Tensor], after: dict[str, Any]) -> list[str]:
     return sorted(k for k, v in before.items()
                   if not (isinstance(after.get(k), torch.Tensor) and torch.equal(after[k], v)))
@@ -206,6 +216,12 @@ def _inspect(path):
 
     model = onnx.load(path, load_external_data=False)
     tensors, locations = [], []
+    # [initializer dims, scale dims or None] of each DequantizeLinear fed by an initializer
+    stored = {t.name: t for t in model.graph.initializer}
+    dequantized = [[list(stored[node.input[0]].dims),
+                    list(stored[node.input[1]].dims) if node.input[1] in stored else None]
+                   for node in model.graph.node
+                   if node.op_type == "DequantizeLinear" and node.input[0] in stored]
     for tensor in _tensors(model.graph):
         numel = 1
         for d in tensor.dims:
@@ -215,7 +231,7 @@ def _inspect(path):
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value not in locations:
                     locations.append(entry.value)
-    return {"tensors": tensors, "locations": locations,
+    return {"tensors": tensors, "locations": locations, "dequantized": dequantized,
             "ops": sorted({node.op_type for node in model.graph.node})}
 
 
@@ -243,8 +259,10 @@ def judge(folder, inputs):
                 for key in ("x1", "x2"):
                     result["pt2"][key] = _attempt(lambda x: loaded["value"](x).clone(), inputs[key])
     if inputs["onnx"]:
-        opened = _attempt(_session, os.path.join(folder, inputs["onnx"]))
-        result["onnx"] = {"load": {k: v for k, v in opened.items() if k != "value"}}
+        path = os.path.join(folder, inputs["onnx"])
+        opened = _attempt(_session, path)
+        result["onnx"] = {"load": {k: v for k, v in opened.items() if k != "value"},
+                          "inspect": _attempt(_inspect, path)}
         if opened["ok"]:
             for key in ("x1", "x2"):
                 result["onnx"][key] = _attempt(_run_session, opened["value"], inputs[key])
@@ -257,10 +275,6 @@ def judge(folder, inputs):
             result["int8"]["test"] = _attempt(_run_session, opened["value"], inputs["test"])
     return result
 '''
-
-# this run's artifacts, by (student, seed); the grader imports this module afresh for each run
-_SHARED: dict[tuple[int, int], dict[str, Any]] = {}
-
 
 def _call(student, name: str, *args: Any, inspect: bool = False) -> dict[str, Any]:
     """A student call whose failure is recorded, not raised: each check reports its own part."""
@@ -283,10 +297,16 @@ def _fresh_tag(rng: random.Random, existing: dict[str, int]) -> str:
             return tag
 
 
-def _artifacts(student, grading_seed: int) -> dict[str, Any]:
-    key = (id(student), grading_seed)
-    if key in _SHARED:
-        return _SHARED[key]
+def _make_folder(folder: str) -> None:
+    """Run in the kernel: the sub-folder the grader's file names point into."""
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def shared(student, grading_seed: int) -> dict[str, Any]:
+    """This submission's artifacts, built once and read by every export check."""
     rng = random.Random(f"{grading_seed}:hw5-artifacts")
     torch_rng = torch.Generator().manual_seed(rng.getrandbits(62))
     x_train, _, x_test, y_test = nncourse.load_digits_split()
@@ -324,9 +344,12 @@ def _artifacts(student, grading_seed: int) -> dict[str, Any]:
     }
     files = [_files(student)]
     tag = _fresh_tag(rng, files[0])
-    names = {"pt2": f"grader_{tag}.pt2", "onnx": f"grader_{tag}.onnx",
-             "int8": f"grader_{tag}_int8.onnx"}
+    # the ONNX files in a sub-folder: an external data file lies beside its model
+    names = {"pt2": f"grader_{tag}.pt2", "onnx": f"grader_{tag}/model.onnx",
+             "int8": f"grader_{tag}/model_int8.onnx"}
     shared["names"] = names
+    with contextlib.suppress(StudentError):  # a broken kernel: each call records its failure
+        student.drive(_make_folder, f"grader_{tag}")
 
     shared["pt2"] = _call(student, "save_pt2", spec, example, names["pt2"], inspect=True)
     files.append(_files(student))
@@ -339,7 +362,6 @@ def _artifacts(student, grading_seed: int) -> dict[str, Any]:
     # judged when a check first needs it, every file at once (one judge process per run)
     wanted = {k: (v if v in files[-1] else "") for k, v in names.items()}
     shared["judge_inputs"] = {**wanted, "x1": x1, "x2": x2, "test": x_test}
-    _SHARED[key] = shared
     return shared
 
 
@@ -400,26 +422,35 @@ def _check_parity(student, shared: dict[str, Any], what: str, call: str, runtime
 # 1. Capture: count_ops of export_program
 
 
+def _count_exported_ops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Run in the kernel: the student's count of the student's export."""
+    return count_ops(export_program(model, example))  # noqa: F821 - the notebook's functions
+
+
 @pytest.mark.points(3)
 def test_count_ops_of_exported_program(student, rng, torch_rng):
     """count_ops(export_program(model, example)): {str(node.target): n} over call_function nodes
-    of the eval-mode export; checked against the grader's own export of the same layers."""
-    for training in (True, False):
-        specs = _draw_stack(rng)
+    of the eval-mode export; checked against the grader's own export of the same layers. One
+    example has batch 1 (the notebook says any batch size, 1 included) and several channels,
+    the other a batch of 2 to 5; one model comes in train mode, the other in eval mode."""
+    modes = rng.sample([True, False], 2)
+    for training, (batch, in_channels) in zip(
+            modes, [(1, rng.randint(2, 3)), (rng.randint(2, 5), rng.randint(1, 3))], strict=True):
+        specs = _draw_stack(rng, in_channels)
         local = nn.Sequential(*[getattr(nn, n)(*a, **k) for n, a, k in specs])
-        example = torch.rand(rng.randint(2, 4), 1, 8, 8, generator=torch_rng)
-        expected = _local_ops(local, example)
+        example = torch.rand(batch, in_channels, 8, 8, generator=torch_rng)
+        # the grader's own export traces a batch of 2 (sizes 0 and 1 are specialized)
+        expected = _local_ops(local, torch.rand(2, in_channels, 8, 8, generator=torch_rng))
         table: dict[str, int] = {}
         for layer_name, _, _ in specs:
             table[OPS[layer_name]] = table.get(OPS[layer_name], 0) + 1
         _oracles_agree(expected == table, f"export of {_describe(specs)}: {expected}")
         model = seq(*[layer(n, *a, **k) for n, a, k in specs], training=training)
-        got = student.with_timeout(EXPORT_TIMEOUT).drive(
-            "def drive(model, example):\n    return count_ops(export_program(model, example))\n",
-            model, example)
+        got = student.with_timeout(EXPORT_TIMEOUT).drive(_count_exported_ops, model, example)
         assert got == expected, (
             f"count_ops(export_program(Sequential({_describe(specs)}) in "
-            f"{'train' if training else 'eval'} mode, a batch of {example.shape[0]})) should "
+            f"{'train' if training else 'eval'} mode, an example of shape "
+            f"{tuple(example.shape)})) should "
             f"be {expected} (call_function nodes of the eval-mode graph), got {got}"
         )
 
@@ -438,17 +469,20 @@ def _bn_spec(bn: nn.BatchNorm2d, training: bool) -> ModuleSpec:
 def test_fold_bn(student, rng, torch_rng):
     """fold_bn(conv, bn) is one Conv2d computing bn(conv(x)) with BatchNorm in eval mode:
     W' = s W, b' = s (b - mean) + beta, s = gamma / sqrt(var + bn.eps); inputs unchanged."""
-    for eps in (rng.choice([0.05, 0.1, 0.3]), rng.choice([1e-3, 1e-2]), 1e-5):
+    # every draw has a conv with a bias and one without, a BatchNorm in each mode
+    biases, bn_modes = [True, False, rng.random() < 0.5], [True, False, rng.random() < 0.7]
+    rng.shuffle(biases)
+    rng.shuffle(bn_modes)
+    for eps, bias, bn_training in zip((rng.choice([0.05, 0.1, 0.3]), rng.choice([1e-3, 1e-2]),
+                                       1e-5), biases, bn_modes, strict=True):
         c_in, c_out = rng.randint(1, 6), rng.randint(2, 8)
-        kwargs = {"stride": rng.choice([1, 2]), "padding": rng.randint(0, 1),
-                  "bias": rng.random() < 0.5}
+        kwargs = {"stride": rng.choice([1, 2]), "padding": rng.randint(0, 1), "bias": bias}
         k = rng.choice([1, 3])
         conv = _randomized(nn.Conv2d(c_in, c_out, k, **kwargs), torch_rng, 0.05)
         bn = _randomized(nn.BatchNorm2d(c_out, eps=eps), torch_rng, 0.05 if eps > 1e-4 else 1e-3)
         conv_state = {k_: v.clone() for k_, v in conv.state_dict().items()}
         conv_spec = ModuleSpec("layer", "Conv2d", (c_in, c_out, k), kwargs,
                                state_dict=conv_state, training=rng.random() < 0.5)
-        bn_training = rng.random() < 0.7
         got, (conv_after, bn_after) = student.call_inspect(
             "fold_bn", conv_spec, _bn_spec(bn, bn_training))
         what = (f"fold_bn(Conv2d({c_in}, {c_out}, {k}, {kwargs}), BatchNorm2d({c_out}, "
@@ -474,28 +508,19 @@ def test_fold_bn(student, rng, torch_rng):
 def test_fold_conv_bn(student, rng, torch_rng):
     """fold_conv_bn(model): each Conv2d immediately followed by BatchNorm2d folded, every other
     child kept in order; outputs equal the model's in eval mode; the input model unchanged."""
-    # the course CNN (eps 1e-5, some tiny variances), and a stack with custom eps and a
-    # BatchNorm that follows a ReLU (not a conv: it stays)
+    # the course CNN (eps 1e-5, some tiny variances), and a drawn stack (_draw_fold_stack)
     channels = (rng.choice([4, 8, 12]), rng.choice([8, 16]), rng.choice([12, 16, 24]))
     cnn = _randomized(nncourse.make_cnn(channels), torch_rng, 1e-3)
-    c1, c2, c3 = rng.choice([3, 4, 6]), rng.choice([4, 6, 8]), rng.choice([2, 5, 7])
-    custom = _randomized(nn.Sequential(  # children named "0", "1", ... as the kernel names them
-        nn.Conv2d(2, c1, 3, padding=1, bias=rng.random() < 0.5),
-        nn.BatchNorm2d(c1, eps=rng.choice([1e-3, 0.01, 0.1])),
-        nn.ReLU(),
-        nn.BatchNorm2d(c1),  # after a ReLU: not folded
-        nn.Conv2d(c1, c2, 1, bias=True),
-        nn.ReLU6(),
-        nn.Conv2d(c2, c3, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c3, eps=rng.choice([0.05, 0.2])),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    ), torch_rng, 1e-3)
-    for model, spec, in_ch, kept_bn in [
+    custom_in = rng.randint(1, 3)
+    custom = _randomized(_draw_fold_stack(rng, custom_in), torch_rng, 1e-3)
+    for model, spec, in_ch in [
         (cnn, kit_model("make_cnn", channels=channels, state_dict=cnn.state_dict(),
-                        training=True), 1, []),
-        (custom, _sequential_spec(custom), 2, ["3"]),
+                        training=True), 1),
+        (custom, _sequential_spec(custom), custom_in),
     ]:
+        children = list(model.named_children())
+        kept_bn = [n for i, (n, m) in enumerate(children) if isinstance(m, nn.BatchNorm2d)
+                   and not (i > 0 and isinstance(children[i - 1][1], nn.Conv2d))]
         state = {k: v.clone() for k, v in model.state_dict().items()}
         got, (after,) = student.call_inspect("fold_conv_bn", spec)
         names = [(info.name, info.type) for info in got.leaves()]
@@ -519,6 +544,44 @@ def test_fold_conv_bn(student, rng, torch_rng):
             f"{what} must leave the input model as it found it; changed: "
             f"{changed or 'training flags'}"
         )
+
+
+def _draw_fold_stack(rng: random.Random, in_channels: int) -> nn.Sequential:
+    """A Sequential (children "0", "1", ... as the kernel names them) of Conv2d, BatchNorm2d
+    with a drawn eps, activations and pooling for 8x8 inputs. Every draw holds a BatchNorm after
+    an activation (it stays; maybe also one first, or after another BatchNorm) and ends with a
+    Conv2d -> BatchNorm2d pair (the last pair folds too)."""
+    layers: list[nn.Module] = []
+    c = in_channels
+
+    def conv(bias: bool | None = None) -> nn.Conv2d:
+        nonlocal c
+        out, k = rng.choice([2, 3, 5, 6]), rng.choice([1, 3])
+        layers.append(nn.Conv2d(c, out, k, padding=k // 2,
+                                bias=rng.random() < 0.5 if bias is None else bias))
+        c = out
+        return layers[-1]
+
+    def bn() -> None:
+        layers.append(nn.BatchNorm2d(c, eps=rng.choice([1e-5, 1e-3, 0.01, 0.1, 0.3])))
+
+    if rng.random() < 0.5:
+        bn()  # a BatchNorm first: nothing before it to fold into
+    blocks = ["conv bn act", "conv conv bn act", "conv act bn", "conv bn bn act"]
+    rng.shuffle(blocks)
+    for block in blocks[:rng.randint(2, 4)] + ["conv act bn"]:
+        for part in block.split():
+            if part == "conv":
+                conv()
+            elif part == "bn":
+                bn()
+            else:
+                layers.append(rng.choice([nn.ReLU(), nn.ReLU6(), nn.GELU()]))
+    if rng.random() < 0.5:
+        layers.append(nn.AdaptiveAvgPool2d(rng.choice([1, 2])))
+    conv(bias=rng.random() < 0.5)
+    bn()
+    return nn.Sequential(*layers)
 
 
 def _sequential_spec(model: nn.Sequential) -> ModuleSpec:
@@ -545,10 +608,9 @@ def _sequential_spec(model: nn.Sequential) -> ModuleSpec:
 
 @pytest.mark.slow_check
 @pytest.mark.points(4)
-def test_pt2_reloads_with_the_same_outputs(student, grading_seed):
+def test_pt2_reloads_with_the_same_outputs(student, shared):
     """The .pt2 save_pt2 wrote, loaded with torch.export.load (safe loader) in the grader's
     judge, gives the eval-mode model's outputs at batch 1 and at a batch it never saw."""
-    shared = _artifacts(student, grading_seed)
     _need(shared, "pt2", "save_pt2")
     returned = shared["pt2"]["value"]
     assert returned == shared["names"]["pt2"], (
@@ -559,9 +621,8 @@ def test_pt2_reloads_with_the_same_outputs(student, grading_seed):
 
 @pytest.mark.slow_check
 @pytest.mark.points(1)
-def test_export_leaves_the_model_as_found(student, grading_seed):
+def test_export_leaves_the_model_as_found(student, shared):
     """Exporting works on a copy: the caller's model keeps its train mode and its weights."""
-    shared = _artifacts(student, grading_seed)
     _need(shared, "pt2", "save_pt2")
     file = shared["names"]["pt2"]
     assert file in shared["files"][1], f"save_pt2 did not write {file}"
@@ -581,21 +642,20 @@ def test_export_leaves_the_model_as_found(student, grading_seed):
 
 @pytest.mark.slow_check
 @pytest.mark.points(4)
-def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, grading_seed):
+def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, shared):
     """The ONNX model to_onnx wrote, run by the grader's judge in ONNX Runtime (CPU, one
     thread), gives the eval-mode model's outputs at batch 1 and at a batch it never saw."""
-    shared = _artifacts(student, grading_seed)
     _need(shared, "onnx", "to_onnx")
     _check_parity(student, shared, "onnx", "to_onnx", "ONNX Runtime")
 
 
 @pytest.mark.slow_check
 @pytest.mark.points(3)
-def test_onnx_files_and_size(student, grading_seed):
-    """to_onnx returns the files of the model it wrote: the .onnx and its external data (the
-    exporter may also leave an empty .data file when every tensor fits inline: listing it is
-    optional). artifact_size of them is the sum of the sizes of those files as they exist."""
-    shared = _artifacts(student, grading_seed)
+def test_onnx_files_and_size(student, shared):
+    """to_onnx returns the files of the model it wrote (in a sub-folder): the .onnx and its
+    external data, which holds the weights (external_data=True; the exporter may also leave an
+    empty .data file when every tensor fits inline: listing it is optional). artifact_size of
+    them is the sum of the sizes of those files as they exist."""
     _need(shared, "onnx", "to_onnx")
     before, after = shared["files"][1], shared["files"][2]
     written = sorted(p for p, size in after.items() if before.get(p) != size)
@@ -609,12 +669,28 @@ def test_onnx_files_and_size(student, grading_seed):
         f"to_onnx({shared['names']['onnx']!r}) wrote {needed} but returned {list(returned)}: "
         f"the model is every file it needs, its external data included"
     )
+    inspected = _judged(student, shared, "onnx", shared["names"]["onnx"])["inspect"]
+    assert inspected["ok"] and inspected["value"]["locations"], (
+        f"{shared['names']['onnx']} should keep its weights in external data (export with "
+        f"external_data=True); "
+        + ("it references no external file" if inspected["ok"] else inspected["error"])
+    )
     size = student.call("artifact_size", list(returned))
     expected = sum(after[p] for p in written)
     assert size == expected, (
         f"artifact_size({list(returned)}) should be {expected} bytes (the sum of "
         f"{', '.join(f'{p}: {after[p]}' for p in written)}), got {size}"
     )
+
+
+def _write_random_files(names: list[str], sizes: list[int]) -> None:
+    """Run in the kernel: files of random bytes, sizes in bytes."""
+    import os
+
+    for name, size in zip(names, sizes, strict=True):
+        os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+        with open(name, "wb") as f:
+            f.write(os.urandom(size))
 
 
 @pytest.mark.points(2)
@@ -624,13 +700,7 @@ def test_artifact_size(student, rng):
     sizes = [rng.randint(0, 5000) for _ in range(rng.randint(2, 4))]
     names = [f"grader_size_{tag}_{i}.bin" for i in range(len(sizes))]
     names[-1] = f"grader_size_{tag}/part_{len(sizes)}.bin"  # one in a subfolder
-    student.drive(
-        "def drive(names, sizes):\n"
-        "    import os\n"
-        "    for name, size in zip(names, sizes):\n"
-        "        os.makedirs(os.path.dirname(name) or '.', exist_ok=True)\n"
-        "        with open(name, 'wb') as f:\n"
-        "            f.write(os.urandom(size))\n", names, sizes)
+    student.drive(_write_random_files, names, sizes)
     files = student.files()
     expected = sum(files[os.path.normpath(n)] for n in names)
     listed = names + [names[0]]  # a file listed twice counts once
@@ -643,10 +713,9 @@ def test_artifact_size(student, rng):
 
 @pytest.mark.slow_check
 @pytest.mark.points(2)
-def test_run_onnx(student, grading_seed):
+def test_run_onnx(student, shared):
     """run_onnx(path, x) returns the first output of the ONNX model as a tensor (here on the
     file to_onnx wrote, at a batch size the export never saw)."""
-    shared = _artifacts(student, grading_seed)
     _need(shared, "onnx", "to_onnx")
     x3, expected = shared["x3"], shared["reference"]["x3"]
     got = student.with_timeout(60).call("run_onnx", shared["names"]["onnx"], x3)
@@ -655,6 +724,82 @@ def test_run_onnx(student, grading_seed):
         f"run_onnx({shared['names']['onnx']!r}, a batch of {x3.shape[0]}) should return the "
         f"model's logits (shape {tuple(expected.shape)}); got shape {_shape(got)}, largest "
         f"difference {error:.3g}"
+    )
+
+
+def _write_two_output_model(path: str, weight: torch.Tensor, bias: torch.Tensor,
+                            input_name: str) -> None:
+    """Run in the kernel: write an ONNX model with one input (batch dynamic) and two outputs,
+    first x @ weight.T + bias, then relu(x)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    n_out, n_in = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", [input_name, "weight", "bias"], ["affine"], transB=1),
+         helper.make_node("Relu", [input_name], ["rectified"])],
+        "grader_two_outputs",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info("affine", TensorProto.FLOAT, ["batch", n_out]),
+         helper.make_tensor_value_info("rectified", TensorProto.FLOAT, ["batch", n_in])],
+        [numpy_helper.from_array(weight.numpy(), "weight"),
+         numpy_helper.from_array(bias.numpy(), "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # a version every supported ONNX Runtime reads
+    save(model, path)
+
+
+def _run_onnx_watched(path: str, x: torch.Tensor) -> tuple[Any, list[list[Any]]]:
+    """Run in the kernel: run_onnx(path, x), and [intra-op threads, inter-op threads,
+    providers] of each ONNX Runtime session run meanwhile (InferenceSession.run, watched)."""
+    import onnxruntime
+
+    cls = onnxruntime.InferenceSession
+    owned, original = "run" in cls.__dict__, cls.run
+    sessions: list[list[Any]] = []
+
+    def run(self, *args, **kwargs):
+        options = self.get_session_options()
+        sessions.append([options.intra_op_num_threads, options.inter_op_num_threads,
+                         list(self.get_providers())])
+        return original(self, *args, **kwargs)
+
+    cls.run = run
+    try:
+        return run_onnx(path, x), sessions  # noqa: F821 - the notebook's function
+    finally:
+        if owned:
+            cls.run = original
+        else:
+            del cls.run
+
+
+@pytest.mark.points(2)
+def test_run_onnx_first_output_one_thread(student, rng, torch_rng):
+    """run_onnx on a model of the grader's with two outputs returns the first one, fed under
+    the session's first input name, from ONNX Runtime sessions with one intra-op and one
+    inter-op thread on the CPUExecutionProvider (as the task asks)."""
+    n_in, n_out = rng.randint(3, 9), rng.randint(2, 6)
+    weight = torch.randn(n_out, n_in, generator=torch_rng)
+    bias = torch.randn(n_out, generator=torch_rng)
+    tag = f"{rng.randrange(16**6):06x}"
+    path = f"grader_two_outputs_{tag}.onnx"
+    student.drive(_write_two_output_model, path, weight, bias, f"features_{tag}")
+    x = torch.randn(rng.randint(1, 7), n_in, generator=torch_rng)
+    expected = x.double() @ weight.double().T + bias.double()
+    got, sessions = student.with_timeout(60).drive(_run_onnx_watched, path, x)
+    error = _close(got, expected)
+    assert error is None, (
+        f"run_onnx({path!r}, a batch of {x.shape[0]}) on a model with two outputs (an affine "
+        f"map of shape {tuple(expected.shape)}, then relu(x)) should return the first output; "
+        f"got shape {_shape(got)}, largest difference {error:.3g}"
+    )
+    assert sessions, "run_onnx should run the model in an onnxruntime.InferenceSession"
+    wrong = [s for s in sessions if s[:2] != [1, 1] or s[2] != ["CPUExecutionProvider"]]
+    assert not wrong, (
+        "run_onnx should run ONNX Runtime on one thread: SessionOptions with "
+        "intra_op_num_threads = 1 and inter_op_num_threads = 1, providers "
+        "['CPUExecutionProvider']; its session ran with [intra, inter, providers] = "
+        f"{wrong[0]}"
     )
 
 
@@ -668,11 +813,11 @@ FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 @pytest.mark.slow_check
 @pytest.mark.points(3)
-def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
+def test_int8_model_stores_int8_weights_and_is_small(student, shared):
     """The model quantize_onnx wrote stores the conv and linear weights as 8-bit integers (no
-    float copy left), and its files (external data included) take at most half of 4 bytes per
-    parameter; quantize_onnx returns those files."""
-    shared = _artifacts(student, grading_seed)
+    float copy left) in the QDQ format, one scale per tensor (not per channel), and its files
+    (external data included) take at most half of 4 bytes per parameter; quantize_onnx returns
+    those files."""
     _need(shared, "onnx", "to_onnx")
     _need(shared, "int8", "quantize_onnx")
     file = shared["names"]["int8"]
@@ -689,7 +834,8 @@ def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
         f"copy the float one."
     )
     files_now = shared["files"][-1]
-    needed = [file] + [os.path.normpath(loc) for loc in inspected["value"]["locations"]]
+    needed = [file] + [os.path.normpath(os.path.join(os.path.dirname(file), loc))
+                       for loc in inspected["value"]["locations"]]
     missing = [p for p in needed if p not in files_now]
     assert not missing, f"{file} references files that do not exist: {missing}"
     returned = shared["int8"]["value"]
@@ -697,6 +843,16 @@ def test_int8_model_stores_int8_weights_and_is_small(student, grading_seed):
         sorted({os.path.normpath(str(p)) for p in returned}) == sorted(needed), (
             f"quantize_onnx should return the files the int8 model consists of, {needed}, "
             f"got {returned!r}")
+    dequantized = inspected["value"]["dequantized"]
+    weights_dq = [dims for dims, _ in dequantized if len(dims) >= 2]
+    per_channel = [(dims, scale) for dims, scale in dequantized
+                   if scale is None or _numel(scale) != 1]
+    assert weights_dq and not per_channel, (
+        f"{file} should hold the conv and linear weights as int8 initializers, each read by a "
+        f"DequantizeLinear (QDQ format) with one scale for the whole tensor (per tensor); "
+        f"found {len(weights_dq)} such weights, and scales of more than one value (per "
+        f"channel) for {per_channel or 'none'}"
+    )
     size, limit = sum(files_now[p] for p in needed), INT8_SIZE_FRACTION * 4 * shared["params"]
     assert size <= limit, (
         f"the int8 model takes {size:,} bytes; it should take at most "
@@ -751,11 +907,10 @@ def _reference_int8_accuracy(shared: dict[str, Any]) -> float:
 
 @pytest.mark.slow_check
 @pytest.mark.points(3)
-def test_int8_model_accuracy(student, grading_seed):
+def test_int8_model_accuracy(student, shared):
     """The int8 model, run by the grader's judge in ONNX Runtime on the held-out images,
     classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader), or no
     worse than the grader's own int8 model of the draw (_reference_int8_accuracy)."""
-    shared = _artifacts(student, grading_seed)
     _need(shared, "onnx", "to_onnx")
     _need(shared, "int8", "quantize_onnx")
     file = shared["names"]["int8"]
