@@ -100,6 +100,39 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "zeros_counted_in_sparse_macs": [
         ("int(torch.count_nonzero(weight))", "weight.numel()")
     ],
+    # global_magnitude_prune keeps the weight at the threshold: one zero short of round(s * n)
+    "global_count_one_short": [
+        ("            masks[name] = w.abs() > threshold\n",
+         "            masks[name] = w.abs() >= threshold\n")
+    ],
+    # recalibrate_bn re-calibrates the model but returns nothing
+    "recalibrated_model_not_returned": [
+        ("            module.training = was_training[name]\n    return model\n",
+         "            module.training = was_training[name]\n")
+    ],
+    # select_channels slices a conv's weight but leaves its bias at full length
+    "conv_bias_left_unsliced": [
+        (
+            "        if conv.bias is not None:\n"
+            "            conv.bias = nn.Parameter(conv.bias.detach()[index].clone())\n",
+            "",
+        )
+    ],
+    # channel_prune with a float ratio prunes the course CNN's convs by name, not every Conv2d
+    "float_ratio_only_for_named_convs": [
+        (
+            "{name: ratio for name, m in model.named_children() if isinstance(m, nn.Conv2d)}",
+            "{name: ratio for name in model._modules if name.startswith(\"conv\")}",
+        )
+    ],
+    # channel_prune drops the max(1, ...): a conv asked to keep 0.3 of a channel keeps none
+    "no_channel_kept": [
+        ("n_keep = max(1, round(len(importance) * (1 - r)))",
+         "n_keep = round(len(importance) * (1 - r))")
+    ],
+    # sparse_macs divides with /: a float, not a count
+    "sparse_macs_as_float": [("macs * int(torch.count_nonzero(weight)) // weight.numel()",
+                              "macs * int(torch.count_nonzero(weight)) / weight.numel()")],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -139,4 +172,13 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "channels_sorted_ascending": ("test_sort_channels_is_an_equivalence",),
     "sparsity_over_all_parameters": ("test_model_sparsity",),
     "zeros_counted_in_sparse_macs": ("test_sparse_macs",),
+    "global_count_one_short": ("test_global_magnitude_prune", "test_global_magnitude_prune_edges"),
+    "recalibrated_model_not_returned": ("test_recalibrate_bn",),
+    "conv_bias_left_unsliced": (
+        "test_select_channels_slices_biases_and_skips_a_missing_batchnorm",
+        "test_channel_prune_prunes_every_conv_of_another_layout",
+    ),
+    "float_ratio_only_for_named_convs": ("test_channel_prune_prunes_every_conv_of_another_layout",),
+    "no_channel_kept": ("test_channel_prune_structure_macs_params",),
+    "sparse_macs_as_float": ("test_sparse_macs",),
 }

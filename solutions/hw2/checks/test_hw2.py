@@ -24,7 +24,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.checks import ModuleSpec, ReturnedModule, demanded, kit_model, one_thread
+from grader.checks import (
+    ModuleSpec,
+    ReturnedModule,
+    changed_state,
+    demanded,
+    kit_model,
+    layer,
+    one_thread,
+    seq,
+)
 
 CONVS = ("conv1", "conv2", "conv3")
 PRUNABLE_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight")
@@ -80,21 +89,26 @@ def _random_state(channels, torch_rng: torch.Generator, tie_free: bool = False,
         shared = _tie_free((sum(sizes),), torch_rng).split(sizes)
     state = {}
     for key, value in template.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.randint(5, 500, (), generator=torch_rng)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(value.shape, generator=torch_rng) + 0.5
-        elif key in PRUNABLE_KEYS and shared is not None:
+        if key in PRUNABLE_KEYS and shared is not None:
             state[key] = shared[PRUNABLE_KEYS.index(key)].reshape(value.shape).clone()
-        elif key in PRUNABLE_KEYS:
-            fan_in = value[0].numel()
-            state[key] = torch.randn(value.shape, generator=torch_rng) * (2 / fan_in) ** 0.5
         else:
-            state[key] = torch.randn(value.shape, generator=torch_rng) * 0.3
+            state[key] = _random_entry(key, value, torch_rng)
         if densities and key in densities:
             keep = torch.rand(value.shape, generator=torch_rng) < densities[key]
             state[key] = state[key] * keep
     return state
+
+
+def _random_entry(key: str, value: torch.Tensor, torch_rng: torch.Generator) -> torch.Tensor:
+    """A random value for state entry `key`: He-scaled weights of Conv2d/Linear (dims >= 2),
+    positive running variances, a batch count, N(0, 0.3^2) elsewhere."""
+    if key.endswith("num_batches_tracked"):
+        return torch.randint(5, 500, (), generator=torch_rng)
+    if key.endswith("running_var"):
+        return torch.rand(value.shape, generator=torch_rng) + 0.5
+    if key.endswith("weight") and value.dim() >= 2:
+        return torch.randn(value.shape, generator=torch_rng) * (2 / value[0].numel()) ** 0.5
+    return torch.randn(value.shape, generator=torch_rng) * 0.3
 
 
 def _build(channels, state: dict[str, torch.Tensor]) -> nn.Sequential:
@@ -123,6 +137,18 @@ def _oracles_agree(agree: bool, what: str) -> None:
 def _module(got, what: str) -> ReturnedModule:
     assert isinstance(got, ReturnedModule), f"{what} should return a model (nn.Module), got {got!r}"
     return got
+
+
+def _returns_the_model(got, after: ReturnedModule, what: str) -> None:
+    """The function returns the model it was given, as that model is after the call (a caller
+    writes `model = f(model, ...)`): the same keys and the same tensors."""
+    got = _module(got, what)
+    differ = sorted(set(got.state_dict) ^ set(after.state_dict)) or changed_state(
+        after.state_dict, got)
+    assert not differ, (
+        f"{what} should return the model it was given (after its changes); the returned "
+        f"model differs from it in {differ[:5]}"
+    )
 
 
 def _rebuild(got: ReturnedModule) -> nn.Module:
@@ -452,10 +478,10 @@ def test_global_magnitude_prune(student, rng, torch_rng):
         assert not changed, f"{what} must not change {changed} (excluded, or not a weight)"
         total = sum(state[k].numel() for k in included)
         zeros = sum(int((after_state[k] == 0).sum()) for k in included)
-        assert abs(zeros / total - sparsity) <= SPARSITY_TOLERANCE, (
-            f"{what}: the weights of {included} should together be {sparsity:.3f} sparse "
-            f"(round({sparsity} * {total}) = {round(sparsity * total)} zeros), they are "
-            f"{zeros / total:.4f} sparse ({zeros} zeros); did every included layer take part?"
+        assert zeros == round(sparsity * total), (
+            f"{what}: the weights of {included} (tie-free magnitudes) should together have "
+            f"exactly round({sparsity} * {total}) = {round(sparsity * total)} zeros, they have "
+            f"{zeros}; did every included layer take part, and is the k-th smallest pruned too?"
         )
         pruned = torch.cat([state[k][after_state[k] == 0].abs() for k in included])
         kept = torch.cat([state[k][after_state[k] != 0].abs() for k in included])
@@ -477,6 +503,46 @@ def test_global_magnitude_prune(student, rng, torch_rng):
 
 
 @pytest.mark.points(2)
+def test_global_magnitude_prune_edges(student, rng, torch_rng):
+    """The ends of the sparsity range, on tie-free weights: sparsity 0 prunes nothing (every
+    mask all True), a sparsity of one weight in all prunes exactly the smallest magnitude, and
+    sparsity 1 prunes every included weight."""
+    for exclude in rng.sample(_EXCLUDES, 2):
+        channels = _draw_channels(rng)
+        state = _random_state(channels, torch_rng, tie_free=True)
+        included = [k for k in PRUNABLE_KEYS if k not in exclude]
+        total = sum(state[k].numel() for k in included)
+        smallest = min(included, key=lambda k: state[k].abs().min().item())
+        for sparsity in (0.0, 1 / total, 1.0):
+            zeros = round(sparsity * total)
+            expected = {k: torch.ones_like(state[k], dtype=torch.bool) if zeros == 0
+                        else torch.zeros_like(state[k], dtype=torch.bool) if zeros == total
+                        else state[k].abs() > state[smallest].abs().min() for k in included}
+            model = kit_model("make_cnn", channels=channels, state_dict=state)
+            what = (f"global_magnitude_prune(make_cnn({channels}), {sparsity:.6g}, "
+                    f"exclude={exclude}) (round(sparsity * {total}) = {zeros} zeros)")
+            masks, (after, *_) = student.call_inspect("global_magnitude_prune", model, sparsity,
+                                                      exclude=exclude)
+            assert isinstance(masks, dict) and set(masks) == set(included), (
+                f"{what} should return one keep-mask per pruned weight, keyed {included}; got "
+                f"{sorted(masks) if isinstance(masks, dict) else masks!r}"
+            )
+            for k in included:
+                got = after.state_dict[k]
+                assert torch.equal(got, state[k] * expected[k]), (
+                    f"{what}: {k} should have {int((~expected[k]).sum())} zeros "
+                    + ("(nothing pruned)" if zeros == 0 else "(everything pruned)"
+                       if zeros == total else f"(only the smallest of all, in {smallest})")
+                    + f", it has {int((got == 0).sum())}"
+                )
+                assert isinstance(masks[k], torch.Tensor) and masks[k].shape == got.shape and \
+                    torch.equal(masks[k].bool(), expected[k]), (
+                        f"{what}: the mask returned for {k} should be True exactly where the "
+                        f"weight is kept"
+                    )
+
+
+@pytest.mark.points(2)
 def test_global_prune_with_torch(student, rng, torch_rng):
     """prune.global_unstructured (L1) then prune.remove: same zeros as the global magnitude
     oracle, the state_dict keeps its usual keys (no *_orig, *_mask)."""
@@ -484,8 +550,8 @@ def test_global_prune_with_torch(student, rng, torch_rng):
         channels, state, sparsity, expected = _global_case(rng, torch_rng, exclude)
         model = kit_model("make_cnn", channels=channels, state_dict=state)
         what = f"global_prune_with_torch(make_cnn({channels}), {sparsity}, exclude={exclude})"
-        _, (after, *_) = student.call_inspect("global_prune_with_torch", model, sparsity,
-                                              exclude=exclude)
+        returned, (after, *_) = student.call_inspect("global_prune_with_torch", model,
+                                                     sparsity, exclude=exclude)
         keys = set(after.state_dict)
         extra, missing = sorted(keys - set(state)), sorted(set(state) - keys)
         assert not extra and not missing, (
@@ -499,6 +565,7 @@ def test_global_prune_with_torch(student, rng, torch_rng):
                 + ("its weight with the globally smallest magnitudes zeroed"
                    if k in expected else "left unchanged")
             )
+        _returns_the_model(returned, after, what)
 
 
 # ------------------------------------------------------------------------------------------
@@ -522,8 +589,9 @@ def test_recalibrate_bn(student, rng, torch_rng):
         with torch.no_grad():
             oracle.train()(x)
         spec = kit_model("make_cnn", channels=channels, state_dict=state, training=training)
-        _, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
+        returned, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
         what = f"recalibrate_bn(make_cnn({channels}), x of shape {tuple(x.shape)})"
+        _returns_the_model(returned, after, what)
         for bn in ("bn1", "bn2", "bn3"):
             for stat in ("running_mean", "running_var"):
                 want, got = oracle.state_dict()[f"{bn}.{stat}"], after.state_dict[f"{bn}.{stat}"]
@@ -550,8 +618,12 @@ def test_recalibrate_bn(student, rng, torch_rng):
 # 6. Channel pruning
 
 
-def _oracle_importance(model: nn.Sequential, conv: str, criterion: str) -> torch.Tensor:
-    following = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3"), "conv3": ("bn3", "fc")}
+# conv -> (the BatchNorm right after it or None, the next layer, which reads its channels)
+CNN_FOLLOWING = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3"), "conv3": ("bn3", "fc")}
+
+
+def _oracle_importance(model: nn.Sequential, conv: str, criterion: str,
+                       following: dict = CNN_FOLLOWING) -> torch.Tensor:
     bn, nxt = following[conv]
     if criterion == "bn_gamma":
         return model.get_submodule(bn).weight.detach().abs()
@@ -559,38 +631,58 @@ def _oracle_importance(model: nn.Sequential, conv: str, criterion: str) -> torch
     return torch.stack([weight[:, c].pow(2).sum().sqrt() for c in range(weight.shape[1])])
 
 
-def _oracle_select(channels, state, keep: dict[str, torch.Tensor]) -> nn.Sequential:
-    """make_cnn with the kept channels, built from sliced copies of the state."""
+def _sliced_state(state, keep: dict[str, torch.Tensor], following: dict) -> dict:
+    """Copies of the state with each kept conv's weight (and bias, if any), its BatchNorm (if
+    any: parameters and running statistics) and the next layer's input channels sliced."""
     new_state = {k: v.clone() for k, v in state.items()}
-    following = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3"), "conv3": ("bn3", "fc")}
     for conv, index in keep.items():
         bn, nxt = following[conv]
-        new_state[f"{conv}.weight"] = new_state[f"{conv}.weight"][index]
-        for stat in ("weight", "bias", "running_mean", "running_var"):
+        for key in (f"{conv}.weight", f"{conv}.bias"):
+            if key in new_state:
+                new_state[key] = new_state[key][index]
+        for stat in ("weight", "bias", "running_mean", "running_var") if bn else ():
             new_state[f"{bn}.{stat}"] = new_state[f"{bn}.{stat}"][index]
         new_state[f"{nxt}.weight"] = new_state[f"{nxt}.weight"][:, index]
+    return new_state
+
+
+def _oracle_select(channels, state, keep: dict[str, torch.Tensor]) -> nn.Sequential:
+    """make_cnn with the kept channels, built from sliced copies of the state."""
     sizes = tuple(len(keep[c]) if c in keep else channels[i] for i, c in enumerate(CONVS))
-    return _build(sizes, new_state)
+    return _build(sizes, _sliced_state(state, keep, CNN_FOLLOWING))
 
 
 def _n_keep(c: int, ratio: float) -> int:
     return max(1, round(c * (1 - ratio)))
 
 
-def _draw_ratio(rng: random.Random, channels) -> float | dict[str, float]:
+RATIO_FORMS = ("float", "dict", "tiny")
+
+
+def _draw_ratio(rng: random.Random, channels, form: str | None = None,
+                convs: tuple[str, ...] = CONVS) -> float | dict[str, float]:
+    """A ratio whose C * (1 - r) is not within 0.02 of a .5 for any pruned conv (no rounding
+    ambiguity). form "float": one ratio for every conv; "dict": {conv: ratio} for 1-2 convs;
+    "tiny": a dict in which one conv keeps round(C * (1 - r)) = 0 channels, so max(1, ...)
+    keeps 1; None: "float" or "dict" at random."""
     def one(c: int) -> float:
         while True:
             r = rng.choice([0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8])
             if abs((c * (1 - r)) % 1 - 0.5) > 0.02:
                 return r
 
-    if rng.random() < 0.5:
+    form = form or rng.choice(RATIO_FORMS[:2])
+    if form == "float":
         while True:
             r = one(channels[0])
             if all(abs((c * (1 - r)) % 1 - 0.5) > 0.02 for c in channels):
                 return r
-    names = rng.sample(CONVS, rng.randint(1, 2))
-    return {name: one(channels[CONVS.index(name)]) for name in names}
+    names = rng.sample(convs, rng.randint(1, 2))
+    ratios = {name: one(channels[convs.index(name)]) for name in names}
+    if form == "tiny":
+        c = channels[convs.index(names[0])]
+        ratios[names[0]] = rng.choice([r for r in (0.96, 0.97, 0.98, 0.99) if c * (1 - r) < 0.45])
+    return ratios
 
 
 def _oracle_keep(model, channels, ratio, criterion) -> dict[str, torch.Tensor]:
@@ -662,10 +754,119 @@ def test_select_channels(student, rng, torch_rng):
                 )
 
 
-def _channel_case(rng, torch_rng):
+# Another flat Sequential (children named "0", "1", ...): every conv has a bias, and the
+# middle conv has no BatchNorm after it. The section-6 table slices "the conv's weight (and
+# bias, if any)"; next_layers returns None for a missing BatchNorm.
+LAYOUT_CONVS = ("0", "3", "6")
+LAYOUT_FOLLOWING = {"0": ("1", "3"), "3": (None, "6"), "6": ("7", "11")}
+
+
+def _layout(channels) -> list[tuple[str, tuple]]:
+    """(torch.nn layer, positional arguments) of the other layout; Conv2d(in, out, 3, stride 1,
+    padding 1), bias on."""
+    c1, c2, c3 = channels
+    return [("Conv2d", (1, c1, 3, 1, 1)), ("BatchNorm2d", (c1,)), ("ReLU", ()),
+            ("Conv2d", (c1, c2, 3, 1, 1)), ("ReLU", ()), ("MaxPool2d", (2,)),
+            ("Conv2d", (c2, c3, 3, 1, 1)), ("BatchNorm2d", (c3,)), ("ReLU", ()),
+            ("AdaptiveAvgPool2d", (1,)), ("Flatten", ()), ("Linear", (c3, 10))]
+
+
+def _layout_model(channels, state: dict[str, torch.Tensor]) -> nn.Sequential:
+    model = nn.Sequential(*(getattr(nn, name)(*args) for name, args in _layout(channels)))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _layout_case(rng: random.Random, torch_rng: torch.Generator):
+    """Channels, a random state of the other layout (running statistics too), and its spec."""
+    channels = _draw_channels(rng)
+    template = nn.Sequential(*(getattr(nn, n)(*a) for n, a in _layout(channels))).state_dict()
+    state = {key: _random_entry(key, value, torch_rng) for key, value in template.items()}
+    spec = seq(*(layer(name, *args) for name, args in _layout(channels)), state_dict=state)
+    return channels, state, spec
+
+
+def _layout_sizes(channels, keep: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    return tuple(len(keep[c]) if c in keep else channels[i]
+                 for i, c in enumerate(LAYOUT_CONVS))
+
+
+@pytest.mark.points(2)
+def test_select_channels_slices_biases_and_skips_a_missing_batchnorm(student, rng, torch_rng):
+    """On a Sequential whose convs have biases and whose middle conv has no BatchNorm after it:
+    each kept conv's weight and bias are sliced, the BatchNorm where there is one, the next
+    layer's input channels; every other tensor unchanged."""
+    channels, state, spec = _layout_case(rng, torch_rng)
+    keep = {}
+    for conv in ["3"] + rng.sample(["0", "6"], rng.randint(0, 2)):
+        c = channels[LAYOUT_CONVS.index(conv)]
+        keep[conv] = torch.randperm(c, generator=torch_rng)[:rng.randint(1, c - 1)]
+    sizes = _layout_sizes(channels, keep)
+    expected = _sliced_state(state, keep, LAYOUT_FOLLOWING)
+    what = (f"select_channels(Sequential of Conv2d(bias=True) layers with channels {channels}, "
+            f"the middle one without a BatchNorm, keep={{{', '.join(keep)}: ...}})")
+    got = _module(student.call("select_channels", spec, keep), "select_channels")
+    want_configs = {"0": ("out_channels", sizes[0]), "1": ("num_features", sizes[0]),
+                    "3": ("in_channels", sizes[0]), "6": ("in_channels", sizes[1]),
+                    "7": ("num_features", sizes[2]), "11": ("in_features", sizes[2])}
+    for name, (field, value) in want_configs.items():
+        have = _config(got, name, what).get(field)
+        assert have == value, f"{what}: layer {name}'s {field} should be {value}, got {have}"
+    for key, want in expected.items():
+        if key.endswith("num_batches_tracked"):  # a rebuilt BatchNorm may count afresh
+            continue
+        have = got.state_dict.get(key)
+        assert isinstance(have, torch.Tensor) and have.shape == want.shape and \
+            torch.equal(have, want), (
+                f"{what}: {key} should be "
+                + ("the original sliced to the kept channels, in the order given"
+                   if not torch.equal(want, state[key]) or want.shape != state[key].shape
+                   else "unchanged")
+                + f" (shape {tuple(want.shape)}, got "
+                + (f"{tuple(have.shape)})" if isinstance(have, torch.Tensor) else "none)")
+            )
+
+
+@pytest.mark.points(2)
+def test_channel_prune_prunes_every_conv_of_another_layout(student, rng, torch_rng):
+    """channel_prune(model, float ratio, "l2") on the other layout (convs named "0", "3", "6",
+    with biases, one without a BatchNorm) removes channels of every Conv2d and computes what
+    the original computes with the kept channels (drawn so that the cut is unambiguous)."""
+    x, _ = _test_subset(rng, 32)
+    while True:
+        channels, state, spec = _layout_case(rng, torch_rng)
+        ratio = _draw_ratio(rng, channels, "float", LAYOUT_CONVS)
+        model = _layout_model(channels, state)
+        if _clear_cuts(model, "l2", ratio, LAYOUT_FOLLOWING):
+            break
+    keep = {}
+    for conv in LAYOUT_CONVS:
+        importance = _oracle_importance(model, conv, "l2", LAYOUT_FOLLOWING)
+        top = importance.sort(descending=True).indices[:_n_keep(len(importance), ratio)]
+        keep[conv] = top.sort().values
+    sizes = _layout_sizes(channels, keep)
+    expected = _layout_model(sizes, _sliced_state(state, keep, LAYOUT_FOLLOWING))
+    what = (f"channel_prune(Sequential of Conv2d(bias=True) layers \"0\", \"3\", \"6\" with "
+            f"channels {channels}, {ratio}, 'l2')")
+    got = _module(student.call("channel_prune", spec, ratio, "l2"), "channel_prune")
+    have = tuple(_config(got, c, what).get("out_channels") for c in LAYOUT_CONVS)
+    assert have == sizes, (
+        f"{what}: a float ratio prunes every Conv2d of the model, whatever its name: the convs "
+        f"should keep max(1, round(C * (1 - ratio))) = {sizes} channels, got {have}"
+    )
+    out = _forward(_rebuild(got), x, what)
+    want = expected(x).detach()
+    assert out.shape == want.shape and torch.allclose(out, want, rtol=1e-4, atol=1e-4), (
+        f"{what}: in eval mode the pruned model should compute what the original computes with "
+        f"only the channels of largest l2 importance kept (conv biases sliced too); max logit "
+        f"difference {(out - want).abs().max().item() if out.shape == want.shape else 'n/a'}"
+    )
+
+
+def _channel_case(rng, torch_rng, form: str | None = None):
     channels = _draw_channels(rng)
     state = _random_state(channels, torch_rng)
-    return channels, state, _draw_ratio(rng, channels), rng.choice(["l2", "bn_gamma"])
+    return channels, state, _draw_ratio(rng, channels, form), rng.choice(["l2", "bn_gamma"])
 
 
 def _clear_ranking(channels, state, criterion: str, ratio=None) -> bool:
@@ -675,11 +876,16 @@ def _clear_ranking(channels, state, criterion: str, ratio=None) -> bool:
     (nearly) equal importances can be ranked either way by a correct implementation: the L2
     norm summed in another order differs in the last float32 bits. Draws are repeated until
     the ranking is clear."""
-    model = _build(channels, state)
-    ratios = (dict.fromkeys(CONVS) if ratio is None
-              else ratio if isinstance(ratio, dict) else dict.fromkeys(CONVS, ratio))
+    return _clear_cuts(_build(channels, state), criterion, ratio, CNN_FOLLOWING)
+
+
+def _clear_cuts(model: nn.Sequential, criterion: str, ratio, following: dict) -> bool:
+    """_clear_ranking of `model`, whose convs are the keys of `following`."""
+    ratios = (dict.fromkeys(following) if ratio is None
+              else ratio if isinstance(ratio, dict) else dict.fromkeys(following, ratio))
     for conv, r in ratios.items():
-        values = _oracle_importance(model, conv, criterion).sort(descending=True).values
+        values = _oracle_importance(model, conv, criterion, following).sort(
+            descending=True).values
         cuts = (range(len(values) - 1) if r is None
                 else [_n_keep(len(values), r) - 1] if _n_keep(len(values), r) < len(values)
                 else [])
@@ -691,9 +897,11 @@ def _clear_ranking(channels, state, criterion: str, ratio=None) -> bool:
 @pytest.mark.points(3)
 def test_channel_prune_structure_macs_params(student, rng, torch_rng):
     """C_out = max(1, round(C * (1 - ratio))) per pruned conv; BN, next layer and fc follow;
-    MACs and parameters of the result exact; the result runs."""
-    for _ in range(3):
-        channels, state, ratio, criterion = _channel_case(rng, torch_rng)
+    MACs and parameters of the result exact; the result runs. Every run draws each form of
+    ratio: one float for every conv, a dict for some convs, and a dict in which a conv keeps a
+    single channel (round(C * (1 - ratio)) = 0)."""
+    for form in RATIO_FORMS:
+        channels, state, ratio, criterion = _channel_case(rng, torch_rng, form)
         ratios = ratio if isinstance(ratio, dict) else dict.fromkeys(CONVS, ratio)
         sizes = tuple(_n_keep(c, ratios[n]) if n in ratios else c
                       for n, c in zip(CONVS, channels, strict=True))
@@ -816,6 +1024,10 @@ def test_sparse_macs(student, rng, torch_rng):
                        == _counted_macs(nncourse.make_cnn(channels), (n, 1, h, w)), "MACs")
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
         got = student.call("sparse_macs", spec, (n, 1, h, w))
+        assert isinstance(got, int) and not isinstance(got, bool), (
+            f"sparse_macs should return a count of MACs, an int, got {got!r} "
+            f"({type(got).__name__}); divide with // (the quotient is exact)"
+        )
         assert got == expected, (
             f"sparse_macs(make_cnn({channels}) with weight densities {densities}, "
             f"{(n, 1, h, w)}) should be the sum over layers of dense MACs x nnz / numel = "
