@@ -261,17 +261,18 @@ def test_model_sparsity(student, rng, torch_rng):
 # ------------------------------------------------------------------------------------------
 # 2. Masks during fine-tuning
 
-_DRIVE_PRUNER = """
-def drive(model, masks):
+def _pruner_after_a_step(model, masks):
+    """Run in the kernel: the weights right after MaskedPruner(model, masks), and the model
+    after every weight moved by 1 (as an optimizer step would) and apply() ran."""
     import torch
-    pruner = MaskedPruner(model, masks)
+
+    pruner = MaskedPruner(model, masks)  # noqa: F821 - the notebook's class
     after_init = {name: p.detach().clone() for name, p in model.named_parameters()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)  # as if an optimizer step had moved every weight
     pruner.apply()
     return after_init, model
-"""
 
 
 @pytest.mark.points(2)
@@ -282,7 +283,7 @@ def test_masked_pruner_applies_masks(student, rng, torch_rng):
     names = rng.sample(PRUNABLE_KEYS, 2)
     masks = {n: torch.rand(state[n].shape, generator=torch_rng) < rng.uniform(0.1, 0.6)
              for n in names}
-    got = student.drive(_DRIVE_PRUNER, kit_model("make_cnn", channels=channels,
+    got = student.drive(_pruner_after_a_step, kit_model("make_cnn", channels=channels,
                                                   state_dict=state), masks)
     assert isinstance(got, tuple) and len(got) == 2, "the pruner test drive did not complete"
     after_init, model = got
@@ -1115,21 +1116,23 @@ def _accuracy(got: ReturnedModule, what: str) -> float:
     return nncourse.evaluate(model, x_test, y_test)
 
 
-_DRIVE_GLOBAL = """
-def drive(model, sparsity, seed):
+def _globally_pruned_and_fine_tuned(model, sparsity, seed):
+    """Run in the kernel: the notebook's global pruning (conv1 excluded), then its masked
+    fine-tuning for 3 epochs at lr 1e-3 on the training split."""
     import nncourse
-    x, y, _, _ = nncourse.load_digits_split()
-    masks = global_magnitude_prune(model, sparsity, exclude=("conv1.weight",))
-    return fine_tune_sparse(model, masks, x, y, epochs=3, lr=1e-3, seed=seed)
-"""
 
-_DRIVE_CHANNELS = """
-def drive(model, ratio, criterion, seed):
-    import nncourse
     x, y, _, _ = nncourse.load_digits_split()
-    pruned = channel_prune(model, ratio, criterion)
+    masks = global_magnitude_prune(model, sparsity, exclude=("conv1.weight",))  # noqa: F821
+    return fine_tune_sparse(model, masks, x, y, epochs=3, lr=1e-3, seed=seed)  # noqa: F821
+
+def _channel_pruned_and_trained(model, ratio, criterion, seed):
+    """Run in the kernel: the notebook's channel pruning, then 2 epochs of training at lr 3e-3
+    on the training split."""
+    import nncourse
+
+    x, y, _, _ = nncourse.load_digits_split()
+    pruned = channel_prune(model, ratio, criterion)  # noqa: F821 - the notebook's function
     return nncourse.train(pruned, x, y, epochs=2, lr=3e-3, seed=seed)
-"""
 
 
 @pytest.mark.slow_check
@@ -1140,7 +1143,8 @@ def test_global_pruning_and_fine_tuning_accuracy(student, rng):
     or, on a draw where the grader's own run of the recipe falls short, no less than that run
     (grader.checks.demanded)."""
     seed = rng.randint(0, 10_000)
-    got = student.with_timeout(150).drive(_DRIVE_GLOBAL, _pretrained_spec(), 0.9, seed)
+    got = student.with_timeout(150).drive(_globally_pruned_and_fine_tuned, _pretrained_spec(),
+                                          0.9, seed)
     what = ("global_magnitude_prune(pretrained CNN(32, 64, 128), 0.9) then fine_tune_sparse("
             f"..., epochs=3, lr=1e-3, seed={seed})")
     got = _module(got, "fine_tune_sparse")
@@ -1170,8 +1174,8 @@ def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
     or, on a draw where the grader's own run of the recipe falls short, no less than that run
     (grader.checks.demanded)."""
     seed, criterion = rng.randint(0, 10_000), rng.choice(["l2", "bn_gamma"])
-    got = student.with_timeout(120).drive(_DRIVE_CHANNELS, _pretrained_spec(), 0.5, criterion,
-                                          seed)
+    got = student.with_timeout(120).drive(_channel_pruned_and_trained, _pretrained_spec(), 0.5,
+                                          criterion, seed)
     what = (f"channel_prune(pretrained CNN(32, 64, 128), 0.5, {criterion!r}) then 2 epochs of "
             f"fine-tuning (seed {seed})")
     got = _module(got, "channel_prune")
