@@ -10,9 +10,12 @@ Conventions (stated in the notebook and used by every check):
 
 Exact quantities (loss values, gradients, byte counts) are compared with oracles computed here.
 Learned quantities (accuracy) are measured here, on the held-out split, from the weights the
-student's function returns. Memory and dtype checks that need the student's code to run inside
-autograd use `student.drive` with grader-written measuring code. Every input is drawn per run
-from the `rng` / `torch_rng` fixtures.
+student's function returns. The training recipes (distill, train_bf16) are also followed step
+by step on a small drawn problem: every optimizer step's batch, learning rate, mode and gradient
+against the recipe, at the student's own weights (an accuracy cannot see a row too few).
+Memory and dtype checks that need the student's code to run inside autograd use
+`student.drive` with grader-written measuring code. Every input is drawn per run from the
+`rng` / `torch_rng` fixtures.
 """
 
 from __future__ import annotations
