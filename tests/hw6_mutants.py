@@ -43,6 +43,37 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "labels[idx], T=T, alpha=0.0)",
         )
     ],
+    # distill drops the last, partial batch of every epoch: some rows are never trained on
+    "distill_drops_last_partial_batch": [
+        (
+            "range(0, len(x), batch_size):\n"
+            "            idx = order[start : start + batch_size]\n"
+            "            opt.zero_grad()\n"
+            "            loss = kd_loss(",
+            "range(0, len(x) - batch_size + 1, batch_size):\n"
+            "            idx = order[start : start + batch_size]\n"
+            "            opt.zero_grad()\n"
+            "            loss = kd_loss(",
+        )
+    ],
+    # train_bf16 never zeroes the gradients: every step adds up all the batches so far
+    "train_bf16_no_zero_grad": [
+        (
+            "            opt.zero_grad()\n            with torch.autocast",
+            "            with torch.autocast",
+        )
+    ],
+    # accumulated_grads adds to whatever gradients the model already had
+    "accumulation_stale_gradients": [
+        ("    model.zero_grad(set_to_none=True)\n    for xb, yb", "    for xb, yb")
+    ],
+    # checkpointed_forward checkpoints every module on its own, whatever `segments` says
+    "checkpoint_every_module": [
+        (
+            "bounds = [round(i * len(model) / segments) for i in range(segments + 1)]",
+            "bounds = list(range(len(model) + 1))",
+        )
+    ],
     # accumulated_grads sums the micro-batches' mean losses: gradients k times too large
     "accumulation_not_divided": [
         (
