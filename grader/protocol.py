@@ -272,14 +272,11 @@ class Budget:
         return left
 
 
-def source_of(function: Callable[..., Any] | str, default_name: str) -> tuple[str, str]:
+def source_of(function: Callable[..., Any]) -> tuple[str, str]:
     """The name and dedented source of a grader-written module-level function, to run it in
-    the kernel or the judge. (Source text defining ``default_name`` is still accepted while
-    the older check files move to functions.)"""
-    if isinstance(function, str):
-        return default_name, function
-    if not inspect.isfunction(function):
-        raise ProtocolError(f"expected a function, got {type(function).__name__}")
+    the kernel or the judge (``ProtocolError`` for anything else: a lambda, a method, text)."""
+    if not inspect.isfunction(function) or function.__name__ == "<lambda>":
+        raise ProtocolError(f"expected a module-level function, got {function!r}")
     return function.__name__, textwrap.dedent(inspect.getsource(function))
 
 
@@ -301,12 +298,12 @@ class Student:
         """Files the notebook wrote in its working folder: relative path -> size in bytes."""
         return self._need_judge().files()
 
-    def judge(self, function: Callable[..., Any] | str, inputs: Mapping[str, Any],
+    def judge(self, function: Callable[..., Any], inputs: Mapping[str, Any],
               timeout: float = 120.0) -> Any:
         """Load and run files the notebook wrote (an exported program, an ONNX model) with the
         grader-written ``function(folder, inputs)`` in a sandboxed process that holds no
         secrets; return its result as data. See grader/judge.py."""
-        name, source = source_of(function, "judge")
+        name, source = source_of(function)
         judge = self._need_judge()
         return self._bounded(name, timeout,
                              lambda seconds: judge.run(source, inputs, seconds, name))
@@ -325,11 +322,11 @@ class Student:
         payload = self._request({"name": name, "inspect": True}, args, kwargs)
         return payload["value"], payload["args_after"]
 
-    def drive(self, function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Any:
+    def drive(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run the grader-written module-level ``function`` in the kernel, with the student's
         names in scope (its source is sent; it may use only what it imports and the notebook's
         names), and return its result, decoded as data."""
-        name, source = source_of(function, "drive")
+        name, source = source_of(function)
         return self._request({"name": name, "source": source}, args, kwargs)["value"]
 
     def _bounded(self, what: str, limit: float, run: Callable[[float], T]) -> T:

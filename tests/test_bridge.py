@@ -16,7 +16,7 @@ from torch import nn
 from grader.bridge import kernel as kernel_end
 from grader.bridge import wire
 from grader.checks import changed_modes, changed_state, kit_model, layer, probe, seq
-from grader.protocol import REBUILDABLE, ReturnedModule, Student, StudentError
+from grader.protocol import REBUILDABLE, ProtocolError, ReturnedModule, Student, StudentError
 
 
 def loopback(namespace: dict) -> Student:
@@ -108,6 +108,16 @@ def double_all(values):
 def test_drive_runs_a_grader_function_with_the_students_names():
     student = loopback({"student_double": lambda v: 2 * v})
     assert student.drive(double_all, [1, 2, 3]) == [2, 4, 6]
+
+
+@pytest.mark.parametrize("program", [
+    "def drive(values):\n    return values\n",  # text nothing lints: refused
+    lambda values: values,  # no source of its own to send
+])
+def test_drive_takes_only_a_module_level_function(program):
+    student = loopback({})
+    with pytest.raises(ProtocolError, match="module-level function"):
+        student.drive(program, [1])
 
 
 @pytest.mark.parametrize(("namespace", "name", "message"), [

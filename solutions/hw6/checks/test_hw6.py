@@ -183,14 +183,14 @@ def test_kd_loss_unlabelled_rows(student, rng, torch_rng):
         _check_kd_value(student, s, t, labels, T, alpha, what)
 
 
-_KD_GRAD_DRIVE = """
-def drive(s, t, labels, T, alpha):
+def _kd_gradients(s, t, labels, T, alpha):
+    """Run in the kernel: the gradients of the notebook's kd_loss with respect to the student's
+    and the teacher's logits."""
     s = s.clone().requires_grad_(True)
     t = t.clone().requires_grad_(True)
-    loss = kd_loss(s, t, labels, T=T, alpha=alpha)
+    loss = kd_loss(s, t, labels, T=T, alpha=alpha)  # noqa: F821 - the notebook's
     loss.backward()
     return {"student": s.grad, "teacher": t.grad}
-"""
 
 
 @pytest.mark.points(2)
@@ -203,7 +203,7 @@ def test_kd_loss_gradient(student, rng, torch_rng):
         auto = s.clone().requires_grad_(True)
         _kd_oracle(auto, t, labels, T, alpha).backward()
         _oracles_agree(torch.allclose(auto.grad, expected, atol=1e-12), "kd gradient")
-        got = student.drive(_KD_GRAD_DRIVE, s, t, labels, T, alpha)
+        got = student.drive(_kd_gradients, s, t, labels, T, alpha)
         grad = got.get("student") if isinstance(got, dict) else None
         assert isinstance(grad, torch.Tensor) and grad.shape == expected.shape, (
             f"{_describe(s, labels, T, alpha)}.backward() should give the student's logits a "
@@ -570,8 +570,9 @@ def test_train_bf16_follows_the_recipe(student, rng, torch_rng):
 # ------------------------------------------------------------------------------------------
 # 3. Gradient accumulation and the optimizer's state
 
-_ACCUMULATE_DRIVE = """
-def drive(model, x, y, micro_batches):
+def _accumulated_from_stale_grads(model, x, y, micro_batches):
+    """Run in the kernel: accumulated_grads on a model whose .grad is already filled (left over
+    from an earlier backward), and the batch size of each forward it ran."""
     import torch
 
     for p in model.parameters():  # left over from an earlier backward: start from zero
@@ -579,11 +580,10 @@ def drive(model, x, y, micro_batches):
     sizes = []
     handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
     try:
-        grads = accumulated_grads(model, x, y, micro_batches)
+        grads = accumulated_grads(model, x, y, micro_batches)  # noqa: F821 - the notebook's
     finally:
         handle.remove()
     return grads, sizes
-"""
 
 
 def _check_accumulation(student, rng, torch_rng, n: int, k: int) -> None:
@@ -596,7 +596,7 @@ def _check_accumulation(student, rng, torch_rng, n: int, k: int) -> None:
     expected = {name: p.grad for name, p in local.named_parameters()}
     sizes = [len(c) for c in torch.tensor_split(x, k)]
 
-    got = student.drive(_ACCUMULATE_DRIVE, spec, x, y, k)
+    got = student.drive(_accumulated_from_stale_grads, spec, x, y, k)
     grads, seen = got if isinstance(got, tuple) and len(got) == 2 else (got, None)
     assert isinstance(grads, dict) and set(grads) == set(expected), (
         f"accumulated_grads should return {{name: gradient}} for the parameters "
@@ -636,21 +636,21 @@ def test_accumulated_grads_unequal_micro_batches(student, rng, torch_rng):
         _check_accumulation(student, rng, torch_rng, n, k)
 
 
-_OPTIMIZER_DRIVE = """
-def drive(model, dtype, frozen, x, kind, options):
+def _optimizer_state_bytes(model, dtype, frozen, x, kind, options):
+    """Run in the kernel: adam_state_bytes of the model in ``dtype`` with ``frozen`` parameters
+    (kind None), or optimizer_state_bytes of a torch optimizer ``kind`` after one step."""
     import torch
     model.to(getattr(torch, dtype))
     for name, p in model.named_parameters():
         if name in frozen:
             p.requires_grad_(False)
     if kind is None:
-        return adam_state_bytes(model)
+        return adam_state_bytes(model)  # noqa: F821 - the notebook's
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = getattr(torch.optim, kind)(trainable, **options)
     model(x.to(getattr(torch, dtype))).float().pow(2).mean().backward()
     optimizer.step()
-    return optimizer_state_bytes(optimizer)
-"""
+    return optimizer_state_bytes(optimizer)  # noqa: F821 - the notebook's
 
 _OPTIMIZERS = [  # kind, options, state tensors per parameter (size of the parameter), step?
     ("Adam", {"lr": 1e-3}, 2, True),
@@ -702,7 +702,7 @@ def test_optimizer_state_bytes(student, rng, torch_rng):
         trainable = [p for p in local.parameters() if p.requires_grad]
         formula = sum(per_param * p.numel() * p.element_size() + 4 * step for p in trainable)
         _oracles_agree(expected == formula, f"{kind} state bytes")
-        got = student.drive(_OPTIMIZER_DRIVE, spec, dtype, frozen, x, kind, options)
+        got = student.drive(_optimizer_state_bytes, spec, dtype, frozen, x, kind, options)
         assert got == expected, (
             f"after one step of torch.optim.{kind}({options}) on {len(trainable)} trainable "
             f"{dtype} parameter tensors, optimizer_state_bytes should be {expected} (the bytes "
@@ -719,7 +719,7 @@ def test_adam_state_bytes(student, rng, torch_rng):
         trainable = [p for p in local.parameters() if p.requires_grad]
         formula = sum(2 * p.numel() * p.element_size() + 4 for p in trainable)
         _oracles_agree(expected == formula, "Adam state bytes")
-        got = student.drive(_OPTIMIZER_DRIVE, spec, dtype, frozen, x, None, {})
+        got = student.drive(_optimizer_state_bytes, spec, dtype, frozen, x, None, {})
         assert got == expected, (
             f"for {len(trainable)} trainable {dtype} parameter tensors "
             f"({sum(p.numel() for p in trainable)} values; frozen: {frozen or 'none'}), "
@@ -778,8 +778,10 @@ def test_saved_activation_bytes(student, rng, torch_rng):
         )
 
 
-_CHECKPOINT_DRIVE = """
-def drive(model, x, segments):
+def _checkpointed_forward_and_backward(model, x, segments):
+    """Run in the kernel: checkpointed_forward with ``segments`` segments: the bytes autograd
+    saved (parameters left out), the output, the gradients, any backward error and the
+    warnings."""
     import warnings
 
     import torch
@@ -797,7 +799,7 @@ def drive(model, x, segments):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = checkpointed_forward(model, x, segments)
+            out = checkpointed_forward(model, x, segments)  # noqa: F821 - the notebook's
         try:
             out.pow(2).mean().backward()
         except RuntimeError as exc:
@@ -805,7 +807,6 @@ def drive(model, x, segments):
     return {"bytes": sum(saved.values()), "out": out.detach(), "backward_error": error,
             "grads": {name: p.grad for name, p in model.named_parameters()},
             "warnings": [str(w.message) for w in caught]}
-"""
 
 
 def _draw_deep(rng: random.Random, torch_rng: torch.Generator, segments: int | None = None):
@@ -828,7 +829,7 @@ def test_checkpointing_saves_memory(student, rng, torch_rng):
         local, spec, x, width, blocks, k = _draw_deep(rng, torch_rng, segments)
         plain = _saved_bytes(local, local, x)
         _oracles_agree(plain == (blocks + 1) * len(x) * width * 4, "plain chain bytes")
-        got = student.drive(_CHECKPOINT_DRIVE, spec, x, k)
+        got = student.drive(_checkpointed_forward_and_backward, spec, x, k)
         out = got["out"]
         with torch.no_grad():
             expected = local(x)
@@ -851,7 +852,7 @@ def test_checkpointing_same_gradients(student, rng, torch_rng):
     for _ in range(2):
         local, spec, x, _, _, k = _draw_deep(rng, torch_rng)
         local(x).pow(2).mean().backward()
-        got = student.drive(_CHECKPOINT_DRIVE, spec, x, k)
+        got = student.drive(_checkpointed_forward_and_backward, spec, x, k)
         assert got["backward_error"] is None, (
             f"backward through checkpointed_forward failed ({got['backward_error']}): with "
             f"use_reentrant=True nothing is recorded when the input does not require grad; "
@@ -874,8 +875,9 @@ def test_checkpointing_same_gradients(student, rng, torch_rng):
 # ------------------------------------------------------------------------------------------
 # 5. Mixed precision
 
-_BF16_DRIVE = """
-def drive(model, x):
+def _bf16_forward_and_backward(model, x):
+    """Run in the kernel: forward_bf16 and a backward: the output's dtype, the bytes autograd
+    saved (parameters left out), the parameters' and gradients' dtypes."""
     import torch
 
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -888,13 +890,12 @@ def drive(model, x):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward_bf16(model, x)
+        out = forward_bf16(model, x)  # noqa: F821 - the notebook's
     out.float().pow(2).mean().backward()
     return {"dtype": str(out.dtype), "out": out.detach().float(), "bytes": sum(saved.values()),
             "params": {n: str(p.dtype) for n, p in model.named_parameters()},
             "grads": {n: None if p.grad is None else str(p.grad.dtype)
                       for n, p in model.named_parameters()}}
-"""
 
 
 def _draw_bf16(rng: random.Random, torch_rng: torch.Generator):
@@ -912,7 +913,7 @@ def test_forward_bf16_dtypes(student, rng, torch_rng):
     that autocast itself gave over 3,000 draws (0.0088)."""
     for _ in range(2):
         local, spec, x = _draw_bf16(rng, torch_rng)
-        got = student.drive(_BF16_DRIVE, spec, x)
+        got = student.drive(_bf16_forward_and_backward, spec, x)
         assert got["dtype"] == "torch.bfloat16", (
             f"forward_bf16 should return a bfloat16 output (run the forward under "
             f"torch.autocast(device_type, dtype=torch.bfloat16)), got {got['dtype']}"
@@ -945,7 +946,7 @@ def test_forward_bf16_halves_saved_bytes(student, rng, torch_rng):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             reference = _saved_bytes(local, local, x)
         _oracles_agree(0.4 <= reference / plain <= 0.6, f"bf16 ratio {reference / plain}")
-        got = student.drive(_BF16_DRIVE, spec, x)
+        got = student.drive(_bf16_forward_and_backward, spec, x)
         ratio = got["bytes"] / plain
         assert 0.4 <= ratio <= 0.6, (
             f"under bf16 autocast the saved activations should take about half the float32 "
@@ -953,20 +954,19 @@ def test_forward_bf16_halves_saved_bytes(student, rng, torch_rng):
         )
 
 
-_TRAIN_BF16_DRIVE = """
-def drive(model, x, y, epochs, seed):
+def _train_bf16_with_dtypes(model, x, y, epochs, seed):
+    """Run in the kernel: train_bf16, and the dtypes of every Linear layer's outputs during it."""
     import torch
 
     dtypes = set()
     handles = [m.register_forward_hook(lambda mod, i, out: dtypes.add(str(out.dtype)))
                for m in model.modules() if isinstance(m, torch.nn.Linear)]
     try:
-        trained = train_bf16(model, x, y, epochs=epochs, seed=seed)
+        trained = train_bf16(model, x, y, epochs=epochs, seed=seed)  # noqa: F821 - the notebook's
     finally:
         for handle in handles:
             handle.remove()
     return trained, sorted(dtypes)
-"""
 
 BF16_MIN_ACCURACY = 0.95  # reference MLP 64-128-10, 15 epochs: 0.973-0.978 (3 seeds)
 
@@ -995,7 +995,7 @@ def test_train_bf16(student, rng, torch_rng):
     init = _seeded(torch_rng, lambda: nncourse.make_mlp((128,)).state_dict())
     spec = kit_model("make_mlp", hidden=(128,), state_dict=init, training=True)
     seed = rng.randrange(1000)
-    got = student.with_timeout(150).drive(_TRAIN_BF16_DRIVE, spec, x_train, y_train, 15, seed)
+    got = student.with_timeout(150).drive(_train_bf16_with_dtypes, spec, x_train, y_train, 15, seed)
     trained, dtypes = got
     assert "torch.bfloat16" in dtypes, (
         f"the training forward passes of train_bf16 should run under bf16 autocast (Linear "
