@@ -53,7 +53,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GraderError as exc:
-            err.print(f"Error: {exc}", markup=False)
+            # not wrapped: a path in the message must stay whole, to copy or to grep for
+            err.print(f"Error: {exc}", markup=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
 
 

@@ -10,6 +10,7 @@ it (``grader.kernel.KernelSession``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import time
@@ -81,7 +82,17 @@ def execute(notebook_path: Path, limits: Limits
     start = time.monotonic()
     with workspace(notebook_path, zygote) as space, started_kernel(space, limits, zygote) as km:
         execution = _run_cells(nb, km, space.workdir, space.log, limits, start)
-        session = KernelSession(km, space) if execution.kernel_usable else None
+        session = None
+        if execution.kernel_usable:
+            try:
+                session = KernelSession(km, space)
+            except RuntimeError:  # jupyter_client: it died between its last reply and now
+                if km.is_alive():
+                    raise
+                execution = dataclasses.replace(
+                    execution, status=Status.KERNEL_DIED,
+                    detail="the kernel died right after the notebook's last cell: out of "
+                           "memory, a crash, exit(), or a process it started that killed it")
         try:
             yield execution, session
         finally:

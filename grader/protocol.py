@@ -276,8 +276,18 @@ def source_of(function: Callable[..., Any]) -> tuple[str, str]:
     """The name and dedented source of a grader-written module-level function, to run it in
     the kernel or the judge (``ProtocolError`` for anything else: a lambda, a method, text)."""
     if not inspect.isfunction(function) or function.__name__ == "<lambda>":
-        raise ProtocolError(f"expected a module-level function, got {function!r}")
+        raise ProtocolError(f"expected a module-level function, got a "
+                            f"{type(function).__name__}")
     return function.__name__, textwrap.dedent(inspect.getsource(function))
+
+
+def judge_source_of(program: Callable[..., Any] | str) -> tuple[str, str]:
+    """What ``Student.judge`` runs: a module-level function like ``drive``'s, or the text of a
+    whole program (helpers and all) that defines ``judge(folder, inputs)``: the judge is a
+    fresh process of its own, and a program that loads several file formats needs helpers."""
+    if isinstance(program, str):
+        return "judge", program
+    return source_of(program)
 
 
 class Student:
@@ -298,12 +308,13 @@ class Student:
         """Files the notebook wrote in its working folder: relative path -> size in bytes."""
         return self._need_judge().files()
 
-    def judge(self, function: Callable[..., Any], inputs: Mapping[str, Any],
+    def judge(self, function: Callable[..., Any] | str, inputs: Mapping[str, Any],
               timeout: float = 120.0) -> Any:
         """Load and run files the notebook wrote (an exported program, an ONNX model) with the
         grader-written ``function(folder, inputs)`` in a sandboxed process that holds no
-        secrets; return its result as data. See grader/judge.py."""
-        name, source = source_of(function)
+        secrets; return its result as data. ``function`` may also be the text of a whole
+        program defining ``judge(folder, inputs)`` (judge_source_of). See grader/judge.py."""
+        name, source = judge_source_of(function)
         judge = self._need_judge()
         return self._bounded(name, timeout,
                              lambda seconds: judge.run(source, inputs, seconds, name))

@@ -65,7 +65,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_a_broken_course_file_is_a_usage_error_naming_it(tmp_path):
-    bad = tmp_path / "course.toml"
+    bad = tmp_path / ("a-folder-name-long-enough-that-a-wrapped-line-would-cut-it-" * 2) / "c.toml"
+    bad.parent.mkdir()
     bad.write_text("[course]\nname = 3\n")
     result = run("grade", str(tmp_path), "--course", str(bad))
     assert result.exit_code == 2

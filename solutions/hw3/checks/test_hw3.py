@@ -574,6 +574,17 @@ def test_hooi_improves_on_hosvd(student, rng, torch_rng):
             f"{what}: relative error {error:.5f}; HOSVD gives {e_hosvd:.5f} and 10 HOOI "
             f"iterations reach {e_hooi:.5f}: alternate the updates of U_out and U_in"
         )
+        # every sweep ends by updating U_in for the U_out it just found: the returned U_in spans
+        # the leading subspace of unfold(W x_0 U_out^T, 1) (judged where that cut is clear)
+        projected = torch.einsum("oikl,or->rikl", w, u_out.double())
+        if _clear_truncation(projected, {1: r_in}, 1e-4):
+            best = _leading(_unfold(projected, 1), r_in)
+            u = u_in.double()
+            assert torch.allclose(u @ u.T, best @ best.T, atol=1e-5), (
+                f"{what}: U_in should be the leading left singular vectors of unfold(W x_0 "
+                f"U_out^T, 1) for the returned U_out: each of the n_iter sweeps updates U_out, "
+                f"then U_in for that U_out"
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -900,7 +911,7 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_tucker2_rank_for_budget(student, rng):
     """Largest R <= min(C_out, C_in) with C_in R + R^2 k_h k_w + R C_out <= C_out C_in k_h k_w /
-    rate (weights only), at least 1."""
+    rate (weights only), at least 1: eight drawn cases and both ends of the range."""
     cases = 0
     while cases < 8:
         c_out, c_in = rng.randint(2, 256), rng.randint(2, 256)
@@ -912,14 +923,33 @@ def test_tucker2_rank_for_budget(student, rng):
         if min(abs(n - budget) for n in counts) < 1e-6 * budget:
             continue  # a count on the budget: N / rate and N <= n * rate may round apart
         cases += 1
-        fits = [r for r in range(1, min(c_out, c_in) + 1)
-                if c_in * r + r * r * kh * kw + r * c_out <= budget]
-        expected = max(fits, default=1)
-        got = student.call("tucker2_rank_for_budget", c_out, c_in, k, rate)
-        assert got == expected, (
-            f"tucker2_rank_for_budget({c_out}, {c_in}, {k}, {rate}): the largest R with "
-            f"{c_in}R + {kh * kw}R^2 + {c_out}R <= {budget:.1f} is {expected}, got {got}"
-        )
+        _check_rank_for_budget(student, c_out, c_in, k, rate)
+    # the two ends of [1, min(C_out, C_in)]: a budget even R = 1 exceeds (the answer is 1), and
+    # one that every R up to min(C_out, C_in) fits (the answer is that minimum, no more)
+    c_out, c_in, k = rng.randint(16, 256), rng.randint(16, 256), rng.choice([1, 3, (3, 5)])
+    kh, kw = _pair(k)
+    one = c_in + kh * kw + c_out
+    _check_rank_for_budget(student, c_out, c_in, k,
+                           round(c_out * c_in * kh * kw / one * rng.uniform(1.5, 4.0), 2))
+    c_out, c_in, k = rng.randint(128, 256), rng.randint(2, 4), rng.choice([3, 5, (3, 5)])
+    kh, kw = _pair(k)
+    full = c_in * c_in + c_in * c_in * kh * kw + c_in * c_out  # R = min(C_out, C_in) = C_in
+    most = c_out * c_in * kh * kw / full  # the largest rate at which R = C_in fits
+    _check_rank_for_budget(student, c_out, c_in, k, round(rng.uniform(1.0, most / 1.5), 2))
+
+
+def _check_rank_for_budget(student, c_out: int, c_in: int, k, rate: float) -> None:
+    kh, kw = _pair(k)
+    budget = c_out * c_in * kh * kw / rate
+    fits = [r for r in range(1, min(c_out, c_in) + 1)
+            if c_in * r + r * r * kh * kw + r * c_out <= budget]
+    expected = max(fits, default=1)
+    got = student.call("tucker2_rank_for_budget", c_out, c_in, k, rate)
+    assert got == expected, (
+        f"tucker2_rank_for_budget({c_out}, {c_in}, {k}, {rate}): the largest R in [1, "
+        f"{min(c_out, c_in)}] with {c_in}R + {kh * kw}R^2 + {c_out}R <= {budget:.1f} is "
+        f"{expected} (1 if even R = 1 does not fit), got {got}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
