@@ -22,7 +22,7 @@ import click
 from grader.cli_common import UsageFailure, course_option, err, out
 from grader.config import load_course
 from grader.errors import ConfigError, GraderError
-from grader.forkserver import start_early
+from grader.grading import grade_notebook, new_seed
 from grader.notebook import MalformedNotebook, assignment_of, read_notebook
 from grader.records import Outcome
 from grader.sandbox import use_sandbox
@@ -90,10 +90,7 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
     except ConfigError as exc:
         raise UsageFailure(f"{exc}; pass --assignment") from None
     check_dir = course.public_checks(assignment)
-    sandboxed, sandbox_note = use_sandbox(course.limits)
-    start_early(sandboxed)  # the kernel's fork server starts while torch and pytest load here
-    from grader.grading import grade_notebook, new_seed
-
+    _, sandbox_note = use_sandbox(course.limits)
     err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
     execution, checks = grade_notebook(notebook, check_dir, course.limits,
                                        new_seed() if seed is None else seed)

@@ -13,8 +13,6 @@ reach.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import importlib.util
 import itertools
 import json
 import multiprocessing.util
@@ -28,19 +26,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from grader import bridge, sandbox
-from grader.errors import GraderError
 
 KIT_PACKAGE = "nncourse"
 BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/bridge/ has inside the sandbox
 
 
 def kit_source() -> Path:
-    """The folder of the course kit package, as installed or in the source tree (found, not
-    imported: importing it imports torch)."""
-    spec = importlib.util.find_spec(KIT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ZygoteError(f"the course kit {KIT_PACKAGE!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+    """The folder of the course kit package, as installed or in the source tree."""
+    import nncourse
+
+    return Path(nncourse.__file__).resolve().parent
 
 
 def base_env(home: Path, kit_parent: Path) -> dict[str, str]:
@@ -185,20 +180,6 @@ def zygote_for(sandboxed: bool) -> Zygote:
                 multiprocessing.util.Finalize(None, close_zygotes, exitpriority=10)
             _ZYGOTES[sandboxed] = Zygote(sandboxed)
         return _ZYGOTES[sandboxed]
-
-
-def start_early(sandboxed: bool) -> threading.Thread:
-    """Start this process's fork server in the background, so that it imports torch and the
-    kernel's libraries while this process imports its own (the student's ``grader check``).
-    A failure there is left for the first real use of ``zygote_for`` to report."""
-
-    def start() -> None:
-        with contextlib.suppress(ZygoteError, GraderError, OSError):
-            zygote_for(sandboxed)
-
-    thread = threading.Thread(target=start, name="zygote-start", daemon=True)
-    thread.start()
-    return thread
 
 
 def close_zygotes() -> None:
