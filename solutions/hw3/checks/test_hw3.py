@@ -126,6 +126,35 @@ def _hooi_recon(w: torch.Tensor, r_out: int, r_in: int, n_iter: int = 10) -> tor
     return _project(w, u_out, u_in)
 
 
+def _hooi_path(w: torch.Tensor, r_out: int, r_in: int, sweeps: int, rel_gap: float
+               ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """(U_out, U_in) after 0, 1, ..., `sweeps` sweeps of the docstring's recipe (HOSVD, then
+    U_out for U_in, then U_in for that U_out), or None when a truncation on the way is not
+    clear (_clear_truncation): there the subspace a correct SVD returns is decided by rounding."""
+    if not _clear_truncation(w, {0: r_out, 1: r_in}, rel_gap):
+        return None
+    u_out, u_in = _leading(_unfold(w, 0), r_out), _leading(_unfold(w, 1), r_in)
+    path = [(u_out, u_in)]
+    for _ in range(sweeps):
+        projected = torch.einsum("oikl,is->oskl", w, u_in)
+        if not _clear_truncation(projected, {0: r_out}, rel_gap):
+            return None
+        u_out = _leading(_unfold(projected, 0), r_out)
+        projected = torch.einsum("oikl,or->rikl", w, u_out)
+        if not _clear_truncation(projected, {1: r_in}, rel_gap):
+            return None
+        u_in = _leading(_unfold(projected, 1), r_in)
+        path.append((u_out, u_in))
+    return path
+
+
+def _subspace_gap(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
+    """The largest entry of U U^T - V V^T over pairs of orthonormal bases: 0 for the same
+    subspaces, whatever the signs or rotation of the columns."""
+    return max((u.double() @ u.double().T - v.double() @ v.double().T).abs().max().item()
+               for u, v in zip(a, b, strict=True))
+
+
 def _clear_truncation(w: torch.Tensor, ranks: dict[int, int], rel_gap: float) -> bool:
     """Whether truncating unfold(w, mode) at rank r leaves a unique leading subspace with room
     to spare, for each {mode: r}: s_r - s_(r+1) >= rel_gap * s_r. Random kernels now and then
@@ -587,6 +616,35 @@ def test_hooi_improves_on_hosvd(student, rng, torch_rng):
             )
 
 
+@pytest.mark.points(1)
+def test_hooi_runs_n_iter_sweeps(student, rng, torch_rng):
+    """n_iter is part of the contract ("then n_iter times update U_out, then U_in"): at n_iter 1
+    and 2 the factors span the subspaces of exactly that many sweeps of the recipe from HOSVD.
+    Drawn where every truncation on the way is clear and the sweeps before and after differ by
+    at least 0.02 (the tolerance is 1e-3; a float32 or Gram-matrix student is within 3e-5)."""
+    for n_iter in (1, 2):
+        while True:
+            c_out, c_in = rng.randint(10, 16), rng.randint(8, 12)
+            w = torch.randn(c_out, c_in, 3, 3, generator=torch_rng, dtype=torch.float64)
+            r_out, r_in = rng.randint(2, c_out // 2), rng.randint(2, c_in // 2)
+            path = _hooi_path(w, r_out, r_in, n_iter + 1, 1e-3)
+            if path is not None and min(_subspace_gap(path[n_iter], path[n_iter + step])
+                                        for step in (-1, 1)) >= 0.02:
+                break
+        what = (f"hooi_tucker2 on a random {tuple(w.shape)} kernel at ranks ({r_out}, {r_in}), "
+                f"n_iter={n_iter}")
+        got = student.call("hooi_tucker2", w, r_out, r_in, n_iter=n_iter)
+        _, u_out, u_in = _check_factors(got, w, r_out, r_in, what)
+        gaps = [_subspace_gap((u_out, u_in), factors) for factors in path]
+        assert gaps[n_iter] <= 1e-3, (
+            f"{what}: U_out and U_in should span the subspaces of exactly {n_iter} sweep(s) "
+            f"from HOSVD (each sweep: U_out for the current U_in, then U_in for that U_out); "
+            f"they are {gaps[n_iter]:.3g} away from them"
+            + "".join(f", {gap:.3g} from {k} sweep(s)" for k, gap in enumerate(gaps)
+                      if k != n_iter)
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # 3. Tucker-2 convolution
 
@@ -911,7 +969,8 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_tucker2_rank_for_budget(student, rng):
     """Largest R <= min(C_out, C_in) with C_in R + R^2 k_h k_w + R C_out <= C_out C_in k_h k_w /
-    rate (weights only), at least 1: eight drawn cases and both ends of the range."""
+    rate (weights only), at least 1: eight drawn cases, both ends of the range, and a budget
+    met exactly."""
     cases = 0
     while cases < 8:
         c_out, c_in = rng.randint(2, 256), rng.randint(2, 256)
@@ -936,6 +995,20 @@ def test_tucker2_rank_for_budget(student, rng):
     full = c_in * c_in + c_in * c_in * kh * kw + c_in * c_out  # R = min(C_out, C_in) = C_in
     most = c_out * c_in * kh * kw / full  # the largest rate at which R = C_in fits
     _check_rank_for_budget(student, c_out, c_in, k, round(rng.uniform(1.0, most / 1.5), 2))
+    # a budget met exactly ("<="): an integer rate and C_in solved so that R's count equals
+    # C_out C_in k_h k_w / rate; N / rate, n * rate and N / n are then exact in floating point,
+    # so every correct way of writing the comparison agrees that R fits
+    while True:
+        r, c_out, rate = rng.randint(1, 24), rng.randint(2, 256), rng.randint(2, 6)
+        k = rng.choice([1, 3, 5, (3, 1), (3, 5)])
+        kh, kw = _pair(k)
+        denominator = c_out * kh * kw - rate * r
+        numerator = rate * r * (r * kh * kw + c_out)
+        if denominator > 0 and numerator % denominator == 0:
+            c_in = numerator // denominator
+            if r <= min(c_out, c_in) and c_in <= 256:
+                break
+    _check_rank_for_budget(student, c_out, c_in, k, float(rate))
 
 
 def _check_rank_for_budget(student, c_out: int, c_in: int, k, rate: float) -> None:

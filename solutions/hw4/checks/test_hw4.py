@@ -470,6 +470,27 @@ def _lloyd(w: torch.Tensor, bits: int, iters: int, dtype: torch.dtype = torch.fl
     return codebook, labels, False
 
 
+def _lloyd_rounds(w: torch.Tensor, bits: int, rounds: int, dtype: torch.dtype
+                  ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """The grader's Lloyd from a linear initialization, `rounds` rounds without stopping: for
+    each round (its labels, the codebook after its update, the smallest margin by which a
+    weight's nearest centroid beat the next one in that round's assignment)."""
+    flat = w.to(dtype).reshape(-1)
+    codebook = torch.linspace(flat.min().item(), flat.max().item(), 2**bits, dtype=dtype)
+    out = []
+    for _ in range(rounds):
+        distance = (flat[:, None] - codebook[None, :]).abs()
+        labels = distance.argmin(dim=1)
+        two = distance.topk(2, dim=1, largest=False).values if codebook.numel() > 1 else None
+        margin = (two[:, 1] - two[:, 0]).min().item() if two is not None else float("inf")
+        codebook = codebook.clone()
+        for k in range(codebook.numel()):
+            if (labels == k).any():
+                codebook[k] = flat[labels == k].mean()
+        out.append((labels, codebook, margin))
+    return out
+
+
 def _grid_sse(w: torch.Tensor, bits: int) -> float:
     """Squared error of rounding every weight to the nearest of 2^bits linear levels."""
     flat = w.double().reshape(-1)
@@ -558,6 +579,63 @@ def test_kmeans_quantize_fixed_point(student, rng, torch_rng):
         assert sse <= grid * (1 + 1e-5) + 1e-9, (
             f"{what}: Lloyd from a linear initialization never does worse than the linear grid "
             f"(squared error {grid:.6g}); got {sse:.6g}"
+        )
+
+
+@pytest.mark.points(1)
+def test_kmeans_quantize_counts_rounds(student, rng, torch_rng):
+    """`iters` is part of the contract ("at most iters rounds" of assign, then update): stopped
+    by it before convergence, after 1, 2 or 3 rounds, the codebook is the one of exactly that
+    many updates, and the labels are that last round's assignment (or, equally fair, each
+    weight's nearest centroid in the returned codebook).
+
+    Drawn where no round has converged yet, every assignment on the way beats its runner-up by
+    at least 1e-4 and float32 and float64 agree on it, and the codebooks one round before and
+    after differ from the expected one by at least 1e-3 (the tolerance is 1e-5)."""
+    for iters in (1, 2, 3):
+        while True:
+            bits = rng.randint(1, 3)
+            shape = (rng.randint(4, 12), rng.randint(5, 20))
+            w = (torch.randn(shape, generator=torch_rng)
+                 * torch.rand(shape, generator=torch_rng).pow(2))
+            path64, path32 = (_lloyd_rounds(w, bits, iters + 2, dtype)
+                              for dtype in (torch.float64, torch.float32))
+            clear = all(torch.equal(a[0], b[0]) and a[2] >= 1e-4 and b[2] >= 1e-4
+                        for a, b in zip(path64, path32, strict=True))
+            codebooks = [torch.linspace(w.min().item(), w.max().item(), 2**bits,
+                                        dtype=torch.float64)] + [c for _, c, _ in path64]
+            apart = min((codebooks[iters + step] - codebooks[iters]).abs().max().item()
+                        for step in (-1, 1))
+            if clear and apart >= 1e-3 and not torch.equal(path64[iters][0],
+                                                            path64[iters - 1][0]):
+                break
+        what = f"kmeans_quantize(w of shape {shape}, bits={bits}, iters={iters})"
+        got = student.call("kmeans_quantize", w, bits, iters=iters)
+        assert isinstance(got, (tuple, list)) and len(got) == 2, (
+            f"{what} should return (codebook, labels), got {got!r:.200}"
+        )
+        codebook, labels = (_is_tensor(t, "kmeans_quantize") for t in got)
+        expected = codebooks[iters]
+        assert codebook.shape == expected.shape, (
+            f"{what}: the codebook should have shape {tuple(expected.shape)}, got "
+            f"{tuple(codebook.shape)}"
+        )
+        off = [(codebook.double() - c).abs().max().item() for c in codebooks]
+        assert off[iters] <= 1e-5, (
+            f"{what}: Lloyd does not converge in {iters} round(s) on this draw, so the codebook "
+            f"should be the one after exactly {iters} update(s) from the linear start, "
+            f"{[round(v, 6) for v in expected.tolist()]}; got "
+            f"{[round(v, 6) for v in codebook.double().tolist()]} "
+            f"(closest to {min(range(len(off)), key=off.__getitem__)} update(s))"
+        )
+        last = path64[iters - 1][0].reshape(shape)
+        nearest = (w.double().reshape(-1, 1) - codebook.double().reshape(1, -1)).abs()
+        assert labels.shape == w.shape and (
+            torch.equal(labels.long(), last)
+            or torch.equal(labels.long().reshape(-1), nearest.argmin(dim=1))
+        ), (
+            f"{what}: the labels should be round {iters}'s assignment (the one the last update "
+            f"used), or each weight's nearest centroid in the returned codebook"
         )
 
 
