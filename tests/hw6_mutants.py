@@ -135,3 +135,61 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         )
     ],
 }
+
+# wrong version -> the hidden checks its bug must fail (others may fail too): each failed
+# them on grading seeds 5, 6 and 7
+CAUGHT_BY: dict[str, list[str]] = {
+    "accumulation_divided_by_k": ["test_accumulated_grads_unequal_micro_batches"],
+    "accumulation_not_divided": [
+        "test_accumulated_grads_equal_micro_batches",
+        "test_accumulated_grads_unequal_micro_batches",
+    ],
+    "accumulation_stale_gradients": [
+        "test_accumulated_grads_equal_micro_batches",
+        "test_accumulated_grads_unequal_micro_batches",
+    ],
+    "adam_step_forgotten": ["test_adam_state_bytes"],
+    "checkpoint_every_module": ["test_checkpointing_saves_memory"],
+    "checkpoint_reentrant": [
+        "test_checkpointing_same_gradients",
+        "test_checkpointing_saves_memory",
+    ],
+    "checkpoint_saves_everything": ["test_checkpointing_saves_memory"],
+    "checkpoint_sequential_last_segment_plain": ["test_checkpointing_saves_memory"],
+    "distill_drops_last_partial_batch": ["test_distill_follows_the_recipe"],
+    "distill_ignores_teacher": [
+        "test_distill_beats_labels_only",
+        "test_distill_follows_the_recipe",
+    ],
+    "kl_mean_reduction": [
+        "test_distill_follows_the_recipe",
+        "test_kd_loss_gradient",
+        "test_kd_loss_special_cases",
+        "test_kd_loss_unlabelled_rows",
+        "test_kd_loss_value",
+    ],
+    "kl_reversed": [
+        "test_distill_follows_the_recipe",
+        "test_kd_loss_gradient",
+        "test_kd_loss_special_cases",
+        "test_kd_loss_unlabelled_rows",
+        "test_kd_loss_value",
+    ],
+    "pure_bf16": ["test_forward_bf16_dtypes"],
+    "saved_bytes_count_parameters": ["test_saved_activation_bytes"],
+    "t_squared_missing": [
+        "test_distill_follows_the_recipe",
+        "test_kd_loss_gradient",
+        "test_kd_loss_unlabelled_rows",
+        "test_kd_loss_value",
+    ],
+    "teacher_not_detached": ["test_kd_loss_gradient"],
+    "train_bf16_no_zero_grad": ["test_train_bf16", "test_train_bf16_follows_the_recipe"],
+    "train_bf16_without_autocast": ["test_train_bf16"],
+    "unlabelled_rows_as_class_0": [
+        "test_distill_follows_the_recipe",
+        "test_kd_loss_gradient",
+        "test_kd_loss_unlabelled_rows",
+        "test_kd_loss_value",
+    ],
+}

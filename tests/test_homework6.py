@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from homework_suite import Homework
-from hw6_mutants import MUTANTS
+from hw6_mutants import CAUGHT_BY, MUTANTS
 
 from grader.records import Limits
 
@@ -15,5 +15,6 @@ HOMEWORK = Homework(
     Limits(cell_timeout_s=60, notebook_timeout_s=240, call_timeout_s=30),
     MUTANTS,
     min_points=30,
+    caught_by=CAUGHT_BY,
 )
 globals().update(HOMEWORK.tests())
