@@ -8,6 +8,7 @@ regrade with the recorded seed draws the same inputs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -189,9 +190,25 @@ def collect(check_dir: Path) -> dict[str, float]:
 
 
 def describe(check_dir: Path) -> tuple[CheckInfo, ...]:
-    """The checks in ``check_dir``, sorted by name, as ``collect`` validates them."""
+    """The checks in ``check_dir``, sorted by name, as ``collect`` validates them. Collected
+    once per process for each state of the folder's files (their paths, sizes and times)."""
     if not check_dir.is_dir():
         raise ChecksConfigError(f"no checks folder at {check_dir}")
+    return _describe(check_dir, _folder_state(check_dir))
+
+
+def _folder_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if "__pycache__" not in path.parts and path.is_file():
+            status = path.stat()
+            found.append((str(path.relative_to(folder)), status.st_size, status.st_mtime_ns))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=32)
+def _describe(check_dir: Path, state: tuple[tuple[str, int, int], ...]) -> tuple[CheckInfo, ...]:
+    del state  # the cache key: the folder's files as they are now
     plugin = _GraderPlugin(None, 0, "")
     _pytest(check_dir, plugin, collect_only=True)
     if plugin.collect_errors:

@@ -207,6 +207,9 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
                                f"got {as_of!r}") from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=course.timezone)
+    if out_path.is_dir():  # said before the work, not after it
+        raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
+                           f"page to write, e.g. {out_path / 'report.html'})")
     rows = _rows(gradebook)
     try:
         report = pages.write_report(course, rows, out_path, now)

@@ -70,11 +70,13 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     wanted = list(assignments) or gradable(course)
     for assignment in wanted:
         course.assignment(assignment)  # unknown ids fail here, before any work
-        collect(course.hidden_checks(assignment))  # checks without points stop the run here
     _, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
     seed = new_seed() if seed is None else seed
     notebooks = {a: course.assignment(a).notebook for a in wanted}
-    submissions = discover(submissions_root, notebooks, course.timezone)
+    submissions = discover(submissions_root, notebooks, course.timezone)  # a missing folder
+    present = {sub.assignment for sub in submissions}
+    for assignment in (a for a in wanted if a in present):
+        collect(course.hidden_checks(assignment))  # checks without points stop the run here
     report = progress or Progress()
     where = f"on the Dask cluster {scheduler}" if scheduler else f"{jobs} at a time"
     report.note(f"{len(submissions)} submission(s), seed {seed}, {where}; {sandbox_note}")
