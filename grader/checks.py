@@ -10,6 +10,7 @@ student's live kernel, ``grader.protocol.Student``), and draws its inputs from `
   them; when they do not, it is a grader error, never the student's lost point;
 - ``changed_state`` / ``changed_modes``: what a student's function changed in a module it was
   given, for checks that a function leaves its inputs as it found them;
+- ``refuses``: a call outside a function's contract raises the error its docstring promises;
 - ``demanded`` / ``Demand`` / ``one_thread``: a check may only demand what its own draw
   guarantees. A check that trains a model, runs an iterative method from a random start, or
   calibrates on a random subset demands a floor; when the student falls short of it on a draw,
@@ -39,7 +40,7 @@ from grader.protocol import (
 __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
     "StudentError", "changed_modes", "changed_state", "demanded", "kit_model", "layer",
-    "one_thread", "oracles_agree", "probe", "seq",
+    "one_thread", "oracles_agree", "probe", "refuses", "seq",
 ]
 
 
@@ -53,6 +54,32 @@ def oracles_agree(agree: bool, what: str) -> None:
     check compares two oracles of its own (a closed form against FlopCounterMode, say)."""
     if not agree:
         raise GraderBug(f"grader oracles disagree: {what}")
+
+
+def refuses(student: Student, function: str, *args: Any, error: str = "ValueError",
+            why: str = "", **kwargs: Any) -> str:
+    """Call ``function`` with arguments its docstring says it refuses, and demand that it raise
+    ``error`` (an exception of that name): return the student's message, or fail the check
+    saying what came back instead. ``why`` says what is outside the contract, for the message."""
+    shown = [*map(_short_repr, args), *(f"{k}={_short_repr(v)}" for k, v in kwargs.items())]
+    what = f"{function}({', '.join(shown)})" + (f" ({why})" if why else "")
+    try:
+        got = student.call(function, *args, **kwargs)
+    except StudentError as exc:
+        message = str(exc)
+        if message.startswith(f"{function} raised {error}:"):
+            return message
+        raise AssertionError(f"{what} should raise {error}; {message}") from None
+    raise AssertionError(f"{what} should raise {error}; it returned {_short_repr(got)}")
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}"
+    if isinstance(value, ModuleSpec):
+        return "a module"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def layer(name: str, *args: Any, state_dict: Mapping[str, torch.Tensor] | None = None,

@@ -208,6 +208,15 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "repeated_layer_counted_once": [
         ("reported[name] = reported.get(name, 0) + value", "reported[name] = value")
     ],
+    # linear_macs counts an input of another width instead of refusing it
+    "width_not_checked": [
+        (
+            "    if input_shape[-1] != in_features:\n"
+            '        raise ValueError(f"last dimension {input_shape[-1]} is not '
+            'in_features={in_features}")\n',
+            "",
+        )
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too); a wrong version
@@ -292,4 +301,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "unknown_layer_costs_nothing": ("test_elementwise_flops_refuses_other_layers",),
     "warmup_ignored": ("test_measure_latency_call_count", "test_measure_latency_percentiles"),
     "weight_bytes_only": ("test_arithmetic_intensity_linear",),
+    "width_not_checked": ("test_inputs_of_the_wrong_width_are_refused",),
 }

@@ -133,6 +133,14 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     # sparse_macs divides with /: a float, not a count
     "sparse_macs_as_float": [("macs * int(torch.count_nonzero(weight)) // weight.numel()",
                               "macs * int(torch.count_nonzero(weight)) / weight.numel()")],
+    # magnitude_prune_ takes any sparsity (kthvalue fails above 1, nothing is pruned below 0)
+    "sparsity_not_validated": [
+        (
+            "    if not 0.0 <= sparsity <= 1.0:\n"
+            '        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")\n',
+            "",
+        )
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -181,4 +189,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "float_ratio_only_for_named_convs": ("test_channel_prune_prunes_every_conv_of_another_layout",),
     "no_channel_kept": ("test_channel_prune_structure_macs_params",),
     "sparse_macs_as_float": ("test_sparse_macs",),
+    "sparsity_not_validated": ("test_arguments_outside_the_contract_are_refused",),
 }

@@ -35,7 +35,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
-from grader.checks import ModuleSpec, StudentError, kit_model, layer, oracles_agree, probe, seq
+from grader.checks import (
+    ModuleSpec,
+    StudentError,
+    kit_model,
+    layer,
+    oracles_agree,
+    probe,
+    refuses,
+    seq,
+)
 
 # ------------------------------------------------------------------------------------------
 # Oracles: the formulas, written independently of the reference notebook.
@@ -1238,6 +1247,25 @@ def test_model_macs_refuses_attention(student, rng):
         f"see the attention projections, so it should raise a ValueError naming "
         f"nn.MultiheadAttention"
     )
+
+
+@pytest.mark.points(1)
+def test_inputs_of_the_wrong_width_are_refused(student, rng):
+    """linear_macs and encoder_layer_macs raise ValueError when the input's last dimension is
+    not the layer's width (in_features, d_model), as their docstrings promise."""
+    fin, fout = rng.randint(2, 64), rng.randint(2, 64)
+    for wrong in (fin - rng.randint(1, fin - 1), fin + rng.randint(1, 8)):
+        shape = (rng.randint(1, 8), wrong)
+        refuses(student, "linear_macs", fin, fout, shape,
+                why=f"the last dimension {wrong} is not in_features={fin}")
+    cfg = _draw_encoder(rng, even_heads=True)
+    d, batch_first = cfg["d"], rng.random() < 0.5
+    spec = layer("TransformerEncoderLayer", d, cfg["heads"], dim_feedforward=cfg["ff"],
+                 dropout=0.0, batch_first=batch_first)
+    wrong = d + rng.choice([-1, 1]) * rng.randint(1, d - 1)
+    shape = (cfg["batch"], cfg["seq"], wrong) if batch_first else (cfg["seq"], cfg["batch"], wrong)
+    refuses(student, "encoder_layer_macs", spec, shape,
+            why=f"the last dimension {wrong} is not d_model={d}")
 
 
 # ------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from grader.checks import (
     kit_model,
     layer,
     one_thread,
+    refuses,
     seq,
 )
 
@@ -790,6 +791,25 @@ def _layout_case(rng: random.Random, torch_rng: torch.Generator):
 def _layout_sizes(channels, keep: dict[str, torch.Tensor]) -> tuple[int, int, int]:
     return tuple(len(keep[c]) if c in keep else channels[i]
                  for i, c in enumerate(LAYOUT_CONVS))
+
+
+@pytest.mark.points(1)
+def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
+    """magnitude_prune_ raises ValueError for a sparsity just outside [0, 1]; channel_importance
+    raises ValueError for another criterion, and for "bn_gamma" on a conv that no BatchNorm
+    follows (the middle conv of the layout above), as their docstrings promise."""
+    tensor = _tie_free((rng.randint(2, 5), rng.randint(2, 6)), torch_rng)
+    for sparsity in (-round(rng.uniform(0.001, 0.1), 3), 1 + round(rng.uniform(0.001, 0.1), 3)):
+        refuses(student, "magnitude_prune_", tensor, sparsity,
+                why=f"a sparsity of {sparsity} is outside [0, 1]")
+    channels = _draw_channels(rng)
+    spec = kit_model("make_cnn", channels=channels, state_dict=_random_state(channels, torch_rng))
+    criterion = rng.choice(["l1", "L2", "gamma", "bn", "taylor"])
+    refuses(student, "channel_importance", spec, rng.choice(CONVS), criterion,
+            why=f"the criteria are 'l2' and 'bn_gamma', not {criterion!r}")
+    _, _, layout = _layout_case(rng, torch_rng)
+    refuses(student, "channel_importance", layout, "3", "bn_gamma",
+            why="no BatchNorm follows conv '3' of this Sequential")
 
 
 @pytest.mark.points(2)

@@ -35,8 +35,10 @@ from grader.checks import (
     ReturnedModule,
     demanded,
     kit_model,
+    layer,
     one_thread,
     oracles_agree,
+    refuses,
 )
 
 PRETRAINED = "cnn_32_64_128"
@@ -1023,6 +1025,47 @@ def _check_rank_for_budget(student, c_out: int, c_in: int, k, rate: float) -> No
         f"{min(c_out, c_in)}] with {c_in}R + {kh * kw}R^2 + {c_out}R <= {budget:.1f} is "
         f"{expected} (1 if even R = 1 does not fit), got {got}"
     )
+
+
+@pytest.mark.points(1)
+def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
+    """svd_linear and hosvd_tucker2 raise ValueError for a rank outside [1, the smaller side of
+    the matrix or unfolding] and accept both ends; tucker2_conv and cp_conv raise ValueError
+    for a grouped conv, tucker2_conv for a method other than "hosvd" and "hooi"."""
+    i, o, _, bias, w, b, _ = _draw_linear(rng, torch_rng)
+    spec, k = _linear_spec(i, o, bias, w, b), min(i, o)
+    for rank in (0, k + 1):
+        refuses(student, "svd_linear", spec, rank,
+                why=f"a rank outside [1, {k}] for a Linear({i}, {o})")
+    for rank in (1, k):
+        got = student.call("svd_linear", spec, rank)
+        widths = [leaf.config.get("out_features") for leaf in _module(got, "svd_linear").leaves()]
+        assert widths[:1] == [rank], (
+            f"svd_linear(Linear({i}, {o}), {rank}): a rank in [1, {k}] is within the contract; "
+            f"the first layer should have {rank} outputs, got layers of widths {widths}"
+        )
+    c_out, c_in, kh, kw = rng.randint(2, 12), rng.randint(2, 12), rng.choice([1, 3]), 3
+    weight = torch.randn(c_out, c_in, kh, kw, generator=torch_rng, dtype=torch.float64)
+    most = (min(c_out, c_in * kh * kw), min(c_in, c_out * kh * kw))
+    what = f"hosvd_tucker2 on a {(c_out, c_in, kh, kw)} kernel"
+    for ranks in ((0, 1), (1, 0), (most[0] + 1, most[1]), (most[0], most[1] + 1)):
+        refuses(student, "hosvd_tucker2", weight, *ranks,
+                why=f"ranks outside [1, {most[0]}] x [1, {most[1]}]")
+    for ranks in ((1, 1), most):
+        core = student.call("hosvd_tucker2", weight, *ranks)[0]
+        assert isinstance(core, torch.Tensor) and tuple(core.shape) == (*ranks, kh, kw), (
+            f"{what} at ranks {ranks} (within the contract) should give a core of shape "
+            f"{(*ranks, kh, kw)}, got {getattr(core, 'shape', core)}"
+        )
+    groups = rng.choice([2, 4])
+    grouped = layer("Conv2d", groups * rng.randint(1, 3), groups * rng.randint(1, 3), 3,
+                    padding=1, groups=groups)
+    refuses(student, "tucker2_conv", grouped, 1, 1, why=f"a conv with groups={groups}")
+    refuses(student, "cp_conv", grouped, 2, why=f"a conv with groups={groups}")
+    kwargs, state = _draw_conv(rng, torch_rng)
+    method = rng.choice(["svd", "tucker", "HOSVD", "cp"])
+    refuses(student, "tucker2_conv", _conv_spec(kwargs, state), 1, 1, method=method,
+            why=f"the methods are 'hosvd' and 'hooi', not {method!r}")
 
 
 # ------------------------------------------------------------------------------------------
