@@ -1,5 +1,6 @@
 """Tests for grader/audit.py and `grader audit`: a small real audit of homework 1 (a few seeds, a
-few mutants, a mutant known to be wrong), and the equivalents file's rules.
+few mutants, a mutant known to be wrong), an audit of a tiny homework of two functions (every
+part, and the exit status of the command), and the equivalents file's rules.
 
 The audit reads `solutions/hw1/audit_equivalent.toml`; the tests write theirs into a copy of the
 course in tmp_path, never into the source tree.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, write_notebook
 
 from grader.audit import (
     EQUIVALENT_FILE,
@@ -26,6 +27,7 @@ from grader.audit import (
 )
 from grader.cli import main
 from grader.config import Course, load_course
+from grader.release import release_notebooks
 
 
 def _course_copy(root: Path, assignments: tuple[str, ...] = ("hw1",)) -> Course:
@@ -52,6 +54,68 @@ def course(tmp_path: Path) -> Course:
     return _course_copy(tmp_path)
 
 
+# A homework of two functions, graded as homework 1 of the course: what the audit does does not
+# depend on the homework's size, and this one grades in a second.
+TINY_REFERENCE = '''def flops(macs):
+    """FLOPs of `macs` multiply-accumulates: two each."""
+    ### BEGIN SOLUTION
+    return 2 * macs
+    ### END SOLUTION
+
+
+def roofline(ai, peak_flops, bandwidth):
+    """Attainable FLOP/s at arithmetic intensity `ai` (FLOP per byte)."""
+    ### BEGIN SOLUTION
+    return min(peak_flops, ai * bandwidth)
+    ### END SOLUTION
+'''
+TINY_HIDDEN = '''import pytest
+
+
+@pytest.mark.points(1)
+def test_flops(student, rng):
+    macs = rng.randint(1, 10**6)
+    assert student.call("flops", macs) == 2 * macs, "two FLOPs per MAC"
+
+
+@pytest.mark.points(1)
+def test_roofline(student, rng):
+    ai, peak, bandwidth = rng.uniform(0.1, 50), rng.uniform(1e9, 1e12), rng.uniform(1e9, 1e11)
+    assert student.call("roofline", ai, peak, bandwidth) == min(peak, ai * bandwidth)
+'''
+TINY_PUBLIC = '''import pytest
+
+
+@pytest.mark.points(1)
+def test_flops_public(student):
+    assert student.call("flops", 10) == 20
+'''
+TINY_CONSTANTS = '''def flops(macs):
+    return 20
+
+
+def roofline(ai, peak_flops, bandwidth):
+    return 1e9
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Course:
+    """The course with the tiny homework as hw1: reference, hidden and public checks, the
+    constants version, and the template made from the reference."""
+    shutil.copy(REPO / "course.toml", tmp_path / "course.toml")
+    solutions = tmp_path / "solutions" / "hw1"
+    write_notebook(solutions / "hw1.ipynb", TINY_REFERENCE, "assert flops(3) == 6")
+    (solutions / "checks").mkdir()
+    (solutions / "checks" / "test_hw1.py").write_text(TINY_HIDDEN)
+    (solutions / "audit_constants.py").write_text(TINY_CONSTANTS)
+    (tmp_path / "assignments" / "hw1" / "checks").mkdir(parents=True)
+    (tmp_path / "assignments" / "hw1" / "checks" / "test_hw1_public.py").write_text(TINY_PUBLIC)
+    course = load_course(tmp_path / "course.toml")
+    release_notebooks(course)
+    return course
+
+
 def _equivalents(course: Course, text: str) -> Path:
     path = course.hidden_checks("hw1").parent / EQUIVALENT_FILE
     path.write_text(text, encoding="utf-8")
@@ -65,7 +129,7 @@ def test_a_small_audit_of_homework_1(course):
     equivalent = next(m for m in every if m.function == "measure_latency")
     _equivalents(course, f'[equivalent.{equivalent.id}]\nreason = "reviewed in a test"\n'
                          '[equivalent.gone-00000000]\nreason = "a mutant that no longer exists"\n')
-    options = Options(seed=11, seeds=3, slow_seeds=1,
+    options = Options(seed=11, seeds=3, slow_seeds=1, parts=("seeds", "mutants"),
                       mutant_ids=(wrong, equivalent.id, every[0].id))
     lines: list[str] = []
     report = audit(course, ["hw1"], options, lines.append)
@@ -88,8 +152,7 @@ def test_a_small_audit_of_homework_1(course):
     assert killed.earned < killed.possible and "test_hw1::" in killed.how
     assert "-    return 2 * macs" in killed.diff and "+    return macs" in killed.diff
 
-    assert hw.template is not None and hw.template.earned == 0 < hw.template.possible
-    assert hw.constants is not None and hw.constants.share <= 0.15 < hw.constants.public_share
+    assert hw.template is None and hw.constants is None  # parts not asked for
 
     assert any("seeds 3/3" in line for line in lines)
     assert any("mutant 1/2 " in line for line in lines)
@@ -160,17 +223,34 @@ def test_cli_lists_the_mutants_without_running_anything(course):
 
 
 @pytest.mark.kernel
-def test_cli_exits_1_under_the_kill_rate_and_writes_the_json(course, tmp_path):
+def test_cli_exits_1_under_the_kill_rate_and_writes_the_json(tiny, tmp_path):
     out = tmp_path / "report" / "audit.json"
     # min(a, b) -> min(b, a): a mutant no check can kill, not listed as equivalent here
-    [symmetric] = [m.id for m in list_mutants(course, "hw1")
+    [symmetric] = [m.id for m in list_mutants(tiny, "hw1")
                    if m.function == "roofline" and m.operator == "args"]
     result = CliRunner().invoke(main, [
-        "audit", "hw1", "--only", "mutants", "--mutant", _flops_mutant(course), "--mutant",
+        "audit", "hw1", "--only", "mutants", "--mutant", _flops_mutant(tiny), "--mutant",
         symmetric, "--jobs", "2", "--seed", "5", "--json", str(out), "--course",
-        str(course.path)])
+        str(tiny.path)])
     assert result.exit_code == 1, result.output
     data = json.loads(out.read_text())["homeworks"][0]
     assert (data["mutants"]["killed"], data["mutants"]["survived"]) == (1, 1)
     assert data["mutants"]["kill_rate"] == 50.0 and data["seeds"] is None
     assert any("kill rate 50.0 %" in problem for problem in data["problems"])
+
+
+@pytest.mark.kernel
+def test_every_part_of_an_audit_of_a_tiny_homework(tiny):
+    every = list_mutants(tiny, "hw1")
+    report = audit(tiny, ["hw1"], Options(seed=3, seeds=20, slow_seeds=2, mutants=len(every)))
+    [hw] = report.homeworks
+    assert hw.seeds is not None and hw.seeds.losses == () and hw.seeds.seeds == 20
+    m = hw.mutants
+    assert m is not None and len(m.results) == m.enumerated == len(every)
+    # the swapped arguments of min survive (no check can tell them apart); all else is killed
+    symmetric = [x.id for x in every if x.function == "roofline" and x.operator == "args"]
+    assert [r.id for r in m.results if r.verdict == "survived"] == symmetric
+    assert m.count("error") == 0 and m.count("killed") == len(every) - 1
+    assert hw.template is not None and hw.template.earned == 0 < hw.template.possible == 2
+    assert hw.constants is not None and hw.constants.share == 0 < hw.constants.public_share
+    assert not report.ok  # the survivor is under any kill rate a course could ask for

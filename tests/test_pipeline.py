@@ -156,7 +156,7 @@ def test_grade_command_writes_csv_and_feedback(tmp_path, course, submissions):
     out = tmp_path / "out"
     start = time.monotonic()
     result = CliRunner().invoke(main, ["grade", str(submissions), "--course", str(course),
-                                       "--gradebook", str(out / "g.sqlite"),
+                                       "--gradebook", str(out / "g.sqlite"), "--jobs", "1",
                                        "--csv", str(out / "g.csv"),
                                        "--feedback", str(out / "fb")])
     assert result.exit_code == 0, result.output
