@@ -118,8 +118,10 @@ def test_killed_mid_batch_then_rerun_loses_nothing(tmp_path, course, submissions
         _submit(submissions, f"zed{i}", "import time\ntime.sleep(1)\ndef double(n):\n"
                                         "    return 2 * n")
     book = tmp_path / "g.sqlite"
+    # one worker: a dying pool worker is test_a_worker_that_dies_costs_only_what_it_held's
     args = _grader("grade", str(submissions), "--course", str(course), "--gradebook", str(book),
-                   "--csv", str(tmp_path / "g.csv"), "--feedback", str(tmp_path / "fb"))
+                   "--jobs", "1", "--csv", str(tmp_path / "g.csv"), "--feedback",
+                   str(tmp_path / "fb"))
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     done = 0
     for line in proc.stderr:  # kill it right after the second submission is stored
