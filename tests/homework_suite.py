@@ -1,8 +1,9 @@
 """The tests every homework's hidden checks must pass, written once for all six.
 
-A test module ``tests/test_homeworkN.py`` declares its ``HOMEWORK`` (which assignment, the
-limits its notebook runs under, its wrong versions from ``tests/hwN_mutants.py``) and takes the
-tests with ``globals().update(HOMEWORK.tests())``:
+A test module ``tests/test_homeworkN.py`` declares its ``HOMEWORK = homework("hwN", ...)``
+(the limits its notebook runs under, the least its hidden checks are worth; its wrong versions
+come from ``tests/hwN_mutants.py``) and takes the tests, marked ``kernel``, with
+``globals().update(HOMEWORK.tests())``:
 
 - the reference earns every point on several draws, and passes the public checks;
 - every realistic wrong version loses points: where ``caught_by`` names the hidden checks its
@@ -21,6 +22,7 @@ and puts the reference back afterwards.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +167,7 @@ class Homework:
             assert score(checks.results)[0] == 0
             assert not _failures(checks.results, allowed=Outcome.FAILED)  # no grader errors
 
-        return {f.__name__: f for f in (
+        return {"pytestmark": pytest.mark.kernel} | {f.__name__: f for f in (
             test_reference_earns_every_point_on_several_draws,
             test_reference_passes_the_public_checks,
             test_wrong_versions_name_checks_that_exist,
@@ -173,3 +175,12 @@ class Homework:
             test_public_answers_as_constants_fail_the_hidden_checks,
             test_the_untouched_template_scores_zero_without_breaking_anything,
         )}
+
+
+def homework(assignment: str, *, min_points: int, **limits: float) -> Homework:
+    """The ``Homework`` of ``assignment``: its wrong versions and the checks each must fail from
+    ``tests/<assignment>_mutants.py`` (``MUTANTS``, ``CAUGHT_BY``), its notebook run under
+    ``Limits(**limits)``."""
+    wrong = importlib.import_module(f"{assignment}_mutants")
+    return Homework(assignment, Limits(**limits), wrong.MUTANTS, min_points,
+                    getattr(wrong, "CAUGHT_BY", {}))

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from homework_suite import Homework
-from hw2_mutants import CAUGHT_BY, MUTANTS
+from homework_suite import homework
 
-from grader.records import Limits
-
-pytestmark = pytest.mark.kernel
-
-HOMEWORK = Homework(
-    "hw2",
-    Limits(cell_timeout_s=120, notebook_timeout_s=300, call_timeout_s=60),
-    MUTANTS,
-    min_points=45,
-    caught_by=CAUGHT_BY,
-)
+HOMEWORK = homework("hw2", min_points=45, cell_timeout_s=120, notebook_timeout_s=300,
+                    call_timeout_s=60)
 globals().update(HOMEWORK.tests())

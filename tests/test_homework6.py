@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from homework_suite import Homework
-from hw6_mutants import CAUGHT_BY, MUTANTS
+from homework_suite import homework
 
-from grader.records import Limits
-
-pytestmark = pytest.mark.kernel
-
-HOMEWORK = Homework(
-    "hw6",
-    Limits(cell_timeout_s=60, notebook_timeout_s=240, call_timeout_s=30),
-    MUTANTS,
-    min_points=30,
-    caught_by=CAUGHT_BY,
-)
+HOMEWORK = homework("hw6", min_points=30, cell_timeout_s=60, notebook_timeout_s=240,
+                    call_timeout_s=30)
 globals().update(HOMEWORK.tests())
