@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import ahocorasick
 import nbformat
 
 from grader.config import Course
@@ -247,6 +248,11 @@ def scan(files: Mapping[str, bytes], secrets: Iterable[Secret]) -> list[Leak]:
         if words else None
     by_word = {s.text: s for s in words}
     plain = [s for s in secrets if not s.word and not s.sha256]
+    lines = ahocorasick.Automaton()  # every plain secret found in one pass over a file's text
+    for index, secret in enumerate(plain):
+        lines.add_word(secret.text, index)
+    if plain:
+        lines.make_automaton()
     hashes = {s.text: s for s in secrets if s.sha256}
     leaks: list[Leak] = []
     for name in sorted(files):
@@ -257,7 +263,8 @@ def scan(files: Mapping[str, bytes], secrets: Iterable[Secret]) -> list[Leak]:
         digest = hashlib.sha256(data).hexdigest()
         if digest in hashes:
             leaks.append(Leak(name, hashes[digest]))
-        leaks += [Leak(name, s) for s in plain if s.text in text]
+        if plain:
+            leaks += [Leak(name, plain[i]) for i in sorted({i for _, i in lines.iter(text)})]
         if pattern is not None:
             leaks += [Leak(name, by_word[w]) for w in sorted(set(pattern.findall(text)))]
     return leaks
