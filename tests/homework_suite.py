@@ -6,9 +6,8 @@ come from ``tests/hwN_mutants.py``) and takes the tests, marked ``kernel``, with
 ``globals().update(HOMEWORK.tests())``:
 
 - the reference earns every point on several draws, and passes the public checks;
-- every realistic wrong version loses points: where ``caught_by`` names the hidden checks its
-  bug must trip, each of those fails (not errors) and only those run; otherwise the whole
-  hidden file runs and the version loses points, but at most half of them;
+- every realistic wrong version loses points: ``caught_by`` names the hidden checks of the
+  function its bug is in, only those run, and each of them fails (not errors);
 - a student who returns the public checks' answers as constants passes some public cases and
   nearly nothing the hidden checks draw;
 - the untouched template scores 0 without a grader error.
@@ -24,7 +23,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ class Homework:
     limits: Limits
     mutants: Mapping[str, Sequence[tuple[str, str]]]
     min_points: int  # the hidden checks are worth at least this much
-    caught_by: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    caught_by: Mapping[str, Sequence[str]]
 
     @property
     def reference(self) -> Path:
@@ -121,7 +120,7 @@ class Homework:
             assert not _failures(run_checks(hw.public, student, 0))
 
         def test_wrong_versions_name_checks_that_exist():
-            assert set(hw.caught_by) <= set(hw.mutants)
+            assert set(hw.caught_by) == set(hw.mutants), "every wrong version names its checks"
             missing = {c for checks in hw.caught_by.values() for c in checks}
             missing -= hw.hidden_check_names()
             assert not missing, f"caught_by names checks the hidden file lacks: {missing}"
@@ -131,20 +130,15 @@ class Homework:
         def test_each_wrong_version_loses_points(reference, name):
             session, student = reference
             original = code_cells(hw.reference)
-            checks = hw.caught_by.get(name)
-            select = [f"test_{hw.assignment}::{c}" for c in checks] if checks else None
+            checks = hw.caught_by[name]
+            select = [f"test_{hw.assignment}::{c}" for c in checks]
             with redefined(session, original, hw.mutated(original, name)):
                 results = run_checks(hw.hidden, student, WRONG_VERSION_SEED, select=select)
             errors = [f"{r.name}: {r.message}" for r in results if r.outcome is Outcome.ERROR]
             assert not errors, f"{name}: grader errors, not failures: {errors}"
-            if checks:
-                assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
-                passed = [r.name for r in results if r.outcome is Outcome.PASSED]
-                assert not passed, f"{name} should fail {passed}"
-            else:
-                earned, possible = score(results)
-                assert earned < possible, f"{name} kept every point"
-                assert earned >= possible / 2, f"{name} lost more than its bug should cost"
+            assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
+            passed = [r.name for r in results if r.outcome is Outcome.PASSED]
+            assert not passed, f"{name} should fail {passed}"
 
         def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
             # the constants cell imports what it uses and redefines every graded function: on
@@ -182,5 +176,4 @@ def homework(assignment: str, *, min_points: int, **limits: float) -> Homework:
     ``tests/<assignment>_mutants.py`` (``MUTANTS``, ``CAUGHT_BY``), its notebook run under
     ``Limits(**limits)``."""
     wrong = importlib.import_module(f"{assignment}_mutants")
-    return Homework(assignment, Limits(**limits), wrong.MUTANTS, min_points,
-                    getattr(wrong, "CAUGHT_BY", {}))
+    return Homework(assignment, Limits(**limits), wrong.MUTANTS, min_points, wrong.CAUGHT_BY)

@@ -219,8 +219,8 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
-# wrong version -> the hidden checks its bug must fail (others may fail too); a wrong version
-# not listed runs the whole hidden file and must lose points there
+# wrong version -> the hidden checks of the function its bug is in, which it must fail (others
+# may fail too); every wrong version is listed
 CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "attention_counted_silently": ("test_model_macs_refuses_attention",),
     "attention_products_once": ("test_encoder_layer_macs_attention_products",),

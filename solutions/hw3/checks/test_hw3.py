@@ -119,15 +119,6 @@ def _hosvd_recon(w: torch.Tensor, r_out: int, r_in: int) -> torch.Tensor:
     return _project(w, _leading(_unfold(w, 0), r_out), _leading(_unfold(w, 1), r_in))
 
 
-def _hooi_recon(w: torch.Tensor, r_out: int, r_in: int, n_iter: int = 10) -> torch.Tensor:
-    u_in = _leading(_unfold(w, 1), r_in)
-    u_out = _leading(_unfold(w, 0), r_out)
-    for _ in range(n_iter):
-        u_out = _leading(_unfold(torch.einsum("oikl,is->oskl", w, u_in), 0), r_out)
-        u_in = _leading(_unfold(torch.einsum("oikl,or->rikl", w, u_out), 1), r_in)
-    return _project(w, u_out, u_in)
-
-
 def _hooi_path(w: torch.Tensor, r_out: int, r_in: int, sweeps: int, rel_gap: float
                ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """(U_out, U_in) after 0, 1, ..., `sweeps` sweeps of the docstring's recipe (HOSVD, then
@@ -178,7 +169,7 @@ def _hooi_gain(w: torch.Tensor, r_out: int, r_in: int, rel_gap: float
     if not _clear_truncation(w, {0: r_out, 1: r_in}, rel_gap):
         return None
     e_hosvd = _rel_err(w, _hosvd_recon(w, r_out, r_in))
-    e_hooi = _rel_err(w, _hooi_recon(w, r_out, r_in))
+    e_hooi = _rel_err(w, _project(w, *_hooi_path(w, r_out, r_in, 10, 0.0)[-1]))
     return (e_hosvd, e_hooi) if e_hooi < e_hosvd - 1e-3 else None
 
 

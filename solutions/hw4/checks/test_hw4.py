@@ -453,20 +453,32 @@ def test_per_channel_round_trip(student, rng, torch_rng):
 # 3. K-means
 
 
+def _linear_start(flat: torch.Tensor, bits: int) -> torch.Tensor:
+    """2^bits centroids evenly spaced from the smallest weight to the largest."""
+    return torch.linspace(flat.min().item(), flat.max().item(), 2**bits, dtype=flat.dtype)
+
+
+def _moved(flat: torch.Tensor, labels: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """A new codebook: each centroid the mean of its cluster, an empty one where it was."""
+    codebook = codebook.clone()
+    for k in range(codebook.numel()):
+        if (labels == k).any():
+            codebook[k] = flat[labels == k].mean()
+    return codebook
+
+
 def _lloyd(w: torch.Tensor, bits: int, iters: int, dtype: torch.dtype = torch.float64
            ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """The grader's Lloyd from a linear initialization: (codebook, labels, converged)."""
     flat = w.to(dtype).reshape(-1)
-    codebook = torch.linspace(flat.min().item(), flat.max().item(), 2**bits, dtype=dtype)
+    codebook = _linear_start(flat, bits)
     labels = None
     for _ in range(iters):
         new = (flat[:, None] - codebook[None, :]).abs().argmin(dim=1)
         if labels is not None and torch.equal(new, labels):
             return codebook, labels, True
         labels = new
-        for k in range(codebook.numel()):
-            if (labels == k).any():
-                codebook[k] = flat[labels == k].mean()
+        codebook = _moved(flat, labels, codebook)
     return codebook, labels, False
 
 
@@ -476,17 +488,14 @@ def _lloyd_rounds(w: torch.Tensor, bits: int, rounds: int, dtype: torch.dtype
     each round (its labels, the codebook after its update, the smallest margin by which a
     weight's nearest centroid beat the next one in that round's assignment)."""
     flat = w.to(dtype).reshape(-1)
-    codebook = torch.linspace(flat.min().item(), flat.max().item(), 2**bits, dtype=dtype)
+    codebook = _linear_start(flat, bits)
     out = []
     for _ in range(rounds):
         distance = (flat[:, None] - codebook[None, :]).abs()
         labels = distance.argmin(dim=1)
         two = distance.topk(2, dim=1, largest=False).values if codebook.numel() > 1 else None
         margin = (two[:, 1] - two[:, 0]).min().item() if two is not None else float("inf")
-        codebook = codebook.clone()
-        for k in range(codebook.numel()):
-            if (labels == k).any():
-                codebook[k] = flat[labels == k].mean()
+        codebook = _moved(flat, labels, codebook)
         out.append((labels, codebook, margin))
     return out
 
@@ -494,7 +503,7 @@ def _lloyd_rounds(w: torch.Tensor, bits: int, rounds: int, dtype: torch.dtype
 def _grid_sse(w: torch.Tensor, bits: int) -> float:
     """Squared error of rounding every weight to the nearest of 2^bits linear levels."""
     flat = w.double().reshape(-1)
-    grid = torch.linspace(flat.min().item(), flat.max().item(), 2**bits, dtype=torch.float64)
+    grid = _linear_start(flat, bits)
     return (flat[:, None] - grid[None, :]).abs().min(dim=1).values.pow(2).sum().item()
 
 
@@ -602,8 +611,7 @@ def test_kmeans_quantize_counts_rounds(student, rng, torch_rng):
                               for dtype in (torch.float64, torch.float32))
             clear = all(torch.equal(a[0], b[0]) and a[2] >= 1e-4 and b[2] >= 1e-4
                         for a, b in zip(path64, path32, strict=True))
-            codebooks = [torch.linspace(w.min().item(), w.max().item(), 2**bits,
-                                        dtype=torch.float64)] + [c for _, c, _ in path64]
+            codebooks = [_linear_start(w.double().reshape(-1), bits)] + [c for _, c, _ in path64]
             apart = min((codebooks[iters + step] - codebooks[iters]).abs().max().item()
                         for step in (-1, 1))
             if clear and apart >= 1e-3 and not torch.equal(path64[iters][0],
