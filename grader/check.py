@@ -152,7 +152,7 @@ def _short(text: str, lines: int = 6, chars: int = 800) -> str:
 
 def _pytest(check_dir: Path, *plugins: object, collect_only: bool = False) -> int:
     args = [str(check_dir), "-c", str(_INI), "--rootdir", str(check_dir), "-p", "no:terminal",
-            "-p", "no:cacheprovider", "--import-mode=importlib",
+            "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--import-mode=importlib",
             *(["--collect-only"] if collect_only else [])]
     _forget_modules(check_dir)
     try:

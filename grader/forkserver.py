@@ -1,27 +1,34 @@
-"""Where kernels come from: one fork server (a zygote) per grading process.
+"""Where kernels come from: one fork server (a zygote) per grading run, shared by its workers.
 
 The zygote (``grader.bridge.zygote``) is started once, inside the sandbox when it works here,
 and has already imported torch, numpy, matplotlib, the course kit and the IPython kernel. Each
 submission's kernel is a fresh fork of it, in namespaces of its own, that serves that one
-submission and is then discarded: ``import torch`` is paid once per process, and nothing of one
-student's kernel reaches the next. Beside its slots (one folder per kernel, see
-``grader.kernel.workspace``) lies a read-only copy of the course kit and of ``grader.bridge``
-(as the package ``_grader_bridge``); the checks, the solutions and the gradebook are nowhere in
-reach.
+submission and is then discarded: ``import torch`` is paid once per run, and nothing of one
+student's kernel reaches the next. Each grading process talks to it over a channel of its own
+(a connection to the zygote's socket, served by a fork of the zygote that is its kernels'
+parent); a worker process is given the zygote's place (``share``) rather than starting one.
+
+Beside its slots (one folder per kernel, see ``grader.kernel.workspace``) lies a read-only copy
+of the course kit and of ``grader.bridge`` (as the package ``_grader_bridge``); the checks, the
+solutions and the gradebook are nowhere in reach. The socket lies in the slots folder, which
+each kernel sees covered by an empty one.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import multiprocessing.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,10 +39,14 @@ BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/bridge/ has inside the sand
 
 
 def kit_source() -> Path:
-    """The folder of the course kit package, as installed or in the source tree."""
-    import nncourse
+    """The folder of the course kit package, as installed or in the source tree (found, not
+    imported: importing it imports torch)."""
+    import importlib.util
 
-    return Path(nncourse.__file__).resolve().parent
+    spec = importlib.util.find_spec(KIT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ZygoteError(f"the course kit ({KIT_PACKAGE}) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def base_env(home: Path, kit_parent: Path) -> dict[str, str]:
@@ -62,58 +73,92 @@ class ZygoteError(RuntimeError):
     """The fork server failed (a grader problem, never a student's)."""
 
 
-class Zygote:
-    """One worker's fork server: started once, inside the sandbox when it works here; each
-    ``spawn`` forks a fresh kernel from it. Thread-safe; restarted if it dies.
+SOCKET = ".fork-server.sock"  # in the slots folder, which every kernel sees covered
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a fork server lives, as another process of the same run reaches it."""
+
+    root: Path
+    sandboxed: bool
+
+    INSIDE = Path("/grader")
+
+    def inside(self, path: Path) -> Path:
+        """Where the kernels see ``path`` (a folder under the root)."""
+        return self.INSIDE / path.relative_to(self.root) if self.sandboxed else path
+
+    @property
+    def kit_parent(self) -> Path:
+        return self.root / "kit"
+
+    @property
+    def slots(self) -> Path:
+        return self.root / "slots"
+
+    @property
+    def socket(self) -> Path:
+        return self.slots / SOCKET
+
+
+class ForkServer:
+    """The zygote process of this run: started once, inside the sandbox when it works here;
+    restarted if it dies. ``start`` returns at once (the zygote imports in the background);
+    ``channel`` waits until it listens.
 
     Sandboxed, its folder is seen inside as ``/grader`` (outside ``/tmp``, which each kernel
     replaces with a private one), and each kernel gets namespaces of its own; unsandboxed (a
     laptop without bubblewrap), kernels are plain forks under resource limits only."""
 
-    INSIDE = Path("/grader")
-
     def __init__(self, sandboxed: bool) -> None:
-        self.sandboxed = sandboxed
-        self.root = Path(tempfile.mkdtemp(prefix="grader-zygote-"))
-        self.kit_parent = self.root / "kit"
-        self.slots = self.root / "slots"
-        self._home = self.root / "home"
-        self._log = self.root / "zygote.log"
+        self.place = Place(Path(tempfile.mkdtemp(prefix="grader-zygote-")), sandboxed)
+        root = self.place.root
+        self._home = root / "home"
+        self._log = root / "zygote.log"
         ignore = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(kit_source(), self.kit_parent / KIT_PACKAGE, ignore=ignore)
-        shutil.copytree(Path(bridge.__file__).parent, self.kit_parent / BRIDGE_PACKAGE,
+        shutil.copytree(kit_source(), self.place.kit_parent / KIT_PACKAGE, ignore=ignore)
+        shutil.copytree(Path(bridge.__file__).parent, self.place.kit_parent / BRIDGE_PACKAGE,
                         ignore=ignore)
-        self.slots.mkdir()
+        self.place.slots.mkdir()
         self._home.mkdir()
         if not sandboxed and sandbox.runs_kernels_as_nobody():
-            self.root.chmod(0o755)  # its kernels run as nobody and must reach their slots
+            root.chmod(0o755)  # its kernels run as nobody and must reach their slots
         self._lock = threading.Lock()
-        self._numbers = itertools.count()
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = False
         self._start()
 
-    def inside(self, path: Path) -> Path:
-        """Where the kernels see ``path`` (a folder under this zygote's root)."""
-        return self.INSIDE / path.relative_to(self.root) if self.sandboxed else path
-
     def _start(self) -> None:
-        env = base_env(self.inside(self._home), self.inside(self.kit_parent))
-        command = [sys.executable, "-m", f"{BRIDGE_PACKAGE}.zygote"]
-        if self.sandboxed:
+        place = self.place
+        env = base_env(place.inside(self._home), place.inside(place.kit_parent))
+        command = [sys.executable, "-m", f"{BRIDGE_PACKAGE}.zygote",
+                   str(place.inside(place.socket))]
+        if place.sandboxed:
             command = sandbox.wrap(
-                command, read_write=[(self.slots, self.inside(self.slots)),
-                                     (self._home, self.inside(self._home))],
-                read_only=[(self.kit_parent, self.inside(self.kit_parent))], env=env,
-                cwd=self.inside(self.kit_parent))
-            sandbox.hand_over([self.slots, self._home])
+                command, read_write=[(place.slots, place.inside(place.slots)),
+                                     (self._home, place.inside(self._home))],
+                read_only=[(place.kit_parent, place.inside(place.kit_parent))], env=env,
+                cwd=place.inside(place.kit_parent))
+            sandbox.hand_over([place.slots, self._home])
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                cwd=self.kit_parent, start_new_session=True)
-        ready = self._read(timeout=120)
-        if not ready.get("ready"):
-            raise ZygoteError(f"the kernel fork server did not start: it cannot import "
-                              f"{', '.join(ready.get('missing', [])) or ready}")
+                cwd=place.kit_parent, start_new_session=True)
+        self._ready = False
+
+    def wait_ready(self, timeout: float = 120) -> Place:
+        """Wait until the zygote listens (restarting it if it died); return its place."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            if not self._ready:
+                said = self._read(timeout)
+                if not said.get("ready"):
+                    raise ZygoteError(f"the kernel fork server did not start: it cannot "
+                                      f"import {', '.join(said.get('missing', [])) or said}")
+                self._ready = True
+            return self.place
 
     def _read(self, timeout: float) -> dict[str, Any]:
         process = self._process
@@ -130,63 +175,143 @@ class Zygote:
             raise ZygoteError(f"the kernel fork server stopped answering: {' / '.join(said)}")
         return cast(dict[str, Any], json.loads(done[0]))
 
+    def close(self) -> None:
+        """Stop the fork server (its channels and their kernels die with it); remove its
+        folders."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            try:
+                assert process.stdin is not None
+                process.stdin.write(b"quit\n")
+                process.stdin.close()
+                process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.place.root, ignore_errors=True)
+
+
+class Zygote:
+    """One process's channel to a fork server: ``ask`` sends a command to the fork of the
+    zygote that serves this channel, and ``spawn`` answers come from there. Thread-safe."""
+
+    def __init__(self, place: Place) -> None:
+        self.place = place
+        self.sandboxed = place.sandboxed
+        self.root = place.root
+        self.kit_parent = place.kit_parent
+        self.slots = place.slots
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._socket.connect(str(place.socket))
+        except OSError as exc:
+            self._socket.close()
+            raise ZygoteError(f"cannot reach the kernel fork server at {place.socket}: "
+                              f"{exc}") from None
+        self._channel = self._socket.makefile("rwb")
+        self.broken = False
+
+    def inside(self, path: Path) -> Path:
+        """Where the kernels see ``path`` (a folder under the fork server's root)."""
+        return self.place.inside(path)
+
     def ask(self, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         """Send one command; return the answer (ZygoteError if it fails)."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._start()
-            assert self._process is not None and self._process.stdin is not None
-            self._process.stdin.write(json.dumps(request).encode() + b"\n")
-            self._process.stdin.flush()
-            answer = self._read(timeout)
+            if self.broken:
+                raise ZygoteError("the channel to the kernel fork server is closed")
+            try:
+                self._socket.settimeout(timeout)
+                self._channel.write(json.dumps(request).encode() + b"\n")
+                self._channel.flush()
+                line = self._channel.readline()
+            except OSError as exc:
+                self.broken = True
+                raise ZygoteError(f"the kernel fork server stopped answering: {exc}") from None
+            if not line:
+                self.broken = True
+                raise ZygoteError("the kernel fork server closed the channel")
+        answer = cast(dict[str, Any], json.loads(line))
         if not answer.get("ok"):
             raise ZygoteError(f"the kernel fork server refused {request.get('op')}: "
                               f"{answer.get('error')}")
         return answer
 
     def new_slot(self) -> Path:
-        """A fresh, empty slot folder for one kernel."""
-        slot = self.slots / str(next(self._numbers))
+        """A fresh, empty slot folder for one kernel (named for this process: channels of
+        other processes share the folder)."""
+        slot = self.slots / f"{os.getpid()}-{next(self._numbers)}"
         slot.mkdir()
         return slot
 
     def close(self) -> None:
-        """Stop the fork server (its kernels die with it) and remove its folders."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            try:
-                assert process.stdin is not None
-                process.stdin.write(b'{"op": "quit"}\n')
-                process.stdin.close()
-                process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                process.kill()
-                process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Close the channel (the kernels spawned through it are killed)."""
+        self.broken = True
+        with contextlib.suppress(OSError):
+            self._channel.close()
+        with contextlib.suppress(OSError):
+            self._socket.close()
 
 
-_ZYGOTES: dict[bool, Zygote] = {}
-_ZYGOTES_LOCK = threading.Lock()
+_SERVERS: dict[bool, ForkServer] = {}  # the fork servers this process started
+_SHARED: dict[bool, Place] = {}  # the fork servers of another process this one uses
+_CHANNELS: dict[bool, Zygote] = {}
+_LOCK = threading.Lock()
+
+
+def start(sandboxed: bool) -> ForkServer:
+    """This process's fork server (sandboxed or not), started now if it is not running yet
+    (returns at once; it is stopped when the process exits)."""
+    with _LOCK:
+        return _server(sandboxed)
+
+
+def _server(sandboxed: bool) -> ForkServer:
+    if sandboxed not in _SERVERS:
+        if not _SERVERS:
+            atexit.register(close_zygotes)
+            # a multiprocessing worker leaves through os._exit, past atexit: its finalizers
+            multiprocessing.util.Finalize(None, close_zygotes, exitpriority=10)
+        _SERVERS[sandboxed] = ForkServer(sandboxed)
+    return _SERVERS[sandboxed]
+
+
+def share(places: dict[bool, Place]) -> None:
+    """Use the fork servers at ``places`` (started by the process that started this one)
+    instead of starting this process's own."""
+    with _LOCK:
+        _SHARED.update(places)
 
 
 def zygote_for(sandboxed: bool) -> Zygote:
-    """This process's fork server (sandboxed or not), started on first use and stopped when
-    the process exits."""
-    with _ZYGOTES_LOCK:
-        if sandboxed not in _ZYGOTES:
-            if not _ZYGOTES:
-                atexit.register(close_zygotes)
-                # a multiprocessing worker leaves through os._exit, past atexit: its finalizers
-                multiprocessing.util.Finalize(None, close_zygotes, exitpriority=10)
-            _ZYGOTES[sandboxed] = Zygote(sandboxed)
-        return _ZYGOTES[sandboxed]
+    """This process's channel to a fork server (sandboxed or not): to the shared one if this
+    process was given one (``share``) and it answers, else to this process's own, started on
+    first use. A broken channel is replaced."""
+    with _LOCK:
+        channel = _CHANNELS.get(sandboxed)
+        if channel is not None and not channel.broken:
+            return channel
+        place = _SHARED.get(sandboxed)
+        if place is not None:
+            try:
+                channel = Zygote(place)
+            except ZygoteError:
+                del _SHARED[sandboxed]  # gone: this process starts its own from now on
+        if place is None or channel is None:
+            channel = Zygote(_server(sandboxed).wait_ready())
+        _CHANNELS[sandboxed] = channel
+        return channel
 
 
 def close_zygotes() -> None:
-    """Stop this process's fork servers (a worker that is done, or the process at exit)."""
-    with _ZYGOTES_LOCK:
-        for zygote in _ZYGOTES.values():
-            zygote.close()
-        _ZYGOTES.clear()
-
-
+    """Close this process's channels and stop the fork servers it started (a worker that is
+    done, or the process at exit)."""
+    with _LOCK:
+        for channel in _CHANNELS.values():
+            channel.close()
+        _CHANNELS.clear()
+        for server in _SERVERS.values():
+            server.close()
+        _SERVERS.clear()

@@ -21,10 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.client import KernelClient
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+from jupyter_core.utils import ensure_async, run_sync
 
 from grader import sandbox
 from grader.bridge import wire
@@ -139,15 +145,80 @@ class _ForkedKernel(LocalProvisioner):
         self.pid = None
 
 
+async def _wait_until_answering(client: KernelClient, timeout: float | None = None) -> None:
+    """Return once the kernel answers a kernel_info request on the shell channel and its
+    status messages for that request arrive on IOPub (so IOPub is connected: a subscriber
+    misses what was published before it joined). jupyter_client's ``wait_for_ready`` does the
+    same and then waits for 0.2 s of silence on IOPub; the grader matches every message to its
+    request, so nothing needs flushing, and each kernel starts 0.2 s sooner."""
+    deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+    while True:
+        msg_id = client.kernel_info()
+        reply = await _reply_to(client.shell_channel, msg_id, 1.0)
+        if reply is not None and await _reply_to(client.iopub_channel, msg_id, 0.2) is not None:
+            client._handle_kernel_info_reply(reply)
+            return
+        if not await client._async_is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
+async def _reply_to(channel: Any, msg_id: str, timeout: float) -> dict[str, Any] | None:
+    """The first message on ``channel`` whose parent is ``msg_id`` within ``timeout`` s (older
+    messages are dropped), or None."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = cast(dict[str, Any], await ensure_async(channel.get_msg(timeout=left)))
+        except queue.Empty:
+            return None
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            return msg
+    return None
+
+
+# A client connects before the new kernel has bound its sockets; ZeroMQ then retries every
+# RECONNECT_IVL ms (default 100), and the first answer waits for the next retry.
+RECONNECT_MS = 5
+
+
+class AsyncClient(AsyncKernelClient):
+    """The client nbclient runs the notebook through (``_wait_until_answering``, and quick
+    reconnects)."""
+
+    wait_for_ready = _wait_until_answering
+
+    def _context_default(self) -> zmq.asyncio.Context:
+        context = super()._context_default()
+        context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+        return context
+
+
+class BlockingClient(BlockingKernelClient):
+    """The client the check stage calls the kernel through (``_wait_until_answering``, and
+    quick reconnects)."""
+
+    wait_for_ready = run_sync(_wait_until_answering)
+
+    def _context_default(self) -> zmq.Context[Any]:
+        context = super()._context_default()
+        context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+        return context
+
+
 def _kernelspec(root: Path) -> KernelSpecManager:
     spec_dir = root / "kernels" / KERNEL_NAME
     if not spec_dir.is_dir():
-        spec_dir.mkdir(parents=True)
-        # the argv is never run (the zygote forks the kernel); interrupts travel as messages
-        (spec_dir / "kernel.json").write_text(json.dumps(
+        # the argv is never run (the zygote forks the kernel); interrupts travel as messages.
+        # Written whole or not at all: the grading processes of one run share the folder.
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        draft = spec_dir / f".kernel.json.{os.getpid()}"
+        draft.write_text(json.dumps(
             {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
              "display_name": "nncourse grader", "language": "python",
              "interrupt_mode": "message"}))
+        draft.replace(spec_dir / "kernel.json")
     return KernelSpecManager(kernel_dirs=[str(root / "kernels")], ensure_native_kernel=False)
 
 
@@ -160,7 +231,8 @@ def started_kernel(space: Workspace, limits: Limits, zygote: Zygote
     km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(space.ipc / "kernel"),
                        connection_file=str(space.ipc / "connection.json"),
                        kernel_spec_manager=_kernelspec(zygote.root),
-                       client_class="jupyter_client.asynchronous.AsyncKernelClient")
+                       client_class=f"{__name__}.AsyncClient")
+    km.blocking_class = BlockingClient
     km.kernel_id = str(uuid.uuid4())
     provisioner = _ForkedKernel(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
     provisioner.zygote, provisioner.space, provisioner.limits = zygote, space, limits

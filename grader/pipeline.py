@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader import forkserver
 from grader.check import collect
 from grader.config import Course
 from grader.discover import discover
 from grader.grading import Task, grade_stream, late_fields, new_seed
-from grader.pool import grade_in_workers
+from grader.pool import grade_in_workers, start_workers_early
 from grader.records import GradeRow, Submission
 from grader.sandbox import use_sandbox
 from grader.store import Gradebook
@@ -70,10 +71,19 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     wanted = list(assignments) or gradable(course)
     for assignment in wanted:
         course.assignment(assignment)  # unknown ids fail here, before any work
-    _, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
+    sandboxed, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
     seed = new_seed() if seed is None else seed
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)  # a missing folder
+    stored = [book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 and not force
+              else None for sub in submissions]
+    todo: list[tuple[int, Submission]] = [(i, sub) for i, sub in enumerate(submissions)
+                                          if stored[i] is None]
+    if todo and scheduler is None:
+        # the kernels' fork server (and the workers' parent) import while the checks are read
+        forkserver.start(sandboxed)
+        if jobs > 1 and len(todo) > 1:
+            start_workers_early()
     present = {sub.assignment for sub in submissions}
     for assignment in (a for a in wanted if a in present):
         collect(course.hidden_checks(assignment))  # checks without points stop the run here
@@ -81,17 +91,14 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     where = f"on the Dask cluster {scheduler}" if scheduler else f"{jobs} at a time"
     report.note(f"{len(submissions)} submission(s), seed {seed}, {where}; {sandbox_note}")
     done: dict[int, Graded] = {}
-    todo: list[tuple[int, Submission]] = []
-    for index, sub in enumerate(submissions):
-        stored = book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 else None
-        if stored is not None and not force:
-            row = _rescored(stored, sub, course)
-            if row != stored:
+    for index, (sub, kept) in enumerate(zip(submissions, stored, strict=True)):
+        if kept is not None:
+            row = _rescored(kept, sub, course)
+            if row != kept:
                 book.put(row)
             done[index] = Graded(sub, row, skipped=True)
             report.finished(done[index])
-        else:
-            todo.append((index, sub))
+
     def store(task: Task, row: GradeRow) -> None:
         index, sub = task
         book.put(row)

@@ -1,8 +1,11 @@
 """Grading on every core: a pool of worker processes, started once per run and reused.
 
-Each worker imports the grader once, starts its own kernel fork server (``grader.kernel``) once,
-and grades the submissions it is sent one at a time (``grading.grade_stream``), keeping one
-session of an assignment's checks while it is sent that assignment's submissions. The parent
+The workers are forks of one process that has imported the grader, torch and pytest once
+(multiprocessing's fork server, preloaded with this module), and they fork their kernels from
+the run's one kernel fork server (``grader.forkserver``), each over a channel of its own: the
+imports are paid twice per run, whatever the number of workers. Each grades the submissions it
+is sent one at a time (``grading.grade_stream``), keeping one session of an assignment's checks
+while it is sent that assignment's submissions. The parent
 hands out the submissions, prefers to give a worker more of the homework it is on, stores
 each row as it comes back (the gradebook has one writer), and when a worker dies, the
 submission it held gets a ``grader_error`` row, a new worker takes its place, and the batch
@@ -18,18 +21,41 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
+from grader import forkserver
 from grader.config import Course
 from grader.grading import Task, grade_stream, grader_error_row
 from grader.records import GradeRow
+from grader.sandbox import use_sandbox
+
+Places = dict[bool, forkserver.Place]
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    # workers fork from a process that imported only this module's imports (no threads, no
+    # torch work done): not from the parent, whatever threads or state its caller has
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def start_workers_early() -> None:
+    """Start the process the workers fork from now: it imports the grader while the caller
+    does other work (collects the checks, say)."""
+    _context()
+    from multiprocessing import forkserver as mp_forkserver
+
+    mp_forkserver.ensure_running()
 
 
 def _work(conn: Connection, course: Course, seed: int) -> None:
-    """A worker: grade what the parent sends until it sends None."""
+    """A worker: take the kernel fork servers to use, then grade what the parent sends until
+    it sends None."""
     import torch
 
-    from grader.forkserver import close_zygotes
+    from grader.forkserver import close_zygotes, share
 
     torch.set_num_threads(1)
+    share(conn.recv())
 
     def tasks() -> Iterator[Task]:
         while (task := conn.recv()) is not None:
@@ -43,7 +69,7 @@ def _work(conn: Connection, course: Course, seed: int) -> None:
 
 
 class _Worker:
-    def __init__(self, context: multiprocessing.context.SpawnContext, course: Course,
+    def __init__(self, context: multiprocessing.context.ForkServerContext, course: Course,
                  seed: int) -> None:
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(target=_work, args=(child, course, seed),
@@ -74,9 +100,17 @@ def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
                      done: Callable[[Task, GradeRow], None]) -> None:
     """Grade ``todo`` in ``jobs`` worker processes; ``started`` and ``done`` are called in this
     process as each submission is handed out and as its row comes back."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+    context = _context()
     queue = deque(todo)
+    sandboxed, _ = use_sandbox(course.limits)
+    server = forkserver.start(sandboxed)  # importing while the workers start
     workers = [_Worker(context, course, seed) for _ in range(min(jobs, len(queue)))]
+    places: Places = {}
+    # if it fails, each worker tries its own, and its rows say why if that fails too
+    with contextlib.suppress(forkserver.ZygoteError):
+        places[sandboxed] = server.wait_ready()
+    for worker in workers:
+        worker.conn.send(places)
     for worker in workers:
         task = queue.popleft()
         started(task)
@@ -87,7 +121,8 @@ def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in busy:
                 if worker.conn in ready or worker.process.sentinel in ready:
-                    _collect(worker, workers, queue, context, course, seed, started, done)
+                    _collect(worker, workers, queue, context, course, seed, places, started,
+                             done)
     finally:
         for worker in workers:
             if worker.process.is_alive():
@@ -100,7 +135,8 @@ def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
 
 
 def _collect(worker: _Worker, workers: list[_Worker], queue: deque[Task],
-             context: multiprocessing.context.SpawnContext, course: Course, seed: int,
+             context: multiprocessing.context.ForkServerContext, course: Course, seed: int,
+             places: Places,
              started: Callable[[Task], None], done: Callable[[Task, GradeRow], None]) -> None:
     """Take what ``worker`` sent (a row), or notice it died; give it (or its replacement) the
     next task."""
@@ -118,6 +154,7 @@ def _collect(worker: _Worker, workers: list[_Worker], queue: deque[Task],
         if not queue:
             return
         workers[workers.index(worker)] = replacement = _Worker(context, course, seed)
+        replacement.conn.send(places)
         replacement.assignment = worker.assignment
         worker = replacement
     else:

@@ -6,6 +6,9 @@ reach the modules that need a kernel, pytest or torch."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -80,3 +83,24 @@ def test_the_stages_that_read_records_never_reach_a_kernel_pytest_or_torch():
     graph = _graph()
     for name in LIGHT:
         assert not (_reach(graph, name) & HEAVY), (name, _reach(graph, name) & HEAVY)
+
+
+def test_a_deferred_module_is_imported_at_its_first_use_and_not_before(tmp_path):
+    # grader._defer: what keeps jsonschema's IRI grammar (1.2 s) out of every grading process
+    (tmp_path / "slow_thing.py").write_text(
+        "import os\nos.environ['SLOW_THING_RAN'] = '1'\n"
+        "def double(n):\n    return 2 * n\n")
+    script = (
+        "import os, sys, grader\n"
+        "grader._defer('slow_thing', ('double',))\n"
+        "from slow_thing import double\n"
+        "import slow_thing\n"
+        "assert not hasattr(slow_thing, '__wrapped__')\n"  # introspection is not a use
+        "assert 'SLOW_THING_RAN' not in os.environ\n"
+        "assert double(21) == 42 and os.environ['SLOW_THING_RAN'] == '1'\n"
+        "assert sys.modules['slow_thing'].__file__.endswith('slow_thing.py')\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(tmp_path), str(REPO)])}, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -383,3 +383,77 @@ def test_without_the_sandbox_a_root_grader_still_runs_no_notebook_as_root(tmp_pa
         assert (uid, readable) == (65534, False)
     else:  # not root; or root with a Python only root can reach (said in the sandbox note)
         assert uid == os.geteuid()
+
+
+LEAVE_BEHIND = '''
+import os, subprocess, torch, nncourse
+for folder in ("/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(),
+               os.path.dirname(os.getcwd()), os.path.dirname(os.path.dirname(os.getcwd()))):
+    try:
+        with open(os.path.join(folder, "left_behind.txt"), "w") as f:
+            f.write("x")
+    except OSError:
+        pass
+torch.left_behind = nncourse.left_behind = True
+os.environ["LEFT_BEHIND"] = "1"
+subprocess.Popen(["sleep", "299"], start_new_session=True)
+'''
+
+LOOK_AROUND = '''
+import os, socket
+def look(fork_server):
+    import torch, nncourse
+    slot = os.path.dirname(os.getcwd())
+    folders = ["/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(), slot,
+               os.path.dirname(slot)]
+    seen = {"files": [f for f in folders if os.path.exists(os.path.join(f, "left_behind.txt"))],
+            "modules": hasattr(torch, "left_behind") or hasattr(nncourse, "left_behind"),
+            "environment": "LEFT_BEHIND" in os.environ,
+            "slots": sorted(os.listdir(os.path.dirname(slot))),
+            "sleeping": [p for p in os.listdir("/proc") if p.isdigit()
+                         and b"sleep" in open(f"/proc/{p}/cmdline", "rb").read()],
+            "fork_server": os.path.exists(fork_server)}
+    try:
+        socket.socket(socket.AF_UNIX).connect(fork_server)
+        seen["connected"] = True
+    except OSError:
+        seen["connected"] = False
+    return seen
+'''
+
+
+def _sleepers() -> list[str]:
+    """Processes on this machine running ``sleep 299`` (what LEAVE_BEHIND starts)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\x00299\x00":
+                found.append(entry.name)
+    return found
+
+
+@needs_sandbox
+def test_nothing_one_kernel_leaves_reaches_the_next(tmp_path, checks):
+    # two submissions in turn from the same fork server: the first writes wherever it may,
+    # changes preloaded modules and its environment, and leaves a process running
+    from grader.execute import execute
+    from grader.forkserver import zygote_for
+    from grader.protocol import Student
+
+    first, _ = grade(tmp_path / "first", checks, RIGHT, LEAVE_BEHIND)
+    assert first.status is Status.OK, first.detail
+    deadline = time.monotonic() + 5  # its kernel's namespace is killed as grading ends
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _sleepers()
+    zygote = zygote_for(SANDBOXED)
+    server = str(zygote.inside(zygote.place.socket))
+    notebook = write_notebook(tmp_path / "second" / "nb.ipynb", RIGHT, LOOK_AROUND)
+    with execute(notebook, LIMITS) as (execution, session):
+        assert execution.status is Status.OK, execution.detail
+        session.install_bridge(10)
+        seen = Student(session.request, 10).call("look", server)
+    assert seen["files"] == [] and not seen["modules"] and not seen["environment"]
+    assert seen["sleeping"] == []
+    assert len(seen["slots"]) == 1  # its own slot; no other kernel's, and no fork server
+    assert not seen["fork_server"] and not seen["connected"]

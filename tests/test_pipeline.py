@@ -229,3 +229,36 @@ def test_one_worker_grades_its_homework_with_one_session_of_checks(tmp_path, cou
     assert [g.row.raw for g in graded] == [100.0, 0.0, 0.0]
     # one collection to validate the checks, one serving session for all three notebooks
     assert sessions.count(False) == 1
+
+
+def _channel_root(place, answer) -> None:
+    """In a worker: the root of the fork server its kernels would come from, given ``place``."""
+    from grader import forkserver
+
+    forkserver.share({place.sandboxed: place})
+    answer.send(str(forkserver.zygote_for(place.sandboxed).root))
+
+
+def _in_worker(place) -> str:
+    context = multiprocessing.get_context("forkserver")  # how grader.pool starts its workers
+    mine, theirs = context.Pipe()
+    worker = context.Process(target=_channel_root, args=(place, theirs))
+    worker.start()
+    root = mine.recv()
+    worker.join(30)
+    return root
+
+
+def test_workers_fork_their_kernels_from_the_runs_one_fork_server(tmp_path, course):
+    from grader import forkserver
+    from grader.sandbox import use_sandbox
+
+    sandboxed, _ = use_sandbox(load_course(course).limits)
+    place = forkserver.start(sandboxed).wait_ready()
+    # a worker given the run's fork server connects to it
+    assert _in_worker(place) == str(place.root)
+    # one given a fork server that is gone starts its own, and stops it when it is done
+    gone = forkserver.Place(tmp_path / "gone", sandboxed)
+    own = _in_worker(gone)
+    assert own not in (str(place.root), str(gone.root))
+    assert not Path(own).exists()

@@ -9,14 +9,19 @@ a private ``/tmp`` and ``/dev/shm``, no process, socket or SysV object of an ear
 sight, and when the kernel exits, everything it started dies with it (it is its namespace's
 pid 1). Its capabilities inside its namespaces are dropped before the kernel starts.
 
-The grader drives it over stdin/stdout, one JSON object per line:
+It listens on a Unix socket (its path is its one argument); each connection is one grading
+process's channel, served by a child forked for it (its kernels are that child's children, and
+die when the channel closes). A channel carries one JSON object per line:
 
     {"op": "spawn", "isolate", "user", "slot", "slots", "connection_file", "cwd", "env", "log",
      "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
         -> {"ok": true, "pid": n, "isolated": true | false, "why": "..."}
     {"op": "poll", "pid": n}     -> {"ok": true, "exit": null | code}
     {"op": "kill", "pid": n}     -> {"ok": true}
-    {"op": "quit"}               -> (exits)
+
+The socket lies in the slots folder, which every kernel sees covered by an empty one. The
+process that started the zygote holds its stdin and stdout: the zygote says on stdout when it
+is ready (or what it cannot import), and exits when its stdin closes or says quit.
 
 Nothing here imports the grader: inside the sandbox there is none.
 """
@@ -25,18 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 PRELOAD = ("numpy", "torch", "nncourse", "matplotlib", "matplotlib.pyplot",
-           "ipykernel.kernelapp", "ipykernel.ipkernel")
+           "ipykernel.kernelapp", "ipykernel.ipkernel",
+           # what starting a kernel imports (its debugger, magics, completer): 0.1 s a kernel
+           "ipykernel.debugger", "IPython.core.completerlib", "IPython.extensions.storemagic",
+           "tornado.queues", "tornado.platform.asyncio", "encodings.idna")
 REQUIRED = ("ipykernel.kernelapp",)  # without it no kernel can start
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -200,6 +211,8 @@ def _child(request: dict[str, Any], report: int) -> None:
             isolated, why = True, ""
         except OSError as exc:
             why = str(exc)
+    # dies with the channel's server (set after unshare, which clears it)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.write(report, json.dumps({"isolated": isolated, "why": why}).encode())
     os.close(report)
     kernel = os.fork()
@@ -238,8 +251,8 @@ def _spawn(request: dict[str, Any]) -> dict[str, Any]:
         try:
             os.close(read)
             os.setsid()
-            for fd in (0, 1):  # the grader's channel is the zygote's alone
-                os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+            os.closerange(3, write)  # the channel is its server's alone
+            os.closerange(write + 1, 1 << 16)
             _child(request, write)
         finally:
             os._exit(70)
@@ -258,42 +271,109 @@ def _poll(pid: int) -> dict[str, Any]:
 
 
 def _kill(pid: int) -> dict[str, Any]:
+    """Kill a spawned child (its kernel dies with it, PDEATHSIG, and all it started: it is
+    its pid namespace's first process) and reap it, so that the next poll already says it
+    is gone (the grader's kernel manager polls every 0.1 s until it is)."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)  # its kernel dies with it (PDEATHSIG), and all it started
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(1000):  # a killed process is gone within milliseconds; at most 2 s
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            break
+        time.sleep(0.002)
     return {"ok": True}
 
 
-def serve() -> None:
-    """Answer the grader's commands until it says quit or closes the channel."""
+def _answer(request: dict[str, Any], spawned: list[int]) -> dict[str, Any]:
+    op = request.get("op")
+    if op == "spawn":
+        answer = _spawn(request)
+        spawned.append(int(answer["pid"]))
+        return answer
+    if op == "poll":
+        return _poll(int(request["pid"]))
+    if op == "kill":
+        return _kill(int(request["pid"]))
+    return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+def _serve_channel(conn: socket.socket) -> None:
+    """A forked child serving one grading process's channel; when it closes, the kernels it
+    spawned are killed and the child exits."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # the zygote's own stdin and stdout are its starter's, not a channel's
+    os.dup2(null, 1)
+    spawned: list[int] = []
+    with conn, conn.makefile("rwb") as channel:
+        for line in channel:
+            try:
+                answer = _answer(json.loads(line), spawned)
+            except Exception as exc:  # noqa: BLE001 - a failed command is answered, not fatal
+                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            channel.write(json.dumps(answer).encode() + b"\n")
+            channel.flush()
+    for pid in spawned:
+        _kill(pid)
+
+
+def _reap() -> None:
+    """Wait for the channel servers that have exited."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(address: str) -> None:
+    """Preload, listen at ``address``, say so on stdout, then fork a server for each channel
+    until stdin closes or says quit."""
     # no other process of this user may read or trace this one's memory
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     missing = preload()
-    out = sys.stdout
+    # what the preload made is never collected: a collection in a kernel would otherwise
+    # touch (and so copy) every page of it that the fork shares
+    gc.freeze()
     broken = [m for m in missing if m.split()[0] in REQUIRED]
-    out.write(json.dumps({"ok": not broken, "ready": not broken, "missing": missing,
-                          "pid": os.getpid()}) + "\n")
-    out.flush()
-    if broken:
-        return
-    for line in sys.stdin:
+    listener = None
+    if not broken:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        mask = os.umask(0o177)  # only this user (and root) may connect
         try:
-            request = json.loads(line)
-            op = request.get("op")
-            if op == "quit":
+            listener.bind(address)
+        finally:
+            os.umask(mask)
+        listener.listen(64)
+    sys.stdout.write(json.dumps({"ok": not broken, "ready": not broken, "missing": missing,
+                                 "pid": os.getpid()}) + "\n")
+    sys.stdout.flush()
+    if listener is None:
+        return
+    while True:
+        readable, _, _ = select.select([0, listener.fileno()], [], [], 1.0)
+        _reap()
+        if 0 in readable:
+            said = os.read(0, 4096)
+            if not said or b"quit" in said:
                 break
-            if op == "spawn":
-                answer = _spawn(request)
-            elif op == "poll":
-                answer = _poll(int(request["pid"]))
-            elif op == "kill":
-                answer = _kill(int(request["pid"]))
-            else:
-                answer = {"ok": False, "error": f"unknown op {op!r}"}
-        except Exception as exc:  # noqa: BLE001 - a failed command is answered, not fatal
-            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+        if listener.fileno() in readable:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                try:
+                    listener.close()
+                    _serve_channel(conn)
+                finally:
+                    os._exit(0)
+            conn.close()
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1])
+    os._exit(0)  # nothing left to flush; tearing down torch's modules takes most of a second
