@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.check import RunChecks, describe, serve_checks
-from grader.config import Course
+from grader.config import AUDIT_PARTS, Course
 from grader.errors import ChecksConfigError, ConfigError, GraderError
 from grader.grading import grade_notebook, new_seed
 from grader.harness import (
@@ -53,7 +53,7 @@ from grader.harness import (
 from grader.mutate import Mutant, MutateError, notebook_mutants, sample
 from grader.records import Limits, Outcome, Status
 
-PARTS = ("seeds", "mutants", "template", "constants")
+PARTS = AUDIT_PARTS
 CONSTANTS_MAX_SHARE = 0.15  # of the hidden points, for the public answers returned as constants
 EQUIVALENT_FILE = "audit_equivalent.toml"
 CONSTANTS_FILE = "audit_constants.py"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import click
 
+from grader import forkserver
 from grader.cli_common import UsageFailure, course_option, err, out
 from grader.config import load_course
 from grader.errors import ConfigError, GraderError
-from grader.grading import grade_notebook, new_seed
 from grader.notebook import MalformedNotebook, assignment_of, read_notebook
 from grader.records import Outcome
 from grader.sandbox import use_sandbox
@@ -90,8 +90,11 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
     except ConfigError as exc:
         raise UsageFailure(f"{exc}; pass --assignment") from None
     check_dir = course.public_checks(assignment)
-    _, sandbox_note = use_sandbox(course.limits)
+    sandboxed, sandbox_note = use_sandbox(course.limits)
+    forkserver.start(sandboxed)  # the kernels' imports run while this process imports its own
     err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
+    from grader.grading import grade_notebook, new_seed
+
     execution, checks = grade_notebook(notebook, check_dir, course.limits,
                                        new_seed() if seed is None else seed)
     out.print(f"notebook: {execution.status.value} ({execution.detail}), "

@@ -11,20 +11,24 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from grader import audit as audit_mod
-from grader import export as export_mod
 from grader.cli_common import UsageFailure, course_option, err, gradebook_option, out
-from grader.config import Course, load_course
-from grader.kit import choose, write_kit
+from grader.config import AUDIT_PARTS, Course, load_course
 from grader.pipeline import Graded, Progress, grade_all
 from grader.records import GradeRow, Status, Submission
-from grader.release import release_notebooks
 from grader.sandbox import use_sandbox
 from grader.store import locked, open_gradebook
+
+if TYPE_CHECKING:
+    from grader.audit import AuditReport
+
+# Each command imports the heavy part of the engine it needs when it runs (the audit, the kit,
+# the gradebook's tables with pandas): `grader grade` starts its kernels' fork server before
+# importing torch, and every command starts without importing what the others need.
 
 DEFAULT_GRADEBOOK = Path("grades/gradebook.sqlite")
 DEFAULT_CSV = Path("grades/gradebook.csv")
@@ -69,6 +73,8 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
 
     On a Dask cluster: grader grade /shared/submissions --scheduler tcp://head:8786
     """
+    from grader import export as export_mod
+
     course = load_course(course_path)
     with locked(gradebook) as book:
         graded = grade_all(course, submissions, book, assignments, force, seed,
@@ -128,6 +134,8 @@ def _pct(value: float | None) -> str:
 
 
 def _summary(graded: list[Graded]) -> None:
+    from grader import export as export_mod
+
     table = Table(title="Grading summary")
     for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds"):
         table.add_column(column, no_wrap=True)
@@ -155,6 +163,8 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
 
     Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
     """
+    from grader import export as export_mod
+
     course = load_course(course_path)
     rows = _rows(gradebook)
     export_mod.write_csv(export_mod.wide_table(course, rows), csv_path)
@@ -228,6 +238,8 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
 
     Example: grader release-notebooks --check
     """
+    from grader.release import release_notebooks
+
     course = load_course(course_path)
     changed = release_notebooks(course, check_only)
     for path in changed:
@@ -241,7 +253,7 @@ def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
 @click.command("audit")
 @click.argument("assignments", nargs=-1)
 @course_option
-@click.option("--only", "parts", multiple=True, type=click.Choice(audit_mod.PARTS),
+@click.option("--only", "parts", multiple=True, type=click.Choice(AUDIT_PARTS),
               help="Run only this part (repeatable). Default: all four.")
 @click.option("--seed", type=int, default=None,
               help="First seed of the reference's runs, and the seed mutants are graded on "
@@ -273,6 +285,8 @@ def audit_cmd(assignments: tuple[str, ...], course_path: Path, parts: tuple[str,
 
     Example: grader audit hw1 --seeds 200 --mutants 40 --mutant-seed 7 --jobs 2 --json a.json
     """
+    from grader import audit as audit_mod
+
     course = load_course(course_path)
     options = audit_mod.Options(parts=parts or audit_mod.PARTS, seed=seed, seeds=seeds,
                                 slow_seeds=slow_seeds, mutants=mutants, mutant_seed=mutant_seed,
@@ -293,7 +307,7 @@ def audit_cmd(assignments: tuple[str, ...], course_path: Path, parts: tuple[str,
         sys.exit(1)
 
 
-def _audit_summary(report: audit_mod.AuditReport) -> None:
+def _audit_summary(report: AuditReport) -> None:
     table = Table(title=f"Audit of the hidden checks (kill rate needed: "
                         f"{report.min_kill_rate:g} %)")
     for column in ("homework", "seeds (full)", "lost", "mutants", "killed", "survived",
@@ -352,6 +366,8 @@ def release_cmd(folder: Path, course_path: Path, assignments: tuple[str, ...], e
 
     Example: grader release out/kit --all --zip
     """
+    from grader.kit import choose, write_kit
+
     course = load_course(course_path)
     today = as_of.date() if as_of else dt.datetime.now(course.timezone).date()
     chosen, skipped = choose(course, assignments, every, today)

@@ -36,6 +36,11 @@ class PassRule:
     min_required: int = 4
 
 
+# the parts of `grader audit`, in the order it runs them (here, not in grader.audit: the command
+# line offers them without importing the audit's engine)
+AUDIT_PARTS = ("seeds", "mutants", "template", "constants")
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     """``[audit]``: what ``grader audit`` runs by default and what it demands."""

@@ -14,16 +14,20 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import forkserver
-from grader.check import collect
 from grader.config import Course
 from grader.discover import discover
-from grader.grading import Task, grade_stream, late_fields, new_seed
-from grader.pool import grade_in_workers, start_workers_early
 from grader.records import GradeRow, Submission
 from grader.sandbox import use_sandbox
 from grader.store import Gradebook
+
+if TYPE_CHECKING:
+    from grader.grading import Task
+
+# The engine (torch, pytest, nbclient: grader.grading, grader.check, grader.pool) is imported
+# inside grade_all once the kernels' fork server has been started: the two import side by side.
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,6 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     for assignment in wanted:
         course.assignment(assignment)  # unknown ids fail here, before any work
     sandboxed, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
-    seed = new_seed() if seed is None else seed
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)  # a missing folder
     stored = [book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 and not force
@@ -80,10 +83,16 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     todo: list[tuple[int, Submission]] = [(i, sub) for i, sub in enumerate(submissions)
                                           if stored[i] is None]
     if todo and scheduler is None:
-        # the kernels' fork server (and the workers' parent) import while the checks are read
+        # the kernels' fork server (and the workers' parent) import while this process does
         forkserver.start(sandboxed)
         if jobs > 1 and len(todo) > 1:
+            from grader.pool import start_workers_early
+
             start_workers_early()
+    from grader.check import collect
+    from grader.grading import grade_stream, new_seed
+
+    seed = new_seed() if seed is None else seed
     present = {sub.assignment for sub in submissions}
     for assignment in (a for a in wanted if a in present):
         collect(course.hidden_checks(assignment))  # checks without points stop the run here
@@ -116,6 +125,8 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     elif jobs <= 1 or len(todo) <= 1:
         grade_stream(course, seed, _announced(todo, report), store)
     else:
+        from grader.pool import grade_in_workers
+
         grade_in_workers(todo, course, seed, jobs,
                          lambda task: report.started(task[1]), store)
     return [done[i] for i in sorted(done)]
@@ -128,6 +139,8 @@ def _announced(todo: Sequence[Task], report: Progress) -> Iterator[Task]:
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:
+    from grader.grading import late_fields
+
     # The check results stand; the submission time, an extension or a course rule may have
     # changed since, so the late rule is applied again (cheap, nothing runs).
     return dataclasses.replace(stored, path=str(sub.path),
