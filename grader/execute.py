@@ -10,6 +10,7 @@ it (``grader.kernel.KernelSession``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import queue
@@ -24,8 +25,15 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from grader.forkserver import zygote_for
-from grader.kernel import KernelSession, log_size, log_tail, started_kernel, workspace
+from grader.forkserver import ZygoteError, zygote_for
+from grader.kernel import (
+    KernelSession,
+    Workspace,
+    log_size,
+    log_tail,
+    started_kernel,
+    workspace,
+)
 from grader.notebook import MalformedNotebook, first_line, read_notebook
 from grader.records import CellError, Execution, Limits, Status
 from grader.sandbox import use_sandbox
@@ -78,9 +86,9 @@ def execute(notebook_path: Path, limits: Limits
         yield Execution(Status.MALFORMED, str(exc), 0.0, 0), None
         return
     sandboxed, _ = use_sandbox(limits)
-    zygote = zygote_for(sandboxed)  # started once per process, not this notebook's time
+    zygote_for(sandboxed)  # started once per run, not this notebook's time
     start = time.monotonic()
-    with workspace(notebook_path, zygote) as space, started_kernel(space, limits, zygote) as km:
+    with _kernel(notebook_path, limits, sandboxed) as (space, km):
         execution = _run_cells(nb, km, space.workdir, space.log, limits, start)
         session = None
         if execution.kernel_usable:
@@ -98,6 +106,26 @@ def execute(notebook_path: Path, limits: Limits
         finally:
             if session is not None:
                 session.close()
+
+
+@contextmanager
+def _kernel(notebook_path: Path, limits: Limits, sandboxed: bool
+            ) -> Iterator[tuple[Workspace, KernelManager]]:
+    """A fresh workspace and kernel for the notebook. A fork server that died since the last
+    kernel (its channel closes a moment later) is met by asking a second time: the channel is
+    replaced and the fork server started again."""
+    for attempt in (1, 2):
+        zygote = zygote_for(sandboxed)
+        with contextlib.ExitStack() as stack:
+            try:
+                space = stack.enter_context(workspace(notebook_path, zygote))
+                km = stack.enter_context(started_kernel(space, limits, zygote))
+            except ZygoteError:
+                if attempt == 2 or not zygote.broken:
+                    raise
+                continue
+            yield space, km
+            return
 
 
 def _cell_error(index: int, reply: dict[str, Any], cell: Any) -> CellError | None:

@@ -22,6 +22,7 @@ import itertools
 import json
 import multiprocessing.util
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -98,6 +99,11 @@ class Place:
         return self.root / "slots"
 
     @property
+    def home(self) -> Path:
+        """The zygote's own home (its imports' caches); no kernel sees it."""
+        return self.root / "home"
+
+    @property
     def socket(self) -> Path:
         return self.slots / SOCKET
 
@@ -114,7 +120,7 @@ class ForkServer:
     def __init__(self, sandboxed: bool) -> None:
         self.place = Place(Path(tempfile.mkdtemp(prefix="grader-zygote-")), sandboxed)
         root = self.place.root
-        self._home = root / "home"
+        self._home = self.place.home
         self._log = root / "zygote.log"
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(kit_source(), self.place.kit_parent / KIT_PACKAGE, ignore=ignore)
@@ -217,6 +223,17 @@ class Zygote:
         """Where the kernels see ``path`` (a folder under the fork server's root)."""
         return self.place.inside(path)
 
+    def usable(self) -> bool:
+        """Whether the channel still looks open: its server never speaks unasked, so anything
+        to read between commands means it closed (the zygote died, or the server did)."""
+        if self.broken:
+            return False
+        with self._lock:
+            readable, _, _ = select.select([self._socket], [], [], 0)
+        if readable:
+            self.close()
+        return not readable
+
     def ask(self, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         """Send one command; return the answer (ZygoteError if it fails)."""
         with self._lock:
@@ -288,18 +305,20 @@ def share(places: dict[bool, Place]) -> None:
 def zygote_for(sandboxed: bool) -> Zygote:
     """This process's channel to a fork server (sandboxed or not): to the shared one if this
     process was given one (``share``) and it answers, else to this process's own, started on
-    first use. A broken channel is replaced."""
+    first use. A channel that closed is replaced (a zygote that died, restarted), so that the
+    next kernel does not fail on it."""
     with _LOCK:
         channel = _CHANNELS.get(sandboxed)
-        if channel is not None and not channel.broken:
+        if channel is not None and channel.usable():
             return channel
+        channel = None
         place = _SHARED.get(sandboxed)
         if place is not None:
             try:
                 channel = Zygote(place)
             except ZygoteError:
                 del _SHARED[sandboxed]  # gone: this process starts its own from now on
-        if place is None or channel is None:
+        if channel is None:
             channel = Zygote(_server(sandboxed).wait_ready())
         _CHANNELS[sandboxed] = channel
         return channel

@@ -108,6 +108,7 @@ class _ForkedKernel(LocalProvisioner):
             "op": "spawn", "isolate": self.zygote.sandboxed, "user": user,
             "slot": str(inside(space.slot)),
             "slots": str(inside(self.zygote.slots)),
+            "hide": [str(inside(self.zygote.place.home))],
             "connection_file": str(inside(space.ipc / "kernel.json")),
             "cwd": str(inside(space.workdir)), "log": str(inside(space.log)),
             "env": base_env(inside(space.home), inside(space.kit_parent)),

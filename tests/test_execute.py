@@ -144,3 +144,23 @@ def test_kernel_works_in_a_copy_without_the_course_repository(tmp_path):
         cwd, files, kit = _student(session).call("where")
     assert cwd != str(tmp_path) and files == ["where.ipynb"]
     assert "solutions" not in kit and "/kit/nncourse/" in kit
+
+
+def test_a_fork_server_that_died_is_started_again_for_the_next_kernel():
+    import os
+    import signal
+
+    from grader import forkserver
+    from grader.sandbox import use_sandbox
+
+    sandboxed, _ = use_sandbox(FAST)
+    with execute(FIXTURES / "correct.ipynb", FAST) as (execution, _):
+        assert execution.status is Status.OK
+    server = forkserver.start(sandboxed)
+    process = server._process
+    assert process is not None
+    os.killpg(process.pid, signal.SIGKILL)  # the zygote, its channels' servers with it
+    process.wait()
+    with execute(FIXTURES / "correct.ipynb", FAST) as (execution, session):
+        assert execution.status is Status.OK, execution.detail
+        assert _student(session).call("double", 4) == 8

@@ -385,10 +385,21 @@ def test_without_the_sandbox_a_root_grader_still_runs_no_notebook_as_root(tmp_pa
         assert uid == os.geteuid()
 
 
-LEAVE_BEHIND = '''
-import os, subprocess, torch, nncourse
-for folder in ("/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(),
-               os.path.dirname(os.getcwd()), os.path.dirname(os.path.dirname(os.getcwd()))):
+# Everywhere a kernel can write (to a depth of 5 folders, /proc and /sys aside), it leaves a file.
+WRITABLE = '''
+import os
+def folders(depth=5):
+    for folder, subfolders, files in os.walk("/"):
+        if folder.startswith(("/proc", "/sys")) or folder.count("/") >= depth:
+            subfolders[:] = []
+        yield folder, files
+def writable():
+    return [folder for folder, _ in folders() if os.access(folder, os.W_OK)]
+'''
+
+LEAVE_BEHIND = WRITABLE + '''
+import subprocess, torch, nncourse
+for folder in writable():
     try:
         with open(os.path.join(folder, "left_behind.txt"), "w") as f:
             f.write("x")
@@ -399,14 +410,13 @@ os.environ["LEFT_BEHIND"] = "1"
 subprocess.Popen(["sleep", "299"], start_new_session=True)
 '''
 
-LOOK_AROUND = '''
-import os, socket
+LOOK_AROUND = WRITABLE + '''
+import socket
 def look(fork_server):
     import torch, nncourse
     slot = os.path.dirname(os.getcwd())
-    folders = ["/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(), slot,
-               os.path.dirname(slot)]
-    seen = {"files": [f for f in folders if os.path.exists(os.path.join(f, "left_behind.txt"))],
+    seen = {"files": [folder for folder, files in folders() if "left_behind.txt" in files],
+            "writable": writable(),
             "modules": hasattr(torch, "left_behind") or hasattr(nncourse, "left_behind"),
             "environment": "LEFT_BEHIND" in os.environ,
             "slots": sorted(os.listdir(os.path.dirname(slot))),
@@ -453,6 +463,7 @@ def test_nothing_one_kernel_leaves_reaches_the_next(tmp_path, checks):
         assert execution.status is Status.OK, execution.detail
         session.install_bridge(10)
         seen = Student(session.request, 10).call("look", server)
+    assert seen["writable"]  # it could write somewhere (its folder, /tmp): the search worked
     assert seen["files"] == [] and not seen["modules"] and not seen["environment"]
     assert seen["sleeping"] == []
     assert len(seen["slots"]) == 1  # its own slot; no other kernel's, and no fork server

@@ -13,8 +13,8 @@ It listens on a Unix socket (its path is its one argument); each connection is o
 process's channel, served by a child forked for it (its kernels are that child's children, and
 die when the channel closes). A channel carries one JSON object per line:
 
-    {"op": "spawn", "isolate", "user", "slot", "slots", "connection_file", "cwd", "env", "log",
-     "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
+    {"op": "spawn", "isolate", "user", "slot", "slots", "hide", "connection_file", "cwd",
+     "env", "log", "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
         -> {"ok": true, "pid": n, "isolated": true | false, "why": "..."}
     {"op": "poll", "pid": n}     -> {"ok": true, "exit": null | code}
     {"op": "kill", "pid": n}     -> {"ok": true}
@@ -96,7 +96,8 @@ def _own_namespaces() -> None:
         f.write(f"{gid} {gid} 1")
 
 
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x1000, 0x4000, \
+    0x40000
 
 
 def _mount(source: str, target: str, kind: str | None, flags: int, data: str = "") -> None:
@@ -131,10 +132,14 @@ def _fresh_tmp(park: str, tmp_mb: int) -> None:
     os.rmdir(park)
 
 
-def _private_mounts(slot: str, slots: str, tmp_mb: int) -> None:
-    """A fresh, empty /tmp and /dev/shm for this kernel alone, and of the slots folder only
-    its own slot in sight; no mount event leaks out of its namespace."""
+def _private_mounts(slot: str, slots: str, tmp_mb: int, hidden: list[str]) -> None:
+    """A fresh, empty /tmp and /dev/shm for this kernel alone, of the slots folder only its own
+    slot in sight, and each ``hidden`` folder (the zygote's own home, say: every kernel could
+    write there, and the next read it) covered by an empty read-only one; no mount event leaks
+    out of its namespace."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    for folder in hidden:
+        _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0555,size=4k")
     _fresh_tmp(os.path.join(slot, ".tmp"), tmp_mb)
     if os.path.isdir("/dev/shm"):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
@@ -226,7 +231,8 @@ def _child(request: dict[str, Any], report: int) -> None:
             os.dup2(log, 2)
             os.closerange(3, 1 << 16)
             if isolated:
-                _private_mounts(request["slot"], request["slots"], int(request["tmp_mb"]))
+                _private_mounts(request["slot"], request["slots"], int(request["tmp_mb"]),
+                                list(request.get("hide", [])))
                 socket.sethostname("sandbox")
                 _drop_capabilities()
             else:
