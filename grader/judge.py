@@ -2,12 +2,14 @@
 
 Some loaders run code from the file they load: in PyTorch 2.13 ``torch.export.load`` falls back
 to ``torch.load(weights_only=False)`` when the safe load fails. So an artifact is opened only in
-a separate process that holds no secrets: it gets a snapshot of the kernel's working folder
-(regular files only, read-only), the inputs the check chose (no labels), grader-written code
-that loads and runs the artifact, the same sandbox and limits as a kernel, and nothing else. It
+a separate process that holds no secrets: a child of the kernels' fork server (torch already
+imported), in namespaces and a slot of its own like a kernel's, under the same limits; it gets
+a snapshot of the kernel's working folder (regular files only, read-only), the inputs the check
+chose (no labels), grader-written code that loads and runs the artifact, and nothing else. It
 hands back data only (``torch.save`` of tensors and plain values), which the grader reads with
 ``torch.load(weights_only=True)``; the verdict (accuracy against the labels, parity with the
-reference outputs) is computed in the grader.
+reference outputs) is computed in the grader. The judge's side is ``_run_judge`` in
+``grader.bridge.zygote``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,30 +26,13 @@ from typing import Any
 import torch
 
 from grader import sandbox
+from grader.forkserver import Zygote, ZygoteError, zygote_for
+from grader.kernel import log_tail, spawn_request
 from grader.protocol import StudentError
 from grader.records import Limits
 from grader.sandbox import use_sandbox
 
 MAX_SNAPSHOT_BYTES = 256 * 2**20
-
-# Runs inside the sandbox. It trusts the grader's inputs and code, and the grader trusts nothing
-# it writes back beyond "tensors and plain values".
-_RUNNER = r'''
-import sys, traceback
-import torch
-torch.set_num_threads(1)
-folder, private, name = sys.argv[1], sys.argv[2], sys.argv[3]
-inputs = torch.load(private + "/inputs.pt", weights_only=True)
-source = open(private + "/judge.py").read()
-try:
-    namespace = {"__name__": "judge"}
-    exec(compile(source, "judge.py", "exec"), namespace)
-    result = {"ok": True, "value": namespace[name](folder, inputs)}
-except BaseException as exc:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    result = {"ok": False, "error": text[-2000:]}
-torch.save(result, private + "/result.pt")
-'''
 
 
 def snapshot(workdir: Path, dest: Path) -> dict[str, int]:
@@ -97,41 +81,49 @@ class Judge:
         """Run the function ``name(folder, inputs)`` that ``source`` defines in a sandboxed
         process over a snapshot of the working folder; return its result, read as data only."""
         sandboxed, _ = use_sandbox(self._limits)
-        with tempfile.TemporaryDirectory(prefix="grader-judge-") as tmp:
-            root = Path(tmp)
-            folder, private = root / "artifacts", root / "private"
+        zygote = zygote_for(sandboxed)
+        slot = zygote.new_slot()
+        try:
+            folder, private, log = slot / "artifacts", slot / "private", slot / "judge.log"
             folder.mkdir()
             private.mkdir()
             snapshot(self._workdir, folder)
             torch.save(dict(inputs), private / "inputs.pt")
             (private / "judge.py").write_text(source, encoding="utf-8")
-            inner = [sys.executable, "-c", _RUNNER, str(folder), str(private), name]
-            env = {"PATH": "/usr/bin:/bin", "HOME": str(private), "LANG": "C.UTF-8",
-                   "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-            if sandboxed:
-                inner = sandbox.wrap(inner, read_write=[private], read_only=[folder], env=env,
-                                     cwd=private, tmp_mb=self._limits.tmp_mb)
-                sandbox.hand_over([private])
-            limits = self._limits
-            command = [sys.executable, "-m", "grader.kernel_launch",
-                       "--memory-mb", str(limits.memory_mb), "--cpu-s", str(limits.cpu_s),
-                       "--fsize-mb", str(limits.fsize_mb), "--", *inner]
+            sandbox.hand_over([slot])
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(zygote.inside(private)),
+                   "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+            request = {**spawn_request(zygote, slot, self._limits, private, log, env),
+                       "run": "judge", "name": name, "artifacts": str(zygote.inside(folder)),
+                       "read_only": [str(zygote.inside(folder))]}
             try:
-                done = subprocess.run(command, env=env, cwd=private, capture_output=True,
-                                      timeout=timeout, start_new_session=True)
-            except subprocess.TimeoutExpired:
-                raise StudentError(f"judging the files took longer than {timeout:g} s") from None
+                _wait(zygote, int(zygote.ask(request)["pid"]), timeout)
+            except ZygoteError as exc:
+                raise RuntimeError(f"the judge could not be started: {exc}") from None
             result_path = private / "result.pt"
             if not result_path.is_file():
-                tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-                raise StudentError(f"judging the files failed: {tail[0][:300]}")
+                raise StudentError(f"judging the files failed: {log_tail(log)[:300]}")
             try:
                 result = torch.load(io.BytesIO(result_path.read_bytes()), weights_only=True)
             except Exception as exc:
                 raise StudentError("the judge's answer was not plain data "
                                    f"({type(exc).__name__})") from exc
+        finally:
+            shutil.rmtree(slot, ignore_errors=True)
         if not isinstance(result, dict) or "ok" not in result:
             raise StudentError("the judge's answer was not plain data")
         if not result["ok"]:
             raise StudentError(f"loading or running the files failed: {result.get('error')}")
         return result.get("value")
+
+
+def _wait(zygote: Zygote, pid: int, timeout: float) -> None:
+    """Wait for the judge ``pid`` to exit; past ``timeout`` s, kill it (StudentError)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while zygote.ask({"op": "poll", "pid": pid})["exit"] is None:
+        if time.monotonic() > deadline:
+            zygote.ask({"op": "kill", "pid": pid})
+            raise StudentError(f"judging the files took longer than {timeout:g} s")
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)

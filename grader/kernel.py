@@ -35,7 +35,6 @@ from jupyter_core.utils import ensure_async, run_sync
 from grader import sandbox
 from grader.bridge import wire
 from grader.forkserver import BRIDGE_PACKAGE, Zygote, ZygoteError, base_env
-from grader.kernel_launch import tasks_of
 from grader.protocol import REBUILDABLE, StudentError
 from grader.records import Limits
 
@@ -75,6 +74,38 @@ def workspace(notebook_path: Path, zygote: Zygote) -> Iterator[Workspace]:
         shutil.rmtree(slot, ignore_errors=True)
 
 
+def tasks_of(uid: int) -> int:
+    """How many tasks (threads included) the user ``uid`` runs now: the process limit counts
+    them per user, so a child's allowance is added to what its user already runs."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            count += int(fields.get("Threads", "1").strip())
+    return count
+
+
+def spawn_request(zygote: Zygote, slot: Path, limits: Limits, cwd: Path, log: Path,
+                  env: dict[str, str]) -> dict[str, Any]:
+    """The zygote's ``spawn`` command for a child in ``slot`` (a kernel, or a judge with more
+    fields): its namespaces, what it may see, its limits, where it runs and writes."""
+    inside = zygote.inside
+    uid = sandbox.NOBODY if zygote.sandboxed and os.geteuid() == 0 else os.getuid()
+    # unsandboxed, a grader run as root still never runs a notebook (or a judge) as root
+    user = sandbox.NOBODY if not zygote.sandboxed and sandbox.runs_kernels_as_nobody() else None
+    return {"op": "spawn", "isolate": zygote.sandboxed, "user": user,
+            "slot": str(inside(slot)), "slots": str(inside(zygote.slots)),
+            "hide": [str(inside(zygote.place.home))],
+            "cwd": str(inside(cwd)), "log": str(inside(log)), "env": env,
+            "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "fsize_mb": limits.fsize_mb,
+            "nproc": limits.nproc + tasks_of(uid) if limits.nproc else 0,
+            "tmp_mb": limits.tmp_mb}
+
+
 class _ForkedKernel(LocalProvisioner):
     """jupyter_client's provisioner for a kernel forked by the zygote: the connection file
     is written as for any local kernel, the process comes from ``Zygote.spawn``."""
@@ -91,8 +122,7 @@ class _ForkedKernel(LocalProvisioner):
         return self.pid is not None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        limits, space = self.limits, self.space
-        uid = sandbox.NOBODY if self.zygote.sandboxed and os.geteuid() == 0 else os.getuid()
+        space = self.space
         inside = self.zygote.inside
         # the kernel binds its sockets where it sees the ipc folder; the grader connects to
         # the same files where it sees them
@@ -101,20 +131,10 @@ class _ForkedKernel(LocalProvisioner):
         info["key"] = info["key"].decode() if isinstance(info["key"], bytes) else info["key"]
         (space.ipc / "kernel.json").write_text(json.dumps(info))
         sandbox.hand_over([space.ipc])
-        # unsandboxed, a grader run as root still never runs a notebook as root
-        user = sandbox.NOBODY if not self.zygote.sandboxed and sandbox.runs_kernels_as_nobody() \
-            else None
         answer = self.zygote.ask({
-            "op": "spawn", "isolate": self.zygote.sandboxed, "user": user,
-            "slot": str(inside(space.slot)),
-            "slots": str(inside(self.zygote.slots)),
-            "hide": [str(inside(self.zygote.place.home))],
-            "connection_file": str(inside(space.ipc / "kernel.json")),
-            "cwd": str(inside(space.workdir)), "log": str(inside(space.log)),
-            "env": base_env(inside(space.home), inside(space.kit_parent)),
-            "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "fsize_mb": limits.fsize_mb,
-            "nproc": limits.nproc + tasks_of(uid) if limits.nproc else 0,
-            "tmp_mb": limits.tmp_mb})
+            **spawn_request(self.zygote, space.slot, self.limits, space.workdir, space.log,
+                            base_env(inside(space.home), inside(space.kit_parent))),
+            "connection_file": str(inside(space.ipc / "kernel.json"))})
         self.pid, self.isolated, self.why = int(answer["pid"]), bool(answer["isolated"]), \
             str(answer.get("why", ""))
         return self.connection_info

@@ -89,3 +89,27 @@ def test_an_artifact_that_runs_code_stays_inside_the_sandbox(workdir, tmp_path):
 def test_a_failing_judge_is_the_students_failure(workdir, source, message, timeout):
     with pytest.raises(StudentError, match=message):
         Judge(workdir, LIMITS).run(source, {}, timeout=timeout)
+
+
+LOOK = '''
+import os
+
+def judge(folder, inputs):
+    try:
+        with open(folder + "/written.txt", "w") as f:
+            f.write("x")
+        wrote = True
+    except OSError:
+        wrote = False
+    slot = os.path.dirname(folder)
+    return {"wrote": wrote, "private": os.access(os.getcwd(), os.W_OK),
+            "slots": sorted(os.listdir(os.path.dirname(slot)))}
+'''
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not SANDBOXED and not os.environ.get("CI"), reason=SANDBOX_NOTE)
+def test_a_judge_reads_its_snapshot_only_and_sees_no_kernel(workdir):
+    seen = Judge(workdir, LIMITS).run(LOOK, {}, timeout=60)
+    assert not seen["wrote"] and seen["private"]  # the snapshot is read-only, its own folder not
+    assert len(seen["slots"]) == 1  # its own slot: no kernel's, no fork server's socket

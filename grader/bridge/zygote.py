@@ -1,6 +1,7 @@
 """The kernels' fork server: a process that has imported what notebooks import (torch, numpy,
 matplotlib, the course kit, the IPython kernel) and forks a fresh kernel for each submission,
-so that those imports are paid once per grading worker, not once per notebook.
+so that those imports are paid once per grading run, not once per notebook. The judges that
+open the files a kernel wrote (``grader.judge``) are forked the same way.
 
 It runs inside the sandbox and holds nothing secret: no checks, no solutions, nothing of any
 submission. It never runs a student's code itself; each kernel is a forked child that starts
@@ -13,8 +14,9 @@ It listens on a Unix socket (its path is its one argument); each connection is o
 process's channel, served by a child forked for it (its kernels are that child's children, and
 die when the channel closes). A channel carries one JSON object per line:
 
-    {"op": "spawn", "isolate", "user", "slot", "slots", "hide", "connection_file", "cwd",
-     "env", "log", "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb"}
+    {"op": "spawn", "isolate", "user", "slot", "slots", "hide", "read_only", "cwd", "env",
+     "log", "memory_mb", "cpu_s", "fsize_mb", "nproc", "tmp_mb",
+     and "connection_file" (a kernel) or "run": "judge", "artifacts", "name" (a judge)}
         -> {"ok": true, "pid": n, "isolated": true | false, "why": "..."}
     {"op": "poll", "pid": n}     -> {"ok": true, "exit": null | code}
     {"op": "kill", "pid": n}     -> {"ok": true}
@@ -96,8 +98,8 @@ def _own_namespaces() -> None:
         f.write(f"{gid} {gid} 1")
 
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x1000, 0x4000, \
-    0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 
 
 def _mount(source: str, target: str, kind: str | None, flags: int, data: str = "") -> None:
@@ -132,11 +134,13 @@ def _fresh_tmp(park: str, tmp_mb: int) -> None:
     os.rmdir(park)
 
 
-def _private_mounts(slot: str, slots: str, tmp_mb: int, hidden: list[str]) -> None:
+def _private_mounts(slot: str, slots: str, tmp_mb: int, hidden: list[str],
+                    read_only: list[str]) -> None:
     """A fresh, empty /tmp and /dev/shm for this kernel alone, of the slots folder only its own
-    slot in sight, and each ``hidden`` folder (the zygote's own home, say: every kernel could
-    write there, and the next read it) covered by an empty read-only one; no mount event leaks
-    out of its namespace."""
+    slot in sight, each ``hidden`` folder (the zygote's own home, say: every kernel could
+    write there, and the next read it) covered by an empty read-only one, and each
+    ``read_only`` folder (in its slot) made read-only; no mount event leaks out of its
+    namespace."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
     for folder in hidden:
         _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0555,size=4k")
@@ -152,6 +156,9 @@ def _private_mounts(slot: str, slots: str, tmp_mb: int, hidden: list[str]) -> No
     _mount(parked, slot, None, MS_BIND | MS_REC)
     _check(_libc.umount2(parked.encode(), 0x2), "umount")  # MNT_DETACH
     os.rmdir(parked)
+    for folder in read_only:
+        _mount(folder, folder, None, MS_BIND | MS_REC)
+        _mount("none", folder, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 class _CapHeader(ctypes.Structure):
@@ -183,17 +190,51 @@ def _limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def _run_kernel(request: dict[str, Any]) -> None:
-    """Become the kernel (in the pid namespace's first process); never returns."""
+def _enter(request: dict[str, Any]) -> str:
+    """Take the request's limits, working folder and environment; return the folder."""
     _limit(resource.RLIMIT_AS, int(request.get("memory_mb", 0)) * 2**20)
     _limit(resource.RLIMIT_CPU, int(request.get("cpu_s", 0)))
     _limit(resource.RLIMIT_FSIZE, int(request.get("fsize_mb", 0)) * 2**20)
     _limit(resource.RLIMIT_NPROC, int(request.get("nproc", 0)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    cwd = request["cwd"]
+    cwd = str(request["cwd"])
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(request["env"])
+    return cwd
+
+
+def _run_judge(request: dict[str, Any]) -> None:
+    """Be a judge (``grader.judge``): run the grader's judging function ``name`` of
+    ``private``/judge.py on the files in ``artifacts`` (read-only) and the inputs in
+    ``private``/inputs.pt; write ``{"ok", "value" | "error"}`` to ``private``/result.pt. It
+    trusts the grader's code and inputs; the grader trusts nothing it writes beyond tensors and
+    plain values. Never returns."""
+    import traceback
+
+    import torch
+
+    private = _enter(request)
+    torch.set_num_threads(1)
+    inputs = torch.load(os.path.join(private, "inputs.pt"), weights_only=True)
+    with open(os.path.join(private, "judge.py"), encoding="utf-8") as f:
+        source = f.read()
+    try:
+        namespace: dict[str, Any] = {"__name__": "judge"}
+        exec(compile(source, "judge.py", "exec"), namespace)  # the grader's code
+        result = {"ok": True, "value": namespace[request["name"]](request["artifacts"], inputs)}
+    except BaseException as exc:  # noqa: BLE001 - whatever the files did is the verdict
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result = {"ok": False, "error": text[-2000:]}
+    torch.save(result, os.path.join(private, "result.pt"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _run_kernel(request: dict[str, Any]) -> None:
+    """Become the kernel (in the pid namespace's first process); never returns."""
+    cwd = _enter(request)
     # as `python -m ipykernel_launcher` run in ``cwd`` would see it (the zygote's own first
     # entry is the folder it was started in)
     sys.path[:] = [cwd, *sys.path[1:]]
@@ -232,7 +273,8 @@ def _child(request: dict[str, Any], report: int) -> None:
             os.closerange(3, 1 << 16)
             if isolated:
                 _private_mounts(request["slot"], request["slots"], int(request["tmp_mb"]),
-                                list(request.get("hide", [])))
+                                list(request.get("hide", [])),
+                                list(request.get("read_only", [])))
                 socket.sethostname("sandbox")
                 _drop_capabilities()
             else:
@@ -241,6 +283,8 @@ def _child(request: dict[str, Any], report: int) -> None:
                     os.setgid(int(request["user"]))
                     os.setuid(int(request["user"]))
                 _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            if request.get("run") == "judge":
+                _run_judge(request)
             _run_kernel(request)
         except BaseException as exc:  # noqa: BLE001 - the kernel's last words go to its log
             os.write(2, f"grader zygote: the kernel did not start: {exc!r}\n".encode())
