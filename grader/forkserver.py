@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from grader import bridge, sandbox
+from grader.bridge.zygote import short_address
 
 KIT_PACKAGE = "nncourse"
 BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/bridge/ has inside the sandbox
@@ -211,7 +212,8 @@ class Zygote:
         self._lock = threading.Lock()
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._socket.connect(str(place.socket))
+            with short_address(str(place.socket)) as address:
+                self._socket.connect(address)
         except OSError as exc:
             self._socket.close()
             raise ZygoteError(f"cannot reach the kernel fork server at {place.socket}: "

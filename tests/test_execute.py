@@ -164,3 +164,28 @@ def test_a_fork_server_that_died_is_started_again_for_the_next_kernel():
     with execute(FIXTURES / "correct.ipynb", FAST) as (execution, session):
         assert execution.status is Status.OK, execution.detail
         assert _student(session).call("double", 4) == 8
+
+
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "unsandboxed"])
+def test_a_fork_server_under_a_deep_temporary_folder_is_reached(tmp_path, monkeypatch,
+                                                                 sandboxed):
+    # a Unix socket's address holds 108 bytes; a temporary folder can be deeper than that
+    import tempfile
+
+    from grader import forkserver
+    from grader.sandbox import use_sandbox
+
+    if sandboxed and not use_sandbox(FAST)[0]:
+        pytest.skip("no sandbox here")  # the unsandboxed case still runs
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    server = forkserver.ForkServer(sandboxed)
+    try:
+        place = server.wait_ready()
+        assert len(str(place.socket)) > 108
+        channel = forkserver.Zygote(place)
+        assert channel.ask({"op": "poll", "pid": 1})["exit"] == -1  # not its child: gone
+        channel.close()
+    finally:
+        server.close()

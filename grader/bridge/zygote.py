@@ -43,6 +43,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 PRELOAD = ("numpy", "torch", "nncourse", "matplotlib", "matplotlib.pyplot",
@@ -371,6 +372,21 @@ def _serve_channel(conn: socket.socket) -> None:
         _kill(pid)
 
 
+@contextlib.contextmanager
+def short_address(path: str) -> Iterator[str]:
+    """``path`` as a Unix socket's address: itself, or, when it is longer than an address may
+    be (108 bytes; a deep temporary folder), the same file through /proc/self/fd and an open
+    descriptor of its folder. The grader connects the same way."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
+
+
 def _reap() -> None:
     """Wait for the channel servers that have exited."""
     while True:
@@ -399,7 +415,8 @@ def serve(address: str) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         mask = os.umask(0o177)  # only this user (and root) may connect
         try:
-            listener.bind(address)
+            with short_address(address) as short:
+                listener.bind(short)
         finally:
             os.umask(mask)
         listener.listen(64)
