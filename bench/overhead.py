@@ -2,7 +2,7 @@
 
 "graded" is ``grader.pipeline.grade_notebook`` (what ``grader check`` and one submission of
 ``grader grade`` do): a private copy of the notebook's folder, a kernel forked from the warm
-fork server (started once before the timing, as a grading worker starts it once per run), the
+fork server (started once before the timing, as a grading run starts it once), the
 notebook, the bridge, the hidden checks collected and run. "bare" is nbclient executing the
 same notebook in a fresh stock ``python3`` kernel, in a copy of the same folder, nothing else.
 Both run in turn, ``repeats`` times; medians are reported.

@@ -111,8 +111,8 @@ class Place:
 
 class ForkServer:
     """The zygote process of this run: started once, inside the sandbox when it works here;
-    restarted if it dies. ``start`` returns at once (the zygote imports in the background);
-    ``channel`` waits until it listens.
+    restarted if it dies. Making one returns at once (the zygote imports in the background);
+    ``wait_ready`` waits until it listens, and channels (``Zygote``) connect to it.
 
     Sandboxed, its folder is seen inside as ``/grader`` (outside ``/tmp``, which each kernel
     replaces with a private one), and each kernel gets namespaces of its own; unsandboxed (a
