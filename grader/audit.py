@@ -24,6 +24,7 @@ constants version passed, or a mutant could not be graded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader import forkserver
 from grader.check import RunChecks, describe, serve_checks
 from grader.config import AUDIT_PARTS, Course
 from grader.errors import ChecksConfigError, ConfigError, GraderError
@@ -52,6 +54,7 @@ from grader.harness import (
 )
 from grader.mutate import Mutant, MutateError, notebook_mutants, sample
 from grader.records import Limits, Outcome, Status
+from grader.sandbox import use_sandbox
 
 PARTS = AUDIT_PARTS
 CONSTANTS_MAX_SHARE = 0.15  # of the hidden points, for the public answers returned as constants
@@ -430,8 +433,16 @@ def _graded_mutants(todo: list[tuple[Mutant, Path]], plan: _Plan, limits: Limits
         for m, path in todo:
             yield m, _verdict(m, plan, _grade(path, plan.checks, limits, plan.seed))
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    # as grader.pool's workers: forks of a process that imported the engine once, each forking
+    # its kernels from this run's one fork server (or, if that failed to start, its own)
+    sandboxed, _ = use_sandbox(limits)
+    places: dict[bool, forkserver.Place] = {}
+    with contextlib.suppress(forkserver.ZygoteError):
+        places[sandboxed] = forkserver.start(sandboxed).wait_ready()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                             initializer=forkserver.share, initargs=(places,)) as pool:
         futures = {pool.submit(_grade, path, plan.checks, limits, plan.seed): m
                    for m, path in todo}
         for future in as_completed(futures):
