@@ -24,7 +24,6 @@ constants version passed, or a mutant could not be graded.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -435,10 +434,7 @@ def _graded_mutants(todo: list[tuple[Mutant, Path]], plan: _Plan, limits: Limits
         return
     # as grader.pool's workers: forks of a process that imported the engine once, each forking
     # its kernels from this run's one fork server (or, if that failed to start, its own)
-    sandboxed, _ = use_sandbox(limits)
-    places: dict[bool, forkserver.Place] = {}
-    with contextlib.suppress(forkserver.ZygoteError):
-        places[sandboxed] = forkserver.start(sandboxed).wait_ready()
+    places = forkserver.to_share(use_sandbox(limits)[0])
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context,

@@ -297,6 +297,16 @@ def _server(sandboxed: bool) -> ForkServer:
     return _SERVERS[sandboxed]
 
 
+def to_share(sandboxed: bool) -> dict[bool, Place]:
+    """This process's fork server, started if need be and ready, as ``share`` takes it in a
+    worker; nothing if it cannot start (each worker then tries its own, and its results say
+    why if that fails too)."""
+    try:
+        return {sandboxed: start(sandboxed).wait_ready()}
+    except ZygoteError:
+        return {}
+
+
 def share(places: dict[bool, Place]) -> None:
     """Use the fork servers at ``places`` (started by the process that started this one)
     instead of starting this process's own."""

@@ -103,12 +103,9 @@ def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
     context = _context()
     queue = deque(todo)
     sandboxed, _ = use_sandbox(course.limits)
-    server = forkserver.start(sandboxed)  # importing while the workers start
+    forkserver.start(sandboxed)  # importing while the workers start
     workers = [_Worker(context, course, seed) for _ in range(min(jobs, len(queue)))]
-    places: Places = {}
-    # if it fails, each worker tries its own, and its rows say why if that fails too
-    with contextlib.suppress(forkserver.ZygoteError):
-        places[sandboxed] = server.wait_ready()
+    places = forkserver.to_share(sandboxed)
     for worker in workers:
         worker.conn.send(places)
     for worker in workers:
