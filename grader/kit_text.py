@@ -269,7 +269,7 @@ grader = "grader"
 nncourse = "assignments/nncourse"
 
 [tool.setuptools.package-data]
-nncourse = ["weights/*.pt", "digits_split.pt"]
+nncourse = ["weights/*.pt"]
 grader = ["*.ini", "templates/*.j2"]
 """
 

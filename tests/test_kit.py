@@ -315,28 +315,3 @@ def test_cli_release_that_would_leak_exits_1(tmp_path):
     assert result.exit_code == 1
     assert "solutions/hw2/checks/test_hw2.py" in result.output
     assert not (tmp_path / "kit").exists()
-
-
-def test_the_digits_load_without_scikit_learn_exactly_as_it_splits_them():
-    # nncourse reads scikit-learn's digits file and the shipped split (digits_split.pt): the
-    # same pixels, labels and train/test indices, in the same order, as load_digits and
-    # train_test_split give (the kit's weights were trained on that split)
-    import subprocess
-    import sys
-
-    import numpy as np
-
-    from nncourse import data
-
-    fast = data._from_files()
-    assert fast is not None, "scikit-learn's digits file or nncourse/digits_split.pt is missing"
-    for mine, theirs in zip(fast, data._with_sklearn(), strict=True):
-        assert mine.dtype == theirs.dtype
-        np.testing.assert_array_equal(mine, theirs)
-    assert "digits_split.pt" in {Path(name).name for name in kit_files(load_course(
-        REPO / "course.toml"), ["hw1"])}
-    imported = subprocess.run(
-        [sys.executable, "-c", "import sys, nncourse; nncourse.load_digits_split(); "
-                               "print('sklearn' in sys.modules)"],
-        capture_output=True, text=True, timeout=120)
-    assert imported.stdout.strip() == "False", imported.stderr

@@ -3,64 +3,27 @@
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
-from pathlib import Path
 
-import numpy as np
 import torch
 
 TEST_SIZE = 0.25
 SPLIT_SEED = 0
-# The split below, as scikit-learn's train_test_split(test_size=TEST_SIZE,
-# random_state=SPLIT_SEED, stratify=labels) makes it: the indices of the train and the test
-# images, in its order. Read from here, the data set loads without importing scikit-learn
-# (0.9 s); tests/test_kit.py checks that both ways give the same tensors.
-SPLIT_FILE = Path(__file__).with_name("digits_split.pt")
-
-
-def _digits_file() -> Path | None:
-    """scikit-learn's copy of the digits (found, not imported), or None."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / \
-        "digits.csv.gz"
-    return path if path.is_file() else None
-
-
-def _with_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels, labels, train and test indices, as scikit-learn loads and splits them."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    idx_train, idx_test = train_test_split(
-        np.arange(len(digits.target)), test_size=TEST_SIZE, random_state=SPLIT_SEED,
-        stratify=digits.target,
-    )
-    return digits.data, digits.target, idx_train, idx_test
-
-
-def _from_files() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The same, read from scikit-learn's file and SPLIT_FILE; None if either is missing."""
-    source = _digits_file()
-    if source is None or not SPLIT_FILE.is_file():
-        return None
-    with gzip.open(source, "rt", encoding="utf-8") as f:
-        table = np.loadtxt(f, delimiter=",")
-    split = torch.load(SPLIT_FILE, weights_only=True)
-    return (table[:, :-1], table[:, -1].astype(int), split["train"].long().numpy(),
-            split["test"].long().numpy())
 
 
 @functools.cache
 def _split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    pixels, labels, idx_train, idx_test = _from_files() or _with_sklearn()
-    x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.tensor(labels, dtype=torch.int64)
-    train, test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
-    return x[train], y[train], x[test], y[test]
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    idx_train, idx_test = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=TEST_SIZE, random_state=SPLIT_SEED,
+        stratify=y.numpy(),
+    )
+    idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
+    return x[idx_train], y[idx_train], x[idx_test], y[idx_test]
 
 
 def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
