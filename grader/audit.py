@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -52,6 +51,7 @@ from grader.harness import (
     write_variant,
 )
 from grader.mutate import Mutant, MutateError, notebook_mutants, sample
+from grader.pool import worker_context
 from grader.records import Limits, Outcome, Status
 from grader.sandbox import use_sandbox
 
@@ -435,9 +435,7 @@ def _graded_mutants(todo: list[tuple[Mutant, Path]], plan: _Plan, limits: Limits
     # as grader.pool's workers: forks of a process that imported the engine once, each forking
     # its kernels from this run's one fork server (or, if that failed to start, its own)
     places = forkserver.to_share(use_sandbox(limits)[0])
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context(),
                              initializer=forkserver.share, initargs=(places,)) as pool:
         futures = {pool.submit(_grade, path, plan.checks, limits, plan.seed): m
                    for m, path in todo}

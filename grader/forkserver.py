@@ -121,14 +121,13 @@ class ForkServer:
     def __init__(self, sandboxed: bool) -> None:
         self.place = Place(Path(tempfile.mkdtemp(prefix="grader-zygote-")), sandboxed)
         root = self.place.root
-        self._home = self.place.home
         self._log = root / "zygote.log"
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(kit_source(), self.place.kit_parent / KIT_PACKAGE, ignore=ignore)
         shutil.copytree(Path(bridge.__file__).parent, self.place.kit_parent / BRIDGE_PACKAGE,
                         ignore=ignore)
         self.place.slots.mkdir()
-        self._home.mkdir()
+        self.place.home.mkdir()
         if not sandboxed and sandbox.runs_kernels_as_nobody():
             root.chmod(0o755)  # its kernels run as nobody and must reach their slots
         self._lock = threading.Lock()
@@ -138,16 +137,16 @@ class ForkServer:
 
     def _start(self) -> None:
         place = self.place
-        env = base_env(place.inside(self._home), place.inside(place.kit_parent))
+        env = base_env(place.inside(place.home), place.inside(place.kit_parent))
         command = [sys.executable, "-m", f"{BRIDGE_PACKAGE}.zygote",
                    str(place.inside(place.socket))]
         if place.sandboxed:
             command = sandbox.wrap(
                 command, read_write=[(place.slots, place.inside(place.slots)),
-                                     (self._home, place.inside(self._home))],
+                                     (place.home, place.inside(place.home))],
                 read_only=[(place.kit_parent, place.inside(place.kit_parent))], env=env,
                 cwd=place.inside(place.kit_parent))
-            sandbox.hand_over([place.slots, self._home])
+            sandbox.hand_over([place.slots, place.home])
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
@@ -204,10 +203,6 @@ class Zygote:
 
     def __init__(self, place: Place) -> None:
         self.place = place
-        self.sandboxed = place.sandboxed
-        self.root = place.root
-        self.kit_parent = place.kit_parent
-        self.slots = place.slots
         self._numbers = itertools.count()
         self._lock = threading.Lock()
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -261,7 +256,7 @@ class Zygote:
     def new_slot(self) -> Path:
         """A fresh, empty slot folder for one kernel (named for this process: channels of
         other processes share the folder)."""
-        slot = self.slots / f"{os.getpid()}-{next(self._numbers)}"
+        slot = self.place.slots / f"{os.getpid()}-{next(self._numbers)}"
         slot.mkdir()
         return slot
 

@@ -59,7 +59,7 @@ def workspace(notebook_path: Path, zygote: Zygote) -> Iterator[Workspace]:
     """A fresh slot for running ``notebook_path``: the regular files beside the notebook (data
     a student saved; links never) are copied into the working folder."""
     slot = zygote.new_slot()
-    space = Workspace(slot, slot / "work", slot / "home", slot / "ipc", zygote.kit_parent,
+    space = Workspace(slot, slot / "work", slot / "home", slot / "ipc", zygote.place.kit_parent,
                       slot / "kernel.log")
     try:
         for folder in (space.workdir, space.home, space.ipc):
@@ -94,11 +94,12 @@ def spawn_request(zygote: Zygote, slot: Path, limits: Limits, cwd: Path, log: Pa
     """The zygote's ``spawn`` command for a child in ``slot`` (a kernel, or a judge with more
     fields): its namespaces, what it may see, its limits, where it runs and writes."""
     inside = zygote.inside
-    uid = sandbox.NOBODY if zygote.sandboxed and os.geteuid() == 0 else os.getuid()
+    sandboxed = zygote.place.sandboxed
+    uid = sandbox.NOBODY if sandboxed and os.geteuid() == 0 else os.getuid()
     # unsandboxed, a grader run as root still never runs a notebook (or a judge) as root
-    user = sandbox.NOBODY if not zygote.sandboxed and sandbox.runs_kernels_as_nobody() else None
-    return {"op": "spawn", "isolate": zygote.sandboxed, "user": user,
-            "slot": str(inside(slot)), "slots": str(inside(zygote.slots)),
+    user = sandbox.NOBODY if not sandboxed and sandbox.runs_kernels_as_nobody() else None
+    return {"op": "spawn", "isolate": sandboxed, "user": user,
+            "slot": str(inside(slot)), "slots": str(inside(zygote.place.slots)),
             "hide": [str(inside(zygote.place.home))],
             "cwd": str(inside(cwd)), "log": str(inside(log)), "env": env,
             "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "fsize_mb": limits.fsize_mb,
@@ -251,7 +252,7 @@ def started_kernel(space: Workspace, limits: Limits, zygote: Zygote
     # ipc sockets in the slot: no TCP port, nothing reachable from outside
     km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(space.ipc / "kernel"),
                        connection_file=str(space.ipc / "connection.json"),
-                       kernel_spec_manager=_kernelspec(zygote.root),
+                       kernel_spec_manager=_kernelspec(zygote.place.root),
                        client_class=f"{__name__}.AsyncClient")
     km.blocking_class = BlockingClient
     km.kernel_id = str(uuid.uuid4())
@@ -260,7 +261,7 @@ def started_kernel(space: Workspace, limits: Limits, zygote: Zygote
     km.provisioner = provisioner
     try:
         km.start_kernel()
-        if zygote.sandboxed and not provisioner.isolated:
+        if zygote.place.sandboxed and not provisioner.isolated:
             raise ZygoteError(f"a kernel could not get namespaces of its own: "
                               f"{provisioner.why}")
         yield km

@@ -30,9 +30,10 @@ from grader.sandbox import use_sandbox
 Places = dict[bool, forkserver.Place]
 
 
-def _context() -> multiprocessing.context.ForkServerContext:
-    # workers fork from a process that imported only this module's imports (no threads, no
-    # torch work done): not from the parent, whatever threads or state its caller has
+def worker_context() -> multiprocessing.context.ForkServerContext:
+    """How grading workers are started (here and in the audit): as forks of a process that
+    imported this module's imports once (no threads, no torch work done), not of the caller,
+    whatever threads or state it has."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
@@ -41,7 +42,7 @@ def _context() -> multiprocessing.context.ForkServerContext:
 def start_workers_early() -> None:
     """Start the process the workers fork from now: it imports the grader while the caller
     does other work (collects the checks, say)."""
-    _context()
+    worker_context()
     from multiprocessing import forkserver as mp_forkserver
 
     mp_forkserver.ensure_running()
@@ -100,7 +101,7 @@ def grade_in_workers(todo: Sequence[Task], course: Course, seed: int, jobs: int,
                      done: Callable[[Task, GradeRow], None]) -> None:
     """Grade ``todo`` in ``jobs`` worker processes; ``started`` and ``done`` are called in this
     process as each submission is handed out and as its row comes back."""
-    context = _context()
+    context = worker_context()
     queue = deque(todo)
     sandboxed, _ = use_sandbox(course.limits)
     forkserver.start(sandboxed)  # importing while the workers start

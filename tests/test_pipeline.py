@@ -236,7 +236,7 @@ def _channel_root(place, answer) -> None:
     from grader import forkserver
 
     forkserver.share({place.sandboxed: place})
-    answer.send(str(forkserver.zygote_for(place.sandboxed).root))
+    answer.send(str(forkserver.zygote_for(place.sandboxed).place.root))
 
 
 def _in_worker(place) -> str:
@@ -244,6 +244,8 @@ def _in_worker(place) -> str:
     mine, theirs = context.Pipe()
     worker = context.Process(target=_channel_root, args=(place, theirs))
     worker.start()
+    theirs.close()  # the worker's end: a worker that fails then reads as EOF here, not a hang
+    assert mine.poll(120), "the worker sent nothing"
     root = mine.recv()
     worker.join(30)
     return root

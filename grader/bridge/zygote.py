@@ -290,7 +290,8 @@ def _child(request: dict[str, Any], report: int) -> None:
                 _run_judge(request)
             _run_kernel(request)
         except BaseException as exc:  # noqa: BLE001 - the kernel's last words go to its log
-            os.write(2, f"grader zygote: the kernel did not start: {exc!r}\n".encode())
+            what = "judge" if request.get("run") == "judge" else "kernel"
+            os.write(2, f"grader zygote: the {what} did not start: {exc!r}\n".encode())
         finally:
             os._exit(70)
     _pid, status = os.waitpid(kernel, 0)
@@ -323,7 +324,7 @@ def _poll(pid: int) -> dict[str, Any]:
     return {"ok": True, "exit": None if done == 0 else os.waitstatus_to_exitcode(status)}
 
 
-def _kill(pid: int) -> dict[str, Any]:
+def _kill(pid: int) -> None:
     """Kill a spawned child (its kernel dies with it, PDEATHSIG, and all it started: it is
     its pid namespace's first process) and reap it, so that the next poll already says it
     is gone (the grader's kernel manager polls every 0.1 s until it is)."""
@@ -336,19 +337,27 @@ def _kill(pid: int) -> dict[str, Any]:
         except ChildProcessError:
             break
         time.sleep(0.002)
-    return {"ok": True}
 
 
-def _answer(request: dict[str, Any], spawned: list[int]) -> dict[str, Any]:
+def _answer(request: dict[str, Any], spawned: set[int]) -> dict[str, Any]:
+    """One command of a channel. ``spawned``: its children not yet reaped; only those are
+    ever killed (a reaped pid may already be another process's)."""
     op = request.get("op")
     if op == "spawn":
         answer = _spawn(request)
-        spawned.append(int(answer["pid"]))
+        spawned.add(int(answer["pid"]))
         return answer
+    pid = int(request["pid"])
     if op == "poll":
-        return _poll(int(request["pid"]))
+        answer = _poll(pid)
+        if answer["exit"] is not None:
+            spawned.discard(pid)
+        return answer
     if op == "kill":
-        return _kill(int(request["pid"]))
+        if pid in spawned:
+            _kill(pid)
+            spawned.discard(pid)
+        return {"ok": True}
     return {"ok": False, "error": f"unknown op {op!r}"}
 
 
@@ -359,7 +368,7 @@ def _serve_channel(conn: socket.socket) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # the zygote's own stdin and stdout are its starter's, not a channel's
     os.dup2(null, 1)
-    spawned: list[int] = []
+    spawned: set[int] = set()
     with conn, conn.makefile("rwb") as channel:
         for line in channel:
             try:
