@@ -11,6 +11,10 @@ student's live kernel, ``grader.protocol.Student``), and draws its inputs from `
 - ``changed_state`` / ``changed_modes``: what a student's function changed in a module it was
   given, for checks that a function leaves its inputs as it found them;
 - ``refuses``: a call outside a function's contract raises the error its docstring promises;
+- ``pair``, ``with_state``, ``returned_module``, ``pretrained_state``, ``accuracy_on_test_split``:
+  the small helpers every homework's checks need (a size as a pair, a spec carrying the
+  grader's own weights, a reply that must be a model, the kit's shipped weights, a model's
+  accuracy on the course's test split);
 - ``demanded`` / ``Demand`` / ``one_thread``: a check may only demand what its own draw
   guarantees. A check that trains a model, runs an iterative method from a random start, or
   calibrates on a random subset demands a floor; when the student falls short of it on a draw,
@@ -23,11 +27,13 @@ See docs/checks.md for the whole protocol.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from grader.protocol import (
     LayerInfo,
@@ -39,8 +45,9 @@ from grader.protocol import (
 
 __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
-    "StudentError", "changed_modes", "changed_state", "demanded", "kit_model", "layer",
-    "one_thread", "oracles_agree", "probe", "refuses", "seq",
+    "StudentError", "accuracy_on_test_split", "changed_modes", "changed_state", "demanded",
+    "kit_model", "layer", "one_thread", "oracles_agree", "pair", "pretrained_state", "probe",
+    "refuses", "returned_module", "seq", "with_state",
 ]
 
 
@@ -162,3 +169,44 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """A size given as one int or as two (``kernel_size=3`` or ``(3, 5)``), as two ints."""
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+def with_state(spec: ModuleSpec, module: nn.Module) -> ModuleSpec:
+    """``spec`` carrying a copy of ``module``'s weights and buffers: the kernel builds the same
+    module the grader holds, so both sides compute on the same numbers."""
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return dataclasses.replace(spec, state_dict=state)
+
+
+def returned_module(got: object, what: str) -> ReturnedModule:
+    """``got`` as a returned model, or a failed check saying ``what`` should return one."""
+    assert isinstance(got, ReturnedModule), (
+        f"{what} should return a model (an nn.Module), got {type(got).__name__}")
+    return got
+
+
+def pretrained_state(name: str) -> dict[str, torch.Tensor]:
+    """A fresh copy of the weights the course kit ships as ``name`` (``nncourse.load_pretrained``),
+    safe to modify."""
+    import nncourse
+
+    return {k: v.detach().clone() for k, v in nncourse.load_pretrained(name).state_dict().items()}
+
+
+def accuracy_on_test_split(model: nn.Module, what: str = "the returned model") -> float:
+    """``model``'s accuracy (a fraction in [0, 1]) on the course's 450 test images, run in the
+    grader's process; layers that do not fit together fail the check with ``what`` named."""
+    import nncourse
+
+    _, _, x_test, y_test = nncourse.load_digits_split()
+    try:
+        return float(nncourse.evaluate(model, x_test, y_test))
+    except RuntimeError as error:
+        raise AssertionError(f"{what} fails on the test images: {str(error)[:300]}") from None
