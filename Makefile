@@ -40,7 +40,7 @@ lint: $(STAMP)  ## ruff, and mypy (strict) on the engine and the course kit
 	$(BIN)/mypy
 
 goldens: $(STAMP)  ## rewrite the golden CSV files after an intended format change
-	UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_export.py -q
+	UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_tables.py -q
 
 release-notebooks: $(STAMP)  ## regenerate assignments/*/*.ipynb from solutions/
 	$(BIN)/grader release-notebooks

@@ -84,7 +84,7 @@ def _choose(names: str | None) -> list[tools.Tool]:
             raise click.UsageError(f"{', '.join(missing)} not installed: "
                                    f".venv/bin/pip install -e '.[bench]'")
     if any(t.sandboxed for t in chosen):
-        from grader.sandbox import probe
+        from grader.kernel.sandbox import probe
 
         found = probe()
         if not found.available:
@@ -187,7 +187,7 @@ def main(n: int, tool_names: str | None, homeworks: str | None, repeats: int,
     if homeworks is None or homeworks == "none":
         wanted: list[str] = []
         if homeworks is None:
-            from grader.config import load_course
+            from grader.course.config import load_course
 
             wanted = [a.id for a in load_course(course_path).assignments]
     else:

@@ -15,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-# What the grader's kernels get too (grader.kernel.base_env): one thread, no display.
+# What the grader's kernels get too (grader.kernel.session.base_env): one thread, no display.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MPLBACKEND": "Agg"}
 

@@ -1,6 +1,6 @@
 """Per homework: what grading the reference notebook costs over executing it bare.
 
-"graded" is ``grader.pipeline.grade_notebook`` (what ``grader check`` and one submission of
+"graded" is ``grader.pipeline.run.grade_notebook`` (what ``grader check`` and one submission of
 ``grader grade`` do): a private copy of the notebook's folder, a kernel forked from the warm
 fork server (started once before the timing, as a grading run starts it once), the
 notebook, the bridge, the hidden checks collected and run. "bare" is nbclient executing the
@@ -65,13 +65,13 @@ def _bare_in_copy(notebook: Path) -> float:
 def start_fork_server(course_path: Path) -> tuple[float, str]:
     """Start this process's kernel fork server for the course's limits; return the seconds it
     took and the sandbox sentence."""
-    from grader.config import load_course
-    from grader.forkserver import zygote_for
-    from grader.sandbox import use_sandbox
+    from grader.course.config import load_course
+    from grader.kernel.sandbox import use_sandbox
+    from grader.kernel.zygote import channel_for
 
     sandboxed, note = use_sandbox(load_course(course_path).limits)
     start = time.perf_counter()
-    zygote_for(sandboxed)
+    channel_for(sandboxed)
     return time.perf_counter() - start, note
 
 
@@ -79,8 +79,8 @@ def measure(course_path: Path, assignment: str, repeats: int, seed: int = 0) -> 
     """Time homework ``assignment`` of the course at ``course_path`` (see the module)."""
     import torch
 
-    from grader.config import load_course
-    from grader.grading import grade_notebook
+    from grader.course.config import load_course
+    from grader.pipeline.grading import grade_notebook
 
     os.environ.update(THREAD_ENV)  # the bare kernels inherit this environment
     torch.set_num_threads(1)

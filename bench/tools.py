@@ -107,7 +107,7 @@ def prepare(tool: Tool, folder: Path, submissions: Path, n: int) -> Plan:
 def _grader(tool: Tool, folder: Path, submissions: Path, n: int) -> Plan:
     course = homework.write_course(folder / "course", "required" if tool.sandboxed else "off")
     table = folder / "gradebook.csv"
-    command = [sys.executable, "-c", "from grader.cli import main; main()", "grade",
+    command = [sys.executable, "-c", "from grader.cli.main import main; main()", "grade",
                str(submissions), "--course", str(course),
                "--gradebook", str(folder / "gradebook.sqlite"), "--csv", str(table),
                "--feedback", str(folder / "feedback"), "--jobs", str(tool.jobs), "--seed", "1"]

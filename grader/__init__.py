@@ -1,4 +1,9 @@
-"""The course's grader. See DESIGN.md for the architecture."""
+"""The course's grader: it runs students' notebooks in a sandboxed kernel, grades them with
+hidden pytest checks, applies the course's late and pass rules, and keeps a gradebook.
+
+The public surface: the ``grader`` command (``grader.cli``), the check authors' library
+(``grader.checks``), the records every stage passes on (``grader.records``) and the errors
+(``grader.errors``). docs/architecture.md draws the packages and who imports whom."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The library for people who write checks: what a hidden or public check file imports.
 
 A check is a pytest function with a ``points`` marker that takes the ``student`` fixture (the
-student's live kernel, ``grader.protocol.Student``), and draws its inputs from ``rng`` /
+student's live kernel, ``grader.kernel.protocol.Student``), and draws its inputs from ``rng`` /
 ``torch_rng``. This module gives it:
 
 - module specs to send: ``layer("Conv2d", 16, 32, 3)``, ``seq(...)``, ``kit_model(...)``,
@@ -35,13 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from grader.protocol import (
-    LayerInfo,
-    ModuleSpec,
-    ReturnedModule,
-    Student,
-    StudentError,
-)
+from grader.errors import GraderBug, StudentError
+from grader.kernel.protocol import LayerInfo, ModuleSpec, ReturnedModule, Student
 
 __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
@@ -49,11 +44,6 @@ __all__ = [
     "kit_model", "layer", "one_thread", "oracles_agree", "pair", "pretrained_state", "probe",
     "refuses", "returned_module", "seq", "with_state",
 ]
-
-
-class GraderBug(RuntimeError):
-    """Two of the grader's own computations disagree: the check is wrong, not the student.
-    The check ends as an error for the instructor, and the student loses nothing for it."""
 
 
 def oracles_agree(agree: bool, what: str) -> None:

@@ -1,11 +1,19 @@
-"""The grader's own error type: a problem with the course, its files or the command line.
+"""Every exception the grader defines, in one place.
 
-Every error the library raises for the instructor (not for a student's notebook, which always
-ends as a status) is a ``GraderError`` carrying the exit code the CLI ends with, so the CLI
-catches one type and never lists the library's errors one by one.
+- ``GraderError`` and its kinds: a problem the person running the grader must fix (the course,
+  its files, the command line). Each carries the exit code the CLI ends with, so the CLI
+  catches one type and never lists the library's errors one by one.
+- ``StudentError`` and its kinds: what a student's code or kernel did (it raised, timed out,
+  sent something that is not data, died). An ``AssertionError``: a check that meets one fails.
+- Grader-side faults that are not the course's (``ProtocolError``, ``GraderBug``,
+  ``ZygoteError``): reported as grader errors, never charged to a student.
+- ``MalformedNotebook``: a file that is not a notebook the grader can run (the row's
+  ``malformed`` status, never an exception out of the grader).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class GraderError(Exception):
@@ -37,3 +45,76 @@ class SandboxUnavailable(GraderError):
 
 class ReleaseError(GraderError):
     """A reference notebook cannot be turned into a student release (unbalanced markers)."""
+
+
+class BundleError(GraderError):
+    """The bundle cannot be built as asked (unknown homework, no checks, existing output)."""
+
+
+class KitError(GraderError):
+    """The kit cannot be built as asked; the message names the file or the homework."""
+
+
+class LeakError(KitError):
+    """The kit would contain a secret; nothing was written (the command exits 1)."""
+
+    exit_code = 1
+
+    def __init__(self, leaks: Sequence[object]) -> None:  # grader.tools.leaks.Leak
+        self.leaks = tuple(leaks)
+        shown = "\n".join(f"  {leak}" for leak in self.leaks[:20])
+        more = f"\n  ... and {len(self.leaks) - 20} more" if len(self.leaks) > 20 else ""
+        super().__init__(f"the kit would contain {len(self.leaks)} secret(s); nothing was "
+                         f"written:\n{shown}{more}")
+
+
+class ClusterError(GraderError):
+    """The cluster cannot grade: no dask.distributed, no scheduler at the address, no worker,
+    or a worker that cannot see the course or runs another engine; the message says which."""
+
+
+class HarnessError(GraderError):
+    """A notebook could not be run far enough to call into its kernel."""
+
+
+class AuditConfigError(GraderError):
+    """The audit cannot start: a bad equivalents file, an unknown mutant id or homework, broken
+    checks. The message names the file and the problem."""
+
+
+# -- what a submission did --------------------------------------------------------------------
+
+
+class StudentError(AssertionError):
+    """The student's code raised, timed out, or sent something that is not valid data; or the
+    student's kernel died or stopped answering. An AssertionError, so that pytest reports it as
+    a failed check with this message."""
+
+
+class ChecksTimeout(StudentError):
+    """The check stage of this submission ran past its time limit."""
+
+
+class MalformedNotebook(ValueError):
+    """The file is not a notebook the grader can run; the message says why, for the student."""
+
+
+# -- the grader's own faults, not the course's -------------------------------------------------
+
+
+class ProtocolError(RuntimeError):
+    """A grader-side mistake: a check sent a spec that does not build, or a value that cannot
+    be sent. Reported as a grader error, never charged to the student."""
+
+
+class GraderBug(RuntimeError):
+    """Two of the grader's own computations disagree: the check is wrong, not the student.
+    The check ends as an error for the instructor, and the student loses nothing for it."""
+
+
+class ZygoteError(RuntimeError):
+    """The fork server failed (a grader problem, never a student's)."""
+
+
+class MutateError(Exception):
+    """A notebook's solution markers are unbalanced."""

@@ -4,10 +4,10 @@ Frozen dataclasses and enums only. This module imports nothing but the standard 
 stages that only read records (config, score, store, export, report) never pull in a kernel,
 pytest or torch.
 
-    discover -> Submission
+    discover -> Submission (a Task: one with its place in the run)
     execute  -> Execution (with CellError)         limits: Limits
     check    -> CheckRun (with CheckResult)        checks: CheckInfo
-    score    -> Score (grader.score)
+    score    -> Score (grader.pipeline.score)
     store    -> GradeRow                           one row of the gradebook
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +60,8 @@ class Limits:
     notebook_timeout_s: float = 240.0  # all the cells of the notebook
     call_timeout_s: float = 20.0  # one call from a check into the student's kernel
     checks_timeout_s: float = 300.0  # the whole check stage of one submission
+    judge_timeout_s: float = 120.0  # one judge (opening the files a notebook wrote), by default
+    kernel_start_s: float = 60.0  # a kernel's start, until it answers
     memory_mb: int = 4096  # address space of the kernel
     cpu_s: int = 600  # CPU time of the kernel
     fsize_mb: int = 256  # largest file the kernel may write
@@ -88,6 +89,14 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Task:
+    """A submission to grade, with its place in the run (rows come back in any order)."""
+
+    index: int
+    submission: Submission
+
+
+@dataclass(frozen=True)
 class CellError:
     """A cell that raised or was interrupted: its number in the notebook (1-based, markdown
     cells counted, as Jupyter lists them), the exception's type, the first line of its message."""
@@ -102,6 +111,11 @@ class CellError:
 
 # How many cell errors a row keeps; the rest are counted.
 MAX_CELL_ERRORS = 20
+
+
+def kept_cell_errors(errors: tuple[CellError, ...]) -> tuple[tuple[CellError, ...], int]:
+    """The cell errors a row keeps (the first ``MAX_CELL_ERRORS``) and how many more there were."""
+    return errors[:MAX_CELL_ERRORS], max(0, len(errors) - MAX_CELL_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -124,22 +138,29 @@ class Execution:
 @dataclass(frozen=True)
 class CheckInfo:
     """A check as collected: its name (``file stem::function``), its points, whether it is
-    marked ``slow_check`` (it trains or evaluates a model), and its docstring's first line."""
+    marked ``slow_check`` (it trains or evaluates a model), and its title: what it checks, in
+    words (its docstring's first paragraph, or its name when it has none)."""
 
     name: str
     points: float
     slow: bool
-    summary: str
+    title: str
+
+    def result(self, outcome: Outcome, message: str = "") -> CheckResult:
+        """This check's verdict."""
+        return CheckResult(self.name, self.points, outcome, message, self.title)
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check's verdict. ``points`` possible, ``earned`` either all or nothing."""
+    """One check's verdict. ``points`` possible, ``earned`` either all or nothing; ``title``
+    says what the check tests (kept with the verdict, so that no page needs the check files)."""
 
     name: str
     points: float
     outcome: Outcome
     message: str = ""
+    title: str = ""
 
     @property
     def earned(self) -> float:
@@ -181,37 +202,7 @@ class GradeRow:
     seed: int
     graded_at: str  # ISO 8601 UTC
     seconds: float
-    checks: str  # JSON list of {name, points, outcome, message}
+    checks: tuple[CheckResult, ...]
     exec_seconds: float = 0.0
-    cell_errors: str = "[]"  # JSON list of {cell, ename, message}, then {"more": n} if cut
-
-    @property
-    def check_results(self) -> tuple[CheckResult, ...]:
-        return tuple(CheckResult(c["name"], c["points"], Outcome(c["outcome"]), c["message"])
-                     for c in json.loads(self.checks))
-
-    @property
-    def cell_error_list(self) -> tuple[tuple[CellError, ...], int]:
-        """The cell errors kept, and how many more there were."""
-        kept, more = [], 0
-        for item in json.loads(self.cell_errors or "[]"):
-            if "more" in item:
-                more = int(item["more"])
-            else:
-                kept.append(CellError(int(item["cell"]), str(item["ename"]),
-                                      str(item.get("message", ""))))
-        return tuple(kept), more
-
-    @staticmethod
-    def encode_checks(results: tuple[CheckResult, ...]) -> str:
-        return json.dumps([{"name": r.name, "points": r.points, "outcome": r.outcome.value,
-                            "message": r.message} for r in results])
-
-    @staticmethod
-    def encode_cell_errors(errors: tuple[CellError, ...]) -> str:
-        items: list[dict[str, object]] = [
-            {"cell": e.cell, "ename": e.ename, "message": e.message}
-            for e in errors[:MAX_CELL_ERRORS]]
-        if len(errors) > MAX_CELL_ERRORS:
-            items.append({"more": len(errors) - MAX_CELL_ERRORS})
-        return json.dumps(items)
+    cell_errors: tuple[CellError, ...] = ()  # the first MAX_CELL_ERRORS
+    more_cell_errors: int = 0  # how many more there were

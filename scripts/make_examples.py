@@ -15,8 +15,8 @@ from pathlib import Path
 
 import nbformat
 
-from grader.config import load_course
-from grader.release import student_version
+from grader.course.config import load_course
+from grader.ship.student_notebooks import student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "examples" / "submissions"

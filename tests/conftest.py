@@ -9,9 +9,9 @@ import nbformat
 import pytest
 import torch
 
-from grader.audit import CONSTANTS_FILE
-from grader.harness import live_kernel
 from grader.records import Status
+from grader.tools.audit import CONSTANTS_FILE
+from grader.tools.harness import live_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,3 +51,15 @@ def reference(request: pytest.FixtureRequest):
     with live_kernel(homework.reference, homework.limits) as live:
         assert live.execution.status is Status.OK, live.execution.detail
         yield live.session, live.student
+
+
+@pytest.fixture(scope="module")
+def hw(request: pytest.FixtureRequest):
+    """The test module's ``HOMEWORK`` (tests/homework_suite.py)."""
+    return request.module.HOMEWORK
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # the shared homework tests run over the wrong versions of their module's homework
+    if "wrong_version" in metafunc.fixturenames:
+        metafunc.parametrize("wrong_version", metafunc.module.HOMEWORK.wrong_versions())

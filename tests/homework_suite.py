@@ -2,8 +2,8 @@
 
 A test module ``tests/test_homeworkN.py`` declares its ``HOMEWORK = homework("hwN", ...)``
 (the limits its notebook runs under, the least its hidden checks are worth; its wrong versions
-come from ``tests/hwN_mutants.py``) and takes the tests, marked ``kernel``, with
-``globals().update(HOMEWORK.tests())``:
+come from ``tests/hwN_mutants.py``) and imports the tests below by name (pytest collects them there,
+marked ``kernel``):
 
 - the reference earns every point on several draws, and passes the public checks;
 - every realistic wrong version loses points: ``caught_by`` names the hidden checks of the
@@ -22,18 +22,27 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO, constants_source, write_notebook
 
-from grader.check import Outcome, describe, run_checks
-from grader.grading import grade_notebook
-from grader.harness import checks_on, code_cells, redefined, replaced, score
+from grader.course.notebook import code_cells
+from grader.pipeline.checking import Outcome, describe, run_checks
+from grader.pipeline.grading import grade_notebook
 from grader.records import CheckResult, Limits, Status
+from grader.tools.harness import checks_on, redefined, replaced, score
+
+__all__ = [
+    "test_each_wrong_version_loses_points",
+    "test_public_answers_as_constants_fail_the_hidden_checks",
+    "test_reference_earns_every_point_on_several_draws",
+    "test_reference_passes_the_public_checks",
+    "test_the_untouched_template_scores_zero_without_breaking_anything",
+    "test_wrong_versions_name_checks_that_exist",
+]
 
 DRAWS = (11, 2024, 987654321)  # grading seeds the reference is tried on
 WRONG_VERSION_SEED = 5
@@ -97,79 +106,6 @@ class Homework:
                     names.add(line.removeprefix("def ").split("(")[0])
         return names
 
-    def tests(self) -> dict[str, Callable[..., Any]]:
-        """The shared tests, bound to this homework, to put in a test module's namespace."""
-        hw = self
-
-        @pytest.mark.parametrize("seed", DRAWS)
-        def test_reference_earns_every_point_on_several_draws(reference, seed):
-            # every check on the first draw, the fast ones on the others: the checks marked
-            # slow_check train or export, and `grader audit` tries them on its slow seeds
-            _, student = reference
-            full = seed == DRAWS[0]
-            results = run_checks(hw.hidden, student, seed,
-                                 select=None if full else hw.fast_checks())
-            assert not _failures(results)
-            if full:
-                assert score(results)[1] >= hw.min_points
-            else:
-                assert len(results) == len(hw.fast_checks()) > 0
-
-        def test_reference_passes_the_public_checks(reference):
-            _, student = reference
-            assert not _failures(run_checks(hw.public, student, 0))
-
-        def test_wrong_versions_name_checks_that_exist():
-            assert set(hw.caught_by) == set(hw.mutants), "every wrong version names its checks"
-            missing = {c for checks in hw.caught_by.values() for c in checks}
-            missing -= hw.hidden_check_names()
-            assert not missing, f"caught_by names checks the hidden file lacks: {missing}"
-            assert all(hw.caught_by.values())
-
-        @pytest.mark.parametrize("name", hw.wrong_versions())
-        def test_each_wrong_version_loses_points(reference, name):
-            session, student = reference
-            original = code_cells(hw.reference)
-            checks = hw.caught_by[name]
-            select = [f"test_{hw.assignment}::{c}" for c in checks]
-            with redefined(session, original, hw.mutated(original, name)):
-                results = run_checks(hw.hidden, student, WRONG_VERSION_SEED, select=select)
-            errors = [f"{r.name}: {r.message}" for r in results if r.outcome is Outcome.ERROR]
-            assert not errors, f"{name}: grader errors, not failures: {errors}"
-            assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
-            passed = [r.name for r in results if r.outcome is Outcome.PASSED]
-            assert not passed, f"{name} should fail {passed}"
-
-        def test_public_answers_as_constants_fail_the_hidden_checks(tmp_path):
-            # the constants cell imports what it uses and redefines every graded function: on
-            # its own, it is what a notebook ending with it answers the checks, minus the work
-            notebook = write_notebook(tmp_path / f"{hw.assignment}.ipynb",
-                                      constants_source(hw.assignment))
-            execution, (public, hidden) = checks_on(notebook, hw.limits, 1, hw.public,
-                                                    hw.hidden)
-            assert execution.status is Status.OK, execution.detail
-            assert not [r.name for r in hidden if r.outcome is Outcome.ERROR]
-            public_earned, public_possible = score(public)
-            hidden_earned, hidden_possible = score(hidden)
-            assert public_earned / public_possible > hidden_earned / hidden_possible
-            assert hidden_earned <= CONSTANTS_SHARE * hidden_possible
-
-        def test_the_untouched_template_scores_zero_without_breaking_anything():
-            execution, checks = grade_notebook(hw.template, hw.hidden, hw.limits, seed=3)
-            assert execution.status is Status.CELL_ERROR
-            assert "NotImplementedError" in execution.detail
-            assert score(checks.results)[0] == 0
-            assert not _failures(checks.results, allowed=Outcome.FAILED)  # no grader errors
-
-        return {"pytestmark": pytest.mark.kernel} | {f.__name__: f for f in (
-            test_reference_earns_every_point_on_several_draws,
-            test_reference_passes_the_public_checks,
-            test_wrong_versions_name_checks_that_exist,
-            test_each_wrong_version_loses_points,
-            test_public_answers_as_constants_fail_the_hidden_checks,
-            test_the_untouched_template_scores_zero_without_breaking_anything,
-        )}
-
 
 def homework(assignment: str, *, min_points: int, **limits: float) -> Homework:
     """The ``Homework`` of ``assignment``: its wrong versions and the checks each must fail from
@@ -177,3 +113,70 @@ def homework(assignment: str, *, min_points: int, **limits: float) -> Homework:
     ``Limits(**limits)``."""
     wrong = importlib.import_module(f"{assignment}_mutants")
     return Homework(assignment, Limits(**limits), wrong.MUTANTS, min_points, wrong.CAUGHT_BY)
+
+
+# -- the tests, collected in each tests/test_homeworkN.py that imports them --------------------
+# ``hw`` is that module's HOMEWORK (conftest.py); ``wrong_version`` runs over its wrong versions.
+
+
+@pytest.mark.parametrize("seed", DRAWS)
+def test_reference_earns_every_point_on_several_draws(hw, reference, seed):
+    # every check on the first draw, the fast ones on the others: the checks marked
+    # slow_check train or export, and `grader audit` tries them on its slow seeds
+    _, student = reference
+    full = seed == DRAWS[0]
+    results = run_checks(hw.hidden, student, seed, select=None if full else hw.fast_checks())
+    assert not _failures(results)
+    if full:
+        assert score(results)[1] >= hw.min_points
+    else:
+        assert len(results) == len(hw.fast_checks()) > 0
+
+
+def test_reference_passes_the_public_checks(hw, reference):
+    _, student = reference
+    assert not _failures(run_checks(hw.public, student, 0))
+
+
+def test_wrong_versions_name_checks_that_exist(hw):
+    assert set(hw.caught_by) == set(hw.mutants), "every wrong version names its checks"
+    missing = {c for checks in hw.caught_by.values() for c in checks}
+    missing -= hw.hidden_check_names()
+    assert not missing, f"caught_by names checks the hidden file lacks: {missing}"
+    assert all(hw.caught_by.values())
+
+
+def test_each_wrong_version_loses_points(hw, reference, wrong_version):
+    session, student = reference
+    original = code_cells(hw.reference)
+    checks = hw.caught_by[wrong_version]
+    select = [f"test_{hw.assignment}::{c}" for c in checks]
+    with redefined(session, original, hw.mutated(original, wrong_version)):
+        results = run_checks(hw.hidden, student, WRONG_VERSION_SEED, select=select)
+    errors = [f"{r.name}: {r.message}" for r in results if r.outcome is Outcome.ERROR]
+    assert not errors, f"{wrong_version}: grader errors, not failures: {errors}"
+    assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
+    passed = [r.name for r in results if r.outcome is Outcome.PASSED]
+    assert not passed, f"{wrong_version} should fail {passed}"
+
+
+def test_public_answers_as_constants_fail_the_hidden_checks(hw, tmp_path):
+    # the constants cell imports what it uses and redefines every graded function: on its
+    # own, it is what a notebook ending with it answers the checks, minus the work
+    notebook = write_notebook(tmp_path / f"{hw.assignment}.ipynb",
+                              constants_source(hw.assignment))
+    execution, (public, hidden) = checks_on(notebook, hw.limits, 1, hw.public, hw.hidden)
+    assert execution.status is Status.OK, execution.detail
+    assert not [r.name for r in hidden if r.outcome is Outcome.ERROR]
+    public_earned, public_possible = score(public)
+    hidden_earned, hidden_possible = score(hidden)
+    assert public_earned / public_possible > hidden_earned / hidden_possible
+    assert hidden_earned <= CONSTANTS_SHARE * hidden_possible
+
+
+def test_the_untouched_template_scores_zero_without_breaking_anything(hw):
+    execution, checks = grade_notebook(hw.template, hw.hidden, hw.limits, seed=3)
+    assert execution.status is Status.CELL_ERROR
+    assert "NotImplementedError" in execution.detail
+    assert score(checks.results)[0] == 0
+    assert not _failures(checks.results, allowed=Outcome.FAILED)  # no grader errors

@@ -1,6 +1,6 @@
-"""Tests for grader/audit.py and `grader audit`: a small real audit of homework 1 (a few seeds, a
-few mutants, a mutant known to be wrong), an audit of a tiny homework of two functions (every
-part, and the exit status of the command), and the equivalents file's rules.
+"""Tests for grader/tools/audit.py and `grader audit`: a small real audit of homework 1 (a few
+seeds, a few mutants, a mutant known to be wrong), an audit of a tiny homework of two functions
+(every part, and the exit status of the command), and the equivalents file's rules.
 
 The audit reads `solutions/hw1/audit_equivalent.toml`; the tests write theirs into a copy of the
 course in tmp_path, never into the source tree.
@@ -16,7 +16,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, write_notebook
 
-from grader.audit import (
+from grader.cli.main import main
+from grader.course.config import Course, load_course
+from grader.ship.student_notebooks import release_notebooks
+from grader.tools.audit import (
     EQUIVALENT_FILE,
     AuditConfigError,
     Options,
@@ -25,9 +28,6 @@ from grader.audit import (
     list_mutants,
     load_equivalents,
 )
-from grader.cli import main
-from grader.config import Course, load_course
-from grader.release import release_notebooks
 
 
 def _course_copy(root: Path, assignments: tuple[str, ...] = ("hw1",)) -> Course:
@@ -55,48 +55,33 @@ def course(tmp_path: Path) -> Course:
 
 
 # A homework of two functions, graded as homework 1 of the course: what the audit does does not
-# depend on the homework's size, and this one grades in a second.
-TINY_REFERENCE = '''def flops(macs):
-    """FLOPs of `macs` multiply-accumulates: two each."""
-    ### BEGIN SOLUTION
-    return 2 * macs
-    ### END SOLUTION
+# depend on the homework's size, and this one grades in a second. Its files are the blocks of
+# docs/checks.md's "A whole homework in four files", so that page shows what works.
 
 
-def roofline(ai, peak_flops, bandwidth):
-    """Attainable FLOP/s at arithmetic intensity `ai` (FLOP per byte)."""
-    ### BEGIN SOLUTION
-    return min(peak_flops, ai * bandwidth)
-    ### END SOLUTION
-'''
-TINY_HIDDEN = '''import pytest
+def _documented_files() -> dict[str, str]:
+    """docs/checks.md's code blocks that name their file on their first line: path -> text."""
+    found = {}
+    for block in (REPO / "docs" / "checks.md").read_text(encoding="utf-8").split("```python\n")[1:]:
+        text = block.split("```", 1)[0]
+        first, _, rest = text.partition("\n")
+        if first.startswith("# file: "):
+            found[first.removeprefix("# file: ").split(" (")[0]] = rest
+    return found
 
 
-@pytest.mark.points(1)
-def test_flops(student, rng):
-    macs = rng.randint(1, 10**6)
-    assert student.call("flops", macs) == 2 * macs, "two FLOPs per MAC"
+DOCUMENTED = _documented_files()
+TINY_REFERENCE = DOCUMENTED["solutions/hw1/hw1.ipynb"]
+TINY_HIDDEN = DOCUMENTED["solutions/hw1/checks/test_hw1.py"]
+TINY_PUBLIC = DOCUMENTED["assignments/hw1/checks/test_hw1_public.py"]
+TINY_CONSTANTS = DOCUMENTED["solutions/hw1/audit_constants.py"]
 
 
-@pytest.mark.points(1)
-def test_roofline(student, rng):
-    ai, peak, bandwidth = rng.uniform(0.1, 50), rng.uniform(1e9, 1e12), rng.uniform(1e9, 1e11)
-    assert student.call("roofline", ai, peak, bandwidth) == min(peak, ai * bandwidth)
-'''
-TINY_PUBLIC = '''import pytest
-
-
-@pytest.mark.points(1)
-def test_flops_public(student):
-    assert student.call("flops", 10) == 20
-'''
-TINY_CONSTANTS = '''def flops(macs):
-    return 20
-
-
-def roofline(ai, peak_flops, bandwidth):
-    return 1e9
-'''
+def test_the_documented_homework_has_its_four_files():
+    assert sorted(DOCUMENTED) == ["assignments/hw1/checks/test_hw1_public.py",
+                                 "solutions/hw1/audit_constants.py",
+                                 "solutions/hw1/checks/test_hw1.py",
+                                 "solutions/hw1/hw1.ipynb"]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, write_notebook
 
-from grader.cli import main
+from grader.cli.main import main
 
 COMMANDS = main.list_commands(click.Context(main))
 
@@ -128,10 +128,10 @@ def test_student_notebooks_match_the_references():
 
 
 def golden_gradebook(path: Path) -> None:
-    from test_export import golden_rows
+    from rows import golden_rows
 
-    from grader.config import load_course
-    from grader.store import open_gradebook
+    from grader.course.config import load_course
+    from grader.pipeline.store import open_gradebook
 
     with open_gradebook(path) as book:
         for row in golden_rows(load_course(REPO / "course.toml")):

@@ -15,12 +15,13 @@ import test_pipeline
 from click.testing import CliRunner
 from test_pipeline import _submit
 
-from grader.cli import main
-from grader.cluster import ClusterError, worker_problems, worker_view
-from grader.config import load_course
-from grader.pipeline import Progress, grade_all
-from grader.records import GradeRow, Limits, Status, Submission
-from grader.store import locked, open_gradebook
+from grader.cli.main import main
+from grader.course.config import load_course
+from grader.errors import ClusterError
+from grader.pipeline.cluster import worker_problems, worker_view
+from grader.pipeline.run import Progress, grade_all
+from grader.pipeline.store import locked, open_gradebook
+from grader.records import GradeRow, Limits, Status, Submission, Task
 
 course = test_pipeline.course  # the tiny course's fixture
 
@@ -141,9 +142,9 @@ def test_a_worker_that_cannot_see_the_course_is_named():
 
 def test_no_scheduler_at_the_address_is_a_usage_error(tmp_path, course, submissions,
                                                       monkeypatch):
-    import grader.cluster
+    import grader.pipeline.cluster
 
-    monkeypatch.setattr(grader.cluster, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(grader.pipeline.cluster, "CONNECT_TIMEOUT_S", 2.0)
     with locked(tmp_path / "gb.sqlite") as book, pytest.raises(ClusterError) as caught:
         grade_all(load_course(course), submissions, book, seed=1,
                   scheduler="tcp://127.0.0.1:9")
@@ -155,8 +156,8 @@ def test_no_scheduler_at_the_address_is_a_usage_error(tmp_path, course, submissi
 
 def test_a_worker_that_joined_late_without_the_course_fails_the_task_not_the_student(
         tmp_path, course, submissions):
-    from grader.cluster import _grade, engine_fingerprint
-    from grader.discover import discover
+    from grader.pipeline.cluster import _grade, engine_fingerprint
+    from grader.pipeline.discover import discover
 
     c = load_course(course)
     sub = next(s for s in discover(submissions, {"hw1": "hw1.ipynb"}, c.timezone)
@@ -182,16 +183,16 @@ class _Failed:
 def test_a_failed_task_is_that_submissions_grader_error(course, submissions):
     from distributed import KilledWorker
 
-    from grader.cluster import _row
-    from grader.discover import discover
+    from grader.pipeline.cluster import _row
+    from grader.pipeline.discover import discover
 
     c = load_course(course)
     sub = discover(submissions, {"hw1": "hw1.ipynb"}, c.timezone)[0]
     killed = KilledWorker("grade-hw1-alice", SimpleNamespace(address="tcp://10.0.0.3:4000"), 3)
-    lost = _row(_Failed(killed), (0, sub), c, 7)
+    lost = _row(_Failed(killed), Task(0, sub), c, 7)
     assert lost.status is Status.GRADER_ERROR and "every worker that took it died" in lost.detail
     assert lost.raw == 0.0 and lost.seed == 7 and lost.possible == 2.0
-    failed = _row(_Failed(RuntimeError("cannot see /shared")), (0, sub), c, 7)
+    failed = _row(_Failed(RuntimeError("cannot see /shared")), Task(0, sub), c, 7)
     assert failed.status is Status.GRADER_ERROR and "cannot see /shared" in failed.detail
     with pytest.raises(ClusterError):  # a problem of the course stops the run, as here
-        _row(_Failed(ClusterError("bad course")), (0, sub), c, 7)
+        _row(_Failed(ClusterError("bad course")), Task(0, sub), c, 7)

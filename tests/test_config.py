@@ -1,5 +1,5 @@
-"""Tests for grader/config.py: the repository's course.toml loads, and every kind of mistake in
-a course.toml is a ConfigError that names the file and the dotted key.
+"""Tests for grader/course/config.py: the repository's course.toml loads, and every kind of mistake
+in a course.toml is a ConfigError that names the file and the dotted key.
 
 Each bad file is the small valid ``BASE`` below with one textual edit, written into tmp_path.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.config import AuditSettings, ConfigError, load_course
+from grader.course.config import AuditSettings, ConfigError, load_course
+from grader.course.rules import LatePolicy
 from grader.records import Limits
-from grader.rules import LatePolicy
 
 REPO_COURSE = Path(__file__).resolve().parents[1] / "course.toml"
 
@@ -220,7 +220,7 @@ def test_bad_course_names_file_and_key(tmp_path: Path, old: str, new: str, dotte
     assert dotted in message
 
 
-# Values that load today but make grading crash later (grader.rules raises ValueError for a
+# Values that load today but make grading crash later (grader.course.rules raises ValueError for a
 # deadline_time that is not a whole minute or carries a UTC offset, and for a pass rule
 # outside 0..100 % or a negative count): they belong to course.toml, so they must be
 # ConfigErrors at load time, naming the key.

@@ -1,5 +1,5 @@
-"""Tests for grader/discover.py: timestamp parsing, and discovering submissions in an nbgrader
-layout ``<root>/<student>/<assignment>/*.ipynb`` built in tmp_path."""
+"""Tests for grader/pipeline/discover.py: timestamp parsing, and discovering submissions in an
+nbgrader layout ``<root>/<student>/<assignment>/*.ipynb`` built in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from grader.discover import discover, parse_timestamp
 from grader.errors import SubmissionsError
+from grader.pipeline.discover import discover, parse_timestamp
 from grader.records import Submission
 
 MSK = ZoneInfo("Europe/Moscow")  # UTC+3 all year

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import write_notebook
 
-from grader.execute import execute
-from grader.notebook import read_notebook
-from grader.protocol import Student, StudentError
+from grader.course.notebook import read_notebook
+from grader.errors import StudentError
+from grader.kernel.protocol import Student
+from grader.pipeline.execute import execute
 from grader.records import Limits, Status
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -150,13 +151,13 @@ def test_a_fork_server_that_died_is_started_again_for_the_next_kernel():
     import os
     import signal
 
-    from grader import forkserver
-    from grader.sandbox import use_sandbox
+    from grader.kernel import zygote
+    from grader.kernel.sandbox import use_sandbox
 
     sandboxed, _ = use_sandbox(FAST)
     with execute(FIXTURES / "correct.ipynb", FAST) as (execution, _):
         assert execution.status is Status.OK
-    server = forkserver.start(sandboxed)
+    server = zygote.start(sandboxed)
     process = server._process
     assert process is not None
     os.killpg(process.pid, signal.SIGKILL)  # the zygote, its channels' servers with it
@@ -172,19 +173,19 @@ def test_a_fork_server_under_a_deep_temporary_folder_is_reached(tmp_path, monkey
     # a Unix socket's address holds 108 bytes; a temporary folder can be deeper than that
     import tempfile
 
-    from grader import forkserver
-    from grader.sandbox import use_sandbox
+    from grader.kernel import zygote
+    from grader.kernel.sandbox import use_sandbox
 
     if sandboxed and not use_sandbox(FAST)[0]:
         pytest.skip("no sandbox here")  # the unsandboxed case still runs
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
-    server = forkserver.ForkServer(sandboxed)
+    server = zygote.Zygote(sandboxed)
     try:
         place = server.wait_ready()
         assert len(str(place.socket)) > 108
-        channel = forkserver.Zygote(place)
+        channel = zygote.Channel(place)
         assert channel.ask({"op": "poll", "pid": 1})["exit"] == -1  # not its child: gone
         channel.close()
     finally:

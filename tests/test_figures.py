@@ -5,7 +5,7 @@ of the graded functions, so the student version has exactly the reference's figu
 figure never stands between a student and a point: with the solution regions stubbed, a figure
 cell either still draws or fails with the NotImplementedError the student sees anyway.
 
-The grader's kernel runs with MPLBACKEND=Agg (grader/execute.py), under which `plt.show()`
+The grader's kernel runs with MPLBACKEND=Agg (grader/pipeline/execute.py), under which `plt.show()`
 displays nothing; the first figure cell of a notebook selects the inline backend, which turns
 each figure into an image/png output and closes it.
 """
@@ -23,9 +23,9 @@ import nbformat
 import pytest
 from conftest import REPO
 
-import grader.execute as execute_module
-from grader.execute import execute
-from grader.protocol import Student
+import grader.pipeline.execute as execute_module
+from grader.kernel.protocol import Student
+from grader.pipeline.execute import execute
 from grader.records import Execution, Limits, Status
 
 REFERENCES = sorted(REPO.glob("solutions/hw*/hw*.ipynb"))
@@ -94,7 +94,7 @@ def test_each_figure_comes_after_a_sentence_saying_what_to_look_at_and_stands_al
 
 @contextmanager
 def _executed(path: Path) -> Iterator[tuple[Execution, object, list]]:
-    """grader.execute.execute on `path`, also yielding the executed notebook's cells (the
+    """grader.pipeline.execute.execute on `path`, also yielding the executed notebook's cells (the
     engine keeps them to itself; a spy on its notebook reader hands them over)."""
     seen: dict[str, nbformat.NotebookNode] = {}
     read = execute_module.read_notebook

@@ -21,10 +21,10 @@ from conftest import REPO, write_notebook
 from test_kit_venv import clean_env, share_packages
 from test_pipeline import COURSE as TINY_COURSE
 
-from grader.cli import main
-from grader.config import load_course
+from grader.cli.main import main
+from grader.course.config import load_course
 from grader.errors import ChecksConfigError
-from grader.gradescope import bundle_files, write_bundle
+from grader.ship.gradescope.bundle import bundle_files, write_bundle
 
 CHECKS = '''
 import pytest
@@ -106,7 +106,8 @@ def test_the_bundle_holds_what_gradescope_needs_and_no_more(course, bundle):
     modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
     assert stat.S_IMODE(modes["setup.sh"]) == 0o755
     assert stat.S_IMODE(modes["run_autograder"]) == 0o755
-    assert "solutions/hw1/checks/test_hw1.py" in names and "grader/gradescope.py" in names
+    assert "solutions/hw1/checks/test_hw1.py" in names
+    assert "grader/ship/gradescope/runner.py" in names
     assert "assignments/nncourse/weights/cnn_16_32_64.pt" in names
     # no reference notebook, no other homework
     assert not [n for n in names if n.endswith(".ipynb") or "hw2" in n]
@@ -247,7 +248,8 @@ def test_an_unknown_submission_time_is_never_on_time(autograder):
 
 def test_a_bundle_that_cannot_grade_says_so_in_results_json(bundle, tmp_path, monkeypatch,
                                                            capsys):
-    from grader import gradescope, sandbox
+    from grader.kernel import sandbox
+    from grader.ship.gradescope import runner
 
     root = tmp_path / "autograder"
     zipfile.ZipFile(bundle).extractall(root / "source")
@@ -255,7 +257,7 @@ def test_a_bundle_that_cannot_grade_says_so_in_results_json(bundle, tmp_path, mo
     toml.write_text(toml.read_text().replace('sandbox = "auto"', 'sandbox = "required"'))
     write_notebook(root / "submission" / "hw1.ipynb", "def double(n):\n    return 2 * n")
     monkeypatch.setattr(sandbox, "probe", lambda: sandbox.Probe(False, "no bwrap in this image"))
-    assert gradescope.main([str(root)]) == 2
+    assert runner.main([str(root)]) == 2
     data = json.loads((root / "results" / "results.json").read_text())
     validate(data)
     assert data["score"] == 0.0 and data["tests"] == []

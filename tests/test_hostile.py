@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_notebook
 
-from grader.check import Outcome
-from grader.grading import grade_notebook
+from grader.kernel.sandbox import use_sandbox
+from grader.pipeline.checking import Outcome
+from grader.pipeline.grading import grade_notebook
 from grader.records import Limits, Status
-from grader.sandbox import use_sandbox
 
 pytestmark = pytest.mark.kernel
 
@@ -98,8 +98,8 @@ def test_cannot_read_or_list_checks_solutions_or_other_students(tmp_path, checks
              f"if os.path.isdir({str(REPO)!r}) else []\n"
              f"    return seen\n")
     execution, _ = grade(tmp_path, checks, WRONG, probe)
-    from grader.execute import execute
-    from grader.protocol import Student
+    from grader.kernel.protocol import Student
+    from grader.pipeline.execute import execute
 
     with execute(tmp_path / "sub" / "nb.ipynb", LIMITS) as (_, session):
         session.install_bridge(10)
@@ -248,8 +248,8 @@ def test_killing_its_parent_or_the_grader_fails(tmp_path, checks):
 
 
 def test_nothing_in_the_environment_tells_grading_apart(tmp_path, checks):
-    from grader.execute import execute
-    from grader.protocol import Student
+    from grader.kernel.protocol import Student
+    from grader.pipeline.execute import execute
 
     notebook = write_notebook(tmp_path / "env.ipynb",
                               "import os\ndef env():\n    return dict(os.environ)")
@@ -344,8 +344,8 @@ def test_memory_exhausted_before_the_checks_is_the_students_failure(tmp_path, ch
 
 
 def test_the_kernel_keeps_no_history_database(tmp_path, checks):
-    from grader.execute import execute
-    from grader.protocol import Student
+    from grader.kernel.protocol import Student
+    from grader.pipeline.execute import execute
 
     notebook = write_notebook(tmp_path / "history.ipynb", "x = 1", "y = x + 1",
                               "import os\ndef home_files():\n"
@@ -363,8 +363,8 @@ def test_the_kernel_keeps_no_history_database(tmp_path, checks):
 
 
 def test_without_the_sandbox_a_root_grader_still_runs_no_notebook_as_root(tmp_path, checks):
-    from grader.execute import execute
-    from grader.protocol import Student
+    from grader.kernel.protocol import Student
+    from grader.pipeline.execute import execute
 
     secret = tmp_path / "root-only.txt"
     secret.write_text("the grader's")
@@ -377,7 +377,7 @@ def test_without_the_sandbox_a_root_grader_still_runs_no_notebook_as_root(tmp_pa
         assert execution.status is Status.OK, execution.detail
         session.install_bridge(10)
         uid, readable = Student(session.request, 10).call("who")
-    from grader.sandbox import runs_kernels_as_nobody
+    from grader.kernel.sandbox import runs_kernels_as_nobody
 
     if runs_kernels_as_nobody():  # root, and the Python installation open to others
         assert (uid, readable) == (65534, False)
@@ -446,9 +446,9 @@ def _sleepers() -> list[str]:
 def test_nothing_one_kernel_leaves_reaches_the_next(tmp_path, checks):
     # two submissions in turn from the same fork server: the first writes wherever it may,
     # changes preloaded modules and its environment, and leaves a process running
-    from grader.execute import execute
-    from grader.forkserver import zygote_for
-    from grader.protocol import Student
+    from grader.kernel.protocol import Student
+    from grader.kernel.zygote import channel_for
+    from grader.pipeline.execute import execute
 
     first, _ = grade(tmp_path / "first", checks, RIGHT, LEAVE_BEHIND)
     assert first.status is Status.OK, first.detail
@@ -456,7 +456,7 @@ def test_nothing_one_kernel_leaves_reaches_the_next(tmp_path, checks):
     while _sleepers() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _sleepers()
-    zygote = zygote_for(SANDBOXED)
+    zygote = channel_for(SANDBOXED)
     server = str(zygote.inside(zygote.place.socket))
     notebook = write_notebook(tmp_path / "second" / "nb.ipynb", RIGHT, LOOK_AROUND)
     with execute(notebook, LIMITS) as (execution, session):

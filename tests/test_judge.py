@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.judge import Judge, snapshot
-from grader.protocol import StudentError
+from grader.errors import StudentError
+from grader.kernel.judge import Judge, snapshot
+from grader.kernel.sandbox import use_sandbox
 from grader.records import Limits
-from grader.sandbox import use_sandbox
 
 LIMITS = Limits(memory_mb=3072)
 SANDBOXED, SANDBOX_NOTE = use_sandbox(LIMITS)

@@ -1,5 +1,5 @@
-"""Tests for grader/kit.py and grader/kit_text.py: which homework a kit holds, what files it has,
-its README, Makefile and course.toml, deterministic output, and where it may be written.
+"""Tests for grader/ship/kit.py and grader/ship/kit_text.py: which homework a kit holds, what files
+it has, its README, Makefile and course.toml, deterministic output, and where it may be written.
 
 The secret scan of a built kit is in tests/test_leaks.py; installing a kit into a fresh virtual
 environment and running `make check` there is in tests/test_kit_venv.py.
@@ -19,11 +19,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
-from grader.cli import main
-from grader.config import Course, load_course
-from grader.kit import KitError, LeakError, choose, engine_files, kit_files, released, write_kit
-from grader.kit_text import deadline_rows
-from grader.rules import late_tiers
+from grader.cli.main import main
+from grader.course.config import Course, load_course
+from grader.course.rules import late_tiers
+from grader.errors import KitError, LeakError
+from grader.ship.kit import choose, engine_files, kit_files, released, write_kit
+from grader.ship.kit_text import deadline_rows
 
 ALL = ("hw1", "hw2", "hw3", "hw4", "hw5", "hw6")
 
@@ -113,8 +114,8 @@ def test_the_kit_holds_what_make_check_needs_and_nothing_else(kit):
     files = {p.relative_to(kit).as_posix() for p in kit.rglob("*") if p.is_file()}
     engine = {f"grader/{name}" for name in engine_files()}
     # the student's command and what it runs are in; the instructor's tools are not
-    assert {"grader/cli.py", "grader/grading.py", "grader/checks.py",
-            "grader/bridge/zygote.py"} <= engine
+    assert {"grader/cli/main.py", "grader/pipeline/grading.py", "grader/checks.py",
+            "grader/kernel/bridge/serve.py"} <= engine
     assert not engine & {f"grader/{m}.py" for m in INSTRUCTOR_ONLY}
     nncourse = {p.relative_to(REPO / "assignments").as_posix()
                 for p in (REPO / "assignments" / "nncourse").rglob("*")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from grader.config import load_course
-from grader.kit import write_kit
+from grader.course.config import load_course
+from grader.ship.kit import write_kit
 
 pytestmark = pytest.mark.kernel
 

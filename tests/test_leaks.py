@@ -1,6 +1,6 @@
 """The secret scan: a student kit of every homework holds nothing from the instructor's side.
 
-The needles here are gathered by this test on its own, not with grader/leaks.py (which `grader
+The needles here are gathered by this test on its own, not with grader/tools/leaks.py (which `grader
 release` runs before it writes a kit), so that a mistake there cannot hide a leak here. They
 are: every line of every solution region of every reference notebook (code and markdown), the
 hidden check files' names, their test function names and code lines, every file under
@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from grader.config import load_course
-from grader.kit import write_kit
-from grader.leaks import course_secrets, read_tree, scan
+from grader.course.config import load_course
+from grader.ship.kit import write_kit
+from grader.tools.leaks import course_secrets, read_tree, scan
 
 REGION = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*$(.*?)^[ \t]*### END SOLUTION[ \t]*$",
                     re.M | re.S)
@@ -65,7 +65,7 @@ def shipped_on_purpose() -> str:
     parts = []
     for notebook in sorted(REPO.glob("assignments/hw*/*.ipynb")):
         parts += cell_sources(notebook)
-    for pattern in ("assignments/hw*/checks/*.py", "assignments/nncourse/*.py", "grader/*.py"):
+    for pattern in ("assignments/hw*/checks/*.py", "assignments/nncourse/*.py", "grader/**/*.py"):
         parts += [p.read_text(encoding="utf-8") for p in sorted(REPO.glob(pattern))]
     return "\n".join(parts)
 
@@ -252,8 +252,8 @@ PLANTS = {
         (kit / "README.md").read_text() + "\n" + longest_secret_line(n, "solutions/hw4") + "\n"),
     "a-hidden-check-file": lambda kit, n: shutil.copy(
         REPO / "solutions/hw5/checks/test_hw5.py", kit / "assignments/hw5/checks/test_x.py"),
-    "a-hidden-test-name-in-the-engine": lambda kit, n: (kit / "grader/cli.py").write_text(
-        (kit / "grader/cli.py").read_text() + "\n# " + next(
+    "a-hidden-test-name-in-the-engine": lambda kit, n: (kit / "grader/cli/main.py").write_text(
+        (kit / "grader/cli/main.py").read_text() + "\n# " + next(
             x.text for x in n if x.origin.startswith("a hidden check in solutions/hw6")) + "\n"),
     "an-example-submission": lambda kit, n: shutil.copy(
         REPO / "examples/submissions/bob/hw1/hw1.ipynb", kit / "assignments/hw1/bob.ipynb"),
@@ -276,10 +276,10 @@ def test_the_scan_finds_a_planted_leak(plant, kit, course_root, all_needles, tmp
                if before.get(name) != data}
     assert changed, "the plant changed nothing"
     assert find(changed, all_needles), f"the test's scan missed: {plant}"
-    # grader/leaks.py, which `grader release` runs, finds it too
+    # grader/tools/leaks.py, which `grader release` runs, finds it too
     course = load_course(course_root / "course.toml")
     library_files = {f"kit/{k}": v for k, v in read_tree(planted).items() if f"kit/{k}" in changed}
     library_files |= {k: v for k, v in read_tree(tmp_path / "kit.zip").items() if k in changed}
     assert library_files.keys() == changed.keys()
     assert scan(library_files, course_secrets(course, [a.id for a in course.assignments])), \
-        f"grader/leaks.py missed: {plant}"
+        f"grader/tools/leaks.py missed: {plant}"

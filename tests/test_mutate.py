@@ -1,4 +1,4 @@
-"""Tests for grader/mutate.py: mutants of solution regions only, every operator class, stable
+"""Tests for grader/tools/mutate.py: mutants of solution regions only, every operator class, stable
 ids, edits that leave the rest of the cell byte-identical, nothing unparseable or unchanged."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from conftest import REPO
 
-from grader.mutate import OPERATORS, MutateError, cell_mutants, notebook_mutants, regions, sample
+from grader.errors import MutateError
+from grader.tools.mutate import OPERATORS, cell_mutants, notebook_mutants, regions, sample
 
 CELL = '''\
 import math

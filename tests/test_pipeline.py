@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_notebook
 
-from grader.cli import main
-from grader.config import load_course
-from grader.pipeline import Progress, grade_all
+from grader.cli.main import main
+from grader.course.config import load_course
+from grader.pipeline.run import Progress, grade_all
+from grader.pipeline.store import locked, open_gradebook
 from grader.records import Status, Submission
-from grader.store import locked, open_gradebook
 
 pytestmark = pytest.mark.kernel
 
@@ -110,7 +110,7 @@ def test_a_run_grades_everything_and_a_rerun_keeps_it(tmp_path, course, submissi
 
 
 def _grader(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from grader.cli import main; main()", *args]
+    return [sys.executable, "-c", "from grader.cli.main import main; main()", *args]
 
 
 def test_killed_mid_batch_then_rerun_loses_nothing(tmp_path, course, submissions):
@@ -214,7 +214,7 @@ def test_a_worker_that_dies_costs_only_what_it_held(tmp_path, course, submission
 
 def test_one_worker_grades_its_homework_with_one_session_of_checks(tmp_path, course,
                                                                     submissions, monkeypatch):
-    from grader import check
+    from grader.pipeline import checking as check
 
     sessions: list[int] = []
     real = check._pytest
@@ -233,14 +233,15 @@ def test_one_worker_grades_its_homework_with_one_session_of_checks(tmp_path, cou
 
 def _channel_root(place, answer) -> None:
     """In a worker: the root of the fork server its kernels would come from, given ``place``."""
-    from grader import forkserver
+    from grader.kernel import zygote
 
-    forkserver.share({place.sandboxed: place})
-    answer.send(str(forkserver.zygote_for(place.sandboxed).place.root))
+    zygote.share({place.sandboxed: place})
+    answer.send(str(zygote.channel_for(place.sandboxed).place.root))
 
 
 def _in_worker(place) -> str:
-    context = multiprocessing.get_context("forkserver")  # how grader.pool starts its workers
+    # how grader.pipeline.pool starts its workers
+    context = multiprocessing.get_context("forkserver")
     mine, theirs = context.Pipe()
     worker = context.Process(target=_channel_root, args=(place, theirs))
     worker.start()
@@ -252,15 +253,15 @@ def _in_worker(place) -> str:
 
 
 def test_workers_fork_their_kernels_from_the_runs_one_fork_server(tmp_path, course):
-    from grader import forkserver
-    from grader.sandbox import use_sandbox
+    from grader.kernel import zygote
+    from grader.kernel.sandbox import use_sandbox
 
     sandboxed, _ = use_sandbox(load_course(course).limits)
-    place = forkserver.start(sandboxed).wait_ready()
+    place = zygote.start(sandboxed).wait_ready()
     # a worker given the run's fork server connects to it
     assert _in_worker(place) == str(place.root)
     # one given a fork server that is gone starts its own, and stops it when it is done
-    gone = forkserver.Place(tmp_path / "gone", sandboxed)
+    gone = zygote.Place(tmp_path / "gone", sandboxed)
     own = _in_worker(gone)
     assert own not in (str(place.root), str(gone.root))
     assert not Path(own).exists()

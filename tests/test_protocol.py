@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from grader.checks import kit_model, layer
-from grader.protocol import (
+from grader.kernel.protocol import (
     LayerInfo,
     ProtocolError,
     ReturnedModule,

@@ -1,11 +1,12 @@
-"""Table tests for grader/rules.py: late tiers, late decisions, final scores, the pass rule."""
+"""Table tests for grader/course/rules.py: late tiers, late decisions, final scores, the pass
+rule."""
 
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from grader.rules import (
+from grader.course.rules import (
     Extension,
     LatePolicy,
     Tier,

@@ -1,4 +1,4 @@
-"""The sandbox itself (grader/sandbox.py): what a sandboxed process may do."""
+"""The sandbox itself (grader/kernel/sandbox.py): what a sandboxed process may do."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
+from grader.kernel import sandbox
 
 FOUND = sandbox.probe()
 

@@ -1,4 +1,4 @@
-"""Table tests for grader/score.py: raw percent from check verdicts, then the late cap."""
+"""Table tests for grader/pipeline/score.py: raw percent from check verdicts, then the late cap."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from grader.check import CheckResult, Outcome
-from grader.config import load_course
-from grader.rules import LatePolicy
-from grader.score import Deadlines, raw_percent, score
+from grader.course.config import load_course
+from grader.course.rules import LatePolicy
+from grader.pipeline.checking import CheckResult, Outcome
+from grader.pipeline.score import Deadlines, raw_percent, score
 
 MSK = ZoneInfo("Europe/Moscow")
 P, F, E = Outcome.PASSED, Outcome.FAILED, Outcome.ERROR

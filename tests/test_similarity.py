@@ -1,4 +1,4 @@
-"""Tests for grader/similarity.py: the code a student wrote, and the pairs flagged as similar.
+"""Tests for grader/tools/similarity.py: the code a student wrote, and the pairs flagged as similar.
 
 The notebooks are written into tmp_path: a template with three tasks, an honest solution (ann),
 a near-copy of it with other names, comments and spacing (ben), and a second honest solution
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import write_notebook
 
-from grader.similarity import code_lines, compare, homework_similarity, own_code
+from grader.tools.similarity import code_lines, compare, homework_similarity, own_code
 
 SETUP = "import torch\ntorch.set_num_threads(1)"
 STUBS = [
@@ -183,7 +183,7 @@ def test_shares_do_not_depend_on_the_process_hash_seed(homework: dict[str, Path]
     import subprocess
     import sys
 
-    script = ("import sys; from pathlib import Path; from grader.similarity import *; "
+    script = ("import sys; from pathlib import Path; from grader.tools.similarity import *; "
               "r = homework_similarity('hw2', [('ann', Path(sys.argv[1])), "
               "('ben', Path(sys.argv[2]))], Path(sys.argv[3]), 0.1); "
               "print(repr((r.pairs[0].first_share, r.pairs[0].second_share)))")

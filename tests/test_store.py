@@ -1,8 +1,9 @@
-"""Tests for grader/store.py: the SQLite gradebook (rows, keys, lock, crash safety)."""
+"""Tests for grader/pipeline/store.py: the SQLite gradebook (rows, keys, lock, crash safety)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -15,8 +16,16 @@ from pathlib import Path
 import pytest
 
 from grader.errors import GradebookError
-from grader.records import MAX_CELL_ERRORS, CellError, CheckResult, GradeRow, Outcome, Status
-from grader.store import SCHEMA_VERSION, locked, open_gradebook
+from grader.pipeline.store import SCHEMA_VERSION, locked, open_gradebook
+from grader.records import (
+    MAX_CELL_ERRORS,
+    CellError,
+    CheckResult,
+    GradeRow,
+    Outcome,
+    Status,
+    kept_cell_errors,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -37,7 +46,7 @@ def make_row(**changes: object) -> GradeRow:
         submitted_at="2026-11-04T11:58:00.123456+03:00", time_problem="", status=Status.OK,
         detail="ran 12 cells", earned=2.0, possible=6.0, raw=33.33, cap=100.0, final=33.33,
         late_reason="Submitted on time.", seed=123456789, graded_at="2026-11-05T10:00:00+00:00",
-        seconds=4.25, checks=GradeRow.encode_checks(checks))
+        seconds=4.25, checks=tuple(checks))
     return replace(row, **changes)
 
 
@@ -47,7 +56,7 @@ def row_for(i: int) -> GradeRow:
     digest = hashlib.sha256(str(i).encode()).hexdigest()
     return make_row(student=f"s{i:06d}", sha256=digest, detail=f"{i}:" + digest * 300,
                     late_reason=f"{i}:" + "r" * 20_000, earned=float(i), seed=i,
-                    checks=GradeRow.encode_checks(
+                    checks=tuple(
                         (CheckResult(f"check_{i}", float(i % 7 + 1), Outcome.FAILED,
                                      digest * 10),)))
 
@@ -60,7 +69,7 @@ def test_put_get_roundtrip_all_fields(tmp_path: Path) -> None:
         back = book.get("alice", "hw1", "a" * 64)
     assert back == row
     assert back is not None
-    assert back.check_results == (
+    assert back.checks == (
         CheckResult("test_counts", 2.0, Outcome.PASSED),
         CheckResult("test_flops", 3.0, Outcome.FAILED, "expected 2 * MACs, got 1 * MACs"),
         CheckResult("test_broken", 1.0, Outcome.ERROR, "grader error: boom"))
@@ -71,7 +80,7 @@ def test_put_get_roundtrip_all_fields(tmp_path: Path) -> None:
     [
         pytest.param({"submitted_at": None, "time_problem": "no timestamp.txt", "cap": None,
                       "final": None}, id="time-unknown"),
-        pytest.param({"student": "Ёлкина, \"Аня\"\n", "detail": "", "checks": "[]"},
+        pytest.param({"student": "Ёлкина, \"Аня\"\n", "detail": "", "checks": ()},
                      id="unicode-quotes-newline"),
         pytest.param({"student": "007", "sha256": "0123456789"}, id="digit-strings-stay-text"),
         pytest.param({"raw": 0.0, "final": 0.0, "cap": 0.0, "seconds": 0.0, "seed": 0},
@@ -184,7 +193,7 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     holder = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from grader.store import locked\n"
+        "from grader.pipeline.store import locked\n"
         "with locked(Path(sys.argv[1])):\n"
         "    print('locked', flush=True)\n"
         "    sys.stdin.read()\n"
@@ -264,13 +273,15 @@ def test_a_version_1_gradebook_is_upgraded_and_loses_nothing(tmp_path: Path) -> 
         db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         values = [getattr(old, c) for c in V1_COLUMNS.replace(",", "").split()[::2]]
         values[6] = old.status.value
+        values[17] = json.dumps([{"name": c.name, "points": c.points, "outcome": c.outcome.value,
+                                  "message": c.message} for c in old.checks])
         db.execute(f"INSERT INTO grades VALUES ({', '.join('?' * len(values))})", values)
     db.close()
     with open_gradebook(path) as book:
         (row,) = book.rows()
         book.put(make_row(student="bob"))
     # version 1 timed only the notebook's run; it kept no list of cell errors
-    assert row == replace(old, exec_seconds=old.seconds, cell_errors="[]")
+    assert row == replace(old, exec_seconds=old.seconds, cell_errors=())
     with open_gradebook(path) as book:
         assert [r.student for r in book.rows()] == ["alice", "bob"]
     db = sqlite3.connect(path)
@@ -278,12 +289,17 @@ def test_a_version_1_gradebook_is_upgraded_and_loses_nothing(tmp_path: Path) -> 
     db.close()
 
 
-def test_cell_errors_round_trip_and_are_capped_with_a_count() -> None:
+def test_cell_errors_round_trip_and_are_capped_with_a_count(tmp_path: Path) -> None:
     errors = tuple(CellError(i, "ValueError", f"bad {i}") for i in range(1, 26))
-    row = make_row(cell_errors=GradeRow.encode_cell_errors(errors))
-    kept, more = row.cell_error_list
+    kept, more = kept_cell_errors(errors)
     assert kept == errors[:MAX_CELL_ERRORS] and more == 25 - MAX_CELL_ERRORS
-    assert make_row().cell_error_list == ((), 0)
+    row = make_row(cell_errors=kept, more_cell_errors=more)
+    with open_gradebook(tmp_path / "gb.sqlite") as book:
+        book.put(row)
+        back = book.get(row.student, row.assignment, row.sha256)
+    assert back is not None
+    assert (back.cell_errors, back.more_cell_errors) == (kept, more)
+    assert (make_row().cell_errors, make_row().more_cell_errors) == ((), 0)
 
 
 # -- crash safety ------------------------------------------------------------------------------
@@ -291,7 +307,7 @@ def test_cell_errors_round_trip_and_are_capped_with_a_count() -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from grader.store import open_gradebook
+from grader.pipeline.store import open_gradebook
 from test_store import row_for
 with open_gradebook(Path(sys.argv[1])) as book:
     i = 0

@@ -1,0 +1,397 @@
+"""The instructor's commands: grade, export, report, audit, release-notebooks, release.
+
+Loaded by ``grader.cli.main`` only when one of them is asked for, so that ``grader check`` (the
+student's command) imports none of what they need; the student kit does not ship this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.table import Table
+
+from grader.cli.common import UsageFailure, course_option, err, gradebook_option, out
+from grader.course.config import AUDIT_PARTS, load_course
+from grader.kernel.sandbox import use_sandbox
+from grader.pipeline.run import Graded, Progress, grade_all
+from grader.pipeline.store import locked, open_gradebook
+from grader.records import GradeRow, Status, Submission
+
+if TYPE_CHECKING:
+    from grader.tools.audit import AuditReport
+
+# Each command imports the heavy part of the engine it needs when it runs (the audit, the kit,
+# the gradebook's tables with pandas): `grader grade` starts its kernels' fork server before
+# importing torch, and every command starts without importing what the others need.
+
+DEFAULT_CSV = Path("grades/gradebook.csv")
+DEFAULT_LONG_CSV = Path("grades/gradebook_long.csv")
+DEFAULT_FEEDBACK = Path("grades/feedback")
+DEFAULT_REPORT = Path("grades/report.html")
+
+
+@click.command()
+@click.argument("submissions", type=click.Path(path_type=Path))
+@course_option
+@gradebook_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Grade only this assignment id (repeatable). Default: all.")
+@click.option("--force", is_flag=True, help="Regrade submissions already in the gradebook.")
+@click.option("--seed", type=int, default=None,
+              help="Seed for the hidden checks' draws (default: a fresh one, recorded in the "
+                   "gradebook; pass a recorded seed to reproduce a run).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+              help="Notebooks graded at once, each in its own worker process (one CPU thread "
+                   "each). Default: the number of cores.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Grade on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://host:8786), each submission a task on a worker; `local` starts "
+                   "a cluster of --jobs worker processes here. See README, \"More than one "
+                   "machine\".")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
+              show_default=True, help="Where to write the gradebook CSV after the run.")
+@click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
+              default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
+def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tuple[str, ...],
+          force: bool, seed: int | None, jobs: int | None, scheduler: str | None,
+          csv_path: Path, feedback_dir: Path) -> None:
+    """Grade a folder of submissions (<root>/<student>/<assignment>/<notebook>.ipynb, with an
+    optional timestamp.txt beside each notebook), or the submissions listed in a manifest CSV
+    (columns student,assignment,path,submitted_at).
+
+    Unchanged submissions keep their stored grade; the gradebook CSV and the feedback files are
+    rewritten at the end.
+
+    Example: grader grade examples/submissions --assignment hw1 --jobs 2
+
+    On a Dask cluster: grader grade /shared/submissions --scheduler tcp://head:8786
+    """
+    from grader.output.feedback import write_feedback
+    from grader.output.tables import wide_table, write_csv
+
+    course = load_course(course_path)
+    with locked(gradebook) as book:
+        graded = grade_all(course, submissions, book, assignments, force, seed,
+                           _Printer(), jobs or _cores(), scheduler)
+        rows = book.rows()
+    write_csv(wide_table(course, rows), csv_path)
+    write_feedback(course, rows, feedback_dir)
+    _summary(graded)
+    out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
+    if any(g.row.status is Status.GRADER_ERROR for g in graded):
+        sys.exit(1)
+
+
+class _Printer(Progress):
+    """Progress on stderr: a line as each submission starts, one as it is stored, with the
+    count, the rate and the time left."""
+
+    def __init__(self) -> None:
+        self.total = self.graded = 0
+        self.start = time.monotonic()
+
+    def note(self, text: str) -> None:
+        err.print(text, markup=False)
+
+    def planned(self, total: int) -> None:
+        self.total, self.start = total, time.monotonic()
+
+    def started(self, sub: Submission) -> None:
+        err.print(f"[{self.graded + 1}/{self.total}] grading {sub.student}/{sub.assignment} ...",
+                  markup=False)
+
+    def finished(self, graded: Graded) -> None:
+        row = graded.row
+        if graded.skipped:
+            err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % (unchanged, kept)",
+                      markup=False)
+            return
+        self.graded += 1
+        rate = (time.monotonic() - self.start) / self.graded
+        left = rate * (self.total - self.graded)
+        err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % ({row.status.value}, "
+                  f"{row.seconds:.1f} s)   {self.graded}/{self.total} done, "
+                  f"{rate:.1f} s per submission, about {_duration(left)} left", markup=False)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _summary(graded: list[Graded]) -> None:
+    from grader.output.view import display_status
+
+    table = Table(title="Grading summary")
+    for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
+    for g in graded:
+        r = g.row
+        table.add_row(r.student, r.assignment, display_status(r).value, _pct(r.raw),
+                      _pct(r.cap), _pct(r.final), f"{r.seconds:.1f}",
+                      ("(kept) " if g.skipped else "") + r.detail)
+    out.print(table)
+
+
+@click.command("export")
+@course_option
+@gradebook_option
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
+              show_default=True, help="One row per student.")
+@click.option("--long", "long_path", type=click.Path(path_type=Path), default=DEFAULT_LONG_CSV,
+              show_default=True, help="One row per student and assignment (LMS import).")
+@click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
+              default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
+def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Path,
+               feedback_dir: Path) -> None:
+    """Write the gradebook CSVs and the feedback files from the gradebook.
+
+    Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
+    """
+    from grader.output.feedback import write_feedback
+    from grader.output.tables import long_table, wide_table, write_csv
+
+    course = load_course(course_path)
+    rows = _rows(gradebook)
+    write_csv(wide_table(course, rows), csv_path)
+    write_csv(long_table(course, rows), long_path)
+    written = write_feedback(course, rows, feedback_dir)
+    out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) (Markdown "
+              f"and HTML) in {feedback_dir}/")
+
+
+def _rows(gradebook: Path) -> list[GradeRow]:
+    if not gradebook.exists():
+        raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
+    with open_gradebook(gradebook) as book:
+        return book.rows()
+
+
+@click.command("report")
+@course_option
+@gradebook_option
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=DEFAULT_REPORT,
+              show_default=True, help="The HTML page to write (one self-contained file).")
+@click.option("--as-of", "as_of", default=None, metavar="WHEN",
+              help="The time the pass table is made for, ISO 8601 (2026-12-09 or "
+                   "2026-12-09T12:00; the course's time zone unless an offset is given). "
+                   "Default: now.")
+def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | None) -> None:
+    """Write the instructor's report: per homework the score histograms, statuses, the checks
+    most often failed, late submissions by tier, notebooks that did not run, grading time;
+    the pass table; and pairs of submissions with similar code (flags, never a grade change).
+
+    Example: grader report --out grades/report.html
+    """
+    from grader.tools.report_page import write_report  # matplotlib, copydetect: only here
+
+    course = load_course(course_path)
+    now = dt.datetime.now(course.timezone)
+    if as_of is not None:
+        try:
+            now = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise UsageFailure(f"--as-of: expected a date or time like 2026-12-09T12:00, "
+                               f"got {as_of!r}") from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=course.timezone)
+    if out_path.is_dir():  # said before the work, not after it
+        raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
+                           f"page to write, e.g. {out_path / 'report.html'})")
+    rows = _rows(gradebook)
+    try:
+        report = write_report(course, rows, out_path, now)
+    except OSError as exc:
+        raise UsageFailure(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
+    out.print(f"wrote {out_path}: {len(report.standings)} students, {report.trouble} notebook(s) "
+              f"that did not run to the end, {report.flagged_pairs} similar pair(s)")
+
+
+@click.command("release-notebooks")
+@course_option
+@click.option("--check", "check_only", is_flag=True,
+              help="Only report drift (exit 1 if a student notebook is out of date).")
+def release_notebooks_cmd(course_path: Path, check_only: bool) -> None:
+    """Generate the student notebooks in assignments/ from the reference notebooks.
+
+    Example: grader release-notebooks --check
+    """
+    from grader.ship.student_notebooks import release_notebooks
+
+    course = load_course(course_path)
+    changed = release_notebooks(course, check_only)
+    for path in changed:
+        out.print(f"{'out of date' if check_only else 'wrote'}: {path}")
+    if check_only and changed:
+        sys.exit(1)
+    if not changed:
+        out.print("student notebooks are up to date")
+
+
+@click.command("audit")
+@click.argument("assignments", nargs=-1)
+@course_option
+@click.option("--only", "parts", multiple=True, type=click.Choice(AUDIT_PARTS),
+              help="Run only this part (repeatable). Default: all four.")
+@click.option("--seed", type=int, default=None,
+              help="First seed of the reference's runs, and the seed mutants are graded on "
+                   "(default: a fresh one, printed).")
+@click.option("--seeds", type=click.IntRange(0), default=None,
+              help="Seeds of the fast checks on the reference (default: [audit] seeds).")
+@click.option("--slow-seeds", type=click.IntRange(0), default=None,
+              help="Of them, seeds on which every check runs, slow_check ones included "
+                   "(default: [audit] slow_seeds).")
+@click.option("--mutants", type=click.IntRange(0), default=None,
+              help="Mutants drawn per homework (default: [audit] mutants).")
+@click.option("--mutant-seed", type=int, default=None,
+              help="Seed of the mutants' draw (default: [audit] mutant_seed).")
+@click.option("--mutant", "mutant_ids", multiple=True,
+              help="Grade this mutant (an id from --list-mutants; repeatable) instead of a draw.")
+@click.option("--list-mutants", is_flag=True,
+              help="List every mutant (id and change) of each homework and exit; runs nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Mutants graded at once, each in its own process and kernel.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the full report (every loss, every mutant with its diff) here.")
+def audit_cmd(assignments: tuple[str, ...], course_path: Path, parts: tuple[str, ...],
+              seed: int | None, seeds: int | None, slow_seeds: int | None, mutants: int | None,
+              mutant_seed: int | None, mutant_ids: tuple[str, ...], list_mutants: bool,
+              jobs: int, json_path: Path | None) -> None:
+    """Audit the hidden checks of homework(s): the reference must keep every point on many
+    seeds, mutants of its solution regions must lose points, the untouched template must earn
+    0, and the public answers returned as constants must fail. Exit 1 if any of that fails.
+
+    Example: grader audit hw1 --seeds 200 --mutants 40 --mutant-seed 7 --jobs 2 --json a.json
+    """
+    from grader.tools import audit as audit_mod
+
+    course = load_course(course_path)
+    options = audit_mod.Options(parts=parts or audit_mod.PARTS, seed=seed, seeds=seeds,
+                                slow_seeds=slow_seeds, mutants=mutants, mutant_seed=mutant_seed,
+                                mutant_ids=mutant_ids, jobs=jobs)
+    if list_mutants:
+        for hw in assignments or [a.id for a in course.assignments]:
+            for m in audit_mod.list_mutants(course, hw):
+                out.print(f"{hw} {m.id}  {m.summary}", markup=False, soft_wrap=True)
+        return
+    use_sandbox(course.limits)
+    report = audit_mod.audit(course, assignments, options, lambda line: err.print(
+        line, markup=False, soft_wrap=True))
+    _audit_summary(report)
+    if json_path is not None:
+        audit_mod.write_json(report, json_path)
+        out.print(f"report: {json_path}")
+    if not report.ok:
+        sys.exit(1)
+
+
+def _audit_summary(report: AuditReport) -> None:
+    table = Table(title=f"Audit of the hidden checks (kill rate needed: "
+                        f"{report.min_kill_rate:g} %)")
+    for column in ("homework", "seeds (full)", "lost", "mutants", "killed", "survived",
+                   "equivalent", "kill rate", "template", "constants", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for hw in report.homeworks:
+        s, m, t, c = hw.seeds, hw.mutants, hw.template, hw.constants
+        rate = None if m is None else m.kill_rate
+        table.add_row(
+            hw.assignment,
+            "-" if s is None else f"{s.seeds} ({s.full_seeds})",
+            "-" if s is None else str(len(s.losses)),
+            "-" if m is None else f"{len(m.results)} of {m.enumerated}",
+            "-" if m is None else str(m.count("killed")),
+            "-" if m is None else str(m.count("survived")),
+            "-" if m is None else str(m.count("equivalent")),
+            "-" if rate is None else f"{rate:.1f} %",
+            "-" if t is None else f"{t.earned:g}/{t.possible:g}",
+            "-" if c is None else f"{100 * c.share:.0f} % (public {100 * c.public_share:.0f} %)",
+            "[red]FAIL[/]" if hw.problems else "[green]ok[/]")
+    out.print(table)
+    for hw in report.homeworks:
+        for problem in hw.problems:
+            out.print(f"{hw.assignment}: [red]{problem}[/]")
+        for note in hw.notes:
+            out.print(f"{hw.assignment}: {note}", markup=False)
+        if hw.seeds is not None:
+            for loss in hw.seeds.losses:
+                out.print(f"{hw.assignment}: seed {loss.seed}: {loss.check} ({loss.outcome}): "
+                          f"{loss.message}", markup=False)
+        if hw.mutants is not None:
+            for r in hw.mutants.results:
+                if r.verdict in ("survived", "error"):
+                    out.print(f"{hw.assignment}: {r.verdict} {r.id}: {r.summary}", markup=False)
+                    out.print(r.diff or r.how, markup=False)
+
+
+@click.command("release")
+@click.argument("folder", metavar="OUT", type=click.Path(path_type=Path))
+@course_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Release this homework (repeatable). Default: every homework whose lecture "
+                   "day has come, by the course's clock.")
+@click.option("--all", "every", is_flag=True, help="Release every homework.")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Release what is out by this day (YYYY-MM-DD). Default: today in the "
+                   "course's time zone.")
+@click.option("--zip", "archive", is_flag=True, help="Also write OUT.zip, one archive.")
+@click.option("--force", is_flag=True, help="Replace an earlier kit at OUT (and OUT.zip).")
+def release_cmd(folder: Path, course_path: Path, assignments: tuple[str, ...], every: bool,
+                as_of: dt.datetime | None, archive: bool, force: bool) -> None:
+    """Write the student kit to the folder OUT: the released notebooks, their public checks,
+    the course kit nncourse, the engine that `make check` runs, a Makefile, a pyproject.toml
+    and a README with the deadlines. No solution, hidden check, example or roster is in it:
+    the kit is scanned for them before it is written (exit 1 if one is found).
+
+    Example: grader release out/kit --all --zip
+    """
+    from grader.ship.kit import choose, write_kit
+
+    course = load_course(course_path)
+    today = as_of.date() if as_of else dt.datetime.now(course.timezone).date()
+    chosen, skipped = choose(course, assignments, every, today)
+    for message in skipped:
+        err.print(message)
+    kit = write_kit(course, folder, chosen, archive, force)
+    out.print(f"wrote the kit of {', '.join(kit.assignments)} to {kit.folder}/ "
+              f"({kit.files} files)" + (f" and {kit.archive}" if kit.archive else ""))
+
+
+@click.command("gradescope")
+@click.argument("assignment", metavar="HW")
+@click.argument("zip_path", metavar="OUT.zip", type=click.Path(path_type=Path))
+@course_option
+@click.option("--visibility", type=click.Choice(["hidden", "after_due_date", "after_published",
+                                                 "visible"]),
+              default="after_due_date", show_default=True,
+              help="When students see each check's result on Gradescope. Shown at once, the "
+                   "hidden checks answer every upload: a student could probe them.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT.zip.")
+def gradescope_cmd(assignment: str, zip_path: Path, course_path: Path, visibility: str,
+                   force: bool) -> None:
+    """Write a Gradescope autograder for the homework HW to OUT.zip: setup.sh (installs
+    bubblewrap, Python, torch==2.13.0 and the pinned dependencies), run_autograder (grades
+    the submitted notebook with the hidden checks and the course's late rule, writes
+    results.json), the engine, the course kit and the hidden checks.
+
+    Example: grader gradescope hw1 out/hw1-gradescope.zip
+    """
+    from grader.ship.gradescope.bundle import write_bundle
+
+    course = load_course(course_path)
+    bundle = write_bundle(course, assignment, zip_path, visibility, force)
+    out.print(f"wrote {bundle.path}: the Gradescope autograder of {bundle.assignment} "
+              f"({bundle.checks} check file(s), {bundle.files} files)")

@@ -1,0 +1,119 @@
+"""The ``grader`` command: a thin layer over the library.
+
+``grader check`` (what a student's ``make check`` runs) is defined here; the instructor's
+commands live in ``grader.cli.instructor`` and are imported only when asked for, so a student's
+check imports nothing it does not need (and the student kit ships without them).
+
+Exit codes: 0 success; 1 a check failed (``check``), a grading run hit a grader error
+(``grade``), an audit found a problem (``audit``) or a kit would leak a secret (``release``);
+2 a usage or configuration error (bad course.toml, unreadable input, checks without points, a
+gradebook in use).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import click
+
+from grader.cli.common import UsageFailure, course_option, err, out
+from grader.course.config import load_course
+from grader.course.notebook import assignment_of, read_notebook
+from grader.errors import ConfigError, GraderError, MalformedNotebook
+from grader.kernel import zygote
+from grader.kernel.sandbox import use_sandbox
+from grader.records import Outcome
+
+# command name -> its function in grader.cli.instructor
+INSTRUCTOR_COMMANDS = {"grade": "grade", "export": "export_cmd", "report": "report_cmd",
+                       "audit": "audit_cmd", "release-notebooks": "release_notebooks_cmd",
+                       "release": "release_cmd", "gradescope": "gradescope_cmd"}
+
+
+class _Group(click.Group):
+    """Commands defined here, and the instructor's, loaded when asked for (where installed);
+    every command's own library errors become a clean message and their exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        instructor = INSTRUCTOR_COMMANDS if _has_instructor_commands() else {}
+        return sorted({*super().list_commands(ctx), *instructor})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in INSTRUCTOR_COMMANDS and _has_instructor_commands():
+            module = importlib.import_module("grader.cli.instructor")
+            found: click.Command = getattr(module, INSTRUCTOR_COMMANDS[name])
+            return found
+        return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GraderError as exc:
+            # not wrapped: a path in the message must stay whole, to copy or to grep for
+            err.print(f"Error: {exc}", markup=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+def _has_instructor_commands() -> bool:
+    return importlib.util.find_spec("grader.cli.instructor") is not None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Autograder for the course "Neural Networks Speed-up and Compression"."""
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@course_option
+@click.option("-a", "--assignment", default=None,
+              help="Assignment id (default: the id in the notebook's metadata, else the "
+                   "homework whose notebook has this file name, else the folder name).")
+@click.option("--seed", type=int, default=None, help="Seed for any drawn inputs.")
+def check(notebook: Path, course_path: Path, assignment: str | None, seed: int | None) -> None:
+    """Run the public checks on your own notebook. Exit 0 if all pass, 1 if any fails.
+
+    Example: grader check ~/Downloads/hw1.ipynb
+    """
+    course = load_course(course_path)
+    try:
+        nb = read_notebook(notebook)
+    except MalformedNotebook as exc:
+        raise UsageFailure(f"{notebook}: {exc}") from None
+    try:
+        assignment = assignment or assignment_of(course, notebook, nb)
+        course.assignment(assignment)
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc}; pass --assignment") from None
+    check_dir = course.public_checks(assignment)
+    sandboxed, sandbox_note = use_sandbox(course.limits)
+    zygote.start(sandboxed)  # the kernels' imports run while this process imports its own
+    err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
+    from grader.pipeline.grading import grade_notebook, new_seed
+
+    execution, checks = grade_notebook(notebook, check_dir, course.limits,
+                                       new_seed() if seed is None else seed)
+    out.print(f"notebook: {execution.status.value} ({execution.detail}), "
+              f"{execution.seconds:.1f} s")
+    for error in execution.cell_errors:
+        out.print(f"  {error}", markup=False)
+    if checks.problem is not None:
+        out.print(f"checks: {checks.problem.value} ({checks.detail})", markup=False)
+    results = checks.results
+    for r in results:
+        mark = "[green]PASS[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
+        out.print(f"{mark} {r.name} ({r.points:g} pt)")
+        if r.outcome is not Outcome.PASSED:
+            for line in r.message.splitlines():
+                out.print(f"     {line}", markup=False)
+    passed = sum(r.outcome is Outcome.PASSED for r in results)
+    out.print(f"{passed} passed, {len(results) - passed} failed")
+    if passed != len(results):
+        sys.exit(1)
+
+
+__all__ = ["main"]

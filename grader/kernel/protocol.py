@@ -1,0 +1,363 @@
+"""The grader's end of the check protocol: what a check sends to the student's kernel and how
+what comes back is read.
+
+Arguments go to the kernel as wire data (``grader.kernel.bridge.wire``): tensors as ``torch.save``
+bytes, modules as specs the kernel builds (``ModuleSpec``; each spec is built once here first,
+so a bad spec is the grader's error, never the student's). Results come back as wire data and
+are decoded as data only: tensors through ``torch.load(weights_only=True)``, modules as a
+``ReturnedModule`` record. Nothing the kernel sends is unpickled or executed.
+``grader.kernel.bridge.kernel_end`` is the other end.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import textwrap
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from grader.errors import ChecksTimeout, ProtocolError, StudentError
+from grader.kernel.bridge import kernel_end, wire
+from grader.text import LOG_CHARS, clip_end
+
+# Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
+# reports for each (the kernel's end gets this table when it is installed).
+REBUILDABLE: dict[str, tuple[str, ...]] = {
+    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "groups", "bias", "padding_mode"),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "groups", "bias", "padding_mode"),
+    "Linear": ("in_features", "out_features", "bias"),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "LayerNorm": ("normalized_shape", "eps", "elementwise_affine"),
+    "MaxPool2d": ("kernel_size", "stride", "padding", "dilation"),
+    "AvgPool2d": ("kernel_size", "stride", "padding"),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "Flatten": ("start_dim", "end_dim"),
+    "Dropout": ("p",),
+    "ReLU": (),
+    "ReLU6": (),
+    "GELU": (),
+    "Identity": (),
+}
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A module the kernel builds from data: a torch.nn layer, a Sequential, a kit model or a
+    probe (``Sleep``, ``CallCounter``), optionally with weights and a train/eval mode. Made with
+    ``grader.checks.layer``, ``seq``, ``kit_model`` and ``probe``."""
+
+    kind: str
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    state_dict: Mapping[str, torch.Tensor] | None = None
+    training: bool = False
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str  # the class name, e.g. "Conv2d"
+    config: Mapping[str, Any]
+    module: str = ""  # the class's module, e.g. "torch.ao.nn.quantized.modules.conv"
+
+
+@dataclass(frozen=True)
+class ReturnedModule:
+    """A module as the kernel described it: layers (``named_modules`` order, the root first
+    under the name ""), weights and buffers, and each module's training flag."""
+
+    layers: tuple[LayerInfo, ...]
+    state_dict: Mapping[str, Any]  # tensors; quantized modules also keep tuples and dtypes
+    training: Mapping[str, bool]
+
+    def leaves(self) -> tuple[LayerInfo, ...]:
+        """Layers that have no children (the ones that compute)."""
+        names = [info.name for info in self.layers]
+        return tuple(
+            info for info in self.layers
+            if info.name and not any(n.startswith(info.name + ".") for n in names)
+        )
+
+    def rebuild(self) -> nn.Module:
+        """A real module built in the grader from the allowed layer types, weights loaded.
+
+        Only nested ``nn.Sequential`` containers of allowed layers are rebuilt; anything else
+        raises StudentError, since the grader will not run code it did not write.
+        """
+        by_name = {info.name: info for info in self.layers}
+
+        def build(name: str) -> nn.Module:
+            info = by_name[name]
+            prefix = f"{name}." if name else ""
+            children = [n for n in by_name if n.startswith(prefix) and n != name
+                        and "." not in n[len(prefix):]]
+            if info.type == "Sequential":
+                return nn.Sequential(OrderedDict(
+                    (child[len(prefix):], build(child)) for child in children))
+            if info.type not in REBUILDABLE or children or \
+                    not info.module.startswith("torch.nn.modules"):
+                raise StudentError(f"cannot rebuild a module of type {info.type!r} "
+                                   f"(at {name or 'the root'}); use standard torch.nn layers")
+            kwargs = {k: info.config[k] for k in REBUILDABLE[info.type] if k in info.config}
+            layer: nn.Module = getattr(nn, info.type)(**kwargs)
+            return layer
+
+        module = build("")
+        try:
+            module.load_state_dict(dict(self.state_dict))
+        except RuntimeError as exc:
+            raise StudentError(f"returned weights do not fit the returned layers: {exc}") from exc
+        for name, sub in module.named_modules():
+            sub.train(self.training.get(name, False))
+        return module
+
+
+def _spec_to_wire(spec: ModuleSpec) -> dict[str, Any]:
+    data = {
+        "kind": spec.kind, "name": spec.name,
+        "args": [encode(a) for a in spec.args],
+        "kwargs": {k: encode(v) for k, v in spec.kwargs.items()},
+        "state_dict": None if spec.state_dict is None
+        else {k: wire.tensor_to_b64(v) for k, v in spec.state_dict.items()},
+        "training": spec.training,
+    }
+    try:
+        kernel_end.build_module(data)  # the same code the kernel runs: a bad spec stops here
+    except Exception as exc:
+        raise ProtocolError(f"the module spec {spec.kind} {spec.name!r} does not build: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return {wire.MODULE: data}
+
+
+def _special(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return {wire.TENSOR: wire.tensor_to_b64(value)}
+    if isinstance(value, ModuleSpec):
+        return _spec_to_wire(value)
+    return NotImplemented
+
+
+def encode(value: Any) -> Any:
+    """A check's argument as wire data for the kernel; ProtocolError if it cannot be sent."""
+    try:
+        return wire.encode(value, _special)
+    except wire.WireError as exc:
+        raise ProtocolError(f"{exc} to the kernel") from None
+
+
+def decode(data: Any) -> Any:
+    """The kernel's wire data back into values. Only data: anything unexpected is a
+    StudentError, never executed."""
+    try:
+        return wire.decode(data, {wire.TENSOR: _tensor_from_b64, wire.MODULE: _decode_module})
+    except wire.WireError as exc:
+        raise StudentError(f"the kernel sent back something that is not a value the grader "
+                           f"reads ({exc})") from None
+    except RecursionError:
+        raise StudentError("the returned value is nested too deeply") from None
+
+
+def _decode_module(data: Any) -> ReturnedModule:
+    try:
+        layers = tuple(
+            LayerInfo(str(item["name"]), str(item["type"]),
+                      {str(k): decode(v) for k, v in dict(item["config"]).items()},
+                      str(item.get("module", "")))
+            for item in data["layers"]
+        )
+        training = {str(item["name"]): bool(item["training"]) for item in data["layers"]}
+        state = _state_from_b64(data["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StudentError(f"malformed module description from the kernel: {exc}") from exc
+    return ReturnedModule(layers, state, training)
+
+
+_QUANTIZED_LOAD_WARNINGS = ("TypedStorage is deprecated", r"torch\.quantize_per_tensor")
+
+
+def _state_from_b64(text: Any) -> dict[str, Any]:
+    """A state_dict sent as one torch.save blob, read with the safe loader only. Values are
+    tensors (quantized ones included) or the plain data quantized modules keep (tuples,
+    dtypes, numbers)."""
+    if not isinstance(text, str):
+        raise StudentError("a returned state_dict was not encoded as expected")
+    try:
+        with warnings.catch_warnings():
+            # reading quantized tensors warns about deprecated storage and quantized-tensor APIs
+            for message in _QUANTIZED_LOAD_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            state = wire.safe_load_b64(text)
+    except Exception as exc:
+        raise StudentError(f"a returned state_dict could not be read safely: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise StudentError("a returned state_dict was not a dict with string keys")
+    return state
+
+
+def _tensor_from_b64(text: Any) -> torch.Tensor:
+    try:
+        value = wire.safe_load_b64(text)
+    except Exception as exc:
+        raise StudentError(f"a returned tensor could not be read safely: {exc}") from exc
+    if not isinstance(value, torch.Tensor):
+        raise StudentError("a returned tensor was not a tensor")
+    return value
+
+
+T = TypeVar("T")
+
+
+class Judge(Protocol):
+    """What opens the files a notebook wrote (``grader.kernel.judge.Judge``)."""
+
+    timeout_s: float  # a judge's time, unless a check says otherwise
+
+    def files(self) -> dict[str, int]: ...
+
+    def run(self, source: str, inputs: Mapping[str, Any], timeout: float, name: str) -> Any: ...
+
+
+# A transport sends one request (JSON text) within a time limit (seconds) and returns the
+# decoded JSON reply of the kernel's end; it raises StudentError when the kernel is gone.
+Transport = Callable[[str, float], dict[str, Any]]
+
+
+class Budget:
+    """The time left to one submission's check stage (seconds of wall time), shared by every
+    handle on its kernel. ``expired`` is set once a call found it used up."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.limit = seconds
+        self.deadline = None if not seconds else time.monotonic() + seconds
+        self.expired = False
+
+    def used_up(self) -> bool:
+        """Whether the time is up (and, if so, mark it ``expired``)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.expired = True
+        return self.expired
+
+    def remaining(self) -> float:
+        """Seconds left; raise ChecksTimeout when none are."""
+        if self.deadline is None:
+            return float("inf")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise ChecksTimeout(f"not run: the checks of this submission ran out of time "
+                                f"({self.limit:g} s for all of them)")
+        return left
+
+
+def source_of(function: Callable[..., Any]) -> tuple[str, str]:
+    """The name and dedented source of a grader-written module-level function, to run it in
+    the kernel or the judge (``ProtocolError`` for anything else: a lambda, a method, text)."""
+    if not inspect.isfunction(function) or function.__name__ == "<lambda>":
+        raise ProtocolError(f"expected a module-level function, got a "
+                            f"{type(function).__name__}")
+    return function.__name__, textwrap.dedent(inspect.getsource(function))
+
+
+def judge_source_of(program: Callable[..., Any] | str) -> tuple[str, str]:
+    """What ``Student.judge`` runs: a module-level function like ``drive``'s, or the text of a
+    whole program (helpers and all) that defines ``judge(folder, inputs)``: the judge is a
+    fresh process of its own, and a program that loads several file formats needs helpers."""
+    if isinstance(program, str):
+        return "judge", program
+    return source_of(program)
+
+
+class Student:
+    """What the ``student`` fixture gives a check: calls into the student's live kernel."""
+
+    def __init__(self, transport: Transport, call_timeout: float, judge: Judge | None = None,
+                 budget: Budget | None = None) -> None:
+        self._transport = transport
+        self.call_timeout = call_timeout
+        self._judge = judge  # over the kernel's working folder, if any
+        self.budget = budget or Budget(None)
+
+    def with_timeout(self, seconds: float) -> Student:
+        """The same kernel with another per-call limit (a check whose call trains a model)."""
+        return Student(self._transport, seconds, self._judge, self.budget)
+
+    def files(self) -> dict[str, int]:
+        """Files the notebook wrote in its working folder: relative path -> size in bytes."""
+        return self._need_judge().files()
+
+    def judge(self, function: Callable[..., Any] | str, inputs: Mapping[str, Any],
+              timeout: float | None = None) -> Any:
+        """Load and run files the notebook wrote (an exported program, an ONNX model) with the
+        grader-written ``function(folder, inputs)`` in a sandboxed process that holds no
+        secrets, within ``timeout`` seconds (default: the course's ``judge_timeout_s``); return
+        its result as data. ``function`` may also be the text of a whole
+        program defining ``judge(folder, inputs)`` (judge_source_of). See grader/kernel/judge.py."""
+        name, source = judge_source_of(function)
+        judge = self._need_judge()
+        return self._bounded(name, judge.timeout_s if timeout is None else timeout,
+                             lambda seconds: judge.run(source, inputs, seconds, name))
+
+    def _need_judge(self) -> Judge:
+        if self._judge is None:
+            raise ProtocolError("this check needs the kernel's files, which are not available")
+        return self._judge
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the student's function ``name`` and return its result, decoded as data."""
+        return self._request({"name": name}, args, kwargs)["value"]
+
+    def call_inspect(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
+        """Like ``call``, and also return the positional arguments as they are after the call."""
+        payload = self._request({"name": name, "inspect": True}, args, kwargs)
+        return payload["value"], payload["args_after"]
+
+    def drive(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run the grader-written module-level ``function`` in the kernel, with the student's
+        names in scope (its source is sent; it may use only what it imports and the notebook's
+        names), and return its result, decoded as data."""
+        name, source = source_of(function)
+        return self._request({"name": name, "source": source}, args, kwargs)["value"]
+
+    def _bounded(self, what: str, limit: float, run: Callable[[float], T]) -> T:
+        """``run(seconds)`` within ``limit`` seconds and the time left to the check stage; a
+        call cut short by the stage's limit says so."""
+        seconds = min(limit, self.budget.remaining())
+        try:
+            return run(seconds)
+        except StudentError:
+            if seconds < limit and self.budget.used_up():
+                raise ChecksTimeout(f"{what} was stopped: the checks of this submission ran "
+                                    f"out of time ({self.budget.limit:g} s for all of "
+                                    f"them)") from None
+            raise
+
+    def _request(self, head: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> dict[str, Any]:
+        request = {**head, "args": [encode(a) for a in args],
+                   "kwargs": {k: encode(v) for k, v in kwargs.items()}}
+        text = json.dumps(request)
+        reply = self._bounded(head["name"], self.call_timeout,
+                              lambda seconds: self._transport(text, seconds))
+        if not reply.get("ok"):
+            error = clip_end(str(reply.get("error", "unknown error")), LOG_CHARS)
+            if reply.get("stage") == "arguments":
+                # the spec built here (see _spec_to_wire); the kernel could not: its fault
+                raise StudentError(f"the kernel could not build the arguments: {error}")
+            if reply.get("stage") == "reply":
+                raise StudentError(f"{head['name']} returned something that cannot be sent "
+                                   f"back: {error}")
+            raise StudentError(f"{head['name']} raised {error}")
+        return {"value": decode(reply.get("value")),
+                "args_after": [decode(a) for a in reply.get("args_after", [])]}

@@ -1,0 +1,61 @@
+"""The feedback a student reads for one graded submission, as Markdown and as an HTML page,
+both rendered from the row's view (``grader.output.view``): the final score and how the late
+rule made it, the notebook's run in words, the cells that raised, and each check by what it
+tests (never its code), with its points and message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from grader.course.config import Course
+from grader.output.files import write_text_atomic
+from grader.output.pages import render
+from grader.output.view import RowView, counted_rows, view
+from grader.records import GradeRow
+
+
+def feedback_markdown(v: RowView) -> str:
+    """The feedback for one graded submission, as Markdown."""
+    lines = [f"# {v.title} ({v.assignment}): feedback for {v.student}", "",
+             f"- Final score: **{v.final_words}**",
+             f"- Checks: {v.earned:g} of {v.possible:g} points (raw {v.raw:.2f} %)",
+             f"- Late rule: {v.cap_words}",
+             f"- Submitted: {v.submitted_at}; graded: {v.graded_at}", "",
+             f"## Your notebook's run: {v.status.value}", "", v.status_words, "",
+             f"({v.detail})", ""]
+    if v.cell_errors:
+        lines += ["## Cells that raised an error or were interrupted", ""]
+        lines += [f"- {error}" for error in v.cell_errors]
+        lines.append("")
+    lines += ["## Checks", ""]
+    for check in v.checks:
+        mark = "passed" if check.passed else check.outcome
+        lines.append(f"- [{mark}] {check.title} ({check.earned:g} of {check.points:g} pt)")
+        lines += [f"  > {line}" for line in check.message.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def feedback_html(v: RowView) -> str:
+    """The feedback for one graded submission, as a self-contained HTML page."""
+    return render("feedback.html.j2", v=v)
+
+
+def feedback_path(out_dir: Path, student: str, assignment: str, suffix: str) -> Path:
+    """``out_dir/<student>/<assignment><suffix>``, the student id made safe as a folder name."""
+    safe_student = student.replace(os.sep, "_").lstrip(".") or "_"
+    return out_dir / safe_student / f"{assignment}{suffix}"
+
+
+def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path) -> list[Path]:
+    """The feedback of every counted submission, ``out_dir/<student>/<assignment>.md`` and
+    ``.html`` beside it; return the Markdown files written."""
+    written = []
+    for (student, assignment), row in sorted(counted_rows(rows, course.counted).items()):
+        v = view(row, course)
+        markdown = feedback_path(out_dir, student, assignment, ".md")
+        write_text_atomic(markdown, feedback_markdown(v))
+        write_text_atomic(feedback_path(out_dir, student, assignment, ".html"), feedback_html(v))
+        written.append(markdown)
+    return written

@@ -1,0 +1,171 @@
+"""One view of a gradebook row: everything a person reads about one graded submission.
+
+``view`` turns a ``GradeRow`` (and the course: the homework's title, the late policy, the time
+zone) into a ``RowView``; the Markdown and HTML feedback, the report and Gradescope's
+``results.json`` render from it and from nothing else, so a status or a sentence added here
+appears in all of them. The rules of how rows are shown live here too: which row counts for a
+student (``counted_rows``), the status shown (``display_status``), the words for each status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from grader.course.config import Course
+from grader.course.rules import LatePolicy
+from grader.records import GradeRow, Outcome, Status
+
+# What each status means, for the student whose notebook it describes.
+STATUS_WORDS: dict[Status, str] = {
+    Status.OK: "Your notebook ran from the first cell to the last without an error.",
+    Status.CELL_ERROR: "At least one cell raised an error. The cells after it still ran, and "
+                       "the checks called what your notebook had defined.",
+    Status.CELL_TIMEOUT: "A cell ran past the time limit for one cell and was interrupted; the "
+                         "cells after it still ran, and the checks called what your notebook "
+                         "had defined.",
+    Status.NOTEBOOK_TIMEOUT: "The notebook ran past the time limit for the whole notebook and "
+                             "was stopped, so the checks could not call it.",
+    Status.KERNEL_DIED: "The Python process running your notebook stopped (a crash, or more "
+                        "memory than allowed), so the checks could not call it.",
+    Status.KERNEL_LOST: "Your notebook ran, but the Python process running it stopped, ran out "
+                        "of memory or stopped answering while the checks were calling it; the "
+                        "checks left failed.",
+    Status.CHECKS_TIMEOUT: "Your notebook ran, but the checks ran past the time allowed for all "
+                           "of them together (a function that is very slow, or never returns); "
+                           "the checks left failed without running.",
+    Status.MALFORMED: "The file could not be read as a notebook, so nothing of it could run.",
+    Status.GRADER_ERROR: "The grader itself failed on your submission. This is not your fault; "
+                         "your instructor sees it in the report and will grade it again.",
+    Status.TIME_UNKNOWN: "Your notebook ran to the end, but the time you handed it in is not "
+                         "known, so your final score waits for your instructor.",
+    Status.MISSING: "Nothing was handed in for this homework.",
+}
+
+
+def counted_rows(rows: Iterable[GradeRow], policy: str = "latest"
+                 ) -> dict[tuple[str, str], GradeRow]:
+    """The row that counts for each (student, assignment). ``latest``: the last submission
+    (by submission time, then grading time; unknown times sort first). ``best``: the highest
+    final, a known final beating an unknown one, ties going to the later submission."""
+    counted: dict[tuple[str, str], GradeRow] = {}
+    for row in sorted(rows, key=_submission_order):
+        key = (row.student, row.assignment)
+        held = counted.get(key)
+        if policy == "best" and held is not None and _final_rank(held) > _final_rank(row):
+            continue
+        counted[key] = row
+    return counted
+
+
+def _final_rank(row: GradeRow) -> tuple[bool, float]:
+    return (row.final is not None, row.final or 0.0)
+
+
+def _submission_order(row: GradeRow) -> tuple[bool, dt.datetime, str]:
+    # compare instants, not ISO text: offsets differ between timestamp files
+    if row.submitted_at is None:
+        return (False, dt.datetime.min.replace(tzinfo=dt.UTC), row.graded_at)
+    return (True, dt.datetime.fromisoformat(row.submitted_at), row.graded_at)
+
+
+def display_status(row: GradeRow) -> Status:
+    """The status shown for a row: its own, or ``time_unknown`` when the notebook ran cleanly
+    but its submission time is unknown (its final waits for the instructor). Any trouble
+    running the notebook is shown first; the empty final tells the time is unknown."""
+    if row.submitted_at is None and row.status is Status.OK:
+        return Status.TIME_UNKNOWN
+    return row.status
+
+
+def cap_words(row: GradeRow, policy: LatePolicy) -> str:
+    """How the final score follows from the raw score and the late cap, in words."""
+    if row.cap is None or row.final is None:
+        return (f"{row.late_reason} Your final score is pending until your instructor knows "
+                f"when you handed in; the checks gave {row.raw:.2f} %.")
+    if policy is LatePolicy.SCALE:
+        rule = f"raw {row.raw:.2f} % × cap {row.cap:g} % / 100"
+    else:
+        rule = f"the smaller of raw {row.raw:.2f} % and cap {row.cap:g} %"
+    return f"{row.late_reason} Final score = {rule} = {row.final:.2f} %."
+
+
+def cell_error_lines(row: GradeRow) -> tuple[str, ...]:
+    """Every cell error kept with ``row``, one line each, then how many more there were."""
+    more = (f"... and {row.more_cell_errors} more",) if row.more_cell_errors else ()
+    return tuple(str(e) for e in row.cell_errors) + more
+
+
+def local_time(iso: str | None, course: Course) -> str:
+    """An ISO 8601 instant as the course's clock shows it, the zone named
+    (``2026-12-01 14:03 Europe/Moscow``); ``unknown`` for None."""
+    if iso is None:
+        return "unknown"
+    moment = dt.datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return f"{moment.astimezone(course.timezone):%Y-%m-%d %H:%M} {course.timezone.key}"
+
+
+@dataclass(frozen=True)
+class CheckView:
+    """One check as a student reads it: what it tests, its points, and what went wrong."""
+
+    name: str  # file stem::function, for the instructor
+    title: str  # what the check tests, in words
+    points: float
+    earned: float
+    passed: bool
+    outcome: str  # "passed", "failed" or "error"
+    message: str  # empty when passed
+
+
+@dataclass(frozen=True)
+class RowView:
+    """What a person reads about one graded submission. Percents are 0..100; times are the
+    course's local times with the zone named."""
+
+    student: str
+    assignment: str
+    title: str  # the homework's title
+    status: Status  # as shown (``display_status``)
+    status_words: str
+    detail: str
+    earned: float
+    possible: float
+    raw: float
+    cap: float | None
+    final: float | None
+    final_words: str  # "87.50 %", or why it is pending
+    cap_words: str
+    cell_errors: tuple[str, ...]
+    checks: tuple[CheckView, ...]
+    submitted_at: str
+    graded_at: str
+    seconds: float
+
+    @property
+    def ran_cleanly(self) -> bool:
+        """Whether the notebook ran to the end with no trouble (no detail worth showing)."""
+        return self.status in (Status.OK, Status.TIME_UNKNOWN)
+
+
+def view(row: GradeRow, course: Course) -> RowView:
+    """The view of ``row`` under ``course``'s rules."""
+    titles = {a.id: a.title for a in course.assignments}
+    status = display_status(row)
+    return RowView(
+        student=row.student, assignment=row.assignment,
+        title=titles.get(row.assignment, row.assignment), status=status,
+        status_words=STATUS_WORDS[status], detail=row.detail,
+        earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
+        final_words=("pending (submission time unknown)" if row.final is None
+                     else f"{row.final:.2f} %"),
+        cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
+        checks=tuple(CheckView(c.name, c.title or c.name, c.points, c.earned,
+                               c.outcome is Outcome.PASSED, c.outcome.value,
+                               "" if c.outcome is Outcome.PASSED else c.message)
+                     for c in row.checks),
+        submitted_at=local_time(row.submitted_at, course),
+        graded_at=local_time(row.graded_at, course), seconds=row.seconds)

@@ -1,0 +1,261 @@
+"""The instructor's report as data: every number ``grader report`` shows, from the gradebook.
+
+``build_report`` is a pure function of the course, the gradebook rows, the similarity flags and
+the time the report is made for; the page (``grader.tools.report_page``) only lays out what it
+returns. Percents are 0..100, seconds are wall-clock seconds, shares are 0..1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from grader.course.config import Course
+from grader.course.rules import late_tiers, passes
+from grader.output.view import STATUS_WORDS, counted_rows, display_status
+from grader.records import GradeRow, Outcome, Status
+from grader.tools.similarity import HomeworkSimilarity
+
+# Statuses of a notebook that ran and whose checks ran on what it defined; any other status
+# (a timeout, a dead kernel, a malformed file, a grader error, ...) is listed as trouble.
+RAN = frozenset({Status.OK, Status.CELL_ERROR})
+TOP_FAILED = 10  # failed checks listed per homework
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    """One check, and how many of the students graded on it failed it."""
+
+    name: str  # file stem::function
+    title: str  # what it tests, in words (stored with its verdicts)
+    points: float
+    failed: int  # failed, or broke with a grader error
+    errors: int  # of which the check itself broke (a grader problem)
+    graded: int
+
+    @property
+    def share(self) -> float:
+        return self.failed / self.graded
+
+
+@dataclass(frozen=True)
+class LateGroup:
+    """The students whose counted submission fell in one late tier."""
+
+    label: str
+    cap: float | None  # percent; None: the submission time is unknown
+    students: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """A counted notebook that did not run to the end (timeout, crash, unreadable, ...)."""
+
+    student: str
+    status: str
+    words: str  # what the status means (grader.output.view.STATUS_WORDS)
+    detail: str
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Grading time of every graded row of a homework, in seconds."""
+
+    runs: int
+    median_s: float
+    max_s: float
+    total_s: float
+
+
+@dataclass(frozen=True)
+class HomeworkReport:
+    id: str
+    title: str
+    required: bool
+    raw: tuple[float, ...]  # counted submissions' raw percents, by student
+    final: tuple[float, ...]  # the known finals among them (an unknown time has none)
+    pending: int  # counted submissions whose final waits for a submission time
+    missing: int  # students in the report with no submission of this homework
+    statuses: tuple[tuple[str, int], ...]  # shown status -> students, most frequent first
+    failed_checks: tuple[FailedCheck, ...]  # most often failed first, at most TOP_FAILED
+    late: tuple[LateGroup, ...]  # from the highest cap down; time unknown last
+    trouble: tuple[Trouble, ...]
+    timing: Timing | None  # None when nothing was graded
+
+    @property
+    def submitted(self) -> int:
+        return len(self.raw)
+
+    @property
+    def raw_mean(self) -> float | None:
+        return statistics.fmean(self.raw) if self.raw else None
+
+    @property
+    def raw_median(self) -> float | None:
+        return statistics.median(self.raw) if self.raw else None
+
+    @property
+    def final_mean(self) -> float | None:
+        return statistics.fmean(self.final) if self.final else None
+
+    @property
+    def final_median(self) -> float | None:
+        return statistics.median(self.final) if self.final else None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one student stands with the pass rule at the report's time."""
+
+    student: str
+    name: str
+    passed: int  # required homeworks at min_percent or more
+    pending: int  # required homeworks whose final waits for a submission time
+    still_open: int  # required homeworks not passed that can still be handed in for a pass
+    verdict: str  # "passed", "cannot pass", "one short", "needs N more"
+
+
+@dataclass(frozen=True)
+class Report:
+    course: str
+    made_at: str  # ISO 8601, the instant the report is made for
+    min_percent: float
+    min_required: int
+    required: tuple[str, ...]
+    homeworks: tuple[HomeworkReport, ...]
+    standings: tuple[Standing, ...]
+    similarity: tuple[HomeworkSimilarity, ...]
+
+    @property
+    def flagged_pairs(self) -> int:
+        return sum(len(h.pairs) for h in self.similarity)
+
+    @property
+    def trouble(self) -> int:
+        return sum(len(h.trouble) for h in self.homeworks)
+
+    def verdicts(self) -> dict[str, tuple[str, ...]]:
+        """Students by verdict."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for s in self.standings:
+            groups[s.verdict].append(s.student)
+        return {verdict: tuple(students) for verdict, students in groups.items()}
+
+
+def _tier_label(cap: float | None, labels: Mapping[float, str]) -> str:
+    if cap is None:
+        return "time unknown"
+    if cap in labels:
+        return f"by {labels[cap]} (cap {cap:g} %)"
+    return f"past every deadline (cap {cap:g} %)" if cap == 0 else f"cap {cap:g} %"
+
+
+def _failed_checks(rows: Sequence[GradeRow]) -> list[FailedCheck]:
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # failed, errors, graded
+    points: dict[str, float] = {}
+    titles: dict[str, str] = {}
+    for row in rows:
+        for check in row.checks:
+            counts = tally[check.name]
+            counts[0] += check.outcome is not Outcome.PASSED
+            counts[1] += check.outcome is Outcome.ERROR
+            counts[2] += 1
+            points[check.name] = check.points
+            titles[check.name] = check.title or titles.get(check.name) or check.name
+    found = [FailedCheck(name, titles[name], points[name], *counts)
+             for name, counts in tally.items() if counts[0]]
+    found.sort(key=lambda c: (-c.share, -c.failed, c.name))
+    return found[:TOP_FAILED]
+
+
+def _homework(course: Course, assignment: str, all_rows: Sequence[GradeRow],
+              counted: Sequence[GradeRow], students: Sequence[str]) -> HomeworkReport:
+    a = course.assignment(assignment)
+    statuses = Counter(display_status(r).value for r in counted)
+    missing = len(students) - len(counted)
+    if missing:
+        statuses[Status.MISSING.value] = missing
+    tiers = late_tiers(a.lecture_day, course.last_lecture_day, course.timezone,
+                       course.deadline_time)
+    labels = {t.cap: t.label for t in tiers}
+    by_cap: dict[float | None, list[str]] = defaultdict(list)
+    for r in counted:
+        by_cap[r.cap].append(r.student)
+    caps = sorted((c for c in by_cap if c is not None), reverse=True) + \
+        ([None] if None in by_cap else [])
+    seconds = [r.seconds for r in all_rows]
+    timing = None if not seconds else Timing(len(seconds), statistics.median(seconds),
+                                             max(seconds), sum(seconds))
+    return HomeworkReport(
+        id=a.id, title=a.title, required=a.required,
+        raw=tuple(r.raw for r in counted),
+        final=tuple(r.final for r in counted if r.final is not None),
+        pending=sum(r.final is None for r in counted), missing=missing,
+        statuses=tuple(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
+        failed_checks=tuple(_failed_checks(counted)),
+        late=tuple(LateGroup(_tier_label(c, labels), c, tuple(by_cap[c])) for c in caps),
+        trouble=tuple(Trouble(r.student, r.status.value, STATUS_WORDS[r.status], r.detail)
+                      for r in counted
+                      if r.status not in RAN),
+        timing=timing)
+
+
+def _still_open(course: Course, assignment: str, student: str, now: dt.datetime) -> bool:
+    """Whether a submission made now could still reach the pass mark: some late tier whose cap
+    is at least ``min_percent`` ends after ``now`` (with the student's extension)."""
+    a = course.assignment(assignment)
+    tiers = late_tiers(a.lecture_day, course.last_lecture_day, course.timezone,
+                       course.deadline_time, course.extensions.get((student, assignment)))
+    return any(t.cap >= course.pass_rule.min_percent and t.deadline > now for t in tiers)
+
+
+def _standing(course: Course, student: str, counted: Mapping[tuple[str, str], GradeRow],
+              now: dt.datetime) -> Standing:
+    rule = course.pass_rule
+    required = [a.id for a in course.assignments if a.required]
+    finals = [counted[(student, a)].final if (student, a) in counted else 0.0 for a in required]
+    passed, _ = passes(finals, rule.min_percent, rule.min_required)
+    pending = sum(final is None for final in finals)
+    still_open = sum(final is not None and final < rule.min_percent and
+                     _still_open(course, a, student, now)
+                     for a, final in zip(required, finals, strict=True))
+    if passed >= rule.min_required:
+        verdict = "passed"
+    elif passed + pending + still_open < rule.min_required:
+        verdict = "cannot pass"
+    elif passed == rule.min_required - 1:
+        verdict = "one short"
+    else:
+        verdict = f"needs {rule.min_required - passed} more"
+    names = {p.id: p.name for p in course.roster}
+    return Standing(student, names.get(student, ""), passed, pending, still_open, verdict)
+
+
+def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
+                 similarity: Sequence[HomeworkSimilarity] = (),
+                 roster: Sequence[str] | None = None) -> Report:
+    """The report for ``rows`` as of ``now`` (aware). ``roster``: the students to report on
+    besides those who submitted (default: the course's roster), as
+    ``grader.output.tables.wide_table`` takes it;
+    the pass counts are the CSV's (the same counted rows and ``grader.course.rules.passes``)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now is a naive datetime ({now!r}); give it a time zone")
+    rows = list(rows)
+    counted = counted_rows(rows, course.counted)
+    students = sorted({s for s, _ in counted} |
+                      ({p.id for p in course.roster} if roster is None else set(roster)))
+    homeworks = []
+    for a in course.assignments:
+        mine = [counted[(s, a.id)] for s in students if (s, a.id) in counted]
+        graded = [r for r in rows if r.assignment == a.id]
+        homeworks.append(_homework(course, a.id, graded, mine, students))
+    return Report(
+        course=course.name, made_at=now.isoformat(timespec="seconds"),
+        min_percent=course.pass_rule.min_percent, min_required=course.pass_rule.min_required,
+        required=tuple(a.id for a in course.assignments if a.required),
+        homeworks=tuple(homeworks),
+        standings=tuple(_standing(course, s, counted, now) for s in students),
+        similarity=tuple(similarity))
