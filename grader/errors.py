@@ -86,7 +86,7 @@ class LmsError(GraderError):
         self.problems = tuple(problems)
         shown = "\n".join(f"  {p}" for p in self.problems[:50])
         more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
-        super().__init__(f"{what}: {len(self.problems)} problem(s); nothing was stored:\n"
+        super().__init__(f"{what}: {len(self.problems)} problem(s); nothing was written:\n"
                          f"{shown}{more}")
 
 

@@ -288,7 +288,7 @@ def test_bad_moodle_input_is_refused_by_name_and_nothing_is_stored(
                           "--course", course.path, "--out", out, "--gradebook",
                           tmp_path / "g.sqlite")
     assert code == 2, output
-    assert named in output and "nothing was stored" in output
+    assert named in output and "nothing was written" in output
     assert not out.exists() and not (tmp_path / "g.sqlite").exists()
 
 

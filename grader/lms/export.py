@@ -10,8 +10,8 @@ exported, in points.
 
 A final that is pending (the submission time unknown) is left blank, never 0: Moodle and Canvas
 both leave a blank grade as it is. The feedback is the Markdown feedback of the row's one view
-(``grader.output.feedback``); Moodle's copy is that Markdown rendered to HTML with any HTML in it
-escaped.
+(``grader.output.feedback``); Moodle's copy is that Markdown rendered to HTML (headings, lists,
+quotes) with any HTML, link or emphasis in it shown as the text it is.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ from grader.text import clip
 
 COMMENT_CHARS = 20_000  # one comment in the LMS
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
-_MARKDOWN = MarkdownIt("commonmark", {"html": False})  # a student's text stays text
+# Raw HTML in the text is escaped, and a link or an image a student's text spells is shown as
+# text; `*` and `_` stay as written: the check titles use them in formulas (2 * macs), which
+# emphasis would swallow.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable(
+    ["emphasis", "link", "image", "autolink"])
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
