@@ -328,6 +328,32 @@ def test_bad_canvas_input_is_refused_by_name(tmp_path: Path, people: People, cas
     assert named in str(info.value)
 
 
+def test_a_user_listed_twice_in_the_times_gets_the_latest(tmp_path: Path) -> None:
+    times = tmp_path / "times.csv"
+    times.write_text("user_id,submitted_at\n101,2026-11-04T06:15:00Z\n101,2026-11-05T06:15:00Z\n"
+                     "101,2026-11-03T06:15:00Z\n101,\n")
+    assert canvas.read_times(times, MSK).by_user["101"].submitted_at == at(5, 9, 15)
+
+
+def test_a_long_name_is_bounded_in_the_error(tmp_path: Path, people: People) -> None:
+    long_name = "x" * 5000 + ".txt"
+    zip_path = _zip(tmp_path / "c.zip", {long_name: b"x"})
+    with pytest.raises(LmsError) as info:
+        canvas.read_download(people, zip_path, "hw1", canvas.NO_TIMES)
+    assert len(str(info.value)) < 600 and "…" in str(info.value)
+
+
+def test_a_name_a_spreadsheet_would_run_is_neutralised_in_the_manifest(
+        tmp_path: Path, people: People) -> None:
+    sneaky = replace(ALICE, first="=HYPERLINK(1)", last="")
+    handed = [replace(handins()[0], person=sneaky)]
+    zip_path, sheet = moodle_files(tmp_path, handed)
+    stored = manifest.store(moodle.read_download(people, zip_path, sheet, "hw1", MSK),
+                            tmp_path / "out")
+    _, rows = _read_csv(stored.manifest)
+    assert rows[0]["lms_name"].startswith("'=HYPERLINK") and rows[0]["student"] == "alice"
+
+
 def test_an_import_needs_a_roster(tmp_path: Path, course: Course) -> None:
     bare = replace(course, roster=())
     with pytest.raises(LmsError, match="no roster"):

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from grader.errors import LmsError
 from grader.lms import archive
-from grader.lms.intake import Handin, Intake, Upload, choose_notebook, same_names
+from grader.lms.intake import Handin, Intake, Upload, choose_notebook, quoted, same_names
 from grader.lms.people import People
 from grader.pipeline.discover import parse_timestamp
 
@@ -74,7 +74,7 @@ def parse_member(member: archive.Member) -> tuple[Upload | None, str]:
     """The upload a member's name describes; ``(None, "")`` for an online text or URL entry
     (left aside), ``(None, why)`` for a name that does not parse."""
     if "/" in member.name:
-        return None, f"member {member.name!r}: Canvas's download has no folders"
+        return None, f"member {quoted(member.name)}: Canvas's download has no folders"
     match = _ANON.match(member.name)
     if match is not None:
         return Upload(member, f"anon_{match['anon']}", "", match["file"], bool(match["late"]),
@@ -85,7 +85,7 @@ def parse_member(member: archive.Member) -> tuple[Upload | None, str]:
                       match["aid"]), ""
     if _ONLINE.match(member.name):
         return None, ""
-    return None, (f"member {member.name!r}: not a Canvas submission name (<name>[_LATE]_"
+    return None, (f"member {quoted(member.name)}: not a Canvas submission name (<name>[_LATE]_"
                   f"<user id>_<attachment id>_<file>, or anon_<id>_<attachment id>_<file>)")
 
 
@@ -111,12 +111,12 @@ def read_times(path: Path, tz: ZoneInfo) -> Times:
     for line, row in rows:
         uid, text = (row.get("user_id") or "").strip(), (row.get("submitted_at") or "").strip()
         if not uid.isdigit():
-            problems.append(f"line {line}: user_id {uid!r} is not a Canvas user id")
+            problems.append(f"line {line}: user_id {quoted(uid)} is not a Canvas user id")
             continue
         try:
             moment = parse_timestamp(text, tz) if text else None
         except ValueError as exc:
-            problems.append(f"line {line}: submitted_at {text!r} does not parse: {exc}")
+            problems.append(f"line {line}: submitted_at {quoted(text)} does not parse: {exc}")
             continue
         held = by_user.get(uid)
         if held is not None and (moment is None or (held.submitted_at or moment) > moment):
@@ -168,13 +168,13 @@ def _handin(people: People, uid: str, files: list[Upload], assignment: str, time
             problems: list[str]) -> Handin | None:
     first = files[0].member.name
     if uid.startswith("anon_"):
-        problems.append(f"member {first!r}: anonymous grading hides the student ({uid}); give "
-                        f"--canvas, or --times with an anonymous_id column")
+        problems.append(f"member {quoted(first)}: anonymous grading hides the student "
+                        f"({uid}); give --canvas, or --times with an anonymous_id column")
         return None
     attempt = times.by_user.get(uid)
     match = people.find(email=attempt.email if attempt else "", lms_id=uid)
     if match.student is None:
-        problems.append(f"member {first!r}: a file of no known student: Canvas user {uid}: "
+        problems.append(f"member {quoted(first)}: a file of no known student: Canvas user {uid}: "
                         f"{match.problem}")
         return None
     notebook, why = choose_notebook(files)

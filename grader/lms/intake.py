@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.lms.archive import Member
+from grader.text import LINE_CHARS, clip
 
 NOTEBOOK_SUFFIX = ".ipynb"
 NAME_CHARS = 120  # a file or folder name written from an LMS's name
@@ -68,11 +69,11 @@ def choose_notebook(uploads: Iterable[Upload]) -> tuple[Upload | None, str]:
     if len(notebooks) == 1:
         return notebooks[0], ""
     if len(notebooks) > 1:
-        names = ", ".join(repr(u.member.name) for u in notebooks)
+        names = ", ".join(quoted(u.member.name) for u in notebooks)
         return None, f"{len(notebooks)} notebooks in one submission ({names}): which to grade?"
     if len(files) == 1:
         return files[0], ""
-    names = ", ".join(repr(u.member.name) for u in files)
+    names = ", ".join(quoted(u.member.name) for u in files[:10])
     return None, f"no notebook among the {len(files)} files of one submission ({names})"
 
 
@@ -83,8 +84,8 @@ def same_names(uploads: Iterable[Upload]) -> list[str]:
     for u in uploads:
         name = safe_name(u.filename)
         if name in seen:
-            clashes.append(f"{u.member.name!r} and {seen[name]!r} are both {name!r} in one "
-                           f"submission")
+            clashes.append(f"{quoted(u.member.name)} and {quoted(seen[name])} are both "
+                           f"{quoted(name)} in one submission")
         seen[name] = u.member.name
     return clashes
 
@@ -100,6 +101,11 @@ def safe_name(text: str) -> str:
         keep = suffix if dot and len(suffix) <= 10 else ""
         text = text[:NAME_CHARS - len(keep) - 1] + ("." + keep if keep else "")
     return text or "_"
+
+
+def quoted(text: str) -> str:
+    """A name or value from a download, as an error message quotes it: bounded, in quotes."""
+    return repr(clip(text, LINE_CHARS))
 
 
 def in_zone(moment: dt.datetime, tz: dt.tzinfo) -> dt.datetime:

@@ -29,6 +29,7 @@ from grader.lms import archive
 from grader.lms.intake import Handin, Intake, safe_name
 from grader.output.files import write_text_atomic
 from grader.pipeline.discover import MANIFEST_COLUMNS
+from grader.text import LINE_CHARS, clip
 
 COLUMNS = (*MANIFEST_COLUMNS, "lms", "lms_user", "lms_name", "lms_status", "download", "member",
            "time_source", "sha256")
@@ -112,8 +113,8 @@ def _csv(rows: list[dict[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows([{k: neutralise(v) if k in _FROM_THE_LMS else v for k, v in row.items()}
-                      for row in rows])
+    writer.writerows([{k: neutralise(clip(v, LINE_CHARS)) if k in _FROM_THE_LMS else v
+                       for k, v in row.items()} for row in rows])
     return buffer.getvalue()
 
 

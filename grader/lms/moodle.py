@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from grader.errors import LmsError
 from grader.lms import archive
-from grader.lms.intake import Handin, Intake, Upload, choose_notebook, same_names
+from grader.lms.intake import Handin, Intake, Upload, choose_notebook, quoted, same_names
 from grader.lms.people import People
 from grader.pipeline.discover import parse_timestamp
 
@@ -76,7 +76,7 @@ class Worksheet:
             match = _PARTICIPANT.match(row.get(IDENTIFIER, "").strip())
             where = f"{self.path}, line {self.lines[i]}"
             if match is None:
-                problems.append(f"{where}: Identifier {row.get(IDENTIFIER, '')!r} is not "
+                problems.append(f"{where}: Identifier {quoted(row.get(IDENTIFIER, ''))} is not "
                                 f"'Participant N'")
             elif match[1] in found:
                 problems.append(f"{where}: participant {match[1]} listed twice")
@@ -125,7 +125,7 @@ def parse_time(text: str, tz: ZoneInfo) -> dt.datetime | None:
             raise ValueError(f"hour {hour} with {match['half']}")
         hour = hour % 12 + (12 if match["half"].lower() == "pm" else 0)
     if month is None:
-        raise ValueError(f"unknown month {match['month']!r}")
+        raise ValueError(f"unknown month {quoted(match['month'])}")
     return dt.datetime(int(match["year"]), month, int(match["day"]), hour, int(match["minute"]),
                        tzinfo=tz)
 
@@ -135,7 +135,7 @@ def parse_member(member: archive.Member) -> tuple[Upload | None, str]:
     (an online text: left aside) or does not parse (a problem)."""
     match = _MEMBER.match(member.name)
     if match is None:
-        return None, (f"member {member.name!r}: not a Moodle submission name (<Full name>_"
+        return None, (f"member {quoted(member.name)}: not a Moodle submission name (<Full name>_"
                       f"<participant id>_{FILE_PLUGIN}/<file>, or ..._{FILE_PLUGIN}_<file>)")
     if match["plugin"] != FILE_PLUGIN:
         return None, ""
@@ -187,7 +187,8 @@ def read_download(people: People, zip_path: Path, worksheet_path: Path, assignme
                             f"{found.student!r} on the roster")
         owner[found.student] = pid
         if "draft" in found.lms_status.lower():
-            notes.append(f"{found.student}: Moodle says {found.lms_status!r}; graded as handed in")
+            notes.append(f"{found.student}: Moodle says {quoted(found.lms_status)}; graded as "
+                         f"handed in")
         handins.append(found)
     if problems:
         raise LmsError(f"{zip_path} with {worksheet_path.name}", problems)
@@ -198,20 +199,20 @@ def _handin(people: People, sheet: Worksheet, index: int | None, pid: str, files
             assignment: str, tz: ZoneInfo, problems: list[str]) -> Handin | None:
     first = files[0].member.name
     if index is None:
-        problems.append(f"member {first!r}: participant {pid} is not in the worksheet (the "
+        problems.append(f"member {quoted(first)}: participant {pid} is not in the worksheet (the "
                         f"worksheet of another assignment?)")
         return None
     row, line = sheet.rows[index], f"{sheet.path.name}, line {sheet.lines[index]}"
     name = row.get(FULL_NAME, "").strip()
     said = files[0].lms_name
     if name and said != "Participant" and _letters(said) != _letters(name):
-        problems.append(f"member {first!r}: the download says {said!r}, the worksheet's "
-                        f"participant {pid} is {name!r} ({line}): the worksheet of another "
-                        f"assignment?")
+        problems.append(f"member {quoted(first)}: the download says {quoted(said)}, the "
+                        f"worksheet's participant {pid} is {quoted(name)} ({line}): the "
+                        f"worksheet of another assignment?")
         return None
     match = people.find(email=row.get(EMAIL, ""), lms_id=row.get(ID_NUMBER, ""))
     if match.student is None:
-        problems.append(f"member {first!r}: a file of no known student: participant {pid} "
+        problems.append(f"member {quoted(first)}: a file of no known student: participant {pid} "
                         f"({line}): {match.problem}")
         return None
     notebook, why = choose_notebook(files)
@@ -222,7 +223,8 @@ def _handin(people: People, sheet: Worksheet, index: int | None, pid: str, files
     try:
         submitted = parse_time(row.get(SUBMITTED, ""), tz)
     except ValueError as exc:
-        problems.append(f"{line}: {SUBMITTED} {row.get(SUBMITTED, '')!r} does not parse: {exc}")
+        problems.append(f"{line}: {SUBMITTED} {quoted(row.get(SUBMITTED, ''))} does not "
+                        f"parse: {exc}")
         return None
     source = (f"Moodle worksheet, read in {tz.key}" if submitted is not None
               else "none: the worksheet gives no submission time")
