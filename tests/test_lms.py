@@ -410,6 +410,16 @@ def test_the_moodle_worksheet_is_filled_in_as_moodle_reads_it(
     assert all(r["Last modified (grade)"] == "-" for r in rows)  # as downloaded
 
 
+def test_a_worksheet_of_another_assignment_is_refused_on_export(
+        tmp_path: Path, course: Course, people: People) -> None:
+    zip_path, sheet = moodle_files(tmp_path / "in", handins(), cmid=42)
+    manifest.store(moodle.read_download(people, zip_path, sheet, "hw1", MSK), tmp_path / "out")
+    _, other = moodle_files(tmp_path / "other", handins(), cmid=43)
+    with pytest.raises(LmsError, match="course module is 43, hw1's downloads were of 42"):
+        export.moodle_export(course, _rows(), people, other, "hw1", tmp_path / "out")
+    assert not (tmp_path / "out" / "hw1-moodle-worksheet.csv").exists()
+
+
 def test_the_feedback_zip_is_named_as_moodle_imports_it(
         tmp_path: Path, course: Course, people: People) -> None:
     _, sheet = moodle_files(tmp_path, handins())

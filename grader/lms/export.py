@@ -31,7 +31,7 @@ from markdown_it import MarkdownIt
 from grader.course.config import Course
 from grader.errors import LmsError
 from grader.lms import moodle
-from grader.lms.manifest import neutralise
+from grader.lms.manifest import manifest_path, neutralise, read_manifest
 from grader.lms.people import People
 from grader.output.feedback import feedback_html, feedback_markdown
 from grader.output.files import write_text_atomic
@@ -95,6 +95,7 @@ def moodle_export(course: Course, rows: Iterable[GradeRow], people: People, work
     """Fill in Moodle's grading worksheet of ``assignment`` and write the feedback-files zip:
     ``out_dir/<assignment>-moodle-worksheet.csv`` and ``-moodle-feedback.zip``."""
     sheet = moodle.read_worksheet(worksheet, (moodle.IDENTIFIER, moodle.GRADE, moodle.GRADED))
+    _same_assignment(worksheet, out_dir, assignment)
     if moodle.MAX_GRADE not in sheet.columns:
         raise LmsError(str(worksheet), [f"no column {moodle.MAX_GRADE!r}: a grade on a scale "
                                         f"cannot be exported (use points)"])
@@ -143,6 +144,19 @@ def moodle_export(course: Course, rows: Iterable[GradeRow], people: People, work
     write_text_atomic(sheet_out, _csv(sheet.columns, filled))
     write_zip_atomic(zip_out, feedback)
     return Exported((sheet_out, zip_out), graded, pending, tuple(notes))
+
+
+def _same_assignment(worksheet: Path, out_dir: Path, assignment: str) -> None:
+    """A worksheet whose course module is none of the downloads imported for ``assignment``
+    (their names carry it) is another assignment's."""
+    sheet_cm = moodle.course_module(worksheet.name, moodle.SHEET_CM)
+    imported = {moodle.course_module(r["download"], moodle.ZIP_CM)
+                for r in read_manifest(manifest_path(out_dir, assignment)) if r["lms"] == "moodle"}
+    imported.discard(None)
+    if sheet_cm and imported and sheet_cm not in imported:
+        raise LmsError(str(worksheet), [
+            f"the worksheet of another assignment: its course module is {sheet_cm}, {assignment}"
+            f"'s downloads were of {', '.join(sorted(m for m in imported if m))}"])
 
 
 def write_zip_atomic(path: Path, files: dict[str, str]) -> None:

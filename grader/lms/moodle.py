@@ -49,8 +49,8 @@ FILE_PLUGIN = "assignsubmission_file"
 _MEMBER = re.compile(r"^(?P<name>[^_/]*)_(?P<pid>\d+)_(?P<plugin>assignsubmission_[a-z0-9]+)"
                      r"(?:/(?P<path>.+)|_(?P<flat>[^/]+))$")
 _PARTICIPANT = re.compile(r"^Participant\s*(\d+)$")
-_ZIP_CM = re.compile(r"-(\d+)\.zip$", re.IGNORECASE)
-_SHEET_CM = re.compile(r"^Grades-.*-(\d+)\.csv$", re.IGNORECASE)
+ZIP_CM = re.compile(r"-(\d+)\.zip$", re.IGNORECASE)
+SHEET_CM = re.compile(r"^Grades-.*-(\d+)\.csv$", re.IGNORECASE)
 _MONTHS = {m: i for i, m in enumerate(
     ("january", "february", "march", "april", "may", "june", "july", "august", "september",
      "october", "november", "december"), start=1)}
@@ -157,8 +157,8 @@ def read_download(people: People, zip_path: Path, worksheet_path: Path, assignme
     """The submissions of ``assignment`` in Moodle's download ``zip_path``, mapped to the
     roster through the worksheet ``worksheet_path`` (its emails or ID numbers), each with the
     worksheet's submission time read in ``tz``. ``LmsError`` lists everything not understood."""
-    zip_cm = course_module(zip_path.name, _ZIP_CM)
-    sheet_cm = course_module(worksheet_path.name, _SHEET_CM)
+    zip_cm = course_module(zip_path.name, ZIP_CM)
+    sheet_cm = course_module(worksheet_path.name, SHEET_CM)
     if zip_cm and sheet_cm and zip_cm != sheet_cm:
         raise LmsError(str(worksheet_path), [
             f"the worksheet of another assignment: its course module is {sheet_cm}, the "
