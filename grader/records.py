@@ -67,6 +67,8 @@ class Limits:
     fsize_mb: int = 256  # largest file the kernel may write
     nproc: int = 256  # tasks (processes and threads) the kernel may add
     max_output_chars: int = 100_000  # output kept per cell; more is cut with a marker
+    max_reply_mb: int = 64  # one answer from the kernel to a check; more is the student's failure
+    max_notebook_mb: int = 20  # a submitted notebook file; a larger one is malformed, not run
     tmp_mb: int = 512  # size of the kernel's private /tmp
     sandbox: str = "auto"  # "auto": bubblewrap where it works; "required"; "off"
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from rows import REPO_COURSE, Page, golden_rows, make_row
+from rows import REPO_COURSE, Page, golden_rows, make_row, markdown_text
 
 from grader.course.config import Course, load_course
 from grader.course.rules import LatePolicy
@@ -25,7 +25,7 @@ def course() -> Course:
 def both(row: GradeRow, course: Course) -> tuple[str, str]:
     """The Markdown feedback, and the HTML page's visible text."""
     v = view(row, course)
-    return feedback_markdown(v), Page(feedback_html(v)).text
+    return markdown_text(feedback_markdown(v)), Page(feedback_html(v)).text
 
 
 def hw1_row(course: Course, **changes: object) -> GradeRow:

@@ -23,8 +23,17 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 METADATA_KEY = "nncourse"
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook; raise MalformedNotebook with a student-readable reason."""
+def read_notebook(path: Path, max_mb: float = 0) -> nbformat.NotebookNode:
+    """Read and validate a notebook; raise MalformedNotebook with a student-readable reason.
+    A file over ``max_mb`` megabytes (0: no limit) is refused before it is read."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise MalformedNotebook(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    if max_mb and size > max_mb * 2**20:
+        raise MalformedNotebook(f"{path.name} is {size / 2**20:.1f} MB, more than the "
+                                f"{max_mb:g} MB a notebook may be (clear its outputs, or "
+                                f"save large data in files beside it)")
     try:
         nb = nbformat.read(path, as_version=4)
     except UnicodeDecodeError:

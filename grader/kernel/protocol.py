@@ -26,7 +26,7 @@ from torch import nn
 
 from grader.errors import ChecksTimeout, ProtocolError, StudentError
 from grader.kernel.bridge import kernel_end, wire
-from grader.text import LOG_CHARS, clip_end
+from grader.text import LOG_CHARS, QUOTE_CHARS, clip_end, one_line
 
 # Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
 # reports for each (the kernel's end gets this table when it is installed).
@@ -114,11 +114,20 @@ class ReturnedModule:
             layer: nn.Module = getattr(nn, info.type)(**kwargs)
             return layer
 
-        module = build("")
+        # built without memory (the meta device), then given the returned tensors themselves:
+        # layers whose declared sizes the returned weights do not hold are refused, never
+        # allocated in the grader's process, however large the student made them
+        with torch.device("meta"):
+            module = build("")
         try:
-            module.load_state_dict(dict(self.state_dict))
+            state = {k: v.clone() if isinstance(v, torch.Tensor) else v  # the record stays as sent
+                     for k, v in self.state_dict.items()}
+            module.load_state_dict(state, assign=True)
         except RuntimeError as exc:
-            raise StudentError(f"returned weights do not fit the returned layers: {exc}") from exc
+            raise StudentError(f"returned weights do not fit the returned layers: "
+                               f"{one_line(str(exc), QUOTE_CHARS)}") from exc
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            raise StudentError("the returned layers hold tensors that were not returned")
         for name, sub in module.named_modules():
             sub.train(self.training.get(name, False))
         return module
@@ -279,19 +288,33 @@ def judge_source_of(program: Callable[..., Any] | str) -> tuple[str, str]:
     return source_of(program)
 
 
+@dataclass
+class Answers:
+    """How many answers the kernel (or a judge) has given the checks so far, and from what: a
+    check that breaks on what came back is the student's failure, not the grader's."""
+
+    count: int = 0
+    last: str = ""
+
+    def came(self, what: str) -> None:
+        self.count += 1
+        self.last = what
+
+
 class Student:
     """What the ``student`` fixture gives a check: calls into the student's live kernel."""
 
     def __init__(self, transport: Transport, call_timeout: float, judge: Judge | None = None,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, answers: Answers | None = None) -> None:
         self._transport = transport
         self.call_timeout = call_timeout
         self._judge = judge  # over the kernel's working folder, if any
         self.budget = budget or Budget(None)
+        self.answers = answers or Answers()
 
     def with_timeout(self, seconds: float) -> Student:
         """The same kernel with another per-call limit (a check whose call trains a model)."""
-        return Student(self._transport, seconds, self._judge, self.budget)
+        return Student(self._transport, seconds, self._judge, self.budget, self.answers)
 
     def files(self) -> dict[str, int]:
         """Files the notebook wrote in its working folder: relative path -> size in bytes."""
@@ -306,8 +329,10 @@ class Student:
         program defining ``judge(folder, inputs)`` (judge_source_of). See grader/kernel/judge.py."""
         name, source = judge_source_of(function)
         judge = self._need_judge()
-        return self._bounded(name, judge.timeout_s if timeout is None else timeout,
-                             lambda seconds: judge.run(source, inputs, seconds, name))
+        value = self._bounded(name, judge.timeout_s if timeout is None else timeout,
+                              lambda seconds: judge.run(source, inputs, seconds, name))
+        self.answers.came("the files the notebook wrote")
+        return value
 
     def _need_judge(self) -> Judge:
         if self._judge is None:
@@ -359,5 +384,7 @@ class Student:
                 raise StudentError(f"{head['name']} returned something that cannot be sent "
                                    f"back: {error}")
             raise StudentError(f"{head['name']} raised {error}")
-        return {"value": decode(reply.get("value")),
-                "args_after": [decode(a) for a in reply.get("args_after", [])]}
+        decoded = {"value": decode(reply.get("value")),
+                   "args_after": [decode(a) for a in reply.get("args_after", [])]}
+        self.answers.came(str(head["name"]))
+        return decoded

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from grader.errors import LmsError
-from grader.text import LINE_CHARS, clip
+from grader.text import LINE_CHARS, one_line
 
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 200 * 2**20  # a notebook with its outputs, or a data file beside it
@@ -72,7 +72,7 @@ def members(path: Path) -> list[Member]:
     total = 0
     for info in infos:
         name = _name(info)
-        shown = repr(clip(name, LINE_CHARS))
+        shown = repr(one_line(name, LINE_CHARS))
         if _outside(name):
             problems.append(f"member {shown}: its path leads outside the zip (zip slip); an "
                             f"LMS never writes one")
@@ -106,5 +106,5 @@ def read(path: Path, member: Member) -> bytes:
         with zipfile.ZipFile(path) as zf, zf.open(member.info) as f:
             return f.read(MAX_MEMBER_BYTES + 1)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
-        raise LmsError(str(path), [f"member {clip(member.name, LINE_CHARS)!r}: cannot be read: "
+        raise LmsError(str(path), [f"member {one_line(member.name, LINE_CHARS)!r}: cannot be read: "
                                    f"{exc}"]) from None

@@ -31,13 +31,13 @@ from markdown_it import MarkdownIt
 from grader.course.config import Course
 from grader.errors import LmsError
 from grader.lms import moodle
-from grader.lms.manifest import manifest_path, neutralise, read_manifest
+from grader.lms.manifest import manifest_path, read_manifest
 from grader.lms.people import People
 from grader.output.feedback import feedback_html, feedback_markdown
 from grader.output.files import write_text_atomic
 from grader.output.view import counted_rows, view
 from grader.records import GradeRow
-from grader.text import clip
+from grader.text import clip, csv_cell
 
 COMMENT_CHARS = 20_000  # one comment in the LMS
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -226,7 +226,7 @@ def canvas_export(course: Course, rows: Sequence[GradeRow], people: People,
     columns = canvas_columns(course, assignments)
     lines, graded, pending = [], 0, 0
     for student in students:
-        line = {"Student": neutralise(people.name(student)), "ID": people.lms_id(student),
+        line = {"Student": str(csv_cell(people.name(student))), "ID": people.lms_id(student),
                 "SIS User ID": "", "SIS Login ID": "", "Section": ""}
         for hw, column in zip(assignments, columns[len(CANVAS_STUDENT_COLUMNS):], strict=True):
             row = counted[hw].get(student)

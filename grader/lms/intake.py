@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.lms.archive import Member
-from grader.text import LINE_CHARS, clip
+from grader.text import LINE_CHARS, one_line
 
 NOTEBOOK_SUFFIX = ".ipynb"
 NAME_CHARS = 120  # a file or folder name written from an LMS's name
@@ -105,7 +105,7 @@ def safe_name(text: str) -> str:
 
 def quoted(text: str) -> str:
     """A name or value from a download, as an error message quotes it: bounded, in quotes."""
-    return repr(clip(text, LINE_CHARS))
+    return repr(one_line(text, LINE_CHARS))
 
 
 def in_zone(moment: dt.datetime, tz: dt.tzinfo) -> dt.datetime:

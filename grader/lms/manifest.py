@@ -29,7 +29,7 @@ from grader.lms import archive
 from grader.lms.intake import Handin, Intake, safe_name
 from grader.output.files import write_text_atomic
 from grader.pipeline.discover import MANIFEST_COLUMNS
-from grader.text import LINE_CHARS, clip
+from grader.text import LINE_CHARS, csv_cell, one_line
 
 COLUMNS = (*MANIFEST_COLUMNS, "lms", "lms_user", "lms_name", "lms_status", "download", "member",
            "time_source", "sha256")
@@ -113,7 +113,7 @@ def _csv(rows: list[dict[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows([{k: neutralise(clip(v, LINE_CHARS)) if k in _FROM_THE_LMS else v
+    writer.writerows([{k: csv_cell(one_line(v, LINE_CHARS)) if k in _FROM_THE_LMS else v
                        for k, v in row.items()} for row in rows])
     return buffer.getvalue()
 
@@ -121,7 +121,3 @@ def _csv(rows: list[dict[str, str]]) -> str:
 # what a student or the LMS named: a spreadsheet opening the manifest must not run it
 _FROM_THE_LMS = ("lms_name", "lms_status", "download", "member")
 
-
-def neutralise(text: str) -> str:
-    """``text`` with a leading apostrophe when a spreadsheet would run it as a formula."""
-    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text

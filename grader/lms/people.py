@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grader.course.config import Course, RosterEntry, load_roster
 from grader.errors import LmsError
-from grader.text import LINE_CHARS, clip
+from grader.text import LINE_CHARS, one_line
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class People:
     def find(self, email: str = "", lms_id: str = "") -> Match:
         """The student whose email is ``email`` or whose LMS id is ``lms_id`` (both agree when
         both are known)."""
-        email, lms_id = clip(email, LINE_CHARS), clip(lms_id, LINE_CHARS)  # quoted below
+        email, lms_id = one_line(email, LINE_CHARS), one_line(lms_id, LINE_CHARS)  # quoted below
         by_id = self.by_lms_id.get(lms_id.strip()) if lms_id.strip() else None
         by_email = self.by_email.get(email.strip().casefold(), []) if email.strip() else []
         if len(by_email) > 1:

@@ -14,26 +14,31 @@ from grader.output.files import write_text_atomic
 from grader.output.pages import render
 from grader.output.view import RowView, counted_rows, view
 from grader.records import GradeRow
+from grader.text import markdown_block, markdown_inline
 
 
 def feedback_markdown(v: RowView) -> str:
-    """The feedback for one graded submission, as Markdown."""
-    lines = [f"# {v.title} ({v.assignment}): feedback for {v.student}", "",
+    """The feedback for one graded submission, as Markdown: what a submission controls is
+    escaped (one line) or fenced (a check's message), so it is shown, never rendered."""
+    md = markdown_inline
+    lines = [f"# {v.title} ({v.assignment}): feedback for {md(v.student)}", "",
              f"- Final score: **{v.final_words}**",
              f"- Checks: {v.earned:g} of {v.possible:g} points (raw {v.raw:.2f} %)",
-             f"- Late rule: {v.cap_words}",
+             f"- Late rule: {md(v.cap_words)}",
              f"- Submitted: {v.submitted_at}; graded: {v.graded_at}", "",
              f"## Your notebook's run: {v.status.value}", "", v.status_words, "",
-             f"({v.detail})", ""]
+             f"({md(v.detail)})", ""]
     if v.cell_errors:
         lines += ["## Cells that raised an error or were interrupted", ""]
-        lines += [f"- {error}" for error in v.cell_errors]
+        lines += [f"- {md(error)}" for error in v.cell_errors]
         lines.append("")
     lines += ["## Checks", ""]
     for check in v.checks:
         mark = "passed" if check.passed else check.outcome
-        lines.append(f"- [{mark}] {check.title} ({check.earned:g} of {check.points:g} pt)")
-        lines += [f"  > {line}" for line in check.message.splitlines()]
+        lines.append(f"- [{mark}] {md(check.title)} ({check.earned:g} of {check.points:g} pt)")
+        if check.message:
+            lines += ["", *(f"  {line}" for line in markdown_block(check.message).split("\n")),
+                      ""]
     return "\n".join(lines) + "\n"
 
 

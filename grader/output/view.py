@@ -1,5 +1,8 @@
 """One view of a gradebook row: everything a person reads about one graded submission.
 
+Every text in a view that a submission controls (the student's id, the detail, the cell errors,
+the checks' messages) is bounded and inert (``grader.text``), whatever the gradebook holds.
+
 ``view`` turns a ``GradeRow`` (and the course: the homework's title, the late policy, the time
 zone) into a ``RowView``; the Markdown and HTML feedback, the report and Gradescope's
 ``results.json`` render from it and from nothing else, so a status or a sentence added here
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from grader.course.config import Course
 from grader.course.rules import LatePolicy
 from grader.records import GradeRow, Outcome, Status
+from grader.text import DETAIL_CHARS, NAME_CHARS, one_line, text_block
 
 # What each status means, for the student whose notebook it describes.
 STATUS_WORDS: dict[Status, str] = {
@@ -81,6 +85,9 @@ def display_status(row: GradeRow) -> Status:
 
 def cap_words(row: GradeRow, policy: LatePolicy) -> str:
     """How the final score follows from the raw score and the late cap, in words."""
+    if row.status is Status.GRADER_ERROR:
+        return (f"{row.late_reason} Your final score waits until your instructor has graded "
+                f"this submission again.")
     if row.cap is None or row.final is None:
         return (f"{row.late_reason} Your final score is pending until your instructor knows "
                 f"when you handed in; the checks gave {row.raw:.2f} %.")
@@ -94,7 +101,15 @@ def cap_words(row: GradeRow, policy: LatePolicy) -> str:
 def cell_error_lines(row: GradeRow) -> tuple[str, ...]:
     """Every cell error kept with ``row``, one line each, then how many more there were."""
     more = (f"... and {row.more_cell_errors} more",) if row.more_cell_errors else ()
-    return tuple(str(e) for e in row.cell_errors) + more
+    return tuple(one_line(str(e)) for e in row.cell_errors) + more
+
+
+def _final_words(row: GradeRow) -> str:
+    if row.final is not None:
+        return f"{row.final:.2f} %"
+    if row.status is Status.GRADER_ERROR:
+        return "pending (the grader failed; your instructor grades it again)"
+    return "pending (submission time unknown)"
 
 
 def local_time(iso: str | None, course: Course) -> str:
@@ -156,16 +171,15 @@ def view(row: GradeRow, course: Course) -> RowView:
     titles = {a.id: a.title for a in course.assignments}
     status = display_status(row)
     return RowView(
-        student=row.student, assignment=row.assignment,
+        student=one_line(row.student, NAME_CHARS), assignment=row.assignment,
         title=titles.get(row.assignment, row.assignment), status=status,
-        status_words=STATUS_WORDS[status], detail=row.detail,
+        status_words=STATUS_WORDS[status], detail=one_line(row.detail, DETAIL_CHARS),
         earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
-        final_words=("pending (submission time unknown)" if row.final is None
-                     else f"{row.final:.2f} %"),
+        final_words=_final_words(row),
         cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
-        checks=tuple(CheckView(c.name, c.title or c.name, c.points, c.earned,
-                               c.outcome is Outcome.PASSED, c.outcome.value,
-                               "" if c.outcome is Outcome.PASSED else c.message)
+        checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.points,
+                               c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
+                               "" if c.outcome is Outcome.PASSED else text_block(c.message))
                      for c in row.checks),
         submitted_at=local_time(row.submitted_at, course),
         graded_at=local_time(row.graded_at, course), seconds=row.seconds)

@@ -20,10 +20,16 @@ from typing import Any, TypeVar
 import pytest
 import torch
 
-from grader.errors import ChecksConfigError, ProtocolError, StudentError
+from grader.errors import (
+    ChecksConfigError,
+    GraderBug,
+    ProtocolError,
+    StudentError,
+    ZygoteError,
+)
 from grader.kernel.protocol import Student
 from grader.records import CheckInfo, CheckResult, Outcome
-from grader.text import clip_lines
+from grader.text import text_block
 
 _INI = Path(__file__).with_name("checks_pytest.ini")
 
@@ -42,6 +48,7 @@ class _GraderPlugin:
         self.missing_points: list[str] = []
         self.collect_errors: list[str] = []
         self.results: dict[str, CheckResult] = {}
+        self._answers_before = 0
 
     def start(self, student: Student, seed: int, unavailable: str) -> None:
         """Serve the next student: its kernel, the run's seed, no verdicts yet."""
@@ -84,11 +91,12 @@ class _GraderPlugin:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # past the submission's time for checks, the remaining checks fail without running
         if self._student is not None:
+            self._answers_before = self._student.answers.count
             self._student.budget.remaining()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.collect_errors.append(f"{report.nodeid}: {clip_lines(str(report.longrepr))}")
+            self.collect_errors.append(f"{report.nodeid}: {text_block(str(report.longrepr))}")
 
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
@@ -124,11 +132,34 @@ class _GraderPlugin:
             elif excinfo is not None and excinfo.errisinstance(AssertionError):
                 result = self.infos[name].result(Outcome.FAILED,
                                                  _assertion_message(str(excinfo.value)))
+            elif excinfo is not None and self._caused_by_an_answer(excinfo):
+                error = excinfo.value
+                result = self.infos[name].result(Outcome.FAILED, text_block(
+                    f"{self._student.answers.last if self._student else 'the notebook'} "
+                    f"returned something this check could not use: "
+                    f"{type(error).__name__}: {error}"))
             else:
                 text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
-                result = self.infos[name].result(Outcome.ERROR, f"grader error: {clip_lines(text)}")
+                result = self.infos[name].result(Outcome.ERROR, f"grader error: {text_block(text)}")
             self.results.setdefault(name, result)
         return report
+
+    def _caused_by_an_answer(self, excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+        """Whether an exception a check raised (not an assertion) came from inspecting what the
+        student's code returned: the kernel answered during this check, and the exception is
+        of a kind that data causes (a wrong type, a missing key, a shape that does not fit,
+        recursion, memory). The audit keeps the reference free of such exceptions on every
+        seed, so after an answer they mean the answer, never the check; the grader's own
+        faults (an oracle disagreeing, a bad spec, the fork server) stay grader errors."""
+        if self._student is None or self._student.answers.count <= self._answers_before:
+            return False
+        return bool(excinfo.errisinstance(_DATA_ERRORS)
+                    and not excinfo.errisinstance((GraderBug, ProtocolError, ZygoteError)))
+
+
+# What a student's value makes a check raise when it is not what the check expects.
+_DATA_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, LookupError,
+                ArithmeticError, RecursionError, RuntimeError, MemoryError, UnicodeError)
 
 
 def check_title(doc: str) -> str:
@@ -148,7 +179,7 @@ def _assertion_message(text: str) -> str:
     words, _, explanation = text.partition("\nassert ")
     if text.startswith("assert "):
         words, explanation = "", text[len("assert "):]
-    return clip_lines(words) if words.strip() else clip_lines("assert " + explanation, lines=1)
+    return text_block(words) if words.strip() else text_block("assert " + explanation, lines=1)
 
 
 def _pytest(check_dir: Path, *plugins: object, collect_only: bool = False) -> int:
