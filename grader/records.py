@@ -140,17 +140,19 @@ class Execution:
 @dataclass(frozen=True)
 class CheckInfo:
     """A check as collected: its name (``file stem::function``), its points, whether it is
-    marked ``slow_check`` (it trains or evaluates a model), and its title: what it checks, in
-    words (its docstring's first paragraph, or its name when it has none)."""
+    marked ``slow_check`` (it trains or evaluates a model), its title: what it checks, in
+    words (its docstring's first paragraph, or its name when it has none), and its task: the
+    student's function it calls first."""
 
     name: str
     points: float
     slow: bool
     title: str
+    task: str = ""  # the student's function the check calls first, if it names one
 
     def result(self, outcome: Outcome, message: str = "") -> CheckResult:
         """This check's verdict."""
-        return CheckResult(self.name, self.points, outcome, message, self.title)
+        return CheckResult(self.name, self.points, outcome, message, self.title, self.task)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class CheckResult:
     outcome: Outcome
     message: str = ""
     title: str = ""
+    task: str = ""  # the student's function it checks (its task in the notebook), if known
 
     @property
     def earned(self) -> float:

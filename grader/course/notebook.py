@@ -5,6 +5,8 @@ student must write sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` 
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -85,6 +87,29 @@ def assignment_of(course: Course, path: Path, nb: nbformat.NotebookNode) -> str:
     raise ConfigError(f"{path}: cannot tell which homework this is: no homework id in its "
                       f"metadata, and neither its name {path.name!r} nor its folder {folder!r} "
                       f"is one of the course's (known: {known})")
+
+
+def defined_names(path: Path) -> tuple[str, ...]:
+    """The functions and classes a notebook's code cells define at the top level, in the
+    notebook's order (for a student notebook: its tasks). Read once per state of the file."""
+    try:
+        return _defined_names(path, path.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=16)
+def _defined_names(path: Path, state: int) -> tuple[str, ...]:
+    del state  # the cache key: the file as it is now
+    found: list[str] = []
+    for source in code_cells(path):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        found += [node.name for node in tree.body if isinstance(
+            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name not in found]
+    return tuple(found)
 
 
 def code_cells(path: Path) -> list[str]:

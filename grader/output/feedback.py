@@ -33,12 +33,16 @@ def feedback_markdown(v: RowView) -> str:
         lines += [f"- {md(error)}" for error in v.cell_errors]
         lines.append("")
     lines += ["## Checks", ""]
-    for check in v.checks:
-        mark = "passed" if check.passed else check.outcome
-        lines.append(f"- [{mark}] {md(check.title)} ({check.earned:g} of {check.points:g} pt)")
-        if check.message:
-            lines += ["", *(f"  {line}" for line in markdown_block(check.message).split("\n")),
-                      ""]
+    for task, checks in v.groups:
+        lines += [f"### `{task}`" if task else "### Other checks", ""]
+        for check in checks:
+            mark = "passed" if check.passed else check.outcome
+            lines.append(f"- [{mark}] {md(check.title)} ({check.earned:g} of {check.points:g} "
+                         f"pt)")
+            if check.message:
+                lines += ["", *(f"  {line}" for line in markdown_block(check.message).split(
+                    "\n")), ""]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from grader.course.config import Course
+from grader.course.notebook import defined_names
 from grader.course.rules import LatePolicy
-from grader.records import GradeRow, Outcome, Status
+from grader.errors import ConfigError
+from grader.records import CheckResult, GradeRow, Outcome, Status
 from grader.text import DETAIL_CHARS, NAME_CHARS, one_line, text_block
 
 # What each status means, for the student whose notebook it describes.
@@ -112,6 +114,19 @@ def _final_words(row: GradeRow) -> str:
     return "pending (submission time unknown)"
 
 
+def _in_notebook_order(checks: Iterable[CheckResult], course: Course, assignment: str
+                       ) -> list[CheckResult]:
+    """The checks grouped by the student's function they check, in the order the homework's
+    notebook defines them (checks of no known function last), each group by check name."""
+    try:
+        order = {name: i for i, name in
+                 enumerate(defined_names(course.student_notebook(assignment)))}
+    except ConfigError:  # a homework the course no longer has
+        order = {}
+    return sorted(checks, key=lambda c: (c.task not in order, order.get(c.task, 0), c.task,
+                                         c.name))
+
+
 def local_time(iso: str | None, course: Course) -> str:
     """An ISO 8601 instant as the course's clock shows it, the zone named
     (``2026-12-01 14:03 Europe/Moscow``); ``unknown`` for None."""
@@ -129,6 +144,7 @@ class CheckView:
 
     name: str  # file stem::function, for the instructor
     title: str  # what the check tests, in words
+    task: str  # the student's function it checks ("" when not known)
     points: float
     earned: float
     passed: bool
@@ -161,6 +177,17 @@ class RowView:
     seconds: float
 
     @property
+    def groups(self) -> tuple[tuple[str, tuple[CheckView, ...]], ...]:
+        """The checks by the function they check, in the notebook's order: (the function's name,
+        or "" for checks of no known function, last; its checks)."""
+        found: list[tuple[str, list[CheckView]]] = []
+        for check in self.checks:
+            if not found or found[-1][0] != check.task:
+                found.append((check.task, []))
+            found[-1][1].append(check)
+        return tuple((task, tuple(checks)) for task, checks in found)
+
+    @property
     def ran_cleanly(self) -> bool:
         """Whether the notebook ran to the end with no trouble (no detail worth showing)."""
         return self.status in (Status.OK, Status.TIME_UNKNOWN)
@@ -177,9 +204,9 @@ def view(row: GradeRow, course: Course) -> RowView:
         earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
         final_words=_final_words(row),
         cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
-        checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.points,
-                               c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
+        checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.task,
+                               c.points, c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
                                "" if c.outcome is Outcome.PASSED else text_block(c.message))
-                     for c in row.checks),
+                     for c in _in_notebook_order(row.checks, course, row.assignment)),
         submitted_at=local_time(row.submitted_at, course),
         graded_at=local_time(row.graded_at, course), seconds=row.seconds)

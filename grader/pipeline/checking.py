@@ -8,11 +8,16 @@ regrade with the recorded seed draws the same inputs.
 
 from __future__ import annotations
 
+import builtins
+import dis
 import functools
 import hashlib
+import inspect
 import os
 import random
+import re
 import sys
+import types
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +90,8 @@ class _GraderPlugin:
         config.addinivalue_line("markers", "points(n): points a check is worth (required)")
         config.addinivalue_line("markers", "slow_check: the check trains or evaluates a model "
                                            "(the audit runs it on fewer seeds)")
+        config.addinivalue_line("markers", "task(name): the student's function the check is "
+                                           "about, where its code does not call it by name")
         # only the exception's message is read: spare pytest its source-annotated tracebacks
         config.option.tbstyle = "native"
 
@@ -109,9 +116,11 @@ class _GraderPlugin:
                 continue
             self.points[name] = float(value)
             doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+            task = item.get_closest_marker("task")
             self.infos[name] = CheckInfo(name, float(value),
                                          item.get_closest_marker("slow_check") is not None,
-                                         check_title(doc) or name)
+                                         check_title(doc) or name,
+                                         str(task.args[0]) if task and task.args else _task(item))
         if self._select is not None:
             kept = [item for item in items if _check_name(item) in self._select]
             dropped = [item for item in items if _check_name(item) not in self._select]
@@ -167,6 +176,54 @@ def check_title(doc: str) -> str:
     first line alone may stop mid-sentence)."""
     paragraph = doc.strip().split("\n\n", 1)[0]
     return " ".join(paragraph.split())
+
+
+# How a check names the student's function it calls: student.call("f", ...),
+# student.call_inspect("f", ...), refuses(student, "f", ...).
+_CALLED = re.compile(r"""(?:\.call(?:_inspect)?\(|\brefuses\(\s*\w+\s*,)\s*["'](\w+)["']""")
+
+
+def _task(item: pytest.Item) -> str:
+    """The student's function a check is about: the first one its code calls by name, or, in
+    the check file's helpers it uses (breadth first), the first one a helper calls by name or
+    a helper run in the kernel uses (a name the check file does not define is the notebook's).
+    "" when none is found."""
+    check = getattr(item, "function", None)
+    if not inspect.isfunction(check):
+        return ""
+    names = check.__globals__
+    queue, seen = [check], set()
+    while queue:
+        function = queue.pop(0)
+        if function in seen:
+            continue
+        seen.add(function)
+        try:
+            found = _CALLED.search(inspect.getsource(function))
+        except (OSError, TypeError):
+            continue
+        if found:
+            return found.group(1)
+        for name in _names(function.__code__):
+            value = names.get(name)
+            if inspect.isfunction(value) and value.__module__ == check.__module__:
+                queue.append(value)
+            elif function is not check and value is None and name not in _BUILTINS:
+                return name  # a helper run in the kernel, naming the notebook's function
+    return ""
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def _names(code: types.CodeType) -> list[str]:
+    """The global names ``code`` (and the code nested in it) reads, in order (not attributes)."""
+    found = [i.argval for i in dis.get_instructions(code)
+             if i.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(i.argval, str)]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found += _names(const)
+    return found
 
 
 def _check_name(item: pytest.Item) -> str:

@@ -67,7 +67,8 @@ def _execute_and_check(notebook: Path, limits: Limits, seed: int,
             try:
                 session.install_bridge(limits.call_timeout_s)
                 student = Student(session.request, limits.call_timeout_s,
-                                  Judge(session.workdir, limits), Budget(limits.checks_timeout_s))
+                                  Judge(session.workdir, limits), Budget(limits.checks_timeout_s),
+                                  memory_mb=limits.memory_mb)
             except StudentError as exc:
                 unavailable = f"not run: {exc}"
         results = run(student, seed, unavailable)

@@ -42,7 +42,7 @@ def _values(row: GradeRow) -> tuple[Any, ...]:
     record["status"] = row.status.value
     record["checks"] = json.dumps([
         {"name": c.name, "points": c.points, "outcome": c.outcome.value, "message": c.message,
-         "title": c.title} for c in row.checks])
+         "title": c.title, "task": c.task} for c in row.checks])
     errors: list[dict[str, Any]] = [{"cell": e.cell, "ename": e.ename, "message": e.message}
                                     for e in row.cell_errors]
     if row.more_cell_errors:
@@ -56,7 +56,7 @@ def _row(values: tuple[Any, ...]) -> GradeRow:
     record["status"] = Status(record["status"])
     record["checks"] = tuple(
         CheckResult(str(c["name"]), float(c["points"]), Outcome(c["outcome"]),
-                    str(c.get("message", "")), str(c.get("title", "")))
+                    str(c.get("message", "")), str(c.get("title", "")), str(c.get("task", "")))
         for c in json.loads(record["checks"] or "[]"))
     errors, more = [], 0
     for item in json.loads(record["cell_errors"] or "[]"):

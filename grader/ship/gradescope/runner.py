@@ -62,8 +62,9 @@ def _submission_folder(root: Path, notebook: str) -> Path:
 
 def results(v: RowView, visibility: str) -> dict[str, Any]:
     """Gradescope's results.json for one graded submission, from its view."""
-    tests = [{"name": c.title, "number": str(number), "score": c.earned, "max_score": c.points,
-              "output": c.message, "visibility": visibility}
+    tests = [{"name": f"{c.task}: {c.title}" if c.task else c.title, "number": str(number),
+              "score": c.earned, "max_score": c.points, "output": c.message,
+              "visibility": visibility}
              for number, c in enumerate(v.checks, start=1)]
     earned = sum(c.earned for c in v.checks)
     if v.final is None:
