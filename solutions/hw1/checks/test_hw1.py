@@ -9,7 +9,10 @@ Sections 8-10 add, each stated again above its checks: FLOPs per element of acti
 normalization layers and residual additions (the notebook's table); a transformer encoder
 layer's weight matmuls (in_proj, out_proj, linear1, linear2) as its MACs, with the attention
 products QK^T and AV reported apart; and what the real FlopCo package (flopco-pytorch 0.1.4)
-reports, run in the grader's process as the second oracle.
+reports, run in the grader's process as the second oracle. Sections 11-12 add bytes (bits / 8 of
+each dtype, a model's size, the activations a forward holds by a stated rule, and the peak the
+profiler measures, compared with the grader's own profiler on the same draw) and throughput
+(samples per second, measured on the grader's clock, and the roofline's).
 
 Every input is drawn per run from the `rng` / `torch_rng` fixtures, so that answers differ from
 the notebook's and the public checks' fixed cases. Counts (parameters, MACs, FLOPs, sizes) are
@@ -583,12 +586,12 @@ def test_measure_latency_sleep(student, rng):
 
 @pytest.mark.points(2)
 def test_measure_latency_call_count(student, rng):
-    """Exactly warmup untimed calls plus reps timed calls."""
-    for _ in range(2):
-        warmup, reps = rng.randint(1, 9), rng.randint(4, 17)
+    """Exactly warmup untimed calls plus reps timed calls (10 and 50 by default)."""
+    for warmup, reps in [(rng.randint(1, 9), rng.randint(4, 17)) for _ in range(2)] + [(None,) * 2]:
+        given = {} if warmup is None else {"warmup": warmup, "reps": reps}
         _, (after, _) = student.call_inspect("measure_latency", probe("CallCounter"),
-                                             torch.zeros(2), warmup=warmup, reps=reps)
-        calls = int(after.state_dict["calls"])
+                                             torch.zeros(2), **given)
+        calls, warmup, reps = int(after.state_dict["calls"]), warmup or 10, reps or 50
         assert calls == warmup + reps, (
             f"measure_latency(..., warmup={warmup}, reps={reps}) should call the model "
             f"{warmup} + {reps} = {warmup + reps} times, it called it {calls} times"
@@ -752,12 +755,15 @@ def test_arithmetic_intensity_linear(student, rng):
     cases = [(512, 4096, 1024, 2), (1, 4096, 1024, 2)]  # the lecture's A100 rows
     cases += [(rng.choice([1, 3, 16, 100, 256, 1000]), rng.randint(8, 5000),
                rng.randint(8, 5000), rng.choice([1, 2, 4])) for _ in range(8)]
-    for b, i, o, nbytes in cases:
-        expected = 2 * b * i * o / (nbytes * (b * i + i * o + b * o))
-        got = student.call("arithmetic_intensity_linear", b, i, o, bytes_per_element=nbytes)
+    cases.append((rng.choice([1, 7, 64]), rng.randint(8, 5000), rng.randint(8, 5000), None))
+    for b, i, o, nbytes in cases:  # None: the default, 2 bytes (fp16)
+        expected = 2 * b * i * o / ((nbytes or 2) * (b * i + i * o + b * o))
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("arithmetic_intensity_linear", b, i, o, **given)
         assert _rel_close(got, expected), (
-            f"arithmetic_intensity_linear({b}, {i}, {o}, bytes_per_element={nbytes}) should be "
-            f"2*B*I*O / (bytes * (B*I + I*O + B*O)) = {expected:.10g} FLOP/byte, got {got}"
+            f"arithmetic_intensity_linear({b}, {i}, {o}, bytes_per_element="
+            f"{nbytes or '2 (the default)'}) should be 2*B*I*O / (bytes * (B*I + I*O + B*O)) = "
+            f"{expected:.10g} FLOP/byte, got {got}"
         )
 
 
@@ -767,12 +773,15 @@ def test_arithmetic_intensity_elementwise(student, rng):
     cases = [(1, 2), (9, 2), (8, 2)]  # ReLU, MaxPool 3x3 stride 1, LayerNorm in fp16
     cases += [(rng.choice([1, 2, 3, 5, 8, 9, 25, 0.5]), rng.choice([1, 2, 4, 8]))
               for _ in range(7)]
-    for f, nbytes in cases:
-        expected = f / (2 * nbytes)
-        got = student.call("arithmetic_intensity_elementwise", f, bytes_per_element=nbytes)
+    cases.append((rng.choice([1, 3, 9, 25]), None))
+    for f, nbytes in cases:  # None: the default, 2 bytes (fp16)
+        expected = f / (2 * (nbytes or 2))
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("arithmetic_intensity_elementwise", f, **given)
         assert _rel_close(got, expected), (
-            f"arithmetic_intensity_elementwise({f}, bytes_per_element={nbytes}) should be "
-            f"{f} / (2 * {nbytes}) = {expected} FLOP/byte, got {got}"
+            f"arithmetic_intensity_elementwise({f}, bytes_per_element="
+            f"{nbytes or '2 (the default)'}) should be {f} / (2 * {nbytes or 2}) = {expected} "
+            f"FLOP/byte, got {got}"
         )
 
 
@@ -1420,8 +1429,9 @@ def _hooks_left_by(function: str, model, input_shape):
 
 @pytest.mark.points(1)
 def test_counters_leave_no_hooks(student, rng):
-    """model_macs, model_flops and attention_model_macs count right and remove every hook
-    they add (a hook left behind runs, and costs, at every later forward of the model)."""
+    """model_macs, model_flops, attention_model_macs and activation_peak_bytes count right and
+    remove every hook they add (a hook left behind runs, and costs, at every later forward of
+    the model)."""
     channels, shape = _draw_cnn(rng)
     cnn = kit_model("make_cnn", channels=channels, training=rng.random() < 0.5)
     cfg = _draw_encoder(rng, even_heads=True)
@@ -1434,7 +1444,9 @@ def test_counters_leave_no_hooks(student, rng):
     for function, model, input_shape, expected in [
             ("model_macs", cnn, shape, _cnn_macs(channels, shape)),
             ("model_flops", cnn, shape, _cnn_flops(channels, shape, False)),
-            ("attention_model_macs", attention, (batch, seq_len, f_in), with_attention)]:
+            ("attention_model_macs", attention, (batch, seq_len, f_in), with_attention),
+            ("activation_peak_bytes", cnn, shape, _activation_rule(
+                nncourse.make_cnn(channels).eval(), torch.zeros(shape)))]:
         got, left = student.drive(_hooks_left_by, function, model, input_shape)
         got = _counts(got) if isinstance(got, dict) else _count(got)
         assert got == expected, f"{function} on {input_shape} should be {expected}, got {got}"
@@ -1769,7 +1781,10 @@ def test_count_params_frozen_and_shared(student, rng):
 # the same model and input in its own process (one thread), which is deterministic: 650 drawn
 # Sequentials (Linear, Conv2d, BatchNorm, pooling, activations, views, in-place) gave the same
 # bytes in two processes, and on the layers that allocate nothing but their outputs (Linear,
-# activations, Dropout, Flatten, Identity, Softmax) the activation rule to the byte.
+# activations, Dropout, Flatten, Identity, Softmax) the activation rule to the byte. The bytes
+# of a convolution depend on the number of threads (10 of 60 drawn conv models differ between 1
+# and 2): the notebook states one thread, which it sets at the top, and the grader measures on
+# one; dense models gave the same bytes on 1 and 2 threads (60 of 60).
 
 _COURSE_DTYPES = ("int8", "uint8", "int32", "int64", "float16", "bfloat16", "float32", "float64")
 _OTHER_DTYPES = ("int16", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2")
@@ -2091,14 +2106,23 @@ def test_forward_peak_bytes_matches_the_graders_profiler(student, rng, torch_rng
 
 @pytest.mark.points(1)
 def test_forward_peak_bytes_protocol(student, rng, torch_rng):
-    """Exactly one warm-up forward and one profiled forward; the model in eval mode (BatchNorm
-    statistics untouched) and its training flags restored."""
+    """Exactly one warm-up forward and one profiled forward; 0 for a model that allocates
+    nothing (no memory event); the model in eval mode (BatchNorm statistics untouched) and its
+    training flags restored."""
     _, (after, _) = student.call_inspect("forward_peak_bytes", probe("CallCounter"),
                                          torch.zeros(rng.randint(1, 5)))
     calls = int(after.state_dict["calls"])
     assert calls == 2, (
         f"forward_peak_bytes should run the model twice (one warm-up forward, then one inside "
         f"the profiler's session), it ran it {calls} times"
+    )
+    name, args = rng.choice([("Identity", ()), ("Flatten", ()), ("Dropout", (0.5,))])
+    x = torch.randn(rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 6), generator=torch_rng)
+    oracles_agree(_profiled_peak(getattr(nn, name)(*args), x) == 0, f"profiler on nn.{name}")
+    got = _count(student.call("forward_peak_bytes", layer(name, *args, training=True), x))
+    assert got == 0, (
+        f"forward_peak_bytes(nn.{name}{args}, x of shape {tuple(x.shape)}) should be 0: in eval "
+        f"mode it allocates nothing, so the session has no memory event; got {got}"
     )
     channels, (n, _, h, w) = _draw_cnn(rng)
     state = _random_state(channels, torch_rng)
@@ -2132,15 +2156,17 @@ def test_roofline_throughput(student, rng):
         i, o, nbytes = rng.randint(16, 4096), rng.randint(16, 4096), rng.choice([1, 2, 4])
         peak, bandwidth = 10 ** rng.uniform(10, 15), 10 ** rng.uniform(9, 13)
         cases.append((rng.choice([1, 2, 7, 64, 500, 4096]), i, o, peak, bandwidth, nbytes))
+    cases[-1] = (*cases[-1][:5], None)  # the default: 4 bytes (fp32)
     for batch, i, o, peak, bandwidth, nbytes in cases:
-        intensity = 2 * batch * i * o / (nbytes * (batch * i + i * o + batch * o))
+        intensity = 2 * batch * i * o / ((nbytes or 4) * (batch * i + i * o + batch * o))
         expected = min(peak, intensity * bandwidth) / (2 * i * o)
-        got = student.call("roofline_throughput", batch, i, o, peak, bandwidth,
-                           bytes_per_element=nbytes)
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("roofline_throughput", batch, i, o, peak, bandwidth, **given)
         assert _rel_close(got, expected), (
             f"roofline_throughput({batch}, {i}, {o}, {peak:.6g}, {bandwidth:.6g}, "
-            f"bytes_per_element={nbytes}) should be min(peak, intensity * bandwidth) / (2 * {i} "
-            f"* {o}) = {expected:.10g} samples/s (intensity {intensity:.6g} FLOP/byte), got {got}"
+            f"bytes_per_element={nbytes or '4 (the default)'}) should be min(peak, intensity * "
+            f"bandwidth) / (2 * {i} * {o}) = {expected:.10g} samples/s (intensity "
+            f"{intensity:.6g} FLOP/byte), got {got}"
         )
 
 
@@ -2184,3 +2210,11 @@ def test_throughput_on_the_graders_clock(student, rng):
     wrong = _in_inference_mode(calls)
     assert not wrong, f"{described} ran the model {wrong}: measure in inference mode"
     assert training_after, "the model was in train mode: throughput must restore it"
+    batch_sizes = rng.sample([1, 2, 3, 5], 2)
+    _, (after, *_) = student.call_inspect("throughput", probe("CallCounter"), sample_shape,
+                                          batch_sizes)
+    calls = int(after.state_dict["calls"])
+    assert calls == 2 * (3 + 9), (
+        f"throughput(model, {sample_shape}, {batch_sizes}) with the default warmup=3, reps=9 "
+        f"should call the model 2 x (3 + 9) = 24 times, it called it {calls} times"
+    )
