@@ -176,3 +176,71 @@ def test_the_grading_processs_memory_does_not_grow_with_the_students_answer(tmp_
                                "    return torch.ones(64 * 2**20)\n", "large")
     assert outcomes["test_bounded::test_tensor"] == "failed"
     assert large - small < 128 * 1024, (small, large)  # KB: well under the 256 MB answer
+
+
+# A template of homework 1 whose notebook wraps the kernel's end of the check protocol: every
+# request that carries a list of whole numbers is answered as measure_latency or throughput
+# would answer it, from those numbers, without running anything.
+FORGER = '''
+import json
+import numpy as np
+import _grader_bridge.kernel_end as end
+
+def _plain(value):
+    # wire data back to plain values: tagged dicts and tuples unwrapped
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in (end.wire.DICT,
+                                                                             end.wire.TUPLE):
+        return _plain(next(iter(value.values())))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+def _forged(args):
+    # measure_latency's answer, from the durations and counts the check sent
+    if not args or args[0] != "measure_latency":
+        return None
+    times = next((v for v in args if isinstance(v, dict) and v
+                  and all(isinstance(t, list) for t in v.values())), None)
+    counts = next((v for v in args if isinstance(v, dict) and "reps" in v), None)
+    if times is None or counts is None:
+        return None
+    durations = next(iter(times.values()))
+    timed = durations[counts["warmup"]:]
+    answer = {"median_ms": float(np.percentile(timed, 50)),
+              "p10_ms": float(np.percentile(timed, 10)),
+              "p90_ms": float(np.percentile(timed, 90))}
+    return answer, ["str"] * 3, [[[2], False, False]] * len(durations), True
+
+_install = end.install
+
+def install(shell, fields, send=None):
+    _install(shell, fields, send)
+    honest = shell.user_ns["__grader_bridge__"]
+    def bridge(request_json):
+        forged = _forged(_plain(json.loads(request_json).get("args", [])))
+        if forged is None:
+            return honest(request_json)
+        honest._send({"ok": True, "value": end.to_wire(forged, fields)})
+    shell.user_ns["__grader_bridge__"] = bridge
+
+end.install = install
+'''
+
+
+def test_a_notebook_cannot_answer_a_timing_check_from_what_the_check_sends(tmp_path):
+    """The timing checks send no durations: each timed forward asks the grader for its own
+    when it runs. A template that forges the protocol's answers earns nothing from them."""
+    template = REPO / "assignments" / "hw1" / "hw1.ipynb"
+    cells = [c.source for c in __import__("nbformat").read(template, as_version=4).cells
+             if c.cell_type == "code"]
+    notebook = write_notebook(tmp_path / "sub" / "hw1.ipynb", *cells, FORGER)
+    checks = REPO / "solutions" / "hw1" / "checks"
+    timing = ["test_hw1::test_measure_latency_percentiles",
+              "test_hw1::test_throughput_on_the_graders_clock"]
+    limits = Limits(cell_timeout_s=60, notebook_timeout_s=180, call_timeout_s=30)
+    execution, run = grade_notebook(notebook, checks, limits, seed=3, select=timing)
+    assert execution.status is Status.CELL_ERROR  # the template's own NotImplementedErrors
+    assert [(r.name, r.earned) for r in run.results] == [(name, 0.0) for name in timing]
+    assert all(r.outcome is Outcome.FAILED for r in run.results)

@@ -70,6 +70,7 @@ class Judge:
 
     def __init__(self, workdir: Path, limits: Limits) -> None:
         self._workdir = workdir
+        self.workdir = workdir  # the kernel's working folder, as the grader sees it
         self._limits = limits
         self.timeout_s = limits.judge_timeout_s  # a judge's time, unless a check says otherwise
 

@@ -11,14 +11,20 @@ are decoded as data only: tensors through ``torch.load(weights_only=True)``, mod
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import os
+import re
+import shutil
 import textwrap
+import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -35,6 +41,9 @@ from grader.text import (
     one_line,
     text_block,
 )
+
+ANSWERS = ".grader"  # the folder of ``Student.answering``, in the kernel's working folder
+_ASK_NAME = re.compile(r"[\w.-]{1,64}")
 
 # Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
 # reports for each (the kernel's end gets this table when it is installed).
@@ -127,6 +136,7 @@ class ReturnedModule:
         # allocated in the grader's process, however large the student made them
         with torch.device("meta"):
             module = build("")
+            twin = build("")  # stays on the meta device: each new input shape is tried there
         try:
             state = {k: v.clone() if isinstance(v, torch.Tensor) else v  # the record stays as sent
                      for k, v in self.state_dict.items()}
@@ -138,7 +148,60 @@ class ReturnedModule:
             raise StudentError("the returned layers hold tensors that were not returned")
         for name, sub in module.named_modules():
             sub.train(self.training.get(name, False))
+        module.register_forward_pre_hook(_Bounded(twin))
         return module
+
+
+# What one forward of a rebuilt module may cost in the grader's process: each layer's output
+# (2^26 floats: 256 MB) and the whole forward's work (FLOPs, as PyTorch counts them: about
+# ten seconds on one thread). The student's layers choose both (a padding of 10^4, a channel
+# count), so an input is first run on the meta device, where nothing is allocated or computed.
+MAX_OUTPUT_ELEMENTS = 2**26
+MAX_FORWARD_FLOPS = 2 * 10**10
+
+
+class _Bounded:
+    """A forward pre-hook of a rebuilt module: before the first forward on an input of a new
+    shape, the same layers run on the meta device; a layer whose output, or a forward whose
+    work, would pass the bounds is the student's failure, before anything is computed."""
+
+    def __init__(self, twin: nn.Module) -> None:
+        self._twin = twin
+        self._tried: set[tuple[tuple[int, ...], ...]] = set()
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        if shapes in self._tried:
+            return
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for real, meta in zip(module.modules(), self._twin.modules(), strict=True):
+            meta.train(real.training)
+        largest = [0]
+
+        def measure(_: nn.Module, __: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                largest[0] = max(largest[0], out.numel())
+
+        hooks = [m.register_forward_hook(measure) for m in self._twin.modules()]
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self._twin(*(a.to("meta") if isinstance(a, torch.Tensor) else a
+                             for a in args))
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return  # the layers do not fit this input: the real forward says how
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if largest[0] > MAX_OUTPUT_ELEMENTS:
+            raise StudentError(f"the returned layers would make an output of {largest[0]:,} "
+                               f"values from an input of shape {shapes[0] if shapes else ()} "
+                               f"(the grader runs at most {MAX_OUTPUT_ELEMENTS:,})")
+        if counter.get_total_flops() > MAX_FORWARD_FLOPS:
+            raise StudentError(f"the returned layers would take {counter.get_total_flops():.3g} "
+                               f"FLOPs on an input of shape {shapes[0] if shapes else ()} "
+                               f"(the grader runs at most {MAX_FORWARD_FLOPS:.0g})")
+        self._tried.add(shapes)
 
 
 def short_repr(value: Any) -> str:
@@ -256,6 +319,7 @@ class Judge(Protocol):
     """What opens the files a notebook wrote (``grader.kernel.judge.Judge``)."""
 
     timeout_s: float  # a judge's time, unless a check says otherwise
+    workdir: Path  # the kernel's working folder, as the grader sees it
 
     def files(self) -> dict[str, int]: ...
 
@@ -360,6 +424,52 @@ class Student:
                               lambda seconds: judge.run(source, inputs, seconds, name))
         self.answers.came("the files the notebook wrote")
         return value
+
+    @contextlib.contextmanager
+    def answering(self, respond: Callable[[str], str | None]) -> Iterator[None]:
+        """While the block runs, answer the kernel's questions one at a time: code the check
+        runs in the kernel writes an empty file ``.grader/ask/NAME`` in its working folder and
+        waits for ``.grader/answer/NAME``, which the grader writes with ``respond(NAME)`` (None:
+        no answer). A check reveals a value only when the student's code reaches it (the next
+        tick of a clock the grader controls), so nothing it sent beforehand answers the check.
+        NAME: at most 64 letters, digits, ``-``, ``_`` or ``.``."""
+        base = self._need_judge().workdir / ANSWERS
+        ask, answer = base / "ask", base / "answer"
+        shutil.rmtree(base, ignore_errors=True)
+        answer.mkdir(parents=True)
+        ask.mkdir()
+        ask.chmod(0o777)  # the kernel's user (nobody, under root) asks; only the grader answers
+        base.chmod(0o755)
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            answered: set[str] = set()
+            try:
+                while not stop.is_set():
+                    for name in sorted(os.listdir(ask)):
+                        if name in answered or not _ASK_NAME.fullmatch(name):
+                            continue
+                        answered.add(name)
+                        value = respond(name)
+                        if value is not None:
+                            draft = answer / f".{name}.draft"
+                            draft.write_text(value, encoding="utf-8")
+                            draft.replace(answer / name)
+                    stop.wait(0.0005)
+            except BaseException as exc:  # noqa: BLE001 - raised in the check below
+                failure.append(exc)
+
+        server = threading.Thread(target=serve, daemon=True, name="grader-answers")
+        server.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            server.join()
+            shutil.rmtree(base, ignore_errors=True)
+        if failure:
+            raise failure[0]
 
     def _need_judge(self) -> Judge:
         if self._judge is None:

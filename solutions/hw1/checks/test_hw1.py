@@ -618,18 +618,19 @@ def test_measure_latency_leaves_model_as_found(student, rng, torch_rng):
     )
 
 
-def _timed_on_the_graders_clock(function: str, schedule: dict[str, list[int]], args: list,
-                                kwargs: dict):
+def _timed_on_the_graders_clock(function: str, args: list, kwargs: dict):
     """Run in the kernel: the notebook's ``function`` (measure_latency or throughput) on a model
-    whose k-th forward on a batch of B rows takes ``schedule[str(B)][k]`` milliseconds (the
-    last entry for any later call) on a clock the grader controls. Every clock of the time
-    module (and timeit.default_timer, and the notebook's own names for them) reads that clock
-    in this thread while the call runs; other threads read the real ones.
+    whose k-th forward on a batch of B rows takes as many milliseconds, on a clock the grader
+    controls, as the grader answers when that forward asks (``Student.answering``: the file
+    ``.grader/ask/B-k``): nothing the check sends says how long any forward takes. Every clock
+    of the time module (and timeit.default_timer, and the notebook's own names for them) reads
+    that clock in this thread while the call runs; other threads read the real ones.
 
     measure_latency gets (model, torch.zeros(*args), **kwargs); throughput gets (model, *args,
     **kwargs). Returns what the function returned, the type names of its keys if it is a dict
     (they cross as text), one [input shape, grad enabled, training flag] per forward, and the
     model's training flag afterwards (it is sent in training mode)."""
+    import os
     import threading
     import time
     import timeit
@@ -652,11 +653,22 @@ def _timed_on_the_graders_clock(function: str, schedule: dict[str, list[int]], a
 
     fakes = {name: fake(name) for name in clocks}
 
+    def tick(name):
+        with open(os.path.join(".grader", "ask", name), "w"):
+            pass
+        answer = os.path.join(".grader", "answer", name)
+        deadline = real["monotonic"]() + 60
+        while not os.path.exists(answer):
+            if real["monotonic"]() > deadline:
+                raise TimeoutError("the grader's clock did not answer")
+            time.sleep(0.0002)
+        with open(answer) as f:
+            return int(f.read())
+
     class Scheduled(torch.nn.Module):
         def forward(self, x):
-            times = schedule[str(x.shape[0])]
             done = sum(1 for shape, _, _ in calls if shape[0] == x.shape[0])
-            state["ns"] += times[min(done, len(times) - 1)] * 1_000_000
+            state["ns"] += tick(f"{x.shape[0]}-{done}") * 1_000_000
             calls.append([list(x.shape), torch.is_grad_enabled(), self.training])
             return x
 
@@ -683,6 +695,33 @@ def _timed_on_the_graders_clock(function: str, schedule: dict[str, list[int]], a
         notebook.update(saved)
     key_types = [type(key).__name__ for key in result] if isinstance(result, dict) else None
     return result, key_types, calls, model.training
+
+
+class _Clock:
+    """The grader's side of that clock: answers forward k of a batch of B with ``schedule``'s
+    milliseconds (the last entry for any later forward) and counts the forwards it answered."""
+
+    def __init__(self, schedule: dict[int, list[int]]) -> None:
+        self.schedule = schedule
+        self.asked: dict[int, int] = {}
+
+    def __call__(self, name: str) -> str | None:
+        batch, _, k = name.partition("-")
+        if not (batch.isdigit() and k.isdigit() and int(batch) in self.schedule):
+            return None
+        self.asked[int(batch)] = self.asked.get(int(batch), 0) + 1
+        times = self.schedule[int(batch)]
+        return str(times[min(int(k), len(times) - 1)])
+
+
+def _on_the_graders_clock(student, function: str, schedule: dict[int, list[int]], args: list,
+                          kwargs: dict):
+    """``_timed_on_the_graders_clock`` run with the grader answering its clock; also returns
+    how many forwards of each batch size asked the grader for their time."""
+    clock = _Clock(schedule)
+    with student.answering(clock):
+        got = student.drive(_timed_on_the_graders_clock, function, args, kwargs)
+    return (*got, clock.asked)
 
 
 _QUANTILE_METHODS = ("inverted_cdf", "averaged_inverted_cdf", "closest_observation",
@@ -721,10 +760,9 @@ def test_measure_latency_percentiles(student, rng):
     reps, warmup = rng.choice([21, 31, 41]), rng.randint(1, 4)
     timed = rng.sample(range(1, 400), reps)  # distinct: every percentile is pinned down
     warm = [rng.randint(1000, 2000) for _ in range(warmup)]  # slower than any timed call
-    got, _, calls, training_after = student.drive(
-        _timed_on_the_graders_clock, "measure_latency", {"2": warm + timed}, [2],
-        {"warmup": warmup, "reps": reps})
-    assert len(calls) == warmup + reps, (
+    got, _, calls, training_after, asked = _on_the_graders_clock(
+        student, "measure_latency", {2: warm + timed}, [2], {"warmup": warmup, "reps": reps})
+    assert len(calls) == warmup + reps == asked.get(2), (
         f"measure_latency(..., warmup={warmup}, reps={reps}) should call the model "
         f"{warmup + reps} times, it called it {len(calls)} times"
     )
@@ -2181,10 +2219,10 @@ def test_throughput_on_the_graders_clock(student, rng):
     schedule, timed = {}, {}
     for batch in batch_sizes:
         timed[batch] = rng.sample(range(1, 300), reps)  # distinct: the median is pinned down
-        schedule[str(batch)] = [rng.randint(1000, 2000) for _ in range(warmup)] + timed[batch]
-    got, key_types, calls, training_after = student.drive(
-        _timed_on_the_graders_clock, "throughput", schedule,
-        [sample_shape, batch_sizes], {"warmup": warmup, "reps": reps})
+        schedule[batch] = [rng.randint(1000, 2000) for _ in range(warmup)] + timed[batch]
+    got, key_types, calls, training_after, asked = _on_the_graders_clock(
+        student, "throughput", schedule, [sample_shape, batch_sizes],
+        {"warmup": warmup, "reps": reps})
     described = (f"throughput(model, {sample_shape}, {batch_sizes}, warmup={warmup}, "
                  f"reps={reps})")
     assert isinstance(got, dict) and key_types == ["int"] * len(got), (
@@ -2193,7 +2231,8 @@ def test_throughput_on_the_graders_clock(student, rng):
         f"{described} should have one entry per batch size {batch_sizes}, got keys {sorted(got)}")
     for batch in batch_sizes:
         seen = [shape for shape, _, _ in calls if shape[0] == batch]
-        assert seen == [[batch, *sample_shape]] * (warmup + reps), (
+        assert seen == [[batch, *sample_shape]] * (warmup + reps) and \
+            asked.get(batch) == warmup + reps, (
             f"{described}: at batch {batch} the model should get {warmup} + {reps} inputs of "
             f"shape {[batch, *sample_shape]}, it got {seen}"
         )
