@@ -244,3 +244,31 @@ def test_a_notebook_cannot_answer_a_timing_check_from_what_the_check_sends(tmp_p
     assert execution.status is Status.CELL_ERROR  # the template's own NotImplementedErrors
     assert [(r.name, r.earned) for r in run.results] == [(name, 0.0) for name in timing]
     assert all(r.outcome is Outcome.FAILED for r in run.results)
+
+
+CONV_CHECK = '''
+import pytest
+import torch
+
+
+@pytest.mark.points(1)
+def test_conv(student):
+    """conv() keeps an 8 x 8 image 8 x 8."""
+    out = student.call("conv").rebuild()(torch.zeros(1, 3, 8, 8))
+    assert out.shape == (1, 4, 8, 8), f"got {tuple(out.shape)}"
+'''
+
+
+@pytest.mark.parametrize(("padding", "outcome"), [(1, Outcome.PASSED), (20_000, Outcome.FAILED)])
+def test_running_returned_layers_is_bounded_by_what_they_would_compute(tmp_path, padding,
+                                                                       outcome):
+    # padding 20,000 makes a 4 x 40,006 x 40,006 output: 6.4e9 values, never computed here
+    folder = tmp_path / "conv_checks"
+    folder.mkdir()
+    (folder / "test_conv.py").write_text(CONV_CHECK)
+    source = ("import torch\nfrom torch import nn\n"
+              f"def conv():\n    return nn.Sequential(nn.Conv2d(3, 4, 3, padding={padding}))\n")
+    execution, results = grade(tmp_path, folder, source)
+    assert results["test_conv"].outcome is outcome, results["test_conv"]
+    if outcome is Outcome.FAILED:
+        assert "would make an output of" in results["test_conv"].message
