@@ -67,6 +67,9 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "codebook_never_updated": [
         ("        codebook = update_codebook(flat, labels, codebook)\n", "")
     ],
+    # linear_quantize rounds halves up (floor(x + 0.5)), not to the even neighbour
+    "round_half_up": [("torch.round(r / scale) + zero_point",
+                       "torch.floor(r / scale + 0.5) + zero_point")],
     # linear_quantize takes the zero point as a Python int (its type hint's first half): a
     # tensor of one zero point per channel no longer works
     "zero_point_as_int": [("torch.round(r / scale) + zero_point",
@@ -127,6 +130,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "bn_folded_with_variance": ("test_fold_bn_matches_conv_then_bn",),
     "empty_cluster_zeroed": ("test_update_codebook",),
     "codebook_never_updated": ("test_kmeans_quantize_fixed_point",),
+    "round_half_up": ("test_linear_quantize_rounds_half_to_even",),
     "zero_point_as_int": ("test_linear_quantize_exact",),
     "dequantize_scalar_scale": ("test_dequantize",),
     "codebook_updated_in_place": ("test_update_codebook",),

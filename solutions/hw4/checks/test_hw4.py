@@ -286,6 +286,36 @@ def test_linear_quantize_exact(student, rng, torch_rng):
 
 
 @pytest.mark.points(1)
+def test_linear_quantize_rounds_half_to_even(student, rng, torch_rng):
+    """Values exactly halfway between two levels round to the even one (torch.round), as the
+    docstring says: r = (k + 1/2) S with S a power of two, so r / S is exact, for even and odd
+    k of both signs, beside values off the ties."""
+    bits = rng.randint(4, 8)
+    qmin, qmax = _qrange(bits)
+    scale = 2.0 ** -rng.randint(1, 5)
+    zero_point = rng.randint(qmin // 2, qmax // 2)
+    # k + 1/2 for an even and an odd k of each sign and up to three more each (at least four
+    # consecutive integers of each sign are in range), its codes k or k + 1 in range
+    ks: list[int] = []
+    for pool in (range(qmin - zero_point, 0), range(0, qmax - zero_point)):
+        picked = [rng.choice([k for k in pool if k % 2 == parity]) for parity in (0, 1)]
+        ks += picked + rng.sample([k for k in pool if k not in picked], min(3, len(pool) - 2))
+    ties = torch.tensor([(k + 0.5) * scale for k in ks], dtype=torch.float32)
+    off, off_expected = _draw_codes(rng, torch_rng, (4,), bits, zero_point, scale)
+    r = torch.cat([ties, off])
+    expected = torch.cat([(torch.tensor([k + k % 2 for k in ks]) + zero_point).to(torch.int8),
+                          off_expected])
+    got = _is_tensor(student.call("linear_quantize", r, scale, zero_point, bits=bits),
+                     "linear_quantize")
+    assert torch.equal(got, expected), (
+        f"linear_quantize(r, scale={scale}, zero_point={zero_point}, bits={bits}) with r / scale "
+        f"= {[k + 0.5 for k in ks]} (exactly halfway between two integers) and four values off "
+        f"the ties: halves round to the even neighbour (torch.round), so the codes are "
+        f"{expected.tolist()}; got {got.tolist()}"
+    )
+
+
+@pytest.mark.points(1)
 def test_dequantize(student, rng, torch_rng):
     """r_hat = S * (q - Z), float32; S and Z numbers, then tensors with one value per row."""
     for _ in range(3):
