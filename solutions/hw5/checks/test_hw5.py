@@ -975,21 +975,24 @@ def test_run_onnx_first_output_one_thread(student, rng, torch_rng):
 @pytest.mark.points(4)
 def test_runtime_ops_on_drawn_graphs(student, rng, torch_rng):
     """runtime_ops(path, level) at the four levels, on two chains of layers the grader drew and
-    wrote (one with its weights in an external file named by the grader; between them,
-    something "basic" folds and something "extended" fuses): the operators of the
-    graph ONNX Runtime writes after its optimizations, op_type for ONNX's own domain and
-    domain:op_type for any other, as the grader's own ONNX Runtime session on its own copy of
-    the bytes counts them; at the three portable levels the notebook's table of folds and
-    fusions gives the same counts (_rule_ops)."""
+    wrote (one with its weights in an external file named by the grader, one whose nodes name
+    ONNX's domain "ai.onnx" rather than ""; between them, something "basic" folds and something
+    "extended" fuses): the operators of the graph ONNX Runtime writes after its optimizations,
+    op_type for ONNX's own domain and domain:op_type for any other, as the grader's own ONNX
+    Runtime session on its own copy of the bytes counts them; at the three portable levels the
+    notebook's list of folds and fusions gives the same counts (_rule_ops)."""
     tag = f"{rng.randrange(16**6):06x}"
     while True:  # between them, the two chains have something folded and something fused
         chains = [_draw_chain(rng), _draw_chain(rng)]
         if any(_rule_ops(c, "basic") != _rule_ops(c, "disabled") for c in chains) and any(
                 ":" in op for c in chains for op in _rule_ops(c, "extended")):
             break
+    aliased = rng.randrange(2)  # this chain's nodes say "ai.onnx", ONNX's domain by name
     for k, (chain, external) in enumerate(zip(chains, rng.sample([True, False], 2),
                                               strict=True)):
         model = _build_chain(chain, rng, torch_rng)
+        for node in model.graph.node:
+            node.domain = "ai.onnx" if k == aliased else ""
         path = f"grader_runtime_{tag}/chain_{k}.onnx"
         names = [t.name for t in model.graph.initializer]
         data = _externalize(model, dict.fromkeys(names, f"chain_{k}_{tag}.weights")) \
@@ -1005,8 +1008,11 @@ def test_runtime_ops_on_drawn_graphs(student, rng, torch_rng):
             got = student.call("runtime_ops", path, level)
             assert got == expected, (
                 f"runtime_ops({path!r}, {level!r}) for the chain {' -> '.join(chain)}"
-                f"{' (weights in external data)' if external else ''} should be {expected}: "
-                f"the nodes of the graph ONNX Runtime runs at that level, got {got}"
+                f"{' (weights in external data)' if external else ''}"
+                f"{' (nodes of the domain ai.onnx)' if k == aliased else ''} should be "
+                f"{expected}: the nodes of the graph ONNX Runtime runs at that level, each "
+                f"named by its op_type in ONNX's own domain (\"\" or \"ai.onnx\"), as "
+                f"domain:op_type in any other; got {got}"
             )
 
 
