@@ -601,8 +601,8 @@ def _write_files(files: dict[str, torch.Tensor]) -> None:
 
 
 def _send(student, files: dict[str, bytes]) -> None:
-    """Write the grader's files into the kernel's working folder."""
-    student.drive(_write_files, {name: torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    """Write the grader's files (an empty one included) into the kernel's working folder."""
+    student.drive(_write_files, {name: torch.tensor(list(blob), dtype=torch.uint8)
                                  for name, blob in files.items()})
 
 
