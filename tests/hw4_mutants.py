@@ -67,6 +67,10 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "codebook_never_updated": [
         ("        codebook = update_codebook(flat, labels, codebook)\n", "")
     ],
+    # symmetric_per_channel_scale clamps the scale at 1e-8 instead of max|w_c|: an all-zero
+    # channel gets 1e-8, not 1e-8 / q_max
+    "scale_clamped_instead_of_max": [("    return max_abs.clamp(min=1e-8) / qmax",
+                                      "    return (max_abs / qmax).clamp(min=1e-8)")],
     # linear_quantize rounds halves up (floor(x + 0.5)), not to the even neighbour
     "round_half_up": [("torch.round(r / scale) + zero_point",
                        "torch.floor(r / scale + 0.5) + zero_point")],
@@ -130,6 +134,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "bn_folded_with_variance": ("test_fold_bn_matches_conv_then_bn",),
     "empty_cluster_zeroed": ("test_update_codebook",),
     "codebook_never_updated": ("test_kmeans_quantize_fixed_point",),
+    "scale_clamped_instead_of_max": ("test_symmetric_per_channel_scale",),
     "round_half_up": ("test_linear_quantize_rounds_half_to_even",),
     "zero_point_as_int": ("test_linear_quantize_exact",),
     "dequantize_scalar_scale": ("test_dequantize",),

@@ -453,7 +453,7 @@ def test_affine_round_trip_within_half_a_step(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_symmetric_per_channel_scale(student, rng, torch_rng):
     """S_c = max|W_c| / (2^(b-1) - 1) per output channel, shape (C_out, 1, ..., 1); an all-zero
-    channel gets a tiny positive scale."""
+    channel gets 1e-8 / (2^(b-1) - 1), max|W_c| clamped from below at 1e-8 (the docstring)."""
     shapes = [(rng.randint(3, 9), rng.randint(1, 4), 3, 3), (rng.randint(3, 9), rng.randint(4, 20))]
     for shape in shapes:
         bits = rng.randint(2, 8)
@@ -476,10 +476,11 @@ def test_symmetric_per_channel_scale(student, rng, torch_rng):
             f"{2 ** (bits - 1) - 1} per output channel: {expected.flatten().tolist()}, got "
             f"{got.flatten().tolist()}"
         )
-        tiny = got[zero_row].item()
-        assert math.isfinite(tiny) and 0 < tiny < 1e-5, (
-            f"an all-zero output channel should get a tiny positive scale (max|w_c| clamped at "
-            f"1e-8), got {tiny}"
+        tiny, floor = got[zero_row].item(), 1e-8 / (2 ** (bits - 1) - 1)
+        assert math.isfinite(tiny) and abs(tiny - floor) <= 1e-5 * floor, (
+            f"an all-zero output channel should get the scale 1e-8 / {2 ** (bits - 1) - 1} = "
+            f"{floor:.6g} (max|w_c| clamped from below at 1e-8, then divided by q_max), got "
+            f"{tiny:.6g}"
         )
 
 
