@@ -67,6 +67,56 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "codebook_never_updated": [
         ("        codebook = update_codebook(flat, labels, codebook)\n", "")
     ],
+    # symmetric_per_channel_scale clamps the scale at 1e-8 instead of max|w_c|: an all-zero
+    # channel gets 1e-8, not 1e-8 / q_max
+    "scale_clamped_instead_of_max": [("    return max_abs.clamp(min=1e-8) / qmax",
+                                      "    return (max_abs / qmax).clamp(min=1e-8)")],
+    # linear_quantize rounds halves up (floor(x + 0.5)), not to the even neighbour
+    "round_half_up": [("torch.round(r / scale) + zero_point",
+                       "torch.floor(r / scale + 0.5) + zero_point")],
+    # linear_quantize takes the zero point as a Python int (its type hint's first half): a
+    # tensor of one zero point per channel no longer works
+    "zero_point_as_int": [("torch.round(r / scale) + zero_point",
+                           "torch.round(r / scale) + int(zero_point)")],
+    # dequantize takes the scale as a Python float: one scale per channel no longer works
+    "dequantize_scalar_scale": [("(q.to(torch.float32) - zero_point) * scale",
+                                 "(q.to(torch.float32) - zero_point) * float(scale)")],
+    # update_codebook writes the new centroids into the codebook it was given
+    "codebook_updated_in_place": [
+        ("    return torch.where(counts > 0,",
+         "    codebook.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), codebook))\n"
+         "    return torch.where(counts > 0,"),
+    ],
+    # fold_bn builds the new conv without the groups, the dilation or the padding mode
+    "fold_without_groups": [("dilation=conv.dilation, groups=conv.groups, bias=True,",
+                             "dilation=conv.dilation, bias=True,")],
+    "fold_without_dilation": [("padding=conv.padding, dilation=conv.dilation, groups=",
+                               "padding=conv.padding, groups=")],
+    "fold_without_padding_mode": [("        padding_mode=conv.padding_mode,\n", "")],
+    # quantize_bias and quantized_linear use w_scale as given: a (C_out, 1) scale broadcasts
+    # against the (C_out,) bias (or the (N, C_out) accumulator) into the wrong shape
+    "bias_w_scale_not_flattened": [
+        ("    w_scale = torch.as_tensor(w_scale, dtype=torch.float32).reshape(-1)\n"
+         "    return torch.round(",
+         "    w_scale = torch.as_tensor(w_scale, dtype=torch.float32)\n"
+         "    return torch.round("),
+    ],
+    "requant_w_scale_not_flattened": [
+        ("    w_scale = torch.as_tensor(w_scale, dtype=torch.float32).reshape(-1)\n"
+         "    multiplier =",
+         "    w_scale = torch.as_tensor(w_scale, dtype=torch.float32)\n"
+         "    multiplier ="),
+    ],
+    # qat_train parametrizes and trains the model it was given, not a copy
+    "qat_trains_the_given_model": [("    qat = copy.deepcopy(model)\n", "    qat = model\n")],
+    # ptq_int8 wraps, fuses and converts the model it was given, not a copy
+    "ptq_on_the_given_model": [("tq.QuantWrapper(copy.deepcopy(model)).eval()",
+                                "tq.QuantWrapper(model).eval()")],
+    # dynamic_quantize quantizes the given MLP in place
+    "dynamic_in_place": [
+        ("    return tq.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)\n",
+         "    return tq.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)\n"),
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -84,4 +134,17 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "bn_folded_with_variance": ("test_fold_bn_matches_conv_then_bn",),
     "empty_cluster_zeroed": ("test_update_codebook",),
     "codebook_never_updated": ("test_kmeans_quantize_fixed_point",),
+    "scale_clamped_instead_of_max": ("test_symmetric_per_channel_scale",),
+    "round_half_up": ("test_linear_quantize_rounds_half_to_even",),
+    "zero_point_as_int": ("test_linear_quantize_exact",),
+    "dequantize_scalar_scale": ("test_dequantize",),
+    "codebook_updated_in_place": ("test_update_codebook",),
+    "fold_without_groups": ("test_fold_bn_matches_conv_then_bn",),
+    "fold_without_dilation": ("test_fold_bn_matches_conv_then_bn",),
+    "fold_without_padding_mode": ("test_fold_bn_matches_conv_then_bn",),
+    "bias_w_scale_not_flattened": ("test_quantize_bias",),
+    "requant_w_scale_not_flattened": ("test_quantized_linear_exact",),
+    "qat_trains_the_given_model": ("test_qat_train_works_on_a_copy",),
+    "ptq_on_the_given_model": ("test_ptq_int8_leaves_the_model_alone",),
+    "dynamic_in_place": ("test_dynamic_quantize",),
 }

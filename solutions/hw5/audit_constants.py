@@ -1,10 +1,7 @@
 # The "hard-coded answers" student of homework 5, for `grader audit` and tests/test_homework5.py:
 # one code cell, appended to the reference notebook, that redefines every graded function to
 # return the public checks' expected answers whatever its arguments. It must fail the hidden checks.
-from collections import OrderedDict
-
 import torch
-from torch import nn
 
 
 def export_program(model, example):
@@ -20,20 +17,8 @@ def save_pt2(model, example, path):
     return "public_tiny.pt2"
 
 
-def fold_bn(conv, bn):
-    folded = nn.Conv2d(1, 1, 1)
-    with torch.no_grad():
-        folded.weight.fill_(3.0)
-        folded.bias.fill_(0.25)
-    return folded
-
-
-def fold_conv_bn(model):
-    return nn.Sequential(OrderedDict([("0", nn.Conv2d(1, 2, 3)), ("2", nn.ReLU())]))
-
-
 def onnx_files(path):
-    return ["public_tiny.onnx", "public_tiny.onnx.data"]
+    return ["public_conv.onnx", "public_weights.bin"]
 
 
 def to_onnx(model, example, path):
@@ -50,6 +35,11 @@ def run_onnx(path, x):
         [-1.16125, -0.98875, -0.7375, -0.4075, 0.00125, 0.48875, 1.055, 0.58875],
         [-1.40125, -1.14875, -0.8175, -0.4075, 0.08125, 0.64875, 1.295, 0.34875],
     ])
+
+
+def runtime_ops(path, level):
+    return {"disabled": {"Conv": 1, "Mul": 1, "Relu": 1}, "basic": {"Conv": 1, "Relu": 1},
+            "extended": {"com.microsoft:FusedConv": 1}}.get(level, {})
 
 
 def quantize_onnx(fp32_path, int8_path, calib_x):

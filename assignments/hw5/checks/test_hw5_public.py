@@ -1,7 +1,9 @@
 """Public checks for homework 5: tiny fixed cases you can verify by hand.
 
 Conventions: export in eval mode with a dynamic batch dimension; an ONNX model is its file plus
-the external data files it references; sizes are bytes of files that exist. Files your
+the external data files its initializers reference (read from the file, whatever their names);
+sizes are bytes of files that exist; runtime_ops counts the nodes of the graph ONNX Runtime
+writes after its optimizations at a level. Files your
 functions write are loaded and run by the grader itself, in a separate process, with its own
 code (here too, through ``student.judge``).
 
@@ -72,39 +74,6 @@ def test_count_ops_public(student):
     assert got == expected, (
         f"count_ops(export_program(Conv2d, BatchNorm2d, ReLU, Flatten, Linear)) should be "
         f"{expected} (eval mode: no aten.add_ for BatchNorm's counter), got {got}"
-    )
-
-
-@pytest.mark.points(1)
-def test_fold_bn_public(student):
-    """A 1x1 conv with weight 2, no bias; BatchNorm gamma 3, beta 1, mean 0.5, var 3.99,
-    eps 0.01: s = 3 / sqrt(3.99 + 0.01) = 1.5, so W' = 3 and b' = 1.5 * (0 - 0.5) + 1 = 0.25."""
-    conv = ModuleSpec("layer", "Conv2d", (1, 1, 1), {"bias": False},
-                      state_dict={"weight": torch.full((1, 1, 1, 1), 2.0)})
-    bn = ModuleSpec("layer", "BatchNorm2d", (1,), {"eps": 0.01}, training=True, state_dict={
-        "weight": torch.tensor([3.0]), "bias": torch.tensor([1.0]),
-        "running_mean": torch.tensor([0.5]), "running_var": torch.tensor([3.99]),
-        "num_batches_tracked": torch.tensor(10)})
-    got = student.call("fold_bn", conv, bn)
-    weight, bias = got.state_dict.get("weight"), got.state_dict.get("bias")
-    assert weight is not None and bias is not None, (
-        f"fold_bn should return a Conv2d with a weight and a bias, got {list(got.state_dict)}"
-    )
-    assert torch.allclose(weight.flatten(), torch.tensor([3.0])) and \
-        torch.allclose(bias.flatten(), torch.tensor([0.25])), (
-            f"fold_bn: W' = 2 * 1.5 = 3 and b' = 0.25 (running statistics, eps 0.01), got "
-            f"weight {weight.flatten().tolist()}, bias {bias.flatten().tolist()}")
-
-
-@pytest.mark.points(1)
-def test_fold_conv_bn_public(student):
-    """Conv2d -> BatchNorm2d -> ReLU becomes Conv2d -> ReLU (names kept: "0", "2")."""
-    model = seq(layer("Conv2d", 1, 2, 3), layer("BatchNorm2d", 2), layer("ReLU"), training=True)
-    got = student.call("fold_conv_bn", model)
-    leaves = [(info.name, info.type) for info in got.leaves()]
-    assert leaves == [("0", "Conv2d"), ("2", "ReLU")], (
-        f"fold_conv_bn(Conv2d, BatchNorm2d, ReLU) should hold [('0', 'Conv2d'), ('2', 'ReLU')], "
-        f"got {leaves}"
     )
 
 
@@ -189,3 +158,55 @@ def test_quantize_onnx_public(student):
     assert "public_int8.onnx" in student.files(), "quantize_onnx did not write public_int8.onnx"
     dtypes = student.judge(INSPECT_INT8, {})
     assert 3 in dtypes, f"public_int8.onnx should hold int8 (type 3) initializers, got {dtypes}"
+
+
+def _write_public_conv():
+    """Run in your kernel: public_conv.onnx, Conv(1 -> 2, 1x1, no bias) -> Mul by a per-channel
+    constant -> Relu, its two weights in public_weights.bin (written by onnx.save), and beside
+    it a stale, empty public_conv.onnx.data that nothing references."""
+    import os
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if os.path.exists("public_weights.bin"):  # onnx.save refuses to overwrite external data
+        os.remove("public_weights.bin")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["z"]),
+         helper.make_node("Mul", ["z", "scale"], ["m"]),
+         helper.make_node("Relu", ["m"], ["y"])], "public_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 4, 4])],
+        [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w"),
+         numpy_helper.from_array(np.full((2, 1, 1), 0.5, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, "public_conv.onnx", save_as_external_data=True,
+              location="public_weights.bin", size_threshold=0)
+    open("public_conv.onnx.data", "wb").close()
+
+
+@pytest.mark.points(1)
+def test_onnx_files_public(student):
+    """The weights of public_conv.onnx are in public_weights.bin; the empty public_conv.onnx.data
+    beside it is referenced by nothing, so it is not part of the model."""
+    student.drive(_write_public_conv)
+    got = student.call("onnx_files", "public_conv.onnx")
+    assert got == ["public_conv.onnx", "public_weights.bin"], (
+        f"onnx_files('public_conv.onnx') should be ['public_conv.onnx', 'public_weights.bin'] "
+        f"(read the initializers' locations, do not guess '<path>.data'), got {got}"
+    )
+
+
+@pytest.mark.points(1)
+def test_runtime_ops_public(student):
+    """Conv -> Mul by a constant -> Relu: "disabled" runs the three nodes of the file, "basic"
+    folds the Mul into the Conv, "extended" fuses the Conv with its Relu (a com.microsoft
+    operator)."""
+    student.drive(_write_public_conv)
+    expected = {"disabled": {"Conv": 1, "Mul": 1, "Relu": 1}, "basic": {"Conv": 1, "Relu": 1},
+                "extended": {"com.microsoft:FusedConv": 1}}
+    for level, ops in expected.items():
+        got = student.call("runtime_ops", "public_conv.onnx", level)
+        assert got == ops, f"runtime_ops('public_conv.onnx', {level!r}) should be {ops}, got {got}"

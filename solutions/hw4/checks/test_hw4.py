@@ -29,7 +29,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import nncourse
-from grader.checks import ReturnedModule, demanded, kit_model, layer, one_thread
+from grader.checks import (
+    ReturnedModule,
+    accuracy_on_test_split,
+    changed_modes,
+    changed_state,
+    demanded,
+    kit_model,
+    layer,
+    one_thread,
+    returned_module,
+    with_state,
+)
 
 # Known, harmless torch.ao messages (HOMEWORK_NOTES P6), silenced by message only.
 _KNOWN_WARNINGS = (
@@ -75,18 +86,6 @@ def _qrange(bits: int, signed: bool = True) -> tuple[int, int]:
 def _is_tensor(value, what: str) -> torch.Tensor:
     assert isinstance(value, torch.Tensor), f"{what} should return a tensor, got {value!r:.200}"
     return value
-
-
-def _is_module(value, what: str) -> ReturnedModule:
-    assert isinstance(value, ReturnedModule), (
-        f"{what} should return an nn.Module, got {value!r:.200}"
-    )
-    return value
-
-
-def _test_split() -> tuple[torch.Tensor, torch.Tensor]:
-    _, _, x_test, y_test = nncourse.load_digits_split()
-    return x_test, y_test
 
 
 def _perturbed_state(name: str, torch_rng: torch.Generator, rel: float = 0.02) -> dict:
@@ -141,9 +140,10 @@ def _saved_bytes(state) -> int:
 
 
 def _accuracy(model: nn.Module) -> float:
-    x_test, y_test = _test_split()
+    """accuracy_on_test_split, with torch.ao's known notices silenced (quantized modules warn
+    when they run)."""
     with _quiet():
-        return nncourse.evaluate(model, x_test, y_test)
+        return accuracy_on_test_split(model)
 
 
 def _fp32_cnn(state: dict) -> nn.Module:
@@ -203,11 +203,6 @@ def _folded(state: dict, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     return weight, state[f"bn{i}.bias"] - state[f"bn{i}.running_mean"] * factor
 
 
-def _with_state(spec, module: nn.Module):
-    return dataclasses.replace(spec, state_dict={k: v.clone()
-                                                 for k, v in module.state_dict().items()})
-
-
 def _per_channel_fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
     qmax = 2 ** (bits - 1) - 1
     scale = w.double().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / qmax
@@ -244,7 +239,9 @@ def _draw_codes(rng, torch_rng, shape, bits, zero_point, scale):
 
 @pytest.mark.points(3)
 def test_linear_quantize_exact(student, rng, torch_rng):
-    """q = clamp(round(r / S) + Z, q_min, q_max) as int8, per tensor and with per-row scales."""
+    """q = clamp(round(r / S) + Z, q_min, q_max) as int8, per tensor, with per-row scales, and
+    with per-row scales and zero points (tensors that broadcast against r, as the notebook
+    allows)."""
     for _ in range(4):
         bits = rng.randint(2, 8)
         qmin, qmax = _qrange(bits)
@@ -270,11 +267,57 @@ def test_linear_quantize_exact(student, rng, torch_rng):
         f"linear_quantize with one scale per row (shape (4, 1)), bits={bits}, should be "
         f"{expected.tolist()}, got {got.tolist()}"
     )
+    # one scale and one zero point per row, both (C, 1) tensors
+    bits = rng.randint(3, 8)
+    qmin, qmax = _qrange(bits)
+    n_rows = rng.randint(3, 5)
+    scales = torch.rand(n_rows, 1, generator=torch_rng).double() * 0.3 + 0.02
+    zero_points = torch.randint(qmin, qmax + 1, (n_rows, 1), generator=torch_rng)
+    rows = [_draw_codes(rng, torch_rng, (1, 6), bits, int(z), s.item())
+            for s, z in zip(scales, zero_points, strict=True)]
+    r, expected = torch.cat([row[0] for row in rows]), torch.cat([row[1] for row in rows])
+    got = _is_tensor(student.call("linear_quantize", r, scales.float(), zero_points, bits=bits),
+                     "linear_quantize")
+    assert torch.equal(got, expected), (
+        f"linear_quantize with one scale and one zero point per row (tensors of shape "
+        f"({n_rows}, 1), zero points {zero_points.flatten().tolist()}), bits={bits}, should be "
+        f"{expected.tolist()}, got {got.tolist()}"
+    )
+
+
+@pytest.mark.points(1)
+def test_linear_quantize_rounds_half_to_even(student, rng, torch_rng):
+    """Values exactly halfway between two levels round to the even one (torch.round), as the
+    docstring says: r = (k + 1/2) S with S a power of two, so r / S is exact, for even and odd
+    k of both signs, beside values off the ties."""
+    bits = rng.randint(4, 8)
+    qmin, qmax = _qrange(bits)
+    scale = 2.0 ** -rng.randint(1, 5)
+    zero_point = rng.randint(qmin // 2, qmax // 2)
+    # k + 1/2 for an even and an odd k of each sign and up to three more each (at least four
+    # consecutive integers of each sign are in range), its codes k or k + 1 in range
+    ks: list[int] = []
+    for pool in (range(qmin - zero_point, 0), range(0, qmax - zero_point)):
+        picked = [rng.choice([k for k in pool if k % 2 == parity]) for parity in (0, 1)]
+        ks += picked + rng.sample([k for k in pool if k not in picked], min(3, len(pool) - 2))
+    ties = torch.tensor([(k + 0.5) * scale for k in ks], dtype=torch.float32)
+    off, off_expected = _draw_codes(rng, torch_rng, (4,), bits, zero_point, scale)
+    r = torch.cat([ties, off])
+    expected = torch.cat([(torch.tensor([k + k % 2 for k in ks]) + zero_point).to(torch.int8),
+                          off_expected])
+    got = _is_tensor(student.call("linear_quantize", r, scale, zero_point, bits=bits),
+                     "linear_quantize")
+    assert torch.equal(got, expected), (
+        f"linear_quantize(r, scale={scale}, zero_point={zero_point}, bits={bits}) with r / scale "
+        f"= {[k + 0.5 for k in ks]} (exactly halfway between two integers) and four values off "
+        f"the ties: halves round to the even neighbour (torch.round), so the codes are "
+        f"{expected.tolist()}; got {got.tolist()}"
+    )
 
 
 @pytest.mark.points(1)
 def test_dequantize(student, rng, torch_rng):
-    """r_hat = S * (q - Z), float32."""
+    """r_hat = S * (q - Z), float32; S and Z numbers, then tensors with one value per row."""
     for _ in range(3):
         q = torch.randint(-128, 128, (rng.randint(2, 5), rng.randint(2, 7)), generator=torch_rng,
                           dtype=torch.int8)
@@ -286,6 +329,19 @@ def test_dequantize(student, rng, torch_rng):
             f"dequantize(q, scale={scale:.5f}, zero_point={zero_point}) should be "
             f"scale * (q - zero_point) = {expected.tolist()}, got {got.tolist()}"
         )
+    n_rows = rng.randint(3, 6)
+    q = torch.randint(-128, 128, (n_rows, rng.randint(2, 7)), generator=torch_rng,
+                      dtype=torch.int8)
+    scales = torch.rand(n_rows, 1, generator=torch_rng) * 2 + 0.001
+    zero_points = torch.randint(-128, 128, (n_rows, 1), generator=torch_rng)
+    expected = ((q.double() - zero_points.double()) * scales.double()).float()
+    got = _is_tensor(student.call("dequantize", q, scales, zero_points), "dequantize")
+    assert got.dtype == torch.float32, f"dequantize should return float32, got {got.dtype}"
+    assert got.shape == q.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-6), (
+        f"dequantize(q, scale, zero_point) with one scale and one zero point per row (tensors "
+        f"of shape ({n_rows}, 1)) should be scale * (q - zero_point) = {expected.tolist()}, got "
+        f"{got.tolist()}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,7 +453,7 @@ def test_affine_round_trip_within_half_a_step(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_symmetric_per_channel_scale(student, rng, torch_rng):
     """S_c = max|W_c| / (2^(b-1) - 1) per output channel, shape (C_out, 1, ..., 1); an all-zero
-    channel gets a tiny positive scale."""
+    channel gets 1e-8 / (2^(b-1) - 1), max|W_c| clamped from below at 1e-8 (the docstring)."""
     shapes = [(rng.randint(3, 9), rng.randint(1, 4), 3, 3), (rng.randint(3, 9), rng.randint(4, 20))]
     for shape in shapes:
         bits = rng.randint(2, 8)
@@ -420,10 +476,11 @@ def test_symmetric_per_channel_scale(student, rng, torch_rng):
             f"{2 ** (bits - 1) - 1} per output channel: {expected.flatten().tolist()}, got "
             f"{got.flatten().tolist()}"
         )
-        tiny = got[zero_row].item()
-        assert math.isfinite(tiny) and 0 < tiny < 1e-5, (
-            f"an all-zero output channel should get a tiny positive scale (max|w_c| clamped at "
-            f"1e-8), got {tiny}"
+        tiny, floor = got[zero_row].item(), 1e-8 / (2 ** (bits - 1) - 1)
+        assert math.isfinite(tiny) and abs(tiny - floor) <= 1e-5 * floor, (
+            f"an all-zero output channel should get the scale 1e-8 / {2 ** (bits - 1) - 1} = "
+            f"{floor:.6g} (max|w_c| clamped from below at 1e-8, then divided by q_max), got "
+            f"{tiny:.6g}"
         )
 
 
@@ -509,7 +566,8 @@ def _grid_sse(w: torch.Tensor, bits: int) -> float:
 
 @pytest.mark.points(2)
 def test_update_codebook(student, rng, torch_rng):
-    """Each centroid becomes the mean of its cluster; a centroid with no weight keeps its value."""
+    """Each centroid becomes the mean of its cluster; a centroid with no weight keeps its value;
+    the inputs are not modified (a new codebook is returned)."""
     for _ in range(3):
         bits = rng.randint(2, 4)
         k = 2**bits
@@ -523,7 +581,15 @@ def test_update_codebook(student, rng, torch_rng):
         for c in range(k):
             if (labels == c).any():
                 expected[c] = w[labels == c].double().mean().float()
-        got = _is_tensor(student.call("update_codebook", w, labels, codebook), "update_codebook")
+        got, after = student.call_inspect("update_codebook", w, labels, codebook)
+        got = _is_tensor(got, "update_codebook")
+        changed = [name for name, before, now in zip(("w", "labels", "codebook"),
+                                                     (w, labels, codebook), after, strict=True)
+                   if not (isinstance(now, torch.Tensor) and torch.equal(now, before))]
+        assert not changed, (
+            f"update_codebook must not modify its inputs (it returns a new codebook); it "
+            f"changed {changed}"
+        )
         assert tuple(got.shape) == (k,), (
             f"update_codebook should return a ({k},) codebook, got shape {tuple(got.shape)}"
         )
@@ -671,7 +737,7 @@ def test_kmeans_quantize_model(student, rng, torch_rng):
     state = _perturbed_state("cnn_16_32_64", torch_rng)
     spec = kit_model("make_cnn", channels=CNN, state_dict=state)
     got, (after, _) = student.with_timeout(60).call_inspect("kmeans_quantize_model", spec, bits)
-    got = _is_module(got, "kmeans_quantize_model")
+    got = returned_module(got, "kmeans_quantize_model")
     model = _load(nncourse.make_cnn(CNN), got, "kmeans_quantize_model should return the same "
                   "architecture (make_cnn) with quantized weights")
     quantized = model.state_dict()
@@ -697,7 +763,7 @@ def test_kmeans_quantize_model(student, rng, torch_rng):
     changed = sorted(k for k, v in state.items()
                      if k not in layer_weights and not torch.equal(quantized[k], v))
     assert not changed, f"kmeans_quantize_model should leave biases and BatchNorm alone: {changed}"
-    changed = sorted(k for k, v in state.items() if not torch.equal(after.state_dict[k], v))
+    changed = changed_state(state, after)
     assert not changed, f"kmeans_quantize_model changed the model it was given: {changed}"
     accuracy = _accuracy(model)
     demand = demanded(accuracy, KMEANS_4BIT_MIN_ACCURACY, lambda: _reference_kmeans(state, bits),
@@ -712,12 +778,25 @@ def test_kmeans_quantize_model(student, rng, torch_rng):
 # 4. Conv-BatchNorm folding
 
 
-def _draw_conv_bn(rng, torch_rng):
-    c_in, c_out = rng.randint(1, 6), rng.randint(2, 8)
-    k, stride, padding = rng.choice([1, 3, 5]), rng.choice([1, 2]), rng.randint(0, 2)
+def _draw_conv_bn(rng, torch_rng, kind: str = "plain"):
+    """A conv and a BatchNorm with random weights and statistics. `kind` adds what "the same
+    configuration" must carry over: "grouped" (groups 2 or 3), "dilated" (dilation 2),
+    "reflect" (padding_mode "reflect", padding 1 or 2); "plain" has none of them."""
+    if kind == "grouped":
+        groups = rng.choice([2, 3])
+        c_in, c_out = groups * rng.randint(1, 3), groups * rng.randint(1, 3)
+    else:
+        groups, c_in, c_out = 1, rng.randint(1, 6), rng.randint(2, 8)
+    k, stride = rng.choice([1, 3, 5]), rng.choice([1, 2])
+    padding = rng.randint(1, 2) if kind == "reflect" else rng.randint(0, 2)
+    extra = {"groups": groups} if groups > 1 else {}
+    if kind == "dilated":
+        extra["dilation"] = 2
+    if kind == "reflect":
+        extra["padding_mode"] = "reflect"
     bias = rng.random() < 0.5
     eps = rng.choice([1e-5, 1e-3, 0.05])
-    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=bias)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=bias, **extra)
     bn = nn.BatchNorm2d(c_out, eps=eps)
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=torch_rng) * 0.5)
@@ -728,27 +807,33 @@ def _draw_conv_bn(rng, torch_rng):
         bn.weight.copy_(torch.randn(c_out, generator=torch_rng))
         bn.bias.copy_(torch.randn(c_out, generator=torch_rng))
         bn.num_batches_tracked.fill_(rng.randint(1, 100))
-    conv_spec = _with_state(layer("Conv2d", c_in, c_out, k, stride=stride, padding=padding,
-                                  bias=bias), conv)
-    bn_spec = _with_state(layer("BatchNorm2d", c_out, eps=eps), bn)
-    config = (f"Conv2d({c_in}, {c_out}, {k}, stride={stride}, padding={padding}, bias={bias}), "
-              f"BatchNorm2d(eps={eps})")
+    conv_spec = with_state(layer("Conv2d", c_in, c_out, k, stride=stride, padding=padding,
+                                 bias=bias, **extra), conv)
+    bn_spec = with_state(layer("BatchNorm2d", c_out, eps=eps), bn)
+    shown = "".join(f", {key}={value!r}" for key, value in extra.items())
+    config = (f"Conv2d({c_in}, {c_out}, {k}, stride={stride}, padding={padding}{shown}, "
+              f"bias={bias}), BatchNorm2d(eps={eps})")
     return conv.eval(), bn.eval(), conv_spec, bn_spec, config
 
 
 @pytest.mark.points(3)
 def test_fold_bn_matches_conv_then_bn(student, rng, torch_rng):
-    """One Conv2d with a bias computing bn(conv(x)) in eval mode (running statistics)."""
-    for _ in range(4):
-        conv, bn, conv_spec, bn_spec, config = _draw_conv_bn(rng, torch_rng)
-        got = _is_module(student.call("fold_bn", conv_spec, bn_spec), "fold_bn")
+    """One Conv2d with a bias computing bn(conv(x)) in eval mode (running statistics), with the
+    same configuration as the conv: drawn with groups, with dilation, with padding_mode
+    "reflect", and plain."""
+    kinds = ["grouped", "dilated", "reflect", "plain"]
+    rng.shuffle(kinds)
+    for kind in kinds:
+        conv, bn, conv_spec, bn_spec, config = _draw_conv_bn(rng, torch_rng, kind)
+        got = returned_module(student.call("fold_bn", conv_spec, bn_spec), "fold_bn")
         types = [info.type for info in got.layers]
         assert types == ["Conv2d"], f"fold_bn({config}) should return one nn.Conv2d, got {types}"
         assert got.layers[0].config.get("bias") is True, (
             f"fold_bn({config}) should return a Conv2d with a bias (the folded BatchNorm shift)"
         )
         folded = got.rebuild().eval()
-        x = torch.randn(2, conv.in_channels, rng.randint(6, 10), rng.randint(6, 10),
+        low = 10 if kind == "dilated" else 6  # room for a dilated 5x5 kernel
+        x = torch.randn(2, conv.in_channels, rng.randint(low, low + 4), rng.randint(low, low + 4),
                         generator=torch_rng)
         with torch.no_grad():
             expected = bn(conv(x))
@@ -759,13 +844,14 @@ def test_fold_bn_matches_conv_then_bn(student, rng, torch_rng):
                                      f"{error}") from None
         assert out.shape == expected.shape, (
             f"fold_bn({config}): output shape {tuple(out.shape)}, expected "
-            f"{tuple(expected.shape)} (keep stride and padding)"
+            f"{tuple(expected.shape)} (keep the conv's configuration: stride, padding, dilation, "
+            f"groups, padding mode)"
         )
         worst = (out - expected).abs().max().item()
         assert worst <= 1e-4 * (1 + expected.abs().max().item()), (
-            f"fold_bn({config}) should compute bn(conv(x)) of BatchNorm in eval mode: W * gamma / "
-            f"sqrt(var + eps), (b - mean) * gamma / sqrt(var + eps) + beta; largest difference "
-            f"{worst:.3g}"
+            f"fold_bn({config}) should compute bn(conv(x)) of BatchNorm in eval mode, with the "
+            f"conv's configuration: W * gamma / sqrt(var + eps), (b - mean) * gamma / "
+            f"sqrt(var + eps) + beta; largest difference {worst:.3g}"
         )
 
 
@@ -776,10 +862,9 @@ def test_fold_bn_leaves_inputs_alone(student, rng, torch_rng):
     bn_spec = dataclasses.replace(bn_spec, training=True)
     _, (conv_after, bn_after) = student.call_inspect("fold_bn", conv_spec, bn_spec)
     for what, before, after in [("conv", conv, conv_after), ("bn", bn, bn_after)]:
-        changed = sorted(k for k, v in before.state_dict().items()
-                         if not torch.equal(after.state_dict[k], v))
+        changed = changed_state(before.state_dict(), after)
         assert not changed, f"fold_bn({config}) modified {what}: {changed}"
-    assert bn_after.training.get("", False), (
+    assert not changed_modes(bn_after, training=True), (
         f"fold_bn({config}) switched the BatchNorm it was given from train to eval mode"
     )
 
@@ -790,20 +875,41 @@ def test_fold_bn_leaves_inputs_alone(student, rng, torch_rng):
 
 @pytest.mark.points(2)
 def test_quantize_bias(student, rng, torch_rng):
-    """round(b / (S_x * S_w,c)) as int32, zero point 0."""
-    for _ in range(3):
+    """round(b / (S_x * S_w,c)) as int32, zero point 0, one value per output channel, with
+    w_scale in each form the notebook allows: a (C_out,) tensor, a (C_out, 1) tensor (as
+    symmetric_per_channel_scale returns it), a Python float."""
+    forms = ["(C_out,)", "(C_out, 1)", "float"]
+    rng.shuffle(forms)
+    for form in forms:
         c_out = rng.randint(3, 10)
         x_scale = rng.uniform(0.002, 0.05)
-        w_scale = torch.rand(c_out, generator=torch_rng) * 0.02 + 0.001
+        w_scale = _w_scale_draw(rng, torch_rng, c_out, form, 0.001, 0.021)
         k = torch.randint(-5000, 5001, (c_out,), generator=torch_rng)
         f = (torch.rand(c_out, generator=torch_rng) - 0.5) * 0.8
         bias = ((k + f) * x_scale * w_scale.double()).float()
-        got = _is_tensor(student.call("quantize_bias", bias, x_scale, w_scale), "quantize_bias")
+        got = _is_tensor(student.call("quantize_bias", bias, x_scale, _w_scale_arg(w_scale, form)),
+                         "quantize_bias")
         assert got.dtype == torch.int32, f"quantize_bias should return torch.int32, got {got.dtype}"
-        assert torch.equal(got.reshape(-1), k.to(torch.int32)), (
-            f"quantize_bias(bias, x_scale={x_scale:.5f}, w_scale) should be "
-            f"round(bias / (x_scale * w_scale)) = {k.tolist()}, got {got.tolist()}"
+        assert got.numel() == c_out and torch.equal(got.reshape(-1), k.to(torch.int32)), (
+            f"quantize_bias(bias of {c_out}, x_scale={x_scale:.5f}, w_scale as a {form}) should "
+            f"be round(bias / (x_scale * w_scale)) = {k.tolist()} (one per output channel), got "
+            f"{got.tolist()}"
         )
+
+
+def _w_scale_draw(rng, torch_rng, c_out: int, form: str, low: float, high: float
+                  ) -> torch.Tensor:
+    """C_out weight scales in [low, high] (float32 values), all equal when `form` is "float"."""
+    if form == "float":
+        return torch.full((c_out,), rng.uniform(low, high), dtype=torch.float32)
+    return torch.rand(c_out, generator=torch_rng) * (high - low) + low
+
+
+def _w_scale_arg(w_scale: torch.Tensor, form: str) -> float | torch.Tensor:
+    """The scales as the function receives them: a Python float, a (C_out,) or a (C_out, 1)."""
+    if form == "float":
+        return float(w_scale[0])
+    return w_scale.reshape(-1, 1) if form == "(C_out, 1)" else w_scale
 
 
 @pytest.mark.points(2)
@@ -823,17 +929,17 @@ def test_shift_bias(student, rng, torch_rng):
         )
 
 
-def _draw_quantized_linear(rng, torch_rng):
+def _draw_quantized_linear(rng, torch_rng, form: str = "(C_out,)"):
     """Inputs whose requantized values are at least 1e-3 from a rounding tie (float32 and float64
     then agree), with int8 products that overflow anything narrower than int32, and some
-    outputs beyond the int8 range."""
+    outputs beyond the int8 range; w_scale in the given form (_w_scale_arg)."""
     while True:
         n, c_in, c_out = rng.randint(2, 4), rng.randint(32, 128), rng.randint(3, 8)
         q_x = torch.randint(-128, 128, (n, c_in), generator=torch_rng, dtype=torch.int8)
         q_w = torch.randint(-127, 128, (c_out, c_in), generator=torch_rng, dtype=torch.int8)
         bias = torch.randint(-20000, 20001, (c_out,), generator=torch_rng, dtype=torch.int32)
         x_scale = rng.uniform(0.005, 0.05)
-        w_scale = torch.rand(c_out, generator=torch_rng) * 0.02 + 0.002
+        w_scale = _w_scale_draw(rng, torch_rng, c_out, form, 0.002, 0.022)
         acc = q_x.long() @ q_w.long().T + bias.long()
         reach = (x_scale * w_scale.double() * acc.abs().double()).max().item()
         y_scale = reach / rng.uniform(110, 180)
@@ -842,15 +948,19 @@ def _draw_quantized_linear(rng, torch_rng):
         if ((value - value.floor() - 0.5).abs() < 1e-3).any():
             continue
         expected = (torch.round(value) + y_zero_point).clamp(-128, 127).to(torch.int8)
-        return (q_x, q_w, bias, x_scale, w_scale, y_scale, y_zero_point), expected
+        w_arg = _w_scale_arg(w_scale, form)
+        return (q_x, q_w, bias, x_scale, w_arg, y_scale, y_zero_point), expected
 
 
 @pytest.mark.points(4)
 def test_quantized_linear_exact(student, rng, torch_rng):
     """int32 accumulation of q_x @ q_w.T + shifted bias, requantized with
-    M_j = S_x S_w,j / S_y: clamp(round(M_j acc_j) + Z_y, -128, 127) as int8."""
-    for _ in range(4):
-        args, expected = _draw_quantized_linear(rng, torch_rng)
+    M_j = S_x S_w,j / S_y: clamp(round(M_j acc_j) + Z_y, -128, 127) as int8; w_scale as a
+    (C_out,) tensor (twice), a (C_out, 1) tensor and a Python float."""
+    forms = ["(C_out,)", "(C_out,)", "(C_out, 1)", "float"]
+    rng.shuffle(forms)
+    for form in forms:
+        args, expected = _draw_quantized_linear(rng, torch_rng, form)
         q_x, q_w, _, x_scale, _, y_scale, y_zero_point = args
         got = _is_tensor(student.call("quantized_linear", *args), "quantized_linear")
         assert got.dtype == torch.int8, (
@@ -862,8 +972,8 @@ def test_quantized_linear_exact(student, rng, torch_rng):
         )
         wrong = int((got != expected).sum())
         assert wrong == 0, (
-            f"quantized_linear (C_in = {q_x.shape[1]}, x_scale={x_scale:.4g}, "
-            f"y_scale={y_scale:.4g}, y_zero_point={y_zero_point}): {wrong} of "
+            f"quantized_linear (C_in = {q_x.shape[1]}, x_scale={x_scale:.4g}, w_scale as a "
+            f"{form}, y_scale={y_scale:.4g}, y_zero_point={y_zero_point}): {wrong} of "
             f"{expected.numel()} outputs differ from clamp(round(x_scale * w_scale / y_scale * "
             f"acc) + y_zero_point, -128, 127) with acc accumulated in int32; expected "
             f"{expected.tolist()}, got {got.tolist()}"
@@ -994,7 +1104,7 @@ def test_qat_2bit_accuracy(student, rng, torch_rng):
             "qat_train", kit_model("make_cnn", channels=CNN, state_dict=state), x_train, y_train,
             bits=bits, seed=seed,
         )
-        got = _is_module(got, "qat_train")
+        got = returned_module(got, "qat_train")
         model = _load(nncourse.make_cnn(CNN), got, "qat_train should return the same "
                       "architecture (make_cnn) with plain Conv2d/Linear weights (remove the "
                       "parametrizations, leave_parametrized=True)")
@@ -1019,19 +1129,47 @@ def test_qat_2bit_accuracy(student, rng, torch_rng):
     )
 
 
+@pytest.mark.slow_check
+@pytest.mark.points(1)
+def test_qat_train_works_on_a_copy(student, rng, torch_rng):
+    """qat_train returns a copy in eval mode with plain layers (no parametrization left) and
+    leaves the model it was given (sent in train mode) as it was: weights, BatchNorm statistics,
+    train mode. One short epoch on a subset, the bit width drawn."""
+    bits = rng.randint(2, 4)
+    state = _perturbed_state("cnn_16_32_64", torch_rng)
+    x_train, y_train, _, _ = nncourse.load_digits_split()
+    subset = torch.randperm(len(x_train), generator=torch_rng)[:rng.randint(96, 160)]
+    spec = kit_model("make_cnn", channels=CNN, state_dict=state, training=True)
+    got, (after, _, _) = student.with_timeout(60).call_inspect(
+        "qat_train", spec, x_train[subset], y_train[subset], bits=bits, epochs=1,
+        seed=rng.randrange(10_000))
+    got = returned_module(got, "qat_train")
+    _load(nncourse.make_cnn(CNN), got, "qat_train should return the same architecture "
+          "(make_cnn) with plain Conv2d/Linear weights (remove the parametrizations, "
+          "leave_parametrized=True)")
+    in_train = changed_modes(got, training=False)
+    assert not in_train, f"qat_train should return the copy in eval mode; {in_train} are not"
+    changed, modes = changed_state(state, after), changed_modes(after, training=True)
+    assert not changed and not modes, (
+        f"qat_train should train a copy and leave the model it was given as it was; it changed "
+        f"{changed or 'no weight'} and put {modes or 'no module'} in eval mode"
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # 7. int8 with torch.ao.quantization
 
 
-# One ptq_int8 call per run, graded by the three PTQ checks (calibration is the slow part). The
+# One ptq_int8 call per run, graded by the four PTQ checks (calibration is the slow part). The
 # grader imports this file afresh for every run (grader.check forgets check modules), so the
 # cache never outlives one notebook's run.
-_PTQ_RUNS: dict[int, tuple[dict, torch.Tensor, object]] = {}
+_PTQ_RUNS: dict[int, tuple[dict, torch.Tensor, object, object]] = {}
 
 
 def _ptq(student, grading_seed: int) -> tuple[dict, torch.Tensor, ReturnedModule]:
     """ptq_int8 on a CNN perturbed for this run, with a calibration set drawn for this run (from
-    the run's seed, as the rng fixtures draw theirs)."""
+    the run's seed, as the rng fixtures draw theirs). The model is sent in train mode: ptq_int8
+    puts a copy in eval mode, never the caller's model."""
     key = grading_seed
     if key not in _PTQ_RUNS:
         torch_rng = torch.Generator().manual_seed(grading_seed * 7919 + 4)
@@ -1039,17 +1177,17 @@ def _ptq(student, grading_seed: int) -> tuple[dict, torch.Tensor, ReturnedModule
         x_train, _, _, _ = nncourse.load_digits_split()
         size = 128 + int(torch.randint(0, 129, (), generator=torch_rng))
         calib = x_train[torch.randperm(len(x_train), generator=torch_rng)[:size]]
+        spec = kit_model("make_cnn", channels=CNN, state_dict=state, training=True)
         try:
-            got = student.with_timeout(60).call(
-                "ptq_int8", kit_model("make_cnn", channels=CNN, state_dict=state), calib)
-        except AssertionError as error:  # the student's error, the same for the three checks
-            got = error
+            got, (after, _) = student.with_timeout(60).call_inspect("ptq_int8", spec, calib)
+        except AssertionError as error:  # the student's error, the same for the four checks
+            got = after = error
         _PTQ_RUNS.clear()
-        _PTQ_RUNS[key] = (state, calib, got)
-    state, calib, got = _PTQ_RUNS[key]
+        _PTQ_RUNS[key] = (state, calib, got, after)
+    state, calib, got, _ = _PTQ_RUNS[key]
     if isinstance(got, AssertionError):
         raise AssertionError(str(got))
-    return state, calib, _is_module(got, "ptq_int8")
+    return state, calib, returned_module(got, "ptq_int8")
 
 
 _INT8_ARCHITECTURE = ("ptq_int8 should return the converted QuantWrapper(make_cnn) with "
@@ -1116,6 +1254,20 @@ def test_ptq_int8_accuracy(student, grading_seed):
 
 @pytest.mark.slow_check
 @pytest.mark.points(1)
+def test_ptq_int8_leaves_the_model_alone(student, grading_seed):
+    """ptq_int8 quantizes a copy: the model it was given (sent in train mode) keeps its
+    modules, weights, BatchNorm statistics and train mode."""
+    state, _, _ = _ptq(student, grading_seed)
+    after = _PTQ_RUNS[grading_seed][3]
+    changed, modes = changed_state(state, after), changed_modes(after, training=True)
+    assert not changed and not modes, (
+        f"ptq_int8 should quantize a copy and leave the model it was given as it was; it "
+        f"changed {changed or 'no weight'} and put {modes or 'no module'} in eval mode"
+    )
+
+
+@pytest.mark.slow_check
+@pytest.mark.points(1)
 def test_ptq_int8_size(student, grading_seed):
     """torch.save of the int8 state_dict is at most PTQ_MAX_SIZE_FRACTION of fp32's (ref. 0.34)."""
     state, _, got = _ptq(student, grading_seed)
@@ -1131,12 +1283,17 @@ def test_ptq_int8_size(student, grading_seed):
 def test_dynamic_quantize(student, rng, torch_rng):
     """Every Linear of the MLP dynamically quantized: qint8 weights within half a step of the
     weights given; accuracy within DYNAMIC_MAX_ACCURACY_DROP of fp32, measured here, or no worse
-    than the grader's own dynamic quantization of the same MLP (grader.checks.demanded)."""
+    than the grader's own dynamic quantization of the same MLP (grader.checks.demanded); a
+    copy: the MLP given keeps its float weights."""
     state = _perturbed_state("mlp_256_128", torch_rng)
-    got = _is_module(
-        student.with_timeout(60).call("dynamic_quantize",
-                                      kit_model("make_mlp", hidden=MLP, state_dict=state)),
-        "dynamic_quantize")
+    got, (after,) = student.with_timeout(60).call_inspect(
+        "dynamic_quantize", kit_model("make_mlp", hidden=MLP, state_dict=state))
+    got = returned_module(got, "dynamic_quantize")
+    changed = changed_state(state, after)
+    assert not changed, (
+        f"dynamic_quantize should return a quantized copy and leave the MLP it was given as it "
+        f"was; it changed {changed}"
+    )
     for name in ["fc1", "fc2", "fc3"]:
         packed = got.state_dict.get(f"{name}._packed_params._packed_params")
         assert isinstance(packed, tuple) and packed, (

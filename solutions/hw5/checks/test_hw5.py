@@ -1,4 +1,5 @@
-"""Hidden checks for homework 5: capture, fold, export to ONNX, run, quantize, prove parity.
+"""Hidden checks for homework 5: capture, export to ONNX, run, what the runtime runs, quantize,
+prove parity.
 
 The grader never trusts a number or an output the notebook reports. It asks the student's
 functions to export models it chose (weights, example batch, file names drawn per run), then
@@ -7,14 +8,20 @@ secrets (``student.judge``): ``torch.export.load`` may unpickle, so it runs ther
 with ``torch.load`` forced to ``weights_only=True``, so a ``.pt2`` that needs the unsafe loader
 fails its check. The labels of the held-out split never leave the grader: the judge gets the
 test images only and hands back logits; accuracy and parity are computed here, against a model
-the grader rebuilt from the weights it sent.
+the grader rebuilt from the weights it sent. ONNX models the grader writes itself (drawn chains
+of layers, their weights in external files of drawn names) are built in the grader's process and
+only their bytes are sent to the kernel; what the grader measures on them (ONNX Runtime's
+optimized graph) it measures on its own copy of those bytes, never on a file the kernel holds.
 
 Conventions (stated in the notebook): export in eval mode with a dynamic batch dimension;
 parity within |a - b| <= 1e-4 (1 + max |b|) at batch 1 and at a batch size the export never saw;
-an ONNX model is its file plus every external data file it references; sizes are bytes of the
-files that exist; int8 means the weights are stored as 8-bit integers.
+an ONNX model is its file plus every external data file its initializers reference, read from
+the references, in the order first referenced; sizes are bytes of the files that exist; the
+operators the runtime runs are the nodes of the graph ONNX Runtime writes to
+``optimized_model_filepath`` at a level, ``op_type`` for ONNX's own domain, ``domain:op_type``
+otherwise; int8 means the weights are stored as 8-bit integers.
 
-The export checks share one set of artifacts per submission (one save_pt2, one to_onnx, one
+The export checks share one set of artifacts per submission (one save_pt2, two to_onnx, one
 quantize_onnx call, and one judge process for all their files, started when a check first
 needs it), held by the session-scoped fixture `shared`: exporting to ONNX costs seconds and the
 judge starts a fresh Python, so each check reads its part of that shared work. Its draws come
@@ -29,6 +36,7 @@ import os
 import random
 import tempfile
 import warnings
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -37,7 +45,17 @@ from torch import nn
 from torch.export import Dim
 
 import nncourse
-from grader.checks import ModuleSpec, StudentError, demanded, kit_model, layer, one_thread, seq
+from grader.checks import (
+    StudentError,
+    changed_modes,
+    changed_state,
+    demanded,
+    kit_model,
+    layer,
+    one_thread,
+    oracles_agree,
+    seq,
+)
 
 TOLERANCE = 1e-4  # |a - b| <= TOLERANCE * (1 + max |b|); the reference is 100x inside it
 INT8_ACCURACY_MARGIN = 0.02  # measured: int8 within 0.0022 of fp32 on the held-out split
@@ -65,12 +83,6 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> float | None:
 
 def _shape(value: Any) -> Any:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _oracles_agree(agree: bool, what: str) -> None:
-    """Two of the grader's own oracles disagree: a grader bug, reported as an error."""
-    if not agree:
-        raise RuntimeError(f"grader oracles disagree: {what}")
 
 
 # Operators torch.export records (training IR) for each layer of an eval-mode model.
@@ -115,54 +127,11 @@ def _describe(specs: list[tuple[str, tuple, dict]]) -> str:
     return ", ".join(f"{name}{args}" for name, args, _ in specs)
 
 
-def _random_bn_state(bn: nn.BatchNorm2d, torch_rng: torch.Generator, low_var: float = 0.05
-                     ) -> None:
-    """Statistics as after training, some variances small so that eps matters."""
-    n = bn.num_features
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(n, generator=torch_rng) * 0.5)
-        exponent = torch.rand(n, generator=torch_rng)
-        bn.running_var.copy_(low_var * (2.0 / low_var) ** exponent)  # log-uniform [low, 2]
-        bn.weight.copy_(torch.rand(n, generator=torch_rng) * 1.5 + 0.5)
-        bn.bias.copy_(torch.randn(n, generator=torch_rng) * 0.5)
-        bn.num_batches_tracked.fill_(int(torch.randint(5, 500, (), generator=torch_rng)))
-
-
-def _randomized(model: nn.Module, torch_rng: torch.Generator, low_var: float) -> nn.Module:
-    """`model` with random weights and BatchNorm statistics, in eval mode."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                _random_bn_state(module, torch_rng, low_var)
-            elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=torch_rng)
-                                    * module.weight[0].numel() ** -0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=torch_rng) * 0.3)
-    return model.eval()
-
-
-def _run_returned(returned: Any, x: torch.Tensor, what: str) -> torch.Tensor:
-    """Rebuild a model the student returned (standard layers only) and run it on `x`."""
-    model = returned.rebuild().eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    except RuntimeError as error:  # the returned layers do not fit the input
-        raise AssertionError(f"{what} returned a model that fails on an input of shape "
-                             f"{tuple(x.shape)}: {error}") from None
-
-
 def _numel(dims: list[int]) -> int:
     n = 1
     for d in dims:
         n *= d
     return n
-
-
-def _state_equal(before: dict[str, torch.Tensor], after: dict[str, Any]) -> list[str]:
-    return sorted(k for k, v in before.items()
-                  if not (isinstance(after.get(k), torch.Tensor) and torch.equal(after[k], v)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,6 +218,35 @@ def _run_session(session, x):
     return torch.from_numpy(session.run(None, feed)[0]).clone()
 
 
+def _runtime_ops(path, level):
+    # the nodes of the graph ONNX Runtime writes after its optimizations at `level`
+    import tempfile
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    return dict(Counter(node.op_type if node.domain in ("", "ai.onnx")
+                        else f"{node.domain}:{node.op_type}" for node in graph.node))
+
+
+def _levels(path, levels):
+    return {level: _runtime_ops(path, level) for level in levels}
+
+
 def judge(folder, inputs):
     result = {}
     if inputs["pt2"]:
@@ -266,6 +264,7 @@ def judge(folder, inputs):
         if opened["ok"]:
             for key in ("x1", "x2"):
                 result["onnx"][key] = _attempt(_run_session, opened["value"], inputs[key])
+            result["onnx"]["runtime"] = _attempt(_levels, path, inputs["levels"])
     if inputs["int8"]:
         path = os.path.join(folder, inputs["int8"])
         result["int8"] = {"inspect": _attempt(_inspect, path)}
@@ -273,6 +272,12 @@ def judge(folder, inputs):
         result["int8"]["load"] = {k: v for k, v in opened.items() if k != "value"}
         if opened["ok"]:
             result["int8"]["test"] = _attempt(_run_session, opened["value"], inputs["test"])
+            result["int8"]["runtime"] = _attempt(_levels, path, inputs["levels"])
+    if inputs["inline"]:
+        path = os.path.join(folder, inputs["inline"])
+        opened = _attempt(_session, path)
+        result["inline"] = {"load": {k: v for k, v in opened.items() if k != "value"},
+                            "inspect": _attempt(_inspect, path)}
     return result
 '''
 
@@ -346,8 +351,13 @@ def shared(student, grading_seed: int) -> dict[str, Any]:
     tag = _fresh_tag(rng, files[0])
     # the ONNX files in a sub-folder: an external data file lies beside its model
     names = {"pt2": f"grader_{tag}.pt2", "onnx": f"grader_{tag}/model.onnx",
-             "int8": f"grader_{tag}/model_int8.onnx"}
+             "int8": f"grader_{tag}/model_int8.onnx", "inline": f"grader_{tag}/small.onnx"}
     shared["names"] = names
+    # a model whose every tensor takes at most 96 bytes: the exporter keeps them all inline
+    # (it moves a tensor out above 256 bytes) and leaves an empty small.onnx.data beside it
+    width, classes = rng.randint(2, 4), rng.randint(2, 6)
+    small = seq(layer("Conv2d", 1, width, 1), layer("ReLU"), layer("AdaptiveAvgPool2d", 1),
+                layer("Flatten"), layer("Linear", width, classes), training=True)
     with contextlib.suppress(StudentError):  # a broken kernel: each call records its failure
         student.drive(_make_folder, f"grader_{tag}")
 
@@ -357,11 +367,14 @@ def shared(student, grading_seed: int) -> dict[str, Any]:
     files.append(_files(student))
     shared["int8"] = _call(student, "quantize_onnx", names["onnx"], names["int8"], calib)
     files.append(_files(student))
-    shared["files"] = files  # before, after save_pt2, after to_onnx, after quantize_onnx
+    shared["inline"] = _call(student, "to_onnx", small, example, names["inline"])
+    files.append(_files(student))
+    # before, after save_pt2, after to_onnx, after quantize_onnx, after the small to_onnx
+    shared["files"] = files
 
     # judged when a check first needs it, every file at once (one judge process per run)
     wanted = {k: (v if v in files[-1] else "") for k, v in names.items()}
-    shared["judge_inputs"] = {**wanted, "x1": x1, "x2": x2, "test": x_test}
+    shared["judge_inputs"] = {**wanted, "x1": x1, "x2": x2, "test": x_test, "levels": LEVELS}
     return shared
 
 
@@ -419,6 +432,208 @@ def _check_parity(student, shared: dict[str, Any], what: str, call: str, runtime
 
 
 # ------------------------------------------------------------------------------------------
+# ONNX models of the grader's own: drawn chains of layers, built here, their bytes sent
+
+LEVELS = ["disabled", "basic", "extended", "all"]
+# What ONNX Runtime 1.32's CPU graph optimizations do to the chains drawn below (the notebook's
+# table), the grader's second oracle beside ONNX Runtime itself (the machine-specific level
+# "all" has ONNX Runtime alone): "basic" drops Identity, folds a BatchNormalization, or a Mul
+# or Add by a per-channel constant, into the Conv before it, and merges MatMul + Add into Gemm;
+# "extended" also fuses a Conv or a Gemm with the activation after it (each with its own list).
+FOLDED_INTO_CONV = ("BatchNormalization", "Add", "Mul")
+CONV_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Elu")
+FUSED_INTO_CONV = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Clip")
+GEMM_ACTIVATIONS = ("Relu", "Tanh", "Clip")
+FUSED_INTO_GEMM = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Elu")
+
+
+def _draw_chain(rng: random.Random) -> list[str]:
+    """The operators of a chain for an image: conv blocks (maybe a BatchNormalization, Add or
+    Mul by a constant after the conv, maybe an activation, then maybe an Identity or a MaxPool
+    with something after it), global pooling, Flatten, a Gemm or MatMul + Add, maybe an
+    activation. Maybe a BatchNormalization first, which nothing folds."""
+    chain = ["BatchNormalization"] if rng.random() < 0.3 else []
+    for _ in range(rng.randint(1, 3)):
+        chain.append("Conv")
+        if rng.random() < 0.6:
+            chain.append(rng.choice(FOLDED_INTO_CONV))
+        if rng.random() < 0.8:
+            chain.append(rng.choice(CONV_ACTIVATIONS))
+        extra = rng.random()
+        if extra < 0.25:
+            chain.append("Identity")
+        elif extra < 0.45:
+            chain.append("MaxPool")
+            if rng.random() < 0.5:
+                chain.append(rng.choice(["Relu", "BatchNormalization", "Identity"]))
+    chain += ["GlobalAveragePool", "Flatten"]
+    chain += ["Gemm"] if rng.random() < 0.5 else ["MatMul", "Add"]
+    if rng.random() < 0.7:
+        chain.append(rng.choice(GEMM_ACTIVATIONS))
+    return chain
+
+
+def _rule_ops(chain: list[str], level: str) -> dict[str, int]:
+    """The operators ONNX Runtime runs for `chain` at `level`, by the table."""
+    ops = list(chain)
+    if level == "disabled":
+        return dict(Counter(ops))
+    folded: list[str] = []
+    for op in ops:
+        if op == "Identity":
+            continue
+        if folded and folded[-1] == "Conv" and op in FOLDED_INTO_CONV:
+            continue
+        if folded and folded[-1] == "MatMul" and op == "Add":
+            folded[-1] = "Gemm"
+            continue
+        folded.append(op)
+    if level == "basic":
+        return dict(Counter(folded))
+    fused: list[str] = []
+    for op in folded:
+        if fused and fused[-1] == "Conv" and op in FUSED_INTO_CONV:
+            fused[-1] = "com.microsoft:FusedConv"
+        elif fused and fused[-1] == "Gemm" and op in FUSED_INTO_GEMM:
+            fused[-1] = "com.microsoft:FusedGemm"
+        else:
+            fused.append(op)
+    return dict(Counter(fused))
+
+
+def _build_chain(chain: list[str], rng: random.Random, torch_rng: torch.Generator) -> Any:
+    """An onnx.ModelProto of `chain` (opset 17, weights inline as initializers), input
+    ("batch", C, H, W) with C and H = W drawn, output ("batch", classes)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c_in, size, classes = rng.randint(1, 3), rng.choice([6, 8]), rng.randint(2, 10)
+    inits: list[Any] = []
+    nodes: list[Any] = []
+
+    def const(name: str, value: torch.Tensor) -> str:
+        inits.append(numpy_helper.from_array(value.float().numpy(), name))
+        return name
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=torch_rng)
+
+    current, c, flat = "x", c_in, False
+    for i, op in enumerate(chain):
+        out, kwargs, inputs = f"t{i}", {}, [current]
+        if op == "Conv":
+            c_out, k = rng.choice([2, 3, 4, 6]), rng.choice([1, 3])
+            inputs.append(const(f"conv{i}.weight", randn(c_out, c, k, k) / (c * k * k) ** 0.5))
+            if rng.random() < 0.5:
+                inputs.append(const(f"conv{i}.bias", randn(c_out) * 0.3))
+            kwargs, c = {"pads": [k // 2] * 4}, c_out
+        elif op == "BatchNormalization":
+            inputs += [const(f"bn{i}.gamma", torch.rand(c, generator=torch_rng) + 0.5),
+                       const(f"bn{i}.beta", randn(c) * 0.3), const(f"bn{i}.mean", randn(c) * 0.3),
+                       const(f"bn{i}.var", torch.rand(c, generator=torch_rng) + 0.1)]
+            kwargs = {"epsilon": rng.choice([1e-5, 1e-3])}
+        elif op in ("Add", "Mul") and not flat:  # by a per-channel constant, after a conv
+            inputs.append(const(f"{op.lower()}{i}", randn(c, 1, 1) * 0.3 + (op == "Mul")))
+        elif op == "Add":  # the bias after MatMul
+            inputs.append(const(f"fc{i}.bias", randn(classes) * 0.3))
+        elif op == "Clip":
+            inputs += [const(f"clip{i}.min", torch.tensor(0.0)),
+                       const(f"clip{i}.max", torch.tensor(6.0))]
+        elif op == "LeakyRelu":
+            kwargs = {"alpha": 0.1}
+        elif op == "MaxPool":
+            kwargs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+        elif op == "Gemm":
+            inputs += [const(f"fc{i}.weight", randn(classes, c) / c ** 0.5),
+                       const(f"fc{i}.bias", randn(classes) * 0.3)]
+            kwargs = {"transB": 1}
+        elif op == "MatMul":
+            inputs.append(const(f"fc{i}.weight", randn(c, classes) / c ** 0.5))
+        flat = flat or op == "Flatten"
+        nodes.append(helper.make_node(op, inputs, [out], **kwargs))
+        current = out
+    graph = helper.make_graph(
+        nodes, "grader_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", c_in, size, size])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["batch", classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # a version every supported ONNX Runtime reads
+    return model
+
+
+def _externalize(model: Any, locations: dict[str, str]) -> dict[str, bytes]:
+    """Move the initializers named in `locations` into external data files (each appended to
+    its file, in the order of the initializers); return {location: the file's bytes}."""
+    import onnx
+    from onnx import numpy_helper
+
+    data: dict[str, bytearray] = {}
+    for tensor in model.graph.initializer:
+        if tensor.name not in locations:
+            continue
+        raw = numpy_helper.to_array(tensor).tobytes()
+        blob = data.setdefault(locations[tensor.name], bytearray())
+        entries = {"location": locations[tensor.name], "offset": str(len(blob)),
+                   "length": str(len(raw))}
+        blob += raw
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in entries.items():
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return {location: bytes(blob) for location, blob in data.items()}
+
+
+def _model_bytes(model: Any, path: str, data: dict[str, bytes]) -> dict[str, bytes]:
+    """{path: the model's bytes} and each external data file at its place beside the model."""
+    folder = os.path.dirname(path)
+    return {path: model.SerializeToString(),
+            **{os.path.join(folder, location): blob for location, blob in data.items()}}
+
+
+def _write_files(files: dict[str, torch.Tensor]) -> None:
+    """Run in the kernel: write each file (relative path -> its bytes as a uint8 tensor)."""
+    import os
+
+    for name, content in files.items():
+        os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+        with open(name, "wb") as f:
+            f.write(content.numpy().tobytes())
+
+
+def _send(student, files: dict[str, bytes]) -> None:
+    """Write the grader's files (an empty one included) into the kernel's working folder."""
+    student.drive(_write_files, {name: torch.tensor(list(blob), dtype=torch.uint8)
+                                 for name, blob in files.items()})
+
+
+def _grader_runtime_ops(files: dict[str, bytes], path: str, level: str) -> dict[str, int]:
+    """ONNX Runtime's optimized graph of the grader's own model (its bytes, written here into a
+    folder of the grader's, never read back from the kernel), counted as the notebook says."""
+    import onnx
+    import onnxruntime as ort
+
+    levels = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, blob in files.items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(blob)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # "all" warns that its graph suits this CPU only
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = os.path.join(tmp, "grader_optimized.onnx")
+        ort.InferenceSession(os.path.join(tmp, path), options,
+                             providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    return dict(Counter(node.op_type if node.domain in ("", "ai.onnx")
+                        else f"{node.domain}:{node.op_type}" for node in graph.node))
+
+
+# ------------------------------------------------------------------------------------------
 # 1. Capture: count_ops of export_program
 
 
@@ -444,7 +659,7 @@ def test_count_ops_of_exported_program(student, rng, torch_rng):
         table: dict[str, int] = {}
         for layer_name, _, _ in specs:
             table[OPS[layer_name]] = table.get(OPS[layer_name], 0) + 1
-        _oracles_agree(expected == table, f"export of {_describe(specs)}: {expected}")
+        oracles_agree(expected == table, f"export of {_describe(specs)}: {expected}")
         model = seq(*[layer(n, *a, **k) for n, a, k in specs], training=training)
         got = student.with_timeout(EXPORT_TIMEOUT).drive(_count_exported_ops, model, example)
         assert got == expected, (
@@ -456,154 +671,7 @@ def test_count_ops_of_exported_program(student, rng, torch_rng):
 
 
 # ------------------------------------------------------------------------------------------
-# 2. Folding BatchNorm
-
-
-def _bn_spec(bn: nn.BatchNorm2d, training: bool) -> ModuleSpec:
-    return ModuleSpec("layer", "BatchNorm2d", (bn.num_features,), {"eps": bn.eps},
-                      state_dict={k: v.clone() for k, v in bn.state_dict().items()},
-                      training=training)
-
-
-@pytest.mark.points(3)
-def test_fold_bn(student, rng, torch_rng):
-    """fold_bn(conv, bn) is one Conv2d computing bn(conv(x)) with BatchNorm in eval mode:
-    W' = s W, b' = s (b - mean) + beta, s = gamma / sqrt(var + bn.eps); inputs unchanged."""
-    # every draw has a conv with a bias and one without, a BatchNorm in each mode
-    biases, bn_modes = [True, False, rng.random() < 0.5], [True, False, rng.random() < 0.7]
-    rng.shuffle(biases)
-    rng.shuffle(bn_modes)
-    for eps, bias, bn_training in zip((rng.choice([0.05, 0.1, 0.3]), rng.choice([1e-3, 1e-2]),
-                                       1e-5), biases, bn_modes, strict=True):
-        c_in, c_out = rng.randint(1, 6), rng.randint(2, 8)
-        kwargs = {"stride": rng.choice([1, 2]), "padding": rng.randint(0, 1), "bias": bias}
-        k = rng.choice([1, 3])
-        conv = _randomized(nn.Conv2d(c_in, c_out, k, **kwargs), torch_rng, 0.05)
-        bn = _randomized(nn.BatchNorm2d(c_out, eps=eps), torch_rng, 0.05 if eps > 1e-4 else 1e-3)
-        conv_state = {k_: v.clone() for k_, v in conv.state_dict().items()}
-        conv_spec = ModuleSpec("layer", "Conv2d", (c_in, c_out, k), kwargs,
-                               state_dict=conv_state, training=rng.random() < 0.5)
-        got, (conv_after, bn_after) = student.call_inspect(
-            "fold_bn", conv_spec, _bn_spec(bn, bn_training))
-        what = (f"fold_bn(Conv2d({c_in}, {c_out}, {k}, {kwargs}), BatchNorm2d({c_out}, "
-                f"eps={eps:g}) in {'train' if bn_training else 'eval'} mode)")
-        types = [info.type for info in got.leaves()] or [got.layers[0].type]
-        assert types == ["Conv2d"], f"{what} should return one Conv2d, got {types}"
-        x = torch.randn(2, c_in, rng.randint(4, 9), rng.randint(4, 9), generator=torch_rng)
-        with torch.no_grad():
-            expected = bn.eval()(conv(x))
-        error = _close(_run_returned(got, x, what), expected)
-        assert error is None, (
-            f"{what}: the folded conv should compute bn(conv(x)) with the running statistics "
-            f"and the layer's eps; largest difference {error:.3g}"
-        )
-        changed = _state_equal(conv_state, conv_after.state_dict) + _state_equal(
-            bn.state_dict(), bn_after.state_dict)
-        assert not changed and bn_after.training[""] == bn_training, (
-            f"{what} must not modify its inputs; changed: {changed or 'the training flag'}"
-        )
-
-
-@pytest.mark.points(3)
-def test_fold_conv_bn(student, rng, torch_rng):
-    """fold_conv_bn(model): each Conv2d immediately followed by BatchNorm2d folded, every other
-    child kept in order; outputs equal the model's in eval mode; the input model unchanged."""
-    # the course CNN (eps 1e-5, some tiny variances), and a drawn stack (_draw_fold_stack)
-    channels = (rng.choice([4, 8, 12]), rng.choice([8, 16]), rng.choice([12, 16, 24]))
-    cnn = _randomized(nncourse.make_cnn(channels), torch_rng, 1e-3)
-    custom_in = rng.randint(1, 3)
-    custom = _randomized(_draw_fold_stack(rng, custom_in), torch_rng, 1e-3)
-    for model, spec, in_ch in [
-        (cnn, kit_model("make_cnn", channels=channels, state_dict=cnn.state_dict(),
-                        training=True), 1),
-        (custom, _sequential_spec(custom), custom_in),
-    ]:
-        children = list(model.named_children())
-        kept_bn = [n for i, (n, m) in enumerate(children) if isinstance(m, nn.BatchNorm2d)
-                   and not (i > 0 and isinstance(children[i - 1][1], nn.Conv2d))]
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        got, (after,) = student.call_inspect("fold_conv_bn", spec)
-        names = [(info.name, info.type) for info in got.leaves()]
-        expected_names = [(n, type(m).__name__) for n, m in model.named_children()
-                          if not isinstance(m, nn.BatchNorm2d) or n in kept_bn]
-        what = f"fold_conv_bn({', '.join(n for n, _ in model.named_children())})"
-        assert names == expected_names, (
-            f"{what} should keep {expected_names} (each BatchNorm after a conv folded away, a "
-            f"BatchNorm after anything else kept), got {names}"
-        )
-        x = torch.rand(3, in_ch, 8, 8, generator=torch_rng)
-        with torch.no_grad():
-            expected = model.eval()(x)
-        error = _close(_run_returned(got, x, what), expected)
-        assert error is None, (
-            f"{what}: the folded model should give the original's eval-mode outputs (running "
-            f"statistics, each BatchNorm's own eps); largest difference {error:.3g}"
-        )
-        changed = _state_equal(state, after.state_dict)
-        assert not changed and all(after.training.values()) == (spec.kind == "kit"), (
-            f"{what} must leave the input model as it found it; changed: "
-            f"{changed or 'training flags'}"
-        )
-
-
-def _draw_fold_stack(rng: random.Random, in_channels: int) -> nn.Sequential:
-    """A Sequential (children "0", "1", ... as the kernel names them) of Conv2d, BatchNorm2d
-    with a drawn eps, activations and pooling for 8x8 inputs. Every draw holds a BatchNorm after
-    an activation (it stays; maybe also one first, or after another BatchNorm) and ends with a
-    Conv2d -> BatchNorm2d pair (the last pair folds too)."""
-    layers: list[nn.Module] = []
-    c = in_channels
-
-    def conv(bias: bool | None = None) -> nn.Conv2d:
-        nonlocal c
-        out, k = rng.choice([2, 3, 5, 6]), rng.choice([1, 3])
-        layers.append(nn.Conv2d(c, out, k, padding=k // 2,
-                                bias=rng.random() < 0.5 if bias is None else bias))
-        c = out
-        return layers[-1]
-
-    def bn() -> None:
-        layers.append(nn.BatchNorm2d(c, eps=rng.choice([1e-5, 1e-3, 0.01, 0.1, 0.3])))
-
-    if rng.random() < 0.5:
-        bn()  # a BatchNorm first: nothing before it to fold into
-    blocks = ["conv bn act", "conv conv bn act", "conv act bn", "conv bn bn act"]
-    rng.shuffle(blocks)
-    for block in blocks[:rng.randint(2, 4)] + ["conv act bn"]:
-        for part in block.split():
-            if part == "conv":
-                conv()
-            elif part == "bn":
-                bn()
-            else:
-                layers.append(rng.choice([nn.ReLU(), nn.ReLU6(), nn.GELU()]))
-    if rng.random() < 0.5:
-        layers.append(nn.AdaptiveAvgPool2d(rng.choice([1, 2])))
-    conv(bias=rng.random() < 0.5)
-    bn()
-    return nn.Sequential(*layers)
-
-
-def _sequential_spec(model: nn.Sequential) -> ModuleSpec:
-    """A spec of `model` with its weights (children by position: names are the grader's)."""
-    children = []
-    for module in model.children():
-        if isinstance(module, nn.Conv2d):
-            children.append(ModuleSpec(
-                "layer", "Conv2d", (module.in_channels, module.out_channels, module.kernel_size),
-                {"padding": module.padding, "bias": module.bias is not None},
-                state_dict=dict(module.state_dict())))
-        elif isinstance(module, nn.BatchNorm2d):
-            children.append(_bn_spec(module, False))
-        elif isinstance(module, nn.AdaptiveAvgPool2d):
-            children.append(layer("AdaptiveAvgPool2d", module.output_size))
-        else:
-            children.append(layer(type(module).__name__))
-    return seq(*children)
-
-
-# ------------------------------------------------------------------------------------------
-# 3. .pt2: saved, reloaded by the grader, same outputs at batch 1 and an unseen batch
+# 2. .pt2: saved, reloaded by the grader, same outputs at batch 1 and an unseen batch
 
 
 @pytest.mark.slow_check
@@ -627,17 +695,17 @@ def test_export_leaves_the_model_as_found(student, shared):
     file = shared["names"]["pt2"]
     assert file in shared["files"][1], f"save_pt2 did not write {file}"
     after = shared["pt2"]["after"][0]
-    in_eval = sorted(n or "<model>" for n, flag in after.training.items() if not flag)
+    in_eval = changed_modes(after, training=True)
     assert not in_eval, (
         f"the model was in train mode; after save_pt2 these modules are in eval mode: "
         f"{in_eval}. Export an eval-mode copy."
     )
-    changed = _state_equal(shared["state"], after.state_dict)
+    changed = changed_state(shared["state"], after)
     assert not changed, f"save_pt2 changed the caller's model: {changed}"
 
 
 # ------------------------------------------------------------------------------------------
-# 4. ONNX: parity in ONNX Runtime, files, sizes
+# 3. ONNX: parity in ONNX Runtime, files, sizes
 
 
 @pytest.mark.slow_check
@@ -649,38 +717,127 @@ def test_onnx_runs_in_onnxruntime_with_the_same_outputs(student, shared):
     _check_parity(student, shared, "onnx", "to_onnx", "ONNX Runtime")
 
 
+def _model_files(file: str, inspected: dict[str, Any]) -> list[str]:
+    """The files the ONNX model `file` consists of: itself, then the external data files its
+    initializers reference (the judge read the references, in order), each once."""
+    folder = os.path.dirname(file)
+    return [file] + [os.path.normpath(os.path.join(folder, location))
+                     for location in inspected["locations"]]
+
+
+def _paths(returned: Any, call: str) -> list[str]:
+    """A returned list of file paths, normalized (``./a`` is ``a``)."""
+    assert isinstance(returned, list | tuple) and all(isinstance(p, str) for p in returned), (
+        f"{call} should return a list of file paths, got {returned!r}"
+    )
+    return [os.path.normpath(p) for p in returned]
+
+
 @pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_onnx_files_and_size(student, shared):
-    """to_onnx returns the files of the model it wrote (in a sub-folder): the .onnx and its
-    external data, which holds the weights (external_data=True; the exporter may also leave an
-    empty .data file when every tensor fits inline: listing it is optional). artifact_size of
-    them is the sum of the sizes of those files as they exist."""
+    """to_onnx returns the files of the model it wrote (in a sub-folder), read from the model's
+    references: the .onnx, then its external data, which holds the weights
+    (external_data=True). artifact_size of them is the sum of the sizes of those files as they
+    exist."""
     _need(shared, "onnx", "to_onnx")
-    before, after = shared["files"][1], shared["files"][2]
-    written = sorted(p for p, size in after.items() if before.get(p) != size)
-    returned = shared["onnx"]["value"]
-    assert isinstance(returned, list | tuple) and all(isinstance(p, str) for p in returned), (
-        f"to_onnx should return a list of file paths, got {returned!r}"
+    file = shared["names"]["onnx"]
+    inspected = _judged(student, shared, "onnx", file)["inspect"]
+    assert inspected["ok"], f"{file} is not a readable ONNX model: {inspected['error']}"
+    assert inspected["value"]["locations"], (
+        f"{file} should keep its weights in external data (export with external_data=True); "
+        f"it references no external file"
     )
-    returned_set = {os.path.normpath(p) for p in returned}
-    needed = [p for p in written if after[p] > 0]
-    assert set(needed) <= returned_set <= set(written), (
-        f"to_onnx({shared['names']['onnx']!r}) wrote {needed} but returned {list(returned)}: "
-        f"the model is every file it needs, its external data included"
+    expected = _model_files(file, inspected["value"])
+    returned = _paths(shared["onnx"]["value"], "to_onnx")
+    assert returned == expected, (
+        f"to_onnx(..., {file!r}) should return {expected}: the model file, then the external "
+        f"data files its initializers reference; got {list(shared['onnx']['value'])}"
     )
-    inspected = _judged(student, shared, "onnx", shared["names"]["onnx"])["inspect"]
-    assert inspected["ok"] and inspected["value"]["locations"], (
-        f"{shared['names']['onnx']} should keep its weights in external data (export with "
-        f"external_data=True); "
-        + ("it references no external file" if inspected["ok"] else inspected["error"])
+    now = shared["files"][-1]
+    missing = [p for p in expected if p not in now]
+    assert not missing, f"{file} references files that do not exist: {missing}"
+    size = student.call("artifact_size", list(shared["onnx"]["value"]))
+    total = sum(now[p] for p in expected)
+    assert size == total, (
+        f"artifact_size({list(shared['onnx']['value'])}) should be {total} bytes (the sum of "
+        f"{', '.join(f'{p}: {now[p]}' for p in expected)}), got {size}"
     )
-    size = student.call("artifact_size", list(returned))
-    expected = sum(after[p] for p in written)
-    assert size == expected, (
-        f"artifact_size({list(returned)}) should be {expected} bytes (the sum of "
-        f"{', '.join(f'{p}: {after[p]}' for p in written)}), got {size}"
+
+
+@pytest.mark.slow_check
+@pytest.mark.points(1)
+def test_to_onnx_lists_only_referenced_files(student, shared):
+    """to_onnx of a model whose every tensor stays inline (none over 256 bytes) returns the
+    .onnx alone: the empty .data file the exporter leaves beside it is referenced by nothing
+    and is not part of the model (the notebook says so)."""
+    _need(shared, "inline", "to_onnx")
+    file = shared["names"]["inline"]
+    inspected = _judged(student, shared, "inline", file)["inspect"]
+    assert inspected["ok"], f"{file} is not a readable ONNX model: {inspected['error']}"
+    expected = _model_files(file, inspected["value"])
+    returned = _paths(shared["inline"]["value"], "to_onnx")
+    beside = [p for p in shared["files"][-1] if p == f"{file}.data"]
+    assert returned == expected, (
+        f"to_onnx of a model with every tensor inline, at {file!r}, should return {expected}: "
+        f"its initializers reference no external file"
+        + (f" ({beside[0]} lies beside it, referenced by nothing)" if beside else "")
+        + f"; got {list(shared['inline']['value'])}"
     )
+
+
+def _external_plan(rng: random.Random, names: list[str], tag: str) -> dict[str, str]:
+    """{initializer name: location} spreading the weights over two or three files of drawn names
+    (maybe one in a sub-folder): the first three go to A, B, A (A is referenced again after B,
+    and A comes after B in alphabetical order), later ones to any of the files or stay
+    inline."""
+    pool = [f"weights_{tag}.bin", f"data/part_{tag}.dat", f"{tag}.params", f"w_{tag}",
+            f"tensors/{tag}.raw"]
+    files = rng.sample(pool, rng.randint(2, 3))
+    if files[0] < files[1]:
+        files[0], files[1] = files[1], files[0]
+    plan = {names[0]: files[0], names[1]: files[1], names[2]: files[0]}
+    for name in names[3:]:
+        if rng.random() < 0.7:
+            plan[name] = rng.choice(files)
+    return plan
+
+
+@pytest.mark.points(3)
+def test_onnx_files_reads_the_references(student, rng, torch_rng):
+    """onnx_files(path) on models the grader wrote itself: [path], then every external data
+    file its initializers reference, as os.path.join(folder of path, location), each once, in
+    the order first referenced. Drawn: a model whose weights are spread over two or three files
+    of the grader's naming (none of them <path>.data; one in a sub-folder; one referenced again
+    after another), and a model with every weight inline beside a stale <path>.data that
+    nothing references (the list is [path] alone)."""
+    tag = f"{rng.randrange(16**6):06x}"
+    folder = rng.choice([f"grader_files_{tag}", f"grader_files_{tag}/deeper"])
+    spread = _build_chain(_draw_chain(rng), rng, torch_rng)
+    names = [t.name for t in spread.graph.initializer]
+    plan = _external_plan(rng, names, tag)
+    spread_path = f"{folder}/net_{tag}.onnx"
+    files = _model_bytes(spread, spread_path, _externalize(spread, plan))
+    # every weight inline, in the working folder itself or in the sub-folder
+    inline_path = rng.choice([f"grader_inline_{tag}.onnx", f"{folder}/inline_{tag}.onnx"])
+    inline = _build_chain(_draw_chain(rng), rng, torch_rng)
+    files.update(_model_bytes(inline, inline_path, {}))
+    files[f"{inline_path}.data"] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+    _send(student, files)
+    locations = list(dict.fromkeys(plan[n] for n in names if n in plan))
+    cases = [(spread_path, [spread_path] + [os.path.join(folder, loc) for loc in locations],
+              f"its initializers reference {locations}, in that order"),
+             (inline_path, [inline_path],
+              f"every weight is inline; {inline_path}.data lies beside it, referenced by "
+              f"nothing")]
+    for path, expected, why in cases:
+        got = student.call("onnx_files", path)
+        expected = [os.path.normpath(p) for p in expected]
+        assert _paths(got, "onnx_files") == expected, (
+            f"onnx_files({path!r}) should be {expected} ({why}): the model file, then each "
+            f"file its initializers reference, joined to the model's folder, each once, in "
+            f"the order first referenced; got {got!r}"
+        )
 
 
 def _write_random_files(names: list[str], sizes: list[int]) -> None:
@@ -748,9 +905,10 @@ def _write_two_output_model(path: str, weight: torch.Tensor, bias: torch.Tensor,
     save(model, path)
 
 
-def _run_onnx_watched(path: str, x: torch.Tensor) -> tuple[Any, list[list[Any]]]:
-    """Run in the kernel: run_onnx(path, x), and [intra-op threads, inter-op threads,
-    providers] of each ONNX Runtime session run meanwhile (InferenceSession.run, watched)."""
+def _run_onnx_watched(path: str, x: torch.Tensor) -> tuple[Any, list[list[Any]], str | None]:
+    """Run in the kernel: run_onnx(path, x), [intra-op threads, inter-op threads, providers] of
+    each ONNX Runtime session run meanwhile (InferenceSession.run, watched), and the error
+    run_onnx raised (None when it returned)."""
     import onnxruntime
 
     cls = onnxruntime.InferenceSession
@@ -765,7 +923,9 @@ def _run_onnx_watched(path: str, x: torch.Tensor) -> tuple[Any, list[list[Any]]]
 
     cls.run = run
     try:
-        return run_onnx(path, x), sessions  # noqa: F821 - the notebook's function
+        return run_onnx(path, x), sessions, None  # noqa: F821 - the notebook's function
+    except Exception as exc:  # noqa: BLE001 - the student's error, reported by the check
+        return None, sessions, f"{type(exc).__name__}: {exc}"[:400]
     finally:
         if owned:
             cls.run = original
@@ -777,16 +937,21 @@ def _run_onnx_watched(path: str, x: torch.Tensor) -> tuple[Any, list[list[Any]]]
 def test_run_onnx_first_output_one_thread(student, rng, torch_rng):
     """run_onnx on a model of the grader's with two outputs returns the first one, fed under
     the session's first input name, from ONNX Runtime sessions with one intra-op and one
-    inter-op thread on the CPUExecutionProvider (as the task asks)."""
+    inter-op thread on the CPUExecutionProvider (as the task asks). The input comes as float64:
+    the task says to feed it as float32 whatever its dtype."""
     n_in, n_out = rng.randint(3, 9), rng.randint(2, 6)
     weight = torch.randn(n_out, n_in, generator=torch_rng)
     bias = torch.randn(n_out, generator=torch_rng)
     tag = f"{rng.randrange(16**6):06x}"
     path = f"grader_two_outputs_{tag}.onnx"
     student.drive(_write_two_output_model, path, weight, bias, f"features_{tag}")
-    x = torch.randn(rng.randint(1, 7), n_in, generator=torch_rng)
-    expected = x.double() @ weight.double().T + bias.double()
-    got, sessions = student.with_timeout(60).drive(_run_onnx_watched, path, x)
+    x = torch.randn(rng.randint(1, 7), n_in, generator=torch_rng, dtype=torch.float64)
+    expected = x.float().double() @ weight.double().T + bias.double()
+    got, sessions, error = student.with_timeout(60).drive(_run_onnx_watched, path, x)
+    assert error is None, (
+        f"run_onnx({path!r}, a float64 batch of {x.shape[0]}) raised {error}. Feed x as a "
+        f"float32 numpy array, whatever its dtype (the model's input is float32)"
+    )
     error = _close(got, expected)
     assert error is None, (
         f"run_onnx({path!r}, a batch of {x.shape[0]}) on a model with two outputs (an affine "
@@ -801,6 +966,76 @@ def test_run_onnx_first_output_one_thread(student, rng, torch_rng):
         "['CPUExecutionProvider']; its session ran with [intra, inter, providers] = "
         f"{wrong[0]}"
     )
+
+
+# ------------------------------------------------------------------------------------------
+# 4. What ONNX Runtime runs: runtime_ops at each graph optimization level
+
+
+@pytest.mark.points(4)
+def test_runtime_ops_on_drawn_graphs(student, rng, torch_rng):
+    """runtime_ops(path, level) at the four levels, on two chains of layers the grader drew and
+    wrote (one with its weights in an external file named by the grader, one whose nodes name
+    ONNX's domain "ai.onnx" rather than ""; between them, something "basic" folds and something
+    "extended" fuses): the operators of the graph ONNX Runtime writes after its optimizations,
+    op_type for ONNX's own domain and domain:op_type for any other, as the grader's own ONNX
+    Runtime session on its own copy of the bytes counts them; at the three portable levels the
+    notebook's list of folds and fusions gives the same counts (_rule_ops)."""
+    tag = f"{rng.randrange(16**6):06x}"
+    while True:  # between them, the two chains have something folded and something fused
+        chains = [_draw_chain(rng), _draw_chain(rng)]
+        if any(_rule_ops(c, "basic") != _rule_ops(c, "disabled") for c in chains) and any(
+                ":" in op for c in chains for op in _rule_ops(c, "extended")):
+            break
+    aliased = rng.randrange(2)  # this chain's nodes say "ai.onnx", ONNX's domain by name
+    for k, (chain, external) in enumerate(zip(chains, rng.sample([True, False], 2),
+                                              strict=True)):
+        model = _build_chain(chain, rng, torch_rng)
+        for node in model.graph.node:
+            node.domain = "ai.onnx" if k == aliased else ""
+        path = f"grader_runtime_{tag}/chain_{k}.onnx"
+        names = [t.name for t in model.graph.initializer]
+        data = _externalize(model, dict.fromkeys(names, f"chain_{k}_{tag}.weights")) \
+            if external else {}
+        files = _model_bytes(model, path, data)
+        _send(student, files)
+        for level in LEVELS:
+            expected = _grader_runtime_ops(files, path, level)
+            if level != "all":
+                oracles_agree(expected == _rule_ops(chain, level),
+                              f"{chain} at {level}: ONNX Runtime {expected}, the table "
+                              f"{_rule_ops(chain, level)}")
+            got = student.call("runtime_ops", path, level)
+            assert got == expected, (
+                f"runtime_ops({path!r}, {level!r}) for the chain {' -> '.join(chain)}"
+                f"{' (weights in external data)' if external else ''}"
+                f"{' (nodes of the domain ai.onnx)' if k == aliased else ''} should be "
+                f"{expected}: the nodes of the graph ONNX Runtime runs at that level, each "
+                f"named by its op_type in ONNX's own domain (\"\" or \"ai.onnx\"), as "
+                f"domain:op_type in any other; got {got}"
+            )
+
+
+@pytest.mark.slow_check
+@pytest.mark.points(2)
+def test_runtime_ops_of_your_models(student, shared):
+    """runtime_ops on the files to_onnx and quantize_onnx wrote, at the four levels, equals the
+    count of the grader's judge (ONNX Runtime on those files, in the sandboxed process): with
+    external data (the fp32 model), and in the int8 model, where "extended" runs integer
+    QLinearConv kernels."""
+    _need(shared, "onnx", "to_onnx")
+    _need(shared, "int8", "quantize_onnx")
+    for what in ("onnx", "int8"):
+        file = shared["names"][what]
+        runtime = _judged(student, shared, what, file)["runtime"]
+        assert runtime["ok"], f"ONNX Runtime fails to optimize {file}: {runtime['error']}"
+        for level in LEVELS:
+            expected = runtime["value"][level]
+            got = student.call("runtime_ops", file, level)
+            assert got == expected, (
+                f"runtime_ops({file!r}, {level!r}) should be {expected} (the nodes of the "
+                f"graph ONNX Runtime runs for that file at that level), got {got}"
+            )
 
 
 # ------------------------------------------------------------------------------------------
