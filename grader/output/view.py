@@ -4,18 +4,22 @@
 zone) into a ``RowView``; the Markdown and HTML feedback, the report and Gradescope's
 ``results.json`` render from it and from nothing else, so a status or a sentence added here
 appears in all of them. The rules of how rows are shown live here too: which row counts for a
-student (``counted_rows``), the status shown (``display_status``), the words for each status.
+student (``counted_rows``), the status shown (``display_status``), the words for each status,
+and how the marks of written answers join the checks' points (``with_written``: every output
+shows a row only after it went through it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from grader.course.config import Course
-from grader.course.rules import LatePolicy
-from grader.records import GradeRow, Outcome, Status
+from grader.course.questions import Question
+from grader.course.rules import LatePolicy, final_score
+from grader.records import Answer, AppliedItem, GradeRow, Mark, Outcome, QuestionMark, Status
 
 # What each status means, for the student whose notebook it describes.
 STATUS_WORDS: dict[Status, str] = {
@@ -41,6 +45,8 @@ STATUS_WORDS: dict[Status, str] = {
     Status.TIME_UNKNOWN: "Your notebook ran to the end, but the time you handed it in is not "
                          "known, so your final score waits for your instructor.",
     Status.MISSING: "Nothing was handed in for this homework.",
+    Status.MARKING_PENDING: "Your notebook ran to the end, but a person has not marked all "
+                            "of your written answers yet, so your final score waits for them.",
 }
 
 
@@ -76,14 +82,79 @@ def display_status(row: GradeRow) -> Status:
     running the notebook is shown first; the empty final tells the time is unknown."""
     if row.submitted_at is None and row.status is Status.OK:
         return Status.TIME_UNKNOWN
+    if row.marking_pending and row.status is Status.OK:
+        return Status.MARKING_PENDING
     return row.status
+
+
+# -- written answers ----------------------------------------------------------------------------
+
+NOT_COLLECTED = "not collected yet: `grader grade` reads the answers from the submitted file"
+
+
+def question_marks(questions: Iterable[Question], answers: Mapping[str, Answer] | None,
+                   marks: Mapping[tuple[str, str], Mark]) -> tuple[QuestionMark, ...]:
+    """Each question of a submission as marked: ``answers`` are its answers by question
+    (None: not read yet), ``marks`` the marks by (question, answer hash). An answer no one has
+    marked has no points yet (``earned`` None), except a missing one: 0, flagged. A mark's
+    points are its own when given directly, else the rubric's for its items (rubric items
+    since removed count nothing, and are flagged)."""
+    found = []
+    for q in questions:
+        answer = None if answers is None else answers.get(q.id)
+        if answer is None:
+            found.append(QuestionMark(q.id, q.title, q.points, None, flag=NOT_COLLECTED))
+            continue
+        mark = marks.get((q.id, answer.sha256))
+        if mark is None:
+            found.append(QuestionMark(q.id, q.title, q.points, 0.0 if answer.missing else None,
+                                      flag=answer.flag, missing=answer.missing))
+            continue
+        known = tuple(i for i in mark.items if any(item.id == i for item in q.items))
+        gone = [i for i in mark.items if i not in known]
+        flag = "; ".join([answer.flag] * bool(answer.flag) +
+                         [f"rubric item(s) {', '.join(gone)} no longer exist"] * bool(gone))
+        items = tuple(AppliedItem(i, q.item(i).points, q.item(i).text) for i in known)
+        earned = q.points_for(known) if mark.points is None else mark.points
+        found.append(QuestionMark(q.id, q.title, q.points, earned, items, mark.comment, flag,
+                                  answer.missing, mark.points is not None, mark.marker,
+                                  mark.marked_at))
+    return tuple(found)
+
+
+def checks_points(row: GradeRow) -> tuple[float, float]:
+    """(earned, possible) of the checks alone, whether or not ``row`` holds its marks."""
+    return (round(row.earned - sum(m.earned or 0.0 for m in row.written), 4),
+            row.possible - sum(m.points for m in row.written))
+
+
+def with_written(row: GradeRow, written: tuple[QuestionMark, ...],
+                 policy: LatePolicy) -> GradeRow:
+    """``row`` with its written questions: its points are the checks' plus the marks, its raw
+    percent of both, the late cap on that total, and its final pending (None) until every
+    question is marked (or the submission time is known). The one place where marks join the
+    checks: the CSVs, the feedback, the report and the pass rule read rows made here."""
+    if not written:
+        return row
+    checks_earned, checks_possible = checks_points(row)
+    earned = checks_earned + sum(m.earned or 0.0 for m in written)
+    possible = checks_possible + sum(m.points for m in written)
+    raw = round(100.0 * earned / possible, 2) if possible else 0.0
+    pending = any(m.earned is None for m in written)
+    final = None if pending or row.cap is None else round(final_score(raw, row.cap, policy) or
+                                                          0.0, 2)
+    return dataclasses.replace(row, earned=round(earned, 4), possible=possible, raw=raw,
+                               final=final, written=written)
 
 
 def cap_words(row: GradeRow, policy: LatePolicy) -> str:
     """How the final score follows from the raw score and the late cap, in words."""
-    if row.cap is None or row.final is None:
+    if row.cap is None:
         return (f"{row.late_reason} Your final score is pending until your instructor knows "
                 f"when you handed in; the checks gave {row.raw:.2f} %.")
+    if row.final is None:
+        return (f"{row.late_reason} Your final score is pending until every written answer is "
+                f"marked; so far {row.raw:.2f} %, capped at {row.cap:g} %.")
     if policy is LatePolicy.SCALE:
         rule = f"raw {row.raw:.2f} % × cap {row.cap:g} % / 100"
     else:
@@ -144,6 +215,13 @@ class RowView:
     submitted_at: str
     graded_at: str
     seconds: float
+    checks_earned: float = 0.0  # the checks' own points (``earned`` counts the marks too)
+    checks_possible: float = 0.0
+    written: tuple[QuestionMark, ...] = ()  # each written question with its mark
+
+    @property
+    def marking_pending(self) -> bool:
+        return any(m.earned is None for m in self.written)
 
     @property
     def ran_cleanly(self) -> bool:
@@ -160,12 +238,15 @@ def view(row: GradeRow, course: Course) -> RowView:
         title=titles.get(row.assignment, row.assignment), status=status,
         status_words=STATUS_WORDS[status], detail=row.detail,
         earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
-        final_words=("pending (submission time unknown)" if row.final is None
-                     else f"{row.final:.2f} %"),
+        final_words=(f"{row.final:.2f} %" if row.final is not None
+                     else "pending (submission time unknown)" if row.cap is None
+                     else "pending (written answers not marked yet)"),
         cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
         checks=tuple(CheckView(c.name, c.title or c.name, c.points, c.earned,
                                c.outcome is Outcome.PASSED, c.outcome.value,
                                "" if c.outcome is Outcome.PASSED else c.message)
                      for c in row.checks),
         submitted_at=local_time(row.submitted_at, course),
-        graded_at=local_time(row.graded_at, course), seconds=row.seconds)
+        graded_at=local_time(row.graded_at, course), seconds=row.seconds,
+        checks_earned=checks_points(row)[0], checks_possible=checks_points(row)[1],
+        written=row.written)
