@@ -1,4 +1,5 @@
-"""The instructor's commands: grade, export, report, audit, release-notebooks, release.
+"""The instructor's commands: grade, export, report, audit, release-notebooks, release,
+gradescope; mark and marks (written answers) live in ``grader.cli.marking``.
 
 Loaded by ``grader.cli.main`` only when one of them is asked for, so that ``grader check`` (the
 student's command) imports none of what they need; the student kit does not ship this module.
@@ -17,11 +18,12 @@ import click
 from rich.table import Table
 
 from grader.cli.common import UsageFailure, course_option, err, gradebook_option, out
-from grader.course.config import AUDIT_PARTS, load_course
+from grader.course.config import AUDIT_PARTS, Course, load_course
 from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.run import Graded, Progress, grade_all
 from grader.pipeline.store import locked, open_gradebook
 from grader.records import GradeRow, Status, Submission
+from grader.tools.marking import scored_rows
 
 if TYPE_CHECKING:
     from grader.tools.audit import AuditReport
@@ -79,7 +81,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     with locked(gradebook) as book:
         graded = grade_all(course, submissions, book, assignments, force, seed,
                            _Printer(), jobs or _cores(), scheduler)
-        rows = book.rows()
+        rows = scored_rows(book, course)
     write_csv(wide_table(course, rows), csv_path)
     write_feedback(course, rows, feedback_dir)
     _summary(graded)
@@ -166,7 +168,7 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
     from grader.output.tables import long_table, wide_table, write_csv
 
     course = load_course(course_path)
-    rows = _rows(gradebook)
+    rows = _rows(gradebook, course)
     write_csv(wide_table(course, rows), csv_path)
     write_csv(long_table(course, rows), long_path)
     written = write_feedback(course, rows, feedback_dir)
@@ -174,11 +176,12 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
               f"and HTML) in {feedback_dir}/")
 
 
-def _rows(gradebook: Path) -> list[GradeRow]:
+def _rows(gradebook: Path, course: Course) -> list[GradeRow]:
+    """The gradebook's rows with their written answers' marks (``scored_rows``)."""
     if not gradebook.exists():
         raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
     with open_gradebook(gradebook) as book:
-        return book.rows()
+        return scored_rows(book, course)
 
 
 @click.command("report")
@@ -212,7 +215,7 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
     if out_path.is_dir():  # said before the work, not after it
         raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
                            f"page to write, e.g. {out_path / 'report.html'})")
-    rows = _rows(gradebook)
+    rows = _rows(gradebook, course)
     try:
         report = write_report(course, rows, out_path, now)
     except OSError as exc:

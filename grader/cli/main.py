@@ -30,7 +30,8 @@ from grader.records import Outcome
 # command name -> its function in grader.cli.instructor
 INSTRUCTOR_COMMANDS = {"grade": "grade", "export": "export_cmd", "report": "report_cmd",
                        "audit": "audit_cmd", "release-notebooks": "release_notebooks_cmd",
-                       "release": "release_cmd", "gradescope": "gradescope_cmd"}
+                       "release": "release_cmd", "gradescope": "gradescope_cmd",
+                       "mark": "mark_cmd", "marks": "marks_group"}
 
 
 class _Group(click.Group):
