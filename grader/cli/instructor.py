@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from grader.cli.common import UsageFailure, course_option, err, gradebook_option, out
+from grader.cli.marking import mark_cmd, marks_group  # noqa: F401 - grader.cli.main finds them here
 from grader.course.config import AUDIT_PARTS, Course, load_course
 from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.run import Graded, Progress, grade_all

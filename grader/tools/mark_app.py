@@ -60,7 +60,6 @@ def create_app(course: Course, gradebook: Path, token: str, loopback: bool = Tru
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       WTF_CSRF_TIME_LIMIT=None,  # one token per session: no save lost to age
                       MAX_CONTENT_LENGTH=256_000)
-    CSRFProtect(app)
 
     @app.before_request
     def _guard() -> ResponseReturnValue | None:
@@ -75,6 +74,8 @@ def create_app(course: Course, gradebook: Path, token: str, loopback: bool = Tru
             abort(403, "open the address that `grader mark` printed, with its token")
         g.nonce = secrets.token_urlsafe(16)
         return None
+
+    CSRFProtect(app)  # after the token's guard: a request without the token is refused first
 
     @app.after_request
     def _headers(response: Response) -> Response:
