@@ -14,8 +14,8 @@ model answer stay with the instructor, in ``solutions/<hw>/rubric.toml``::
     model_answer = \"\"\"fc1 and fc2: their intensity at batch 1 is below the ridge point.\"\"\"
 
     [question.roofline.items]
-    names_layers = { points = 2, text = "You named the layers below the ridge point." }
-    no_reason = { points = -1, text = "You did not say why they are memory-bound." }
+    layers = { points = 2, text = "(the sentence the student reads when it is applied)" }
+    no_why = { points = -1, text = "(a rubric item may take points)" }
 
 A question's points are ``start`` plus its applied items, kept within 0..``points``. Answers
 are read from the submitted file (``read_answers``), bounded, and never by running it.

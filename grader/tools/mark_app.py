@@ -207,13 +207,16 @@ def create_app(course: Course, gradebook: Path, token: str, loopback: bool = Tru
         except ValueError:
             points = None
             text = f"not a number: {text!r}"
+        version = request.form.get("version", "0")
         with book() as b:
             entries, entry = find(b, hw, qid, aid)
             try:
                 if points is None and text:
                     raise MarkingError(f"points: {text}")
+                if not version.isdigit():
+                    raise MarkingError(f"the form's version is not a number: {version!r}")
                 marking.mark_answer(b, course, entry.key, items, points, comment,
-                                    session["marker"], int(request.form.get("version", "0")))
+                                    session["marker"], int(version))
             except StaleMark as stale:
                 entries, entry = find(b, hw, qid, aid)
                 return answer_page(hw, qid, entries, entry, 409, error=str(stale),
