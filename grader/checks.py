@@ -35,14 +35,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from grader.errors import GraderBug, StudentError
-from grader.kernel.protocol import LayerInfo, ModuleSpec, ReturnedModule, Student
+from grader.errors import GraderBug, StudentError, StudentRaised
+from grader.kernel.protocol import (
+    LayerInfo,
+    ModuleSpec,
+    ReturnedModule,
+    Student,
+    call_text,
+    short_repr,
+)
 
 __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
-    "StudentError", "accuracy_on_test_split", "changed_modes", "changed_state", "demanded",
-    "kit_model", "layer", "one_thread", "oracles_agree", "pair", "pretrained_state", "probe",
-    "refuses", "returned_module", "seq", "with_state",
+    "StudentError", "StudentRaised", "accuracy_on_test_split", "call_text", "changed_modes",
+    "changed_state", "demanded", "kit_model", "layer", "one_thread", "oracles_agree", "pair",
+    "pretrained_state", "probe", "refuses", "returned_module", "seq", "short_repr",
+    "with_state",
 ]
 
 
@@ -58,25 +66,17 @@ def refuses(student: Student, function: str, *args: Any, error: str = "ValueErro
     """Call ``function`` with arguments its docstring says it refuses, and demand that it raise
     ``error`` (an exception of that name): return the student's message, or fail the check
     saying what came back instead. ``why`` says what is outside the contract, for the message."""
-    shown = [*map(_short_repr, args), *(f"{k}={_short_repr(v)}" for k, v in kwargs.items())]
-    what = f"{function}({', '.join(shown)})" + (f" ({why})" if why else "")
+    what = call_text(function, args, kwargs) + (f" ({why})" if why else "")
     try:
         got = student.call(function, *args, **kwargs)
+    except StudentRaised as exc:
+        if exc.ename == error:
+            return exc.message
+        raise AssertionError(f"{what} should raise {error}, not {exc.ename}"
+                             + (f": {exc.message}" if exc.message else "")) from None
     except StudentError as exc:
-        message = str(exc)
-        if message.startswith(f"{function} raised {error}:"):
-            return message
-        raise AssertionError(f"{what} should raise {error}; {message}") from None
-    raise AssertionError(f"{what} should raise {error}; it returned {_short_repr(got)}")
-
-
-def _short_repr(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"tensor of shape {tuple(value.shape)}"
-    if isinstance(value, ModuleSpec):
-        return "a module"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        raise AssertionError(f"{what} should raise {error}; {exc}") from None
+    raise AssertionError(f"{what} should raise {error}; it returned {short_repr(got)}")
 
 
 def layer(name: str, *args: Any, state_dict: Mapping[str, torch.Tensor] | None = None,

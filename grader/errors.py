@@ -108,6 +108,16 @@ class StudentError(AssertionError):
     a failed check with this message."""
 
 
+class StudentRaised(StudentError):
+    """The student's code raised: ``function`` (the one the check called, or the notebook's
+    function the exception came from), the exception's class name ``ename`` and its
+    ``message``; the text says all of it, with the call."""
+
+    def __init__(self, text: str, function: str, ename: str, message: str) -> None:
+        super().__init__(text)
+        self.function, self.ename, self.message = function, ename, message
+
+
 class ChecksTimeout(StudentError):
     """The check stage of this submission ran past its time limit."""
 

@@ -70,6 +70,8 @@ class Limits:
     fsize_mb: int = 256  # largest file the kernel may write
     nproc: int = 256  # tasks (processes and threads) the kernel may add
     max_output_chars: int = 100_000  # output kept per cell; more is cut with a marker
+    max_reply_mb: int = 64  # one answer from the kernel to a check; more is the student's failure
+    max_notebook_mb: int = 20  # a submitted notebook file; a larger one is malformed, not run
     tmp_mb: int = 512  # size of the kernel's private /tmp
     sandbox: str = "auto"  # "auto": bubblewrap where it works; "required"; "off"
 
@@ -141,17 +143,19 @@ class Execution:
 @dataclass(frozen=True)
 class CheckInfo:
     """A check as collected: its name (``file stem::function``), its points, whether it is
-    marked ``slow_check`` (it trains or evaluates a model), and its title: what it checks, in
-    words (its docstring's first paragraph, or its name when it has none)."""
+    marked ``slow_check`` (it trains or evaluates a model), its title: what it checks, in
+    words (its docstring's first paragraph, or its name when it has none), and its task: the
+    student's function it calls first."""
 
     name: str
     points: float
     slow: bool
     title: str
+    task: str = ""  # the student's function the check calls first, if it names one
 
     def result(self, outcome: Outcome, message: str = "") -> CheckResult:
         """This check's verdict."""
-        return CheckResult(self.name, self.points, outcome, message, self.title)
+        return CheckResult(self.name, self.points, outcome, message, self.title, self.task)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ class CheckResult:
     outcome: Outcome
     message: str = ""
     title: str = ""
+    task: str = ""  # the student's function it checks (its task in the notebook), if known
 
     @property
     def earned(self) -> float:

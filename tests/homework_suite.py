@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from grader.tools.harness import checks_on, redefined, replaced, score
 
 __all__ = [
     "test_each_wrong_version_loses_points",
+    "test_every_check_says_what_it_tests_in_a_whole_sentence",
     "test_public_answers_as_constants_fail_the_hidden_checks",
     "test_reference_earns_every_point_on_several_draws",
     "test_reference_passes_the_public_checks",
@@ -47,6 +49,23 @@ __all__ = [
 DRAWS = (11, 2024, 987654321)  # grading seeds the reference is tried on
 WRONG_VERSION_SEED = 5
 CONSTANTS_SHARE = 0.15  # the most of the hidden points a constants student may keep
+
+
+def _unreadable(results: Sequence[CheckResult]) -> list[str]:
+    """Failure messages a student could not act on: naming the checks' own helpers or tests, one
+    error nested in another, a missing name told as a NameError, a grader error as theirs."""
+    found = []
+    for r in results:
+        if r.outcome is not Outcome.FAILED:
+            continue
+        m = r.message
+        if re.search(r"(?<![\w.])_[a-z]\w*(\(|\s+raised)", m) or re.search(r"\btest_\w+", m):
+            found.append(f"{r.name}: names the check's own code: {m}")
+        elif m.count(" raised ") > 1:
+            found.append(f"{r.name}: one error nested in another: {m}")
+        elif "raised NameError" in m or "grader error" in m:
+            found.append(f"{r.name}: {m}")
+    return found
 
 
 def _failures(results: Sequence[CheckResult], *, allowed: Outcome | None = None) -> list[str]:
@@ -158,6 +177,7 @@ def test_each_wrong_version_loses_points(hw, reference, wrong_version):
     assert sorted(r.name.split("::")[1] for r in results) == sorted(checks)
     passed = [r.name for r in results if r.outcome is Outcome.PASSED]
     assert not passed, f"{wrong_version} should fail {passed}"
+    assert not _unreadable(results), _unreadable(results)
 
 
 def test_public_answers_as_constants_fail_the_hidden_checks(hw, tmp_path):
@@ -180,3 +200,12 @@ def test_the_untouched_template_scores_zero_without_breaking_anything(hw):
     assert "NotImplementedError" in execution.detail
     assert score(checks.results)[0] == 0
     assert not _failures(checks.results, allowed=Outcome.FAILED)  # no grader errors
+    assert not _unreadable(checks.results), _unreadable(checks.results)
+
+
+def test_every_check_says_what_it_tests_in_a_whole_sentence(hw):
+    # its title, shown to students and instructors, is its docstring's first paragraph
+    for folder in (hw.hidden, hw.public):
+        for info in describe(folder):
+            assert info.title != info.name, f"{info.name} has no docstring"
+            assert info.title.endswith((".", "!", "?", ")")), f"{info.name}: {info.title!r}"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from grader.checks import changed_modes, changed_state, kit_model, layer, probe, seq
-from grader.errors import ProtocolError, StudentError
+from grader.errors import ProtocolError, StudentError, StudentRaised
 from grader.kernel.bridge import kernel_end, wire
 from grader.kernel.protocol import REBUILDABLE, ReturnedModule, Student
 
@@ -121,8 +121,8 @@ def test_drive_takes_only_a_module_level_function(program):
 
 
 @pytest.mark.parametrize(("namespace", "name", "message"), [
-    ({"f": lambda: 1 / 0}, "f", "f raised ZeroDivisionError: division by zero"),
-    ({}, "g", "g raised NameError: name 'g' is not defined"),
+    ({"f": lambda: 1 / 0}, "f", r"f\(\) raised ZeroDivisionError: division by zero"),
+    ({}, "g", "g is not defined in your notebook"),
     ({"h": lambda: object()}, "h", "h returned something that cannot be sent back"),
 ])
 def test_the_students_errors_come_back_as_failures(namespace, name, message):
@@ -146,3 +146,36 @@ def test_the_wire_refuses_what_it_cannot_hold():
         wire.encode(object(), lambda v: NotImplemented)
     with pytest.raises(wire.WireError):
         wire.decode({"__what__": 1}, {})
+
+
+def _notebook(source: str) -> dict:
+    """A namespace whose functions were defined by a notebook cell (as ipykernel names it)."""
+    namespace: dict = {}
+    exec(compile(source, "/tmp/ipykernel_1/2615.py", "exec"), namespace)
+    return namespace
+
+
+def test_a_failure_names_the_students_call_never_the_checks_helper():
+    notebook = _notebook("def student_double(v, k=0):\n    raise ValueError('odd input')\n")
+    with pytest.raises(StudentRaised) as caught:
+        loopback(notebook).drive(double_all, [1])
+    assert str(caught.value) == "student_double(...) raised ValueError: odd input"
+    assert "double_all" not in str(caught.value)  # the check's own helper is not named
+    assert (caught.value.function, caught.value.ename) == ("student_double", "ValueError")
+    with pytest.raises(StudentRaised) as caught:
+        loopback(notebook).call("student_double", torch.zeros(2, 3), k=5)
+    assert str(caught.value) == ("student_double(tensor of shape (2, 3), k=5) raised "
+                                 "ValueError: odd input")
+
+
+def test_a_name_the_notebook_lacks_is_said_to_be_not_defined():
+    with pytest.raises(StudentRaised, match=r"^student_double is not defined in your notebook"):
+        loopback({}).drive(double_all, [1])
+
+
+def test_a_memory_error_names_the_kernels_limit():
+    student = loopback(_notebook("def grow():\n    raise MemoryError()\n"))
+    student.memory_mb = 3072
+    with pytest.raises(StudentRaised, match=r"grow\(\) raised MemoryError \(the notebook's "
+                                            r"kernel may use at most 3072 MB of memory\)"):
+        student.call("grow")

@@ -7,9 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from rows import REPO_COURSE, Page, golden_rows, make_row
+from rows import REPO_COURSE, Page, golden_rows, make_row, markdown_text
 
 from grader.course.config import Course, load_course
+from grader.course.notebook import defined_names
 from grader.course.rules import LatePolicy
 from grader.output.feedback import feedback_html, feedback_markdown, write_feedback
 from grader.output.view import view
@@ -25,7 +26,7 @@ def course() -> Course:
 def both(row: GradeRow, course: Course) -> tuple[str, str]:
     """The Markdown feedback, and the HTML page's visible text."""
     v = view(row, course)
-    return feedback_markdown(v), Page(feedback_html(v)).text
+    return markdown_text(feedback_markdown(v)), Page(feedback_html(v)).text
 
 
 def hw1_row(course: Course, **changes: object) -> GradeRow:
@@ -54,7 +55,9 @@ def test_feedback_names_each_check_by_its_title_and_shows_no_check_code(course: 
     assert len(row.checks) > 10 and all(titles)
     for check in row.checks:
         assert check.title in page.text and check.title in markdown
-    assert page.tags.count("tr") == 1 + len(row.checks)  # a header and one row per check
+    groups = len({c.task for c in row.checks})
+    assert page.tags.count("tr") == 1 + groups + len(row.checks)  # a header, a row per
+    # function the checks are about, a row per check
     assert "expected 1728 MACs" in page.text and "you returned <script>" in page.text
     assert "<script>" not in html  # a student's error text is escaped, never markup
     assert "grader error: the call ran past 20 s" in page.text
@@ -164,3 +167,15 @@ def test_feedback_is_written_for_every_counted_submission(course: Course, tmp_pa
         assert markdown.with_suffix(".html").is_file()
     assert "resubmitted" in (tmp_path / "dave" / "hw1.html").read_text(encoding="utf-8")
     assert "resubmitted" in (tmp_path / "dave" / "hw1.md").read_text(encoding="utf-8")
+
+
+def test_checks_are_grouped_by_the_function_they_check_in_the_notebooks_order(
+        course: Course) -> None:
+    v = view(hw1_row(course), course)
+    tasks = [task for task, _ in v.groups]
+    assert len(tasks) == len(set(tasks)) > 5  # each function once
+    notebook = defined_names(course.student_notebook("hw1"))
+    assert [t for t in tasks if t] == sorted((t for t in tasks if t), key=notebook.index)
+    markdown = feedback_markdown(v)
+    positions = [markdown.index(f"### `{task}`") for task in tasks if task]
+    assert positions == sorted(positions)

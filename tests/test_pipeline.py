@@ -168,6 +168,9 @@ def test_grade_command_writes_csv_and_feedback(tmp_path, course, submissions):
     assert [ln.split(",")[0] for ln in lines[1:]] == ["alice", "bob", "carol"]
     feedback = (out / "fb" / "bob" / "hw1.md").read_text()
     assert "double(n) should be 2 n" in feedback
+    # the summary table whole, though stdout is not a terminal; only the gradebook left
+    assert "malformed" in result.output and "carol" in result.output
+    assert sorted(p.name for p in out.glob("g.sqlite*")) == ["g.sqlite"]
     assert "double(n) should be 2 n" in (out / "fb" / "bob" / "hw1.html").read_text()
 
 

@@ -74,9 +74,11 @@ def test_checks_most_often_failed(report: Report) -> None:
     assert [(c.name, c.title, c.failed, c.graded, c.share) for c in hw1.failed_checks] == [
         ("test_b", "B is right.", 2, 4, 0.5)]
     hw2 = homework(report, "hw2")
-    # bob's dead kernel failed both; alice's 80 failed test_b; no title: the name stands
+    # bob's dead kernel failed both without running them: counted apart, not as failures of
+    # the checks; alice's 80 failed test_b; no title: the name stands
     assert [(c.title, c.failed, c.errors, c.graded) for c in hw2.failed_checks] == [
-        ("test_b", 2, 0, 4), ("test_a", 1, 0, 4)]
+        ("test_b", 1, 0, 3)]
+    assert hw2.not_checked == (("kernel_died", 1),)
 
 
 def test_failed_checks_are_ranked_and_cut(course: Course) -> None:
@@ -122,7 +124,7 @@ def test_grading_time_counts_every_graded_row(report: Report) -> None:
 
 
 def test_pass_table_after_the_course(report: Report) -> None:
-    table = {s.student: (s.passed, s.pending, s.still_open, s.verdict)
+    table = {s.student: (s.passed, s.pending, s.still_open, s.words)
              for s in report.standings}
     assert tuple(table) == STUDENTS
     assert table == {
@@ -139,7 +141,7 @@ def test_pass_table_after_the_course(report: Report) -> None:
 def test_pass_table_while_homeworks_are_open(course: Course) -> None:
     # 20 November: the 50 % tiers of hw1-hw3 and all of hw4-hw5 are still open
     rows = golden_rows(course)
-    table = {s.student: (s.passed, s.pending, s.still_open, s.verdict)
+    table = {s.student: (s.passed, s.pending, s.still_open, s.words)
              for s in build_report(course, rows, dt.datetime(2026, 11, 20, 12, 0,
                                                              tzinfo=course.timezone),
                                    roster=ROSTER).standings}
@@ -167,7 +169,7 @@ def test_one_short_until_the_last_window_closes(course: Course, local_now: str,
         course = replace(course, extensions={("ann", "hw5"): extension})
     now = dt.datetime.fromisoformat(local_now).replace(tzinfo=course.timezone)
     standing = build_report(course, rows, now).standings[0]
-    assert (standing.passed, standing.verdict) == (3, verdict)
+    assert (standing.passed, standing.words) == (3, verdict)
 
 
 def test_a_capped_pass_needs_a_tier_at_the_pass_mark(course: Course) -> None:
@@ -177,7 +179,7 @@ def test_a_capped_pass_needs_a_tier_at_the_pass_mark(course: Course) -> None:
     rows = [make_row("ann", a, raw=90.0, final=90.0) for a in ("hw1", "hw2", "hw3")]
     standing = build_report(strict, rows, dt.datetime(2026, 12, 4, tzinfo=course.timezone)
                             ).standings[0]
-    assert (standing.still_open, standing.verdict) == (0, "cannot pass")
+    assert (standing.still_open, standing.words) == (0, "cannot pass")
 
 
 def test_the_time_must_be_aware(course: Course) -> None:

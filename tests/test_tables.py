@@ -13,6 +13,7 @@ test only compares and never writes into the source tree.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 import stat
 from dataclasses import replace
@@ -28,6 +29,7 @@ from grader.output.view import counted_rows, display_status
 from grader.records import Status
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+AFTER = dt.datetime(2026, 12, 20, 12, 0, tzinfo=dt.UTC)  # every window of the course closed
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +41,24 @@ def course() -> Course:
 
 
 def test_wide_columns_in_documented_order(course: Course) -> None:
-    frame = wide_table(course, [make_row()])
+    frame = wide_table(course, [make_row()], AFTER)
     expected = ["student", "name", "email"]
     for a in ("hw1", "hw2", "hw3", "hw4", "hw5", "hw6"):
         expected += [f"{a}_raw", f"{a}_cap", f"{a}_final", f"{a}_status", f"{a}_submitted_at"]
-    expected += ["required_passed", "passed"]
+    expected += ["required_passed", "verdict"]
     assert list(frame.columns) == expected
     # Same columns with no rows at all.
-    assert list(wide_table(course, []).columns) == expected
+    assert list(wide_table(course, [], AFTER).columns) == expected
 
 
 def test_wide_rows_sorted_by_student_roster_included(course: Course) -> None:
     rows = [make_row("mike"), make_row("Bob"), make_row("alice", "hw2"), make_row("zed", "hw6")]
-    frame = wide_table(course, rows, roster=["carol", "alice", "nina"])
+    frame = wide_table(course, rows, AFTER, roster=["carol", "alice", "nina"])
     assert list(frame["student"]) == ["Bob", "alice", "carol", "mike", "nina", "zed"]
 
 
 def test_missing_ha_and_roster_only_student(course: Course) -> None:
-    frame = wide_table(course, [make_row("alice", "hw1", raw=80.0, final=80.0)],
+    frame = wide_table(course, [make_row("alice", "hw1", raw=80.0, final=80.0)], AFTER,
                        roster=["carol"]).set_index("student")
     alice, carol = frame.loc["alice"], frame.loc["carol"]
     assert (alice["hw1_status"], alice["hw1_final"], alice["hw1_raw"]) == ("ok", 80.0, 80.0)
@@ -68,7 +70,7 @@ def test_missing_ha_and_roster_only_student(course: Course) -> None:
         assert pd.isna(alice[f"{a}_submitted_at"])
     for a in ("hw1", "hw2", "hw3", "hw4", "hw5", "hw6"):
         assert (carol[f"{a}_status"], carol[f"{a}_final"]) == ("missing", 0.0)
-    assert (carol["required_passed"], carol["passed"]) == (0, "no")
+    assert (carol["required_passed"], carol["verdict"]) == (0, "failed")
 
 
 def test_counted_row_is_the_latest_submission(course: Course) -> None:
@@ -79,7 +81,7 @@ def test_counted_row_is_the_latest_submission(course: Course) -> None:
         make_row(sha256="unknown", submitted_at=None, raw=50.0, cap=None, final=None,
                  graded_at="2027-01-01T00:00:00+00:00"),
     ]
-    frame = wide_table(course, rows)
+    frame = wide_table(course, rows, AFTER)
     assert frame.loc[0, "hw1_final"] == 90.0
     assert frame.loc[0, "hw1_submitted_at"] == "2026-11-04T11:00:00+03:00"
     assert list(long_table(course, rows)["sha256"]) == ["late"]
@@ -88,7 +90,7 @@ def test_counted_row_is_the_latest_submission(course: Course) -> None:
 def test_same_time_regraded_row_counts(course: Course) -> None:
     rows = [make_row(sha256="b", raw=20.0, final=20.0, graded_at="2026-12-10T00:00:00+00:00"),
             make_row(sha256="a", raw=70.0, final=70.0, graded_at="2026-12-09T00:00:00+00:00")]
-    assert wide_table(course, rows).loc[0, "hw1_final"] == 20.0
+    assert wide_table(course, rows, AFTER).loc[0, "hw1_final"] == 20.0
 
 
 def test_counted_row_compares_instants_not_offsets(course: Course) -> None:
@@ -100,7 +102,7 @@ def test_counted_row_compares_instants_not_offsets(course: Course) -> None:
             make_row(sha256="second", submitted_at="2026-11-04T09:00:00+00:00", raw=95.0,
                      final=95.0)]
     assert list(long_table(course, rows)["sha256"]) == ["second"]
-    assert wide_table(course, rows).loc[0, "hw1_final"] == 95.0
+    assert wide_table(course, rows, AFTER).loc[0, "hw1_final"] == 95.0
 
 
 @pytest.mark.parametrize(
@@ -121,34 +123,45 @@ def test_display_status(status: str, submitted_at: str | None, shown: str,
                         course: Course) -> None:
     row = make_row(status=Status(status), submitted_at=submitted_at)
     assert display_status(row) is Status(shown)
-    assert wide_table(course, [row]).loc[0, "hw1_status"] == shown
+    assert wide_table(course, [row], AFTER).loc[0, "hw1_status"] == shown
     assert long_table(course, [row]).loc[0, "status"] == shown
 
 
 # finals of hw1..hw6 (course rule: final >= 50 on at least 4 of the 5 required HAs; hw6 is
-# optional). "-" means no submission; None means submitted with an unknown time.
+# optional). "-" means no submission; None means a final that waits (an unknown time).
 PASS_CASES = [
-    pytest.param([50, 50, 50, 50, "-", "-"], 4, "yes", id="exactly-four-at-50"),
-    pytest.param([100, 100, 100, 100, 100, 100], 5, "yes", id="all"),
-    pytest.param([100, 100, 100, 49.99, 100, "-"], 4, "yes", id="one-just-below"),
-    pytest.param([100, 100, 100, 49.99, 0, "-"], 3, "no", id="three"),
-    pytest.param([100, 100, 100, "-", "-", 100], 3, "no", id="optional-does-not-count"),
-    pytest.param([100, 100, 100, None, "-", "-"], 3, "pending", id="three-and-one-unknown"),
-    pytest.param([100, 100, None, None, 0, "-"], 2, "pending", id="two-and-two-unknown"),
-    pytest.param([100, 100, None, "-", "-", "-"], 2, "no", id="two-and-one-unknown"),
-    pytest.param([100, 100, 100, 100, None, "-"], 4, "yes", id="passed-despite-unknown"),
-    pytest.param([100, 100, 100, "-", "-", None], 3, "no", id="unknown-optional-no-help"),
-    pytest.param(["-"] * 6, 0, "no", id="nothing"),
+    pytest.param([50, 50, 50, 50, "-", "-"], 4, "passed", id="exactly-four-at-50"),
+    pytest.param([100, 100, 100, 100, 100, 100], 5, "passed", id="all"),
+    pytest.param([100, 100, 100, 49.99, 100, "-"], 4, "passed", id="one-just-below"),
+    pytest.param([100, 100, 100, 49.99, 0, "-"], 3, "failed", id="three"),
+    pytest.param([100, 100, 100, "-", "-", 100], 3, "failed", id="optional-does-not-count"),
+    pytest.param([100, 100, 100, None, "-", "-"], 3, "open", id="three-and-one-unknown"),
+    pytest.param([100, 100, None, None, 0, "-"], 2, "open", id="two-and-two-unknown"),
+    pytest.param([100, 100, None, "-", "-", "-"], 2, "failed", id="two-and-one-unknown"),
+    pytest.param([100, 100, 100, 100, None, "-"], 4, "passed", id="passed-despite-unknown"),
+    pytest.param([100, 100, 100, "-", "-", None], 3, "failed", id="unknown-optional-no-help"),
+    pytest.param(["-"] * 6, 0, "failed", id="nothing"),
 ]
 
 
-@pytest.mark.parametrize(("finals", "count", "passed"), PASS_CASES)
-def test_passed_yes_no_pending(course: Course, finals: list[object], count: int,
-                               passed: str) -> None:
+@pytest.mark.parametrize(("finals", "count", "verdict"), PASS_CASES)
+def test_verdict_after_the_course(course: Course, finals: list[object], count: int,
+                                  verdict: str) -> None:
     rows = [row_with_final("alice", f"hw{i}", final)  # type: ignore[arg-type]
             for i, final in enumerate(finals, start=1) if final != "-"]
-    frame = wide_table(course, rows, roster=["alice"])
-    assert (frame.loc[0, "required_passed"], frame.loc[0, "passed"]) == (count, passed)
+    frame = wide_table(course, rows, AFTER, roster=["alice"])
+    assert (frame.loc[0, "required_passed"], frame.loc[0, "verdict"]) == (count, verdict)
+
+
+@pytest.mark.parametrize(("now", "verdict"), [
+    pytest.param("2026-11-26T12:00:00+03:00", "open", id="hw4-and-hw5-windows-open"),
+    pytest.param("2026-12-20T12:00:00+03:00", "failed", id="every-window-closed"),
+])
+def test_a_student_who_can_still_pass_is_open_not_failed(course: Course, now: str,
+                                                           verdict: str) -> None:
+    rows = [row_with_final("alice", f"hw{i}", 100.0) for i in (1, 2, 3)]
+    frame = wide_table(course, rows, dt.datetime.fromisoformat(now), roster=["alice"])
+    assert (frame.loc[0, "required_passed"], frame.loc[0, "verdict"]) == (3, verdict)
 
 
 def test_long_table(course: Course) -> None:
@@ -175,13 +188,17 @@ def test_write_csv_quoting_roundtrips(tmp_path: Path) -> None:
     path = tmp_path / "out" / "grades.csv"
     write_csv(frame, path)
 
+    # every cell on one line: a line break is shown, a tab is a space; quoting keeps the rest
+    shown = [name.replace("\r\n", " ⏎ ").replace("\n", " ⏎ ").replace("\t", " ")
+             for name in TRICKY]
+    assert path.read_text(encoding="utf-8").count("\n") == len(TRICKY) + 1
     with path.open(encoding="utf-8", newline="") as f:
         records = list(csv.reader(f))
     assert records[0] == ["student", "score"]
-    assert records[1:] == [[name, f"{i:.2f}"] for i, name in enumerate(TRICKY)]
+    assert records[1:] == [[name, f"{i:.2f}"] for i, name in enumerate(shown)]
 
     back = pd.read_csv(path, encoding="utf-8", keep_default_na=False)
-    assert list(back["student"]) == TRICKY
+    assert list(back["student"]) == shown
     assert list(back["score"]) == [float(i) for i in range(len(TRICKY))]
 
 
@@ -200,7 +217,9 @@ def test_write_csv_is_utf8_without_bom(tmp_path: Path) -> None:
         pytest.param("@SUM(A1:A9)", "'@SUM(A1:A9)", id="at"),
         pytest.param('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")',
                      id="hyperlink"),
-        pytest.param("\t=1", "'\t=1", id="tab"),
+        pytest.param("\t=1", "' =1", id="tab"),
+        pytest.param(" =1+1", "' =1+1", id="space-before-equals"),
+        pytest.param("\r=1+1", " ⏎ =1+1", id="carriage-return: no row of its own"),
         pytest.param("a=b", "a=b", id="equals-inside"),
         pytest.param("alice", "alice", id="plain"),
         pytest.param("", "", id="empty"),
@@ -289,7 +308,7 @@ def test_golden_rows_cover_every_tier(course: Course) -> None:
 @pytest.mark.parametrize("kind", ["wide", "long"])
 def test_golden_csv(course: Course, tmp_path: Path, kind: str) -> None:
     rows = golden_rows(course)
-    frame = (wide_table(course, rows, roster=["carol", "alice"]) if kind == "wide"
+    frame = (wide_table(course, rows, AFTER, roster=["carol", "alice"]) if kind == "wide"
              else long_table(course, rows))
     written = tmp_path / f"gradebook_{kind}.csv"
     write_csv(frame, written)
@@ -303,21 +322,21 @@ def test_golden_csv(course: Course, tmp_path: Path, kind: str) -> None:
 
 def test_golden_wide_values(course: Course) -> None:
     # The golden file was checked by eye; these are the facts that check relied on.
-    frame = wide_table(course, golden_rows(course), roster=["carol"]).set_index("student")
+    frame = wide_table(course, golden_rows(course), AFTER, roster=["carol"]).set_index("student")
     alice = frame.loc["alice"]
     assert [alice[f"hw{i}_cap"] for i in range(1, 7)] == [100.0, 75.0, 50.0, 0.0, 100.0, 100.0]
     assert [alice[f"hw{i}_final"] for i in range(1, 7)] == [80.0, 75.0, 50.0, 0.0, 50.0, 100.0]
     # hw1 80, hw2 75, hw3 50 and hw5 50 reach 50 %; hw4 (0) fails; hw6 is optional.
-    assert (alice["required_passed"], alice["passed"]) == (4, "yes")
+    assert (alice["required_passed"], alice["verdict"]) == (4, "passed")
     bob = frame.loc["bob"]
     assert (bob["hw1_status"], bob["hw1_raw"]) == ("time_unknown", 100.0)
     assert pd.isna(bob["hw1_final"]) and pd.isna(bob["hw1_cap"])
     assert (bob["hw4_status"], bob["hw4_final"]) == ("missing", 0.0)
-    assert (bob["required_passed"], bob["passed"]) == (1, "no")
-    assert (frame.loc["Ёлкина, Анна", "required_passed"], frame.loc["Ёлкина, Анна", "passed"]) \
-        == (4, "yes")
+    assert (bob["required_passed"], bob["verdict"]) == (1, "failed")
+    assert (frame.loc["Ёлкина, Анна", "required_passed"], frame.loc["Ёлкина, Анна", "verdict"]) \
+        == (4, "passed")
     assert (frame.loc["dave", "hw1_final"], frame.loc["dave", "hw1_status"]) == (100.0, "ok")
-    assert (frame.loc["carol", "required_passed"], frame.loc["carol", "passed"]) == (0, "no")
+    assert (frame.loc["carol", "required_passed"], frame.loc["carol", "verdict"]) == (0, "failed")
 
 
 def test_best_policy_counts_the_highest_final(course: Course) -> None:
@@ -329,13 +348,13 @@ def test_best_policy_counts_the_highest_final(course: Course) -> None:
     assert counted_rows(rows)[("alice", "hw1")] is late
     assert counted_rows(rows, "best")[("alice", "hw1")] is early
     best = replace(course, counted="best")
-    assert wide_table(best, rows).set_index("student").loc["alice", "hw1_final"] == 90.0
+    assert wide_table(best, rows, AFTER).set_index("student").loc["alice", "hw1_final"] == 90.0
 
 
 def test_roster_from_the_course_gives_names_emails_and_missing_students(course: Course) -> None:
 
     with_roster = replace(course, roster=(RosterEntry("alice", "Alice A.", "a@uni.example"),
                                           RosterEntry("nina", "Nina N.", "=HYPERLINK(1)")))
-    frame = wide_table(with_roster, [make_row("alice")]).set_index("student")
+    frame = wide_table(with_roster, [make_row("alice")], AFTER).set_index("student")
     assert frame.loc["alice", "name"] == "Alice A." and frame.loc["nina", "hw1_status"] == "missing"
     assert frame.loc["nina", "hw1_final"] == 0.0

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import replace
 
 import pytest
-from rows import REPO_COURSE, Page, make_row
+from rows import REPO_COURSE, Page, make_row, markdown_text
 
 from grader.course.config import Course, load_course
 from grader.output.feedback import feedback_html, feedback_markdown
@@ -51,7 +51,7 @@ def outputs(v: RowView, course: Course, row: GradeRow) -> dict[str, str]:
     gradescope = results(v, "visible")
     report = build_report(course, [row], dt.datetime(2026, 12, 20, tzinfo=dt.UTC))
     return {
-        "markdown": feedback_markdown(v),
+        "markdown": markdown_text(feedback_markdown(v)),
         "html": Page(feedback_html(v)).text,
         "gradescope": gradescope["output"] + "\n" + "\n".join(
             f"{t['name']} {t['score']:g}/{t['max_score']:g} {t['output']}"

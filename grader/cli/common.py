@@ -18,8 +18,9 @@ gradebook_option = click.option(
     help="The SQLite gradebook (created if missing).")
 
 err = Console(stderr=True, highlight=False)
-# rich falls back to 80 columns when not on a terminal; a summary piped to a log stays readable
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+# rich falls back to 80 columns when not on a terminal: a summary piped to a log or a file would
+# have its columns cut ("cell_ti…"); there it is as wide as it needs
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 400)
 
 
 class UsageFailure(click.ClickException):

@@ -83,7 +83,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         graded = grade_all(course, submissions, book, assignments, force, seed,
                            _Printer(), jobs or _cores(), scheduler)
         rows = scored_rows(book, course)
-    write_csv(wide_table(course, rows), csv_path)
+    write_csv(wide_table(course, rows, dt.datetime.now(course.timezone)), csv_path)
     write_feedback(course, rows, feedback_dir)
     _summary(graded)
     out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
@@ -159,8 +159,12 @@ def _summary(graded: list[Graded]) -> None:
               show_default=True, help="One row per student and assignment (LMS import).")
 @click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
               default=DEFAULT_FEEDBACK, show_default=True, help="Folder for per-student feedback.")
+@click.option("--as-of", "as_of", default=None, metavar="WHEN",
+              help="The time the verdict column is made for, ISO 8601 (2026-12-09 or "
+                   "2026-12-09T12:00; the course's time zone unless an offset is given). "
+                   "Default: now.")
 def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Path,
-               feedback_dir: Path) -> None:
+               feedback_dir: Path, as_of: str | None) -> None:
     """Write the gradebook CSVs and the feedback files from the gradebook.
 
     Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
@@ -169,12 +173,25 @@ def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Pa
     from grader.output.tables import long_table, wide_table, write_csv
 
     course = load_course(course_path)
+    now = _as_of(course, as_of)
     rows = _rows(gradebook, course)
-    write_csv(wide_table(course, rows), csv_path)
+    write_csv(wide_table(course, rows, now), csv_path)
     write_csv(long_table(course, rows), long_path)
     written = write_feedback(course, rows, feedback_dir)
     out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) (Markdown "
               f"and HTML) in {feedback_dir}/")
+
+
+def _as_of(course: Course, as_of: str | None) -> dt.datetime:
+    """The time ``--as-of`` names (the course's time zone unless it gives an offset), or now."""
+    if as_of is None:
+        return dt.datetime.now(course.timezone)
+    try:
+        now = dt.datetime.fromisoformat(as_of)
+    except ValueError:
+        raise UsageFailure(f"--as-of: expected a date or time like 2026-12-09T12:00, "
+                           f"got {as_of!r}") from None
+    return now if now.tzinfo is not None else now.replace(tzinfo=course.timezone)
 
 
 def _rows(gradebook: Path, course: Course) -> list[GradeRow]:
@@ -204,15 +221,7 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
     from grader.tools.report_page import write_report  # matplotlib, copydetect: only here
 
     course = load_course(course_path)
-    now = dt.datetime.now(course.timezone)
-    if as_of is not None:
-        try:
-            now = dt.datetime.fromisoformat(as_of)
-        except ValueError:
-            raise UsageFailure(f"--as-of: expected a date or time like 2026-12-09T12:00, "
-                               f"got {as_of!r}") from None
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=course.timezone)
+    now = _as_of(course, as_of)
     if out_path.is_dir():  # said before the work, not after it
         raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
                            f"page to write, e.g. {out_path / 'report.html'})")

@@ -82,7 +82,7 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
     """
     course = load_course(course_path)
     try:
-        nb = read_notebook(notebook)
+        nb = read_notebook(notebook, course.limits.max_notebook_mb)
     except MalformedNotebook as exc:
         raise UsageFailure(f"{notebook}: {exc}") from None
     try:

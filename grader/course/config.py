@@ -110,6 +110,7 @@ _LIMIT_KEYS = {
     "cell_timeout_s": float, "notebook_timeout_s": float, "call_timeout_s": float,
     "checks_timeout_s": float, "judge_timeout_s": float, "kernel_start_s": float,
     "memory_mb": int, "cpu_s": int, "fsize_mb": int, "nproc": int, "max_output_chars": int,
+    "max_reply_mb": int, "max_notebook_mb": int,
     "tmp_mb": int, "sandbox": str,
 }
 _SANDBOX_MODES = ("auto", "required", "off")

@@ -5,6 +5,8 @@ student must write sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` 
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -23,8 +25,17 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 METADATA_KEY = "nncourse"
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook; raise MalformedNotebook with a student-readable reason."""
+def read_notebook(path: Path, max_mb: float = 0) -> nbformat.NotebookNode:
+    """Read and validate a notebook; raise MalformedNotebook with a student-readable reason.
+    A file over ``max_mb`` megabytes (0: no limit) is refused before it is read."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise MalformedNotebook(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    if max_mb and size > max_mb * 2**20:
+        raise MalformedNotebook(f"{path.name} is {size / 2**20:.1f} MB, more than the "
+                                f"{max_mb:g} MB a notebook may be (clear its outputs, or "
+                                f"save large data in files beside it)")
     try:
         nb = nbformat.read(path, as_version=4)
     except UnicodeDecodeError:
@@ -76,6 +87,29 @@ def assignment_of(course: Course, path: Path, nb: nbformat.NotebookNode) -> str:
     raise ConfigError(f"{path}: cannot tell which homework this is: no homework id in its "
                       f"metadata, and neither its name {path.name!r} nor its folder {folder!r} "
                       f"is one of the course's (known: {known})")
+
+
+def defined_names(path: Path) -> tuple[str, ...]:
+    """The functions and classes a notebook's code cells define at the top level, in the
+    notebook's order (for a student notebook: its tasks). Read once per state of the file."""
+    try:
+        return _defined_names(path, path.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=16)
+def _defined_names(path: Path, state: int) -> tuple[str, ...]:
+    del state  # the cache key: the file as it is now
+    found: list[str] = []
+    for source in code_cells(path):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        found += [node.name for node in tree.body if isinstance(
+            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name not in found]
+    return tuple(found)
 
 
 def code_cells(path: Path) -> list[str]:

@@ -24,9 +24,17 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from grader.errors import ChecksTimeout, ProtocolError, StudentError
+from grader.errors import ChecksTimeout, ProtocolError, StudentError, StudentRaised
 from grader.kernel.bridge import kernel_end, wire
-from grader.text import LOG_CHARS, clip_end
+from grader.text import (
+    LOG_CHARS,
+    NAME_CHARS,
+    QUOTE_CHARS,
+    clip,
+    clip_end,
+    one_line,
+    text_block,
+)
 
 # Layer types a ReturnedModule may be rebuilt from, with the constructor arguments the kernel
 # reports for each (the kernel's end gets this table when it is installed).
@@ -114,14 +122,39 @@ class ReturnedModule:
             layer: nn.Module = getattr(nn, info.type)(**kwargs)
             return layer
 
-        module = build("")
+        # built without memory (the meta device), then given the returned tensors themselves:
+        # layers whose declared sizes the returned weights do not hold are refused, never
+        # allocated in the grader's process, however large the student made them
+        with torch.device("meta"):
+            module = build("")
         try:
-            module.load_state_dict(dict(self.state_dict))
+            state = {k: v.clone() if isinstance(v, torch.Tensor) else v  # the record stays as sent
+                     for k, v in self.state_dict.items()}
+            module.load_state_dict(state, assign=True)
         except RuntimeError as exc:
-            raise StudentError(f"returned weights do not fit the returned layers: {exc}") from exc
+            raise StudentError(f"returned weights do not fit the returned layers: "
+                               f"{one_line(str(exc), QUOTE_CHARS)}") from exc
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            raise StudentError("the returned layers hold tensors that were not returned")
         for name, sub in module.named_modules():
             sub.train(self.training.get(name, False))
         return module
+
+
+def short_repr(value: Any) -> str:
+    """An argument as a failure message shows it: a tensor by its shape, a module spec by its
+    class, anything else by a short repr."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}"
+    if isinstance(value, ModuleSpec):
+        return f"nn.{value.name}(...)" if value.kind == "layer" else f"a {value.name} model"
+    return clip(repr(value), 60)
+
+
+def call_text(function: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """``function(arg, ..., key=value)`` as a failure message shows a call."""
+    shown = [*map(short_repr, args), *(f"{k}={short_repr(v)}" for k, v in kwargs.items())]
+    return f"{function}({', '.join(shown)})"
 
 
 def _spec_to_wire(spec: ModuleSpec) -> dict[str, Any]:
@@ -279,19 +312,36 @@ def judge_source_of(program: Callable[..., Any] | str) -> tuple[str, str]:
     return source_of(program)
 
 
+@dataclass
+class Answers:
+    """How many answers the kernel (or a judge) has given the checks so far, and from what: a
+    check that breaks on what came back is the student's failure, not the grader's."""
+
+    count: int = 0
+    last: str = ""
+
+    def came(self, what: str) -> None:
+        self.count += 1
+        self.last = what
+
+
 class Student:
     """What the ``student`` fixture gives a check: calls into the student's live kernel."""
 
     def __init__(self, transport: Transport, call_timeout: float, judge: Judge | None = None,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, answers: Answers | None = None,
+                 memory_mb: int = 0) -> None:
         self._transport = transport
         self.call_timeout = call_timeout
         self._judge = judge  # over the kernel's working folder, if any
         self.budget = budget or Budget(None)
+        self.answers = answers or Answers()
+        self.memory_mb = memory_mb  # the kernel's limit, named when the student's code hits it
 
     def with_timeout(self, seconds: float) -> Student:
         """The same kernel with another per-call limit (a check whose call trains a model)."""
-        return Student(self._transport, seconds, self._judge, self.budget)
+        return Student(self._transport, seconds, self._judge, self.budget, self.answers,
+                       self.memory_mb)
 
     def files(self) -> dict[str, int]:
         """Files the notebook wrote in its working folder: relative path -> size in bytes."""
@@ -306,8 +356,10 @@ class Student:
         program defining ``judge(folder, inputs)`` (judge_source_of). See grader/kernel/judge.py."""
         name, source = judge_source_of(function)
         judge = self._need_judge()
-        return self._bounded(name, judge.timeout_s if timeout is None else timeout,
-                             lambda seconds: judge.run(source, inputs, seconds, name))
+        value = self._bounded(name, judge.timeout_s if timeout is None else timeout,
+                              lambda seconds: judge.run(source, inputs, seconds, name))
+        self.answers.came("the files the notebook wrote")
+        return value
 
     def _need_judge(self) -> Judge:
         if self._judge is None:
@@ -329,6 +381,28 @@ class Student:
         names), and return its result, decoded as data."""
         name, source = source_of(function)
         return self._request({"name": name, "source": source}, args, kwargs)["value"]
+
+    def _raised(self, head: Mapping[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                reply: Mapping[str, Any]) -> StudentRaised:
+        """What the student reads when their code raised: the function and the call (a check's
+        own code sent to the kernel is never named), or that a name is not defined."""
+        said = str(reply.get("error", ""))  # "Class: message", as an older kernel's end sends it
+        ename = one_line(str(reply.get("ename") or said.partition(":")[0] or "Error"), NAME_CHARS)
+        message = text_block(str(reply.get("message", said.partition(":")[2])), lines=3,
+                             limit=QUOTE_CHARS)
+        driven = head.get("source") is not None  # the check's own code ran the notebook's
+        function = str(reply.get("where") or ("" if driven else head["name"]))
+        missing = reply.get("missing")
+        if ename == "NameError" and isinstance(missing, str):
+            text = (f"{missing} is not defined in your notebook (define it at the top level "
+                    f"of a cell, with this name, and run the notebook from the top)")
+            return StudentRaised(text, missing, ename, message)
+        call = (call_text(str(head["name"]), args, kwargs) if not driven
+                else f"{function}(...)" if function else "your notebook's code")
+        text = f"{call} raised {ename}" + (f": {message}" if message else "")
+        if ename == "MemoryError" and self.memory_mb:
+            text += f" (the notebook's kernel may use at most {self.memory_mb} MB of memory)"
+        return StudentRaised(text, function or str(head["name"]), ename, message)
 
     def _bounded(self, what: str, limit: float, run: Callable[[float], T]) -> T:
         """``run(seconds)`` within ``limit`` seconds and the time left to the check stage; a
@@ -358,6 +432,8 @@ class Student:
             if reply.get("stage") == "reply":
                 raise StudentError(f"{head['name']} returned something that cannot be sent "
                                    f"back: {error}")
-            raise StudentError(f"{head['name']} raised {error}")
-        return {"value": decode(reply.get("value")),
-                "args_after": [decode(a) for a in reply.get("args_after", [])]}
+            raise self._raised(head, args, kwargs, reply)
+        decoded = {"value": decode(reply.get("value")),
+                   "args_after": [decode(a) for a in reply.get("args_after", [])]}
+        self.answers.came(str(head["name"]))
+        return decoded

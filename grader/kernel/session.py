@@ -38,7 +38,7 @@ from grader.kernel.bridge import wire
 from grader.kernel.protocol import REBUILDABLE
 from grader.kernel.zygote import BRIDGE_PACKAGE, Channel, base_env
 from grader.records import Limits
-from grader.text import QUOTE_CHARS, clip, first_line, last_line
+from grader.text import QUOTE_CHARS, clip, first_line, last_line, one_line
 
 KERNEL_NAME = "nncourse-grader"
 MAX_COPIED_FILE = 50 * 2**20
@@ -202,6 +202,10 @@ async def _reply_to(channel: Any, msg_id: str, timeout: float) -> dict[str, Any]
     return None
 
 
+# How long the outputs of a request may lag behind its reply before they are taken as lost.
+IOPUB_GRACE_S = 1.0
+RECONNECT_TIMEOUT_S = 30.0
+
 # A client connects before the new kernel has bound its sockets; ZeroMQ then retries every
 # RECONNECT_IVL ms (default 100), and the first answer waits for the next retry.
 RECONNECT_MS = 5
@@ -300,13 +304,13 @@ class KernelSession:
     protocol's transport. Once the kernel dies or stops answering, ``lost`` says why, and every
     later request fails at once with that reason (the student's, not the grader's)."""
 
-    def __init__(self, km: KernelManager, space: Workspace, start_timeout: float) -> None:
+    def __init__(self, km: KernelManager, space: Workspace, start_timeout: float,
+                 max_reply_bytes: int = 0) -> None:
         self._km = km
         self._space = space
         self.workdir = space.workdir
-        self._kc = km.blocking_client()
-        self._kc.start_channels()
-        self._kc.wait_for_ready(timeout=start_timeout)
+        self._max_reply = max_reply_bytes
+        self._kc = self._client(start_timeout)
         self._log_start = log_size(space.log)  # what the kernel says from here on
         self.lost = ""
 
@@ -341,15 +345,41 @@ class KernelSession:
 
         reply = self._execute(f"__grader_bridge__({request_json!r})", timeout, hook)
         if not payloads:
-            why = f"{reply.get('ename')}: {reply.get('evalue')}" if reply.get("ename") else ""
-            raise StudentError(f"the kernel sent no answer {why}".strip())
+            if reply.get("ename"):
+                raise StudentError(f"the kernel sent no answer: {one_line(str(reply['ename']))}: "
+                                   f"{first_line(str(reply.get('evalue', '')))}")
+            limit = f" (an answer larger than {self._max_reply / 2**20:g} MB is dropped)" \
+                if self._max_reply else ""
+            self._reconnect()  # ZeroMQ closed the connection that carried the dropped answer
+            raise StudentError(f"the kernel sent no answer{limit}")
         try:
             answer = json.loads(payloads[-1])
         except ValueError as exc:
             raise StudentError("the kernel's answer was not valid JSON") from exc
+        except RecursionError:
+            raise StudentError("the kernel's answer was nested too deeply") from None
         if not isinstance(answer, dict):
             raise StudentError("the kernel's answer was not a JSON object")
         return answer
+
+    def _client(self, timeout: float) -> BlockingKernelClient:
+        """A client connected to the kernel, once it answers on every channel."""
+        client = self._km.blocking_client()
+        # ZeroMQ drops a message past this size (and the connection that sent it) before any of
+        # it is held here: what a kernel answers can never fill the grader's memory
+        if self._max_reply:
+            client.context.setsockopt(zmq.MAXMSGSIZE, self._max_reply)
+        client.start_channels()
+        client.wait_for_ready(timeout=timeout)
+        return client
+
+    def _reconnect(self) -> None:
+        """A new client: the connection that carried a dropped answer is closed."""
+        self._kc.stop_channels()
+        try:
+            self._kc = self._client(RECONNECT_TIMEOUT_S)
+        except RuntimeError:
+            self.lost = "the kernel stopped answering during the checks"
 
     def _execute(self, code: str, timeout: float, hook: Hook) -> dict[str, Any]:
         if self.lost:
@@ -369,6 +399,8 @@ class KernelSession:
         msg_id = self._kc.execute(code, store_history=False, allow_stdin=False,
                                   stop_on_error=False)
         deadline = time.monotonic() + timeout
+        reply: dict[str, Any] | None = None
+        replied = 0.0  # when the reply came
         idle = False
         while not idle:
             try:
@@ -376,21 +408,39 @@ class KernelSession:
             except queue.Empty:
                 if not self._km.is_alive():
                     raise StudentError(self._died()) from None
+                if reply is None:
+                    reply = self._reply_if_any(msg_id)
+                    replied = time.monotonic()
+                elif time.monotonic() > replied + IOPUB_GRACE_S:
+                    # the reply came but the kernel's outputs stopped: a message past the size
+                    # limit was dropped with its connection, and the rest of them with it
+                    return reply
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             hook(msg)
             idle = (msg["msg_type"] == "status"
                     and msg["content"].get("execution_state") == "idle")
-        while True:
+        while reply is None:
             try:
-                reply = self._kc.get_shell_msg(timeout=self._poll(deadline))
+                found = self._kc.get_shell_msg(timeout=self._poll(deadline))
             except queue.Empty:
                 if not self._km.is_alive():
                     raise StudentError(self._died()) from None
                 continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return cast(dict[str, Any], reply["content"])
+            if found["parent_header"].get("msg_id") == msg_id:
+                reply = cast(dict[str, Any], found["content"])
+        return reply
+
+    def _reply_if_any(self, msg_id: str) -> dict[str, Any] | None:
+        """The execute reply to ``msg_id`` if it has come (other replies are dropped)."""
+        while True:
+            try:
+                found = self._kc.get_shell_msg(timeout=0)
+            except queue.Empty:
+                return None
+            if found["parent_header"].get("msg_id") == msg_id:
+                return cast(dict[str, Any], found["content"])
 
     @staticmethod
     def _poll(deadline: float) -> float:

@@ -15,28 +15,37 @@ from grader.output.files import write_text_atomic
 from grader.output.pages import render
 from grader.output.view import RowView, counted_rows, view
 from grader.records import GradeRow
+from grader.text import markdown_block, markdown_inline
 
 
 def feedback_markdown(v: RowView) -> str:
-    """The feedback for one graded submission, as Markdown."""
-    lines = [f"# {v.title} ({v.assignment}): feedback for {v.student}", "",
+    """The feedback for one graded submission, as Markdown: what a submission controls is
+    escaped (one line) or fenced (a check's message), so it is shown, never rendered."""
+    md = markdown_inline
+    lines = [f"# {v.title} ({v.assignment}): feedback for {md(v.student)}", "",
              f"- Final score: **{v.final_words}**",
              f"- Checks: {v.checks_earned:g} of {v.checks_possible:g} points"
              + ("" if v.written else f" (raw {v.raw:.2f} %)"),
              *_written_summary(v),
-             f"- Late rule: {v.cap_words}",
+             f"- Late rule: {md(v.cap_words)}",
              f"- Submitted: {v.submitted_at}; graded: {v.graded_at}", "",
              f"## Your notebook's run: {v.status.value}", "", v.status_words, "",
-             f"({v.detail})", ""]
+             f"({md(v.detail)})", ""]
     if v.cell_errors:
         lines += ["## Cells that raised an error or were interrupted", ""]
-        lines += [f"- {error}" for error in v.cell_errors]
+        lines += [f"- {md(error)}" for error in v.cell_errors]
         lines.append("")
     lines += ["## Checks", ""]
-    for check in v.checks:
-        mark = "passed" if check.passed else check.outcome
-        lines.append(f"- [{mark}] {check.title} ({check.earned:g} of {check.points:g} pt)")
-        lines += [f"  > {line}" for line in check.message.splitlines()]
+    for task, checks in v.groups:
+        lines += [f"### `{task}`" if task else "### Other checks", ""]
+        for check in checks:
+            mark = "passed" if check.passed else check.outcome
+            lines.append(f"- [{mark}] {md(check.title)} ({check.earned:g} of {check.points:g} "
+                         f"pt)")
+            if check.message:
+                lines += ["", *(f"  {line}" for line in markdown_block(check.message).split(
+                    "\n")), ""]
+        lines.append("")
     lines += _written_markdown(v)
     return "\n".join(lines) + "\n"
 
@@ -67,12 +76,12 @@ def _written_markdown(v: RowView) -> list[str]:
         if m.missing:
             lines.append("No answer was found for this question.")
         if m.flag:
-            lines += [f"({m.flag})", ""]
+            lines += [f"({markdown_inline(m.flag)})", ""]
         lines += [f"- [{item.points:+g}] {item.text}" for item in m.items]
         if m.override and m.earned is not None:
             lines.append(f"- points given by the marker: {m.earned:g}")
-        if m.comment:
-            lines += ["", "Comment:", *(f"> {line}" for line in m.comment.splitlines())]
+        if m.comment:  # the marker's words, shown as they were typed
+            lines += ["", "Comment:", "", markdown_block(m.comment)]
     return lines
 
 

@@ -7,29 +7,31 @@ to a temporary name first and then renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from grader.course.config import Course
-from grader.course.rules import passes
 from grader.output.files import write_text_atomic
+from grader.output.standing import standing
 from grader.output.view import counted_rows, display_status
 from grader.records import GradeRow, Status
+from grader.text import csv_cell
 
 PER_HA = ("raw", "cap", "final", "status", "submitted_at")
 LONG_COLUMNS = ["student", "assignment", "required", "raw", "cap", "final", "status",
                 "submitted_at", "detail", "sha256", "seed", "graded_at"]
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def wide_table(course: Course, rows: Iterable[GradeRow],
+def wide_table(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
                roster: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per student, sorted by student id, columns in the documented fixed order:
     ``student``, ``name``, ``email`` (from the roster, empty without one), then per assignment
     ``<id>_raw, <id>_cap, <id>_final, <id>_status, <id>_submitted_at``, then
-    ``required_passed`` and ``passed`` (yes / no / pending). Students on the roster who
+    ``required_passed`` and ``verdict`` as of ``now`` (``passed``; ``failed``: can no longer
+    pass; ``open``: can still pass, see ``grader.output.standing``). Students on the roster who
     submitted nothing appear with status ``missing`` and 0."""
     counted = counted_rows(rows, course.counted)
     people = {s.id: s for s in course.roster}
@@ -41,8 +43,6 @@ def wide_table(course: Course, rows: Iterable[GradeRow],
         record: dict[str, object] = {"student": student,
                                      "name": person.name if person else "",
                                      "email": person.email if person else ""}
-        finals: list[float | None] = []
-        unknown = 0
         for a in course.assignments:
             row = counted.get((student, a.id))
             if row is None:
@@ -54,19 +54,13 @@ def wide_table(course: Course, rows: Iterable[GradeRow],
                           "submitted_at": row.submitted_at}
             for key in PER_HA:
                 record[f"{a.id}_{key}"] = values[key]
-            if a.required:
-                final = 0.0 if row is None else row.final
-                finals.append(final)
-                unknown += final is None
-        count, passed = passes(finals, course.pass_rule.min_percent,
-                               course.pass_rule.min_required)
-        record["required_passed"] = count
-        record["passed"] = ("yes" if passed else
-                            "pending" if count + unknown >= course.pass_rule.min_required else "no")
+        where = standing(course, student, counted, now)
+        record["required_passed"] = where.passed
+        record["verdict"] = where.verdict.value
         records.append(record)
     columns = ["student", "name", "email"] + \
         [f"{a.id}_{k}" for a in course.assignments for k in PER_HA] + \
-        ["required_passed", "passed"]
+        ["required_passed", "verdict"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -83,13 +77,8 @@ def long_table(course: Course, rows: Iterable[GradeRow]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=LONG_COLUMNS)
 
 
-def _neutralise(value: object) -> object:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as UTF-8 CSV at ``path`` atomically, formulas neutralised."""
-    safe = frame.map(_neutralise)
+    """Write ``frame`` as UTF-8 CSV at ``path`` atomically, every text cell on one line and
+    formulas neutralised (``grader.text.csv_cell``)."""
+    safe = frame.map(csv_cell)
     write_text_atomic(path, safe.to_csv(index=False, float_format="%.2f", lineterminator="\n"))

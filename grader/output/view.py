@@ -1,5 +1,8 @@
 """One view of a gradebook row: everything a person reads about one graded submission.
 
+Every text in a view that a submission controls (the student's id, the detail, the cell errors,
+the checks' messages) is bounded and inert (``grader.text``), whatever the gradebook holds.
+
 ``view`` turns a ``GradeRow`` (and the course: the homework's title, the late policy, the time
 zone) into a ``RowView``; the Markdown and HTML feedback, the report and Gradescope's
 ``results.json`` render from it and from nothing else, so a status or a sentence added here
@@ -17,9 +20,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from grader.course.config import Course
+from grader.course.notebook import defined_names
 from grader.course.questions import Question
 from grader.course.rules import LatePolicy, final_score
-from grader.records import Answer, AppliedItem, GradeRow, Mark, Outcome, QuestionMark, Status
+from grader.errors import ConfigError
+from grader.records import (
+    Answer,
+    AppliedItem,
+    CheckResult,
+    GradeRow,
+    Mark,
+    Outcome,
+    QuestionMark,
+    Status,
+)
+from grader.text import DETAIL_CHARS, NAME_CHARS, one_line, text_block
 
 # What each status means, for the student whose notebook it describes.
 STATUS_WORDS: dict[Status, str] = {
@@ -132,7 +147,8 @@ def with_written(row: GradeRow, written: tuple[QuestionMark, ...],
                  policy: LatePolicy) -> GradeRow:
     """``row`` with its written questions: its points are the checks' plus the marks, its raw
     percent of both, the late cap on that total, and its final pending (None) until every
-    question is marked (or the submission time is known). The one place where marks join the
+    question is marked (and while the checks' own final is pending: an unknown submission
+    time, a grader error to grade again). The one place where marks join the
     checks: the CSVs, the feedback, the report and the pass rule read rows made here."""
     if not written:
         return row
@@ -141,14 +157,18 @@ def with_written(row: GradeRow, written: tuple[QuestionMark, ...],
     possible = checks_possible + sum(m.points for m in written)
     raw = round(100.0 * earned / possible, 2) if possible else 0.0
     pending = any(m.earned is None for m in written)
-    final = None if pending or row.cap is None else round(final_score(raw, row.cap, policy) or
-                                                          0.0, 2)
+    known = row.cap is not None and row.status is not Status.GRADER_ERROR  # as the checks' own
+    final = round(final_score(raw, row.cap, policy) or 0.0, 2) \
+        if known and not pending and row.cap is not None else None
     return dataclasses.replace(row, earned=round(earned, 4), possible=possible, raw=raw,
                                final=final, written=written)
 
 
 def cap_words(row: GradeRow, policy: LatePolicy) -> str:
     """How the final score follows from the raw score and the late cap, in words."""
+    if row.status is Status.GRADER_ERROR:
+        return (f"{row.late_reason} Your final score waits until your instructor has graded "
+                f"this submission again.")
     if row.cap is None:
         return (f"{row.late_reason} Your final score is pending until your instructor knows "
                 f"when you handed in; the checks gave {row.raw:.2f} %.")
@@ -165,7 +185,30 @@ def cap_words(row: GradeRow, policy: LatePolicy) -> str:
 def cell_error_lines(row: GradeRow) -> tuple[str, ...]:
     """Every cell error kept with ``row``, one line each, then how many more there were."""
     more = (f"... and {row.more_cell_errors} more",) if row.more_cell_errors else ()
-    return tuple(str(e) for e in row.cell_errors) + more
+    return tuple(one_line(str(e)) for e in row.cell_errors) + more
+
+
+def _final_words(row: GradeRow) -> str:
+    if row.final is not None:
+        return f"{row.final:.2f} %"
+    if row.status is Status.GRADER_ERROR:
+        return "pending (the grader failed; your instructor grades it again)"
+    if row.cap is None:
+        return "pending (submission time unknown)"
+    return "pending (written answers not marked yet)"
+
+
+def _in_notebook_order(checks: Iterable[CheckResult], course: Course, assignment: str
+                       ) -> list[CheckResult]:
+    """The checks grouped by the student's function they check, in the order the homework's
+    notebook defines them (checks of no known function last), each group by check name."""
+    try:
+        order = {name: i for i, name in
+                 enumerate(defined_names(course.student_notebook(assignment)))}
+    except ConfigError:  # a homework the course no longer has
+        order = {}
+    return sorted(checks, key=lambda c: (c.task not in order, order.get(c.task, 0), c.task,
+                                         c.name))
 
 
 def local_time(iso: str | None, course: Course) -> str:
@@ -185,6 +228,7 @@ class CheckView:
 
     name: str  # file stem::function, for the instructor
     title: str  # what the check tests, in words
+    task: str  # the student's function it checks ("" when not known)
     points: float
     earned: float
     passed: bool
@@ -224,6 +268,17 @@ class RowView:
         return any(m.earned is None for m in self.written)
 
     @property
+    def groups(self) -> tuple[tuple[str, tuple[CheckView, ...]], ...]:
+        """The checks by the function they check, in the notebook's order: (the function's name,
+        or "" for checks of no known function, last; its checks)."""
+        found: list[tuple[str, list[CheckView]]] = []
+        for check in self.checks:
+            if not found or found[-1][0] != check.task:
+                found.append((check.task, []))
+            found[-1][1].append(check)
+        return tuple((task, tuple(checks)) for task, checks in found)
+
+    @property
     def ran_cleanly(self) -> bool:
         """Whether the notebook ran to the end with no trouble (no detail worth showing)."""
         return self.status in (Status.OK, Status.TIME_UNKNOWN)
@@ -234,18 +289,16 @@ def view(row: GradeRow, course: Course) -> RowView:
     titles = {a.id: a.title for a in course.assignments}
     status = display_status(row)
     return RowView(
-        student=row.student, assignment=row.assignment,
+        student=one_line(row.student, NAME_CHARS), assignment=row.assignment,
         title=titles.get(row.assignment, row.assignment), status=status,
-        status_words=STATUS_WORDS[status], detail=row.detail,
+        status_words=STATUS_WORDS[status], detail=one_line(row.detail, DETAIL_CHARS),
         earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
-        final_words=(f"{row.final:.2f} %" if row.final is not None
-                     else "pending (submission time unknown)" if row.cap is None
-                     else "pending (written answers not marked yet)"),
+        final_words=_final_words(row),
         cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
-        checks=tuple(CheckView(c.name, c.title or c.name, c.points, c.earned,
-                               c.outcome is Outcome.PASSED, c.outcome.value,
-                               "" if c.outcome is Outcome.PASSED else c.message)
-                     for c in row.checks),
+        checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.task,
+                               c.points, c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
+                               "" if c.outcome is Outcome.PASSED else text_block(c.message))
+                     for c in _in_notebook_order(row.checks, course, row.assignment)),
         submitted_at=local_time(row.submitted_at, course),
         graded_at=local_time(row.graded_at, course), seconds=row.seconds,
         checks_earned=checks_points(row)[0], checks_possible=checks_points(row)[1],

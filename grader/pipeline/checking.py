@@ -8,11 +8,16 @@ regrade with the recorded seed draws the same inputs.
 
 from __future__ import annotations
 
+import builtins
+import dis
 import functools
 import hashlib
+import inspect
 import os
 import random
+import re
 import sys
+import types
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +25,16 @@ from typing import Any, TypeVar
 import pytest
 import torch
 
-from grader.errors import ChecksConfigError, ProtocolError, StudentError
+from grader.errors import (
+    ChecksConfigError,
+    GraderBug,
+    ProtocolError,
+    StudentError,
+    ZygoteError,
+)
 from grader.kernel.protocol import Student
 from grader.records import CheckInfo, CheckResult, Outcome
-from grader.text import clip_lines
+from grader.text import text_block
 
 _INI = Path(__file__).with_name("checks_pytest.ini")
 
@@ -42,6 +53,7 @@ class _GraderPlugin:
         self.missing_points: list[str] = []
         self.collect_errors: list[str] = []
         self.results: dict[str, CheckResult] = {}
+        self._answers_before = 0
 
     def start(self, student: Student, seed: int, unavailable: str) -> None:
         """Serve the next student: its kernel, the run's seed, no verdicts yet."""
@@ -78,17 +90,20 @@ class _GraderPlugin:
         config.addinivalue_line("markers", "points(n): points a check is worth (required)")
         config.addinivalue_line("markers", "slow_check: the check trains or evaluates a model "
                                            "(the audit runs it on fewer seeds)")
+        config.addinivalue_line("markers", "task(name): the student's function the check is "
+                                           "about, where its code does not call it by name")
         # only the exception's message is read: spare pytest its source-annotated tracebacks
         config.option.tbstyle = "native"
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # past the submission's time for checks, the remaining checks fail without running
         if self._student is not None:
+            self._answers_before = self._student.answers.count
             self._student.budget.remaining()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.collect_errors.append(f"{report.nodeid}: {clip_lines(str(report.longrepr))}")
+            self.collect_errors.append(f"{report.nodeid}: {text_block(str(report.longrepr))}")
 
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
@@ -101,9 +116,11 @@ class _GraderPlugin:
                 continue
             self.points[name] = float(value)
             doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+            task = item.get_closest_marker("task")
             self.infos[name] = CheckInfo(name, float(value),
                                          item.get_closest_marker("slow_check") is not None,
-                                         check_title(doc) or name)
+                                         check_title(doc) or name,
+                                         str(task.args[0]) if task and task.args else _task(item))
         if self._select is not None:
             kept = [item for item in items if _check_name(item) in self._select]
             dropped = [item for item in items if _check_name(item) not in self._select]
@@ -124,11 +141,34 @@ class _GraderPlugin:
             elif excinfo is not None and excinfo.errisinstance(AssertionError):
                 result = self.infos[name].result(Outcome.FAILED,
                                                  _assertion_message(str(excinfo.value)))
+            elif excinfo is not None and self._caused_by_an_answer(excinfo):
+                error = excinfo.value
+                result = self.infos[name].result(Outcome.FAILED, text_block(
+                    f"{self._student.answers.last if self._student else 'the notebook'} "
+                    f"returned something this check could not use: "
+                    f"{type(error).__name__}: {error}"))
             else:
                 text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
-                result = self.infos[name].result(Outcome.ERROR, f"grader error: {clip_lines(text)}")
+                result = self.infos[name].result(Outcome.ERROR, f"grader error: {text_block(text)}")
             self.results.setdefault(name, result)
         return report
+
+    def _caused_by_an_answer(self, excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+        """Whether an exception a check raised (not an assertion) came from inspecting what the
+        student's code returned: the kernel answered during this check, and the exception is
+        of a kind that data causes (a wrong type, a missing key, a shape that does not fit,
+        recursion, memory). The audit keeps the reference free of such exceptions on every
+        seed, so after an answer they mean the answer, never the check; the grader's own
+        faults (an oracle disagreeing, a bad spec, the fork server) stay grader errors."""
+        if self._student is None or self._student.answers.count <= self._answers_before:
+            return False
+        return bool(excinfo.errisinstance(_DATA_ERRORS)
+                    and not excinfo.errisinstance((GraderBug, ProtocolError, ZygoteError)))
+
+
+# What a student's value makes a check raise when it is not what the check expects.
+_DATA_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, LookupError,
+                ArithmeticError, RecursionError, RuntimeError, MemoryError, UnicodeError)
 
 
 def check_title(doc: str) -> str:
@@ -136,6 +176,54 @@ def check_title(doc: str) -> str:
     first line alone may stop mid-sentence)."""
     paragraph = doc.strip().split("\n\n", 1)[0]
     return " ".join(paragraph.split())
+
+
+# How a check names the student's function it calls: student.call("f", ...),
+# student.call_inspect("f", ...), refuses(student, "f", ...).
+_CALLED = re.compile(r"""(?:\.call(?:_inspect)?\(|\brefuses\(\s*\w+\s*,)\s*["'](\w+)["']""")
+
+
+def _task(item: pytest.Item) -> str:
+    """The student's function a check is about: the first one its code calls by name, or, in
+    the check file's helpers it uses (breadth first), the first one a helper calls by name or
+    a helper run in the kernel uses (a name the check file does not define is the notebook's).
+    "" when none is found."""
+    check = getattr(item, "function", None)
+    if not inspect.isfunction(check):
+        return ""
+    names = check.__globals__
+    queue, seen = [check], set()
+    while queue:
+        function = queue.pop(0)
+        if function in seen:
+            continue
+        seen.add(function)
+        try:
+            found = _CALLED.search(inspect.getsource(function))
+        except (OSError, TypeError):
+            continue
+        if found:
+            return found.group(1)
+        for name in _names(function.__code__):
+            value = names.get(name)
+            if inspect.isfunction(value) and value.__module__ == check.__module__:
+                queue.append(value)
+            elif function is not check and value is None and name not in _BUILTINS:
+                return name  # a helper run in the kernel, naming the notebook's function
+    return ""
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def _names(code: types.CodeType) -> list[str]:
+    """The global names ``code`` (and the code nested in it) reads, in order (not attributes)."""
+    found = [i.argval for i in dis.get_instructions(code)
+             if i.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(i.argval, str)]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found += _names(const)
+    return found
 
 
 def _check_name(item: pytest.Item) -> str:
@@ -148,7 +236,7 @@ def _assertion_message(text: str) -> str:
     words, _, explanation = text.partition("\nassert ")
     if text.startswith("assert "):
         words, explanation = "", text[len("assert "):]
-    return clip_lines(words) if words.strip() else clip_lines("assert " + explanation, lines=1)
+    return text_block(words) if words.strip() else text_block("assert " + explanation, lines=1)
 
 
 def _pytest(check_dir: Path, *plugins: object, collect_only: bool = False) -> int:

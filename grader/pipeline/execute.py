@@ -38,7 +38,7 @@ from grader.kernel.session import (
 )
 from grader.kernel.zygote import channel_for
 from grader.records import CellError, Execution, Limits, Status
-from grader.text import CELL_CHARS, first_line
+from grader.text import CELL_CHARS, NAME_CHARS, first_line, one_line
 
 
 class _Client(NotebookClient):
@@ -83,7 +83,7 @@ def execute(notebook_path: Path, limits: Limits
     Everything (kernel, temporary folders) is gone when the context exits.
     """
     try:
-        nb = read_notebook(notebook_path)
+        nb = read_notebook(notebook_path, limits.max_notebook_mb)
     except MalformedNotebook as exc:
         yield Execution(Status.MALFORMED, str(exc), 0.0, 0), None
         return
@@ -95,7 +95,8 @@ def execute(notebook_path: Path, limits: Limits
         session = None
         if execution.kernel_usable:
             try:
-                session = KernelSession(km, space, limits.kernel_start_s)
+                session = KernelSession(km, space, limits.kernel_start_s,
+                                        limits.max_reply_mb * 2**20)
             except RuntimeError:  # jupyter_client: it died between its last reply and now
                 if km.is_alive():
                     raise
@@ -133,11 +134,12 @@ def _kernel(notebook_path: Path, limits: Limits, sandboxed: bool
 def _cell_error(index: int, reply: dict[str, Any], cell: Any) -> CellError | None:
     """The cell's error, from its execute reply (whatever its outputs show), or None."""
     if reply.get("status") == "error":
-        return CellError(index + 1, str(reply.get("ename") or "Error"),
+        return CellError(index + 1, one_line(str(reply.get("ename") or "Error"), NAME_CHARS),
                          first_line(str(reply.get("evalue", ""))))
     shown = next((o for o in cell.get("outputs", []) if o.output_type == "error"), None)
     if shown is not None:  # an error output with an "ok" reply: keep what the cell showed
-        return CellError(index + 1, str(shown.ename), first_line(str(shown.evalue)))
+        return CellError(index + 1, one_line(str(shown.ename), NAME_CHARS),
+                         first_line(str(shown.evalue)))
     return None
 
 

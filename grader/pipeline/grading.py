@@ -31,11 +31,13 @@ from grader.records import (
     Execution,
     GradeRow,
     Limits,
+    Outcome,
     Status,
     Submission,
     Task,
     kept_cell_errors,
 )
+from grader.text import DETAIL_CHARS, first_line, one_line
 
 
 def new_seed() -> int:
@@ -65,7 +67,8 @@ def _execute_and_check(notebook: Path, limits: Limits, seed: int,
             try:
                 session.install_bridge(limits.call_timeout_s)
                 student = Student(session.request, limits.call_timeout_s,
-                                  Judge(session.workdir, limits), Budget(limits.checks_timeout_s))
+                                  Judge(session.workdir, limits), Budget(limits.checks_timeout_s),
+                                  memory_mb=limits.memory_mb)
             except StudentError as exc:
                 unavailable = f"not run: {exc}"
         results = run(student, seed, unavailable)
@@ -102,15 +105,25 @@ def _row(sub: Submission, course: Course, execution: Execution, checks: CheckRun
     status, detail = execution.status, execution.detail
     cell_errors, more_cell_errors = kept_cell_errors(execution.cell_errors)
     if checks.problem is not None:
-        status, detail = checks.problem, f"{checks.detail}; notebook: {execution.detail}"
+        status, detail = checks.problem, (f"{checks.detail} (before the checks: "
+                                          f"{execution.detail})")
+    broken = [r for r in checks.results if r.outcome is Outcome.ERROR]
+    if broken and status is not Status.GRADER_ERROR:
+        # a check broke on the grader's side: the row waits for a regrade, never charged
+        status, detail = Status.GRADER_ERROR, (
+            f"grader error in {len(broken)} check(s), first {broken[0].name}: "
+            f"{first_line(broken[0].message)}; notebook: {detail}")
+    late = late_fields(checks.results, sub, course)
+    if status is Status.GRADER_ERROR:
+        late["final"] = None  # pending: the instructor grades it again
     return GradeRow(
         student=sub.student, assignment=sub.assignment, sha256=sub.sha256, path=str(sub.path),
-        status=status, detail=detail, seed=seed,
+        status=status, detail=one_line(detail, DETAIL_CHARS), seed=seed,
         graded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         seconds=round(execution.seconds + checks.seconds, 2),
         exec_seconds=round(execution.seconds, 2),
         checks=checks.results, cell_errors=cell_errors, more_cell_errors=more_cell_errors,
-        **late_fields(checks.results, sub, course))
+        **late)
 
 
 def _graded_row(sub: Submission, course: Course, seed: int, run: RunChecks) -> GradeRow:

@@ -23,7 +23,7 @@ from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.discover import discover
 from grader.pipeline.store import Gradebook
 from grader.pipeline.written import has_answers, store_answers
-from grader.records import GradeRow, Submission, Task
+from grader.records import GradeRow, Status, Submission, Task
 
 # The engine (torch, pytest, nbclient: grader.pipeline.grading, checking, pool) is imported
 # inside grade_all once the kernels' fork server has been started: the two import side by side.
@@ -79,8 +79,7 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     sandboxed, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)  # a missing folder
-    stored = [book.get(sub.student, sub.assignment, sub.sha256) if sub.sha256 and not force
-              else None for sub in submissions]
+    stored = [_kept(book, sub) if sub.sha256 and not force else None for sub in submissions]
     todo = [Task(i, sub) for i, sub in enumerate(submissions) if stored[i] is None]
     if todo and scheduler is None:
         # the kernels' fork server (and the workers' parent) import while this process does
@@ -166,6 +165,13 @@ def _announced(todo: Sequence[Task], run: _Run) -> Iterator[Task]:
     for task in todo:
         run.started(task)
         yield task
+
+
+def _kept(book: Gradebook, sub: Submission) -> GradeRow | None:
+    """The stored row of an unchanged submission, to keep; none for a row the grader failed on
+    (graded again: a grader error is never the submission's result)."""
+    row = book.get(sub.student, sub.assignment, sub.sha256)
+    return None if row is None or row.status is Status.GRADER_ERROR else row
 
 
 def _rescored(stored: GradeRow, sub: Submission, course: Course) -> GradeRow:

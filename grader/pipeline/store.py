@@ -66,7 +66,7 @@ def _values(row: GradeRow) -> tuple[Any, ...]:
     record["status"] = row.status.value
     record["checks"] = json.dumps([
         {"name": c.name, "points": c.points, "outcome": c.outcome.value, "message": c.message,
-         "title": c.title} for c in row.checks])
+         "title": c.title, "task": c.task} for c in row.checks])
     errors: list[dict[str, Any]] = [{"cell": e.cell, "ename": e.ename, "message": e.message}
                                     for e in row.cell_errors]
     if row.more_cell_errors:
@@ -80,7 +80,7 @@ def _row(values: tuple[Any, ...]) -> GradeRow:
     record["status"] = Status(record["status"])
     record["checks"] = tuple(
         CheckResult(str(c["name"]), float(c["points"]), Outcome(c["outcome"]),
-                    str(c.get("message", "")), str(c.get("title", "")))
+                    str(c.get("message", "")), str(c.get("title", "")), str(c.get("task", "")))
         for c in json.loads(record["checks"] or "[]"))
     errors, more = [], 0
     for item in json.loads(record["cell_errors"] or "[]"):
@@ -199,19 +199,35 @@ def open_gradebook(path: Path) -> Iterator[Gradebook]:
 
 @contextmanager
 def locked(path: Path) -> Iterator[Gradebook]:
-    """The gradebook for a grading run: refuse with GradebookError while another run holds it."""
+    """The gradebook for a grading run: refuse with GradebookError while another run holds it.
+    The lock file is removed when the run ends, so a finished run leaves the gradebook alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock(path, lock_path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GradebookError(f"{path}: another grader run is using this gradebook; wait for "
-                                 f"it to finish (lock: {lock_path})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat()}\n".encode())
         with open_gradebook(path) as book:
             yield book
     finally:
+        lock_path.unlink(missing_ok=True)  # while still held: the next run makes a new one
         os.close(fd)  # closing releases the lock
+
+
+def _lock(path: Path, lock_path: Path) -> int:
+    """An open descriptor of ``lock_path``, locked; the lock file is the one at that path (a run
+    that finished meanwhile removes its file, and a lock on a removed file guards nothing)."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise GradebookError(f"{path}: another grader run is using this gradebook; wait for "
+                                 f"it to finish (lock: {lock_path})") from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)

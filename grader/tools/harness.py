@@ -52,7 +52,8 @@ def live_kernel(notebook: Path, limits: Limits) -> Iterator[Live]:
             raise HarnessError(f"{notebook}: {execution.status.value}: {execution.detail}")
         session.install_bridge(SETUP_TIMEOUT_S)
         yield Live(execution, session, Student(session.request, limits.call_timeout_s,
-                                               Judge(session.workdir, limits)))
+                                               Judge(session.workdir, limits),
+                                               memory_mb=limits.memory_mb))
 
 
 def checks_on(notebook: Path, limits: Limits, seed: int, *check_dirs: Path

@@ -27,7 +27,7 @@ import pandas as pd
 
 from grader.course.config import Course
 from grader.errors import MarkingError, StaleMark
-from grader.output.tables import write_csv
+from grader.output.files import write_text_atomic
 from grader.pipeline import written
 from grader.pipeline.store import Gradebook
 from grader.pipeline.written import NewMark
@@ -39,7 +39,9 @@ COLUMNS = ["student", "assignment", "question", "points", "items", "comment", "a
 NEEDED = ("student", "assignment", "question", "points", "items", "comment", "answer_sha256",
           "version")
 _SPLIT = re.compile(r"[\s,;]+")
-_GUARDED = re.compile(r"^'(?=[=+\-@\t\r])")  # the apostrophe write_csv puts before a formula
+_FORMULA = ("=", "+", "-", "@")
+_GUARDED = re.compile(r"^'(?=\s*[=+\-@])")  # the apostrophe put before a formula
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 SHOWN_ERRORS = 30
 
 
@@ -67,8 +69,19 @@ def export_marks(book: Gradebook, course: Course, path: Path,
                     "answer_sha256": e.answer.sha256, "version": 0 if mark is None
                     else mark.version, "possible": q.points, "rubric": rubric,
                     "flag": e.answer.flag, "answer": e.answer.text})
-    write_csv(pd.DataFrame.from_records(records, columns=COLUMNS), path)
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS).map(_cell)
+    write_text_atomic(path, frame.to_csv(index=False, float_format="%.2f", lineterminator="\n"))
     return len(records)
+
+
+def _cell(value: object) -> object:
+    """A sheet's cell: a text keeps its lines (an answer, a comment: quoted, RFC 4180), other
+    control characters shown as U+FFFD, and an apostrophe before a formula (``= + - @``, after
+    any blanks), which the import takes off again."""
+    if not isinstance(value, str):
+        return value
+    text = _CONTROLS.sub("\ufffd", value.replace("\r\n", "\n").replace("\r", "\n"))
+    return "'" + text if text.lstrip().startswith(_FORMULA) else text
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ def _read(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def _unguard(text: str) -> str:
-    return _GUARDED.sub("", text.strip())
+    return _GUARDED.sub("", text).strip()
 
 
 def _row_mark(course: Course, entries: dict[tuple[str, str, str], marking.Entry],

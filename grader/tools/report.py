@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from grader.course.config import Course
 from grader.course.questions import Question
-from grader.course.rules import late_tiers, passes
+from grader.course.rules import late_tiers
+from grader.output.standing import Standing, standing
 from grader.output.view import STATUS_WORDS, counted_rows, display_status
 from grader.records import GradeRow, Outcome, Status
 from grader.tools.similarity import HomeworkSimilarity
@@ -23,6 +24,9 @@ from grader.tools.similarity import HomeworkSimilarity
 # Statuses of a notebook that ran and whose checks ran on what it defined; any other status
 # (a timeout, a dead kernel, a malformed file, a grader error, ...) is listed as trouble.
 RAN = frozenset({Status.OK, Status.CELL_ERROR})
+# Statuses whose checks all ran on what a notebook that ran defined: the checks failed there
+# say something about the checks and the teaching; the others fail every check at once.
+CHECKED = frozenset({Status.OK, Status.CELL_ERROR, Status.CELL_TIMEOUT})
 TOP_FAILED = 10  # failed checks listed per homework
 
 
@@ -114,6 +118,7 @@ class HomeworkReport:
     missing: int  # students in the report with no submission of this homework
     statuses: tuple[tuple[str, int], ...]  # shown status -> students, most frequent first
     failed_checks: tuple[FailedCheck, ...]  # most often failed first, at most TOP_FAILED
+    not_checked: tuple[tuple[str, int], ...]  # status -> counted submissions left out of them
     late: tuple[LateGroup, ...]  # from the highest cap down; time unknown last
     trouble: tuple[Trouble, ...]
     timing: Timing | None  # None when nothing was graded
@@ -141,21 +146,9 @@ class HomeworkReport:
 
 
 @dataclass(frozen=True)
-class Standing:
-    """Where one student stands with the pass rule at the report's time."""
-
-    student: str
-    name: str
-    passed: int  # required homeworks at min_percent or more
-    pending: int  # required homeworks whose final waits for a submission time
-    still_open: int  # required homeworks not passed that can still be handed in for a pass
-    verdict: str  # "passed", "cannot pass", "one short", "needs N more"
-
-
-@dataclass(frozen=True)
 class Report:
     course: str
-    made_at: str  # ISO 8601, the instant the report is made for
+    made_at: str  # the instant the report is made for, on the course's clock, the zone named
     min_percent: float
     min_required: int
     required: tuple[str, ...]
@@ -172,10 +165,10 @@ class Report:
         return sum(len(h.trouble) for h in self.homeworks)
 
     def verdicts(self) -> dict[str, tuple[str, ...]]:
-        """Students by verdict."""
+        """Students by the report's words for their verdict (``Standing.words``)."""
         groups: dict[str, list[str]] = defaultdict(list)
         for s in self.standings:
-            groups[s.verdict].append(s.student)
+            groups[s.words].append(s.student)
         return {verdict: tuple(students) for verdict, students in groups.items()}
 
 
@@ -243,43 +236,14 @@ def _homework(course: Course, assignment: str, all_rows: Sequence[GradeRow],
         final=tuple(r.final for r in counted if r.final is not None),
         pending=sum(r.final is None for r in counted), missing=missing,
         statuses=tuple(sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0]))),
-        failed_checks=tuple(_failed_checks(counted)),
+        failed_checks=tuple(_failed_checks([r for r in counted if r.status in CHECKED])),
+        not_checked=tuple(sorted(Counter(r.status.value for r in counted
+                                         if r.status not in CHECKED).items())),
         late=tuple(LateGroup(_tier_label(c, labels), c, tuple(by_cap[c])) for c in caps),
         trouble=tuple(Trouble(r.student, r.status.value, STATUS_WORDS[r.status], r.detail)
                       for r in counted
                       if r.status not in RAN),
         timing=timing, questions=tuple(_question(q, counted) for q in questions))
-
-
-def _still_open(course: Course, assignment: str, student: str, now: dt.datetime) -> bool:
-    """Whether a submission made now could still reach the pass mark: some late tier whose cap
-    is at least ``min_percent`` ends after ``now`` (with the student's extension)."""
-    a = course.assignment(assignment)
-    tiers = late_tiers(a.lecture_day, course.last_lecture_day, course.timezone,
-                       course.deadline_time, course.extensions.get((student, assignment)))
-    return any(t.cap >= course.pass_rule.min_percent and t.deadline > now for t in tiers)
-
-
-def _standing(course: Course, student: str, counted: Mapping[tuple[str, str], GradeRow],
-              now: dt.datetime) -> Standing:
-    rule = course.pass_rule
-    required = [a.id for a in course.assignments if a.required]
-    finals = [counted[(student, a)].final if (student, a) in counted else 0.0 for a in required]
-    passed, _ = passes(finals, rule.min_percent, rule.min_required)
-    pending = sum(final is None for final in finals)
-    still_open = sum(final is not None and final < rule.min_percent and
-                     _still_open(course, a, student, now)
-                     for a, final in zip(required, finals, strict=True))
-    if passed >= rule.min_required:
-        verdict = "passed"
-    elif passed + pending + still_open < rule.min_required:
-        verdict = "cannot pass"
-    elif passed == rule.min_required - 1:
-        verdict = "one short"
-    else:
-        verdict = f"needs {rule.min_required - passed} more"
-    names = {p.id: p.name for p in course.roster}
-    return Standing(student, names.get(student, ""), passed, pending, still_open, verdict)
 
 
 def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
@@ -305,9 +269,10 @@ def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
         homeworks.append(_homework(course, a.id, graded, mine, students,
                                    (questions or {}).get(a.id, ())))
     return Report(
-        course=course.name, made_at=now.isoformat(timespec="seconds"),
+        course=course.name,
+        made_at=f"{now.astimezone(course.timezone):%Y-%m-%d %H:%M} {course.timezone.key}",
         min_percent=course.pass_rule.min_percent, min_required=course.pass_rule.min_required,
         required=tuple(a.id for a in course.assignments if a.required),
         homeworks=tuple(homeworks),
-        standings=tuple(_standing(course, s, counted, now) for s in students),
+        standings=tuple(standing(course, s, counted, now) for s in students),
         similarity=tuple(similarity))

@@ -157,7 +157,24 @@ def to_wire(value: Any, layer_fields: LayerFields) -> Any:
 def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"ok": False, "stage": stage, "error": text[-2000:], "traceback": tb[-4000:]}
+    missing = getattr(exc, "name", None) if isinstance(exc, NameError) else None
+    return {"ok": False, "stage": stage, "error": text[-2000:], "traceback": tb[-4000:],
+            "ename": type(exc).__name__[:100], "message": str(exc)[:2000],
+            "where": _notebook_function(exc), "missing": missing if isinstance(missing, str)
+            else None}
+
+
+def _notebook_function(exc: BaseException) -> str:
+    """The innermost function of the notebook's own code the exception passed through (not the
+    grader's code sent to the kernel, not this module, not a library), or ""."""
+    here = __file__
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        name = frame.filename
+        if name.startswith("<grader") or name == here or "site-packages" in name \
+                or name.startswith(sys.prefix) or name.startswith(sys.base_prefix):
+            continue
+        return "" if frame.name == "<module>" else frame.name
+    return ""
 
 
 class Bridge:
@@ -202,7 +219,8 @@ class Bridge:
         else:
             function = self._namespace.get(name)
         if not callable(function):
-            raise NameError(f"name {name!r} is not defined in the notebook as a function")
+            raise NameError(f"name {name!r} is not defined in the notebook as a function",
+                            name=name)
         return cast(Callable[..., Any], function)
 
 

@@ -121,7 +121,12 @@ def _run_kernel(request: dict[str, Any]) -> None:
 
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:])
+    global _KERNEL_STARTED
+    _KERNEL_STARTED = True  # from here on, an exception is how a running kernel ended
     app.start()
+
+
+_KERNEL_STARTED = False
 
 
 def _child(request: dict[str, Any], report: int) -> None:
@@ -150,8 +155,8 @@ def _child(request: dict[str, Any], report: int) -> None:
             os.closerange(3, 1 << 16)
             if isolated:
                 jail.private_mounts(request["slot"], request["slots"], int(request["tmp_mb"]),
-                                list(request.get("hide", [])),
-                                list(request.get("read_only", [])))
+                                    list(request.get("hide", [])),
+                                    list(request.get("read_only", [])))
                 socket.sethostname("sandbox")
                 jail.drop_capabilities()
             else:
@@ -165,7 +170,8 @@ def _child(request: dict[str, Any], report: int) -> None:
             _run_kernel(request)
         except BaseException as exc:  # noqa: BLE001 - the kernel's last words go to its log
             what = "judge" if request.get("run") == "judge" else "kernel"
-            os.write(2, f"grader zygote: the {what} did not start: {exc!r}\n".encode())
+            ended = "stopped" if _KERNEL_STARTED else "did not start"
+            os.write(2, f"grader zygote: the {what} {ended}: {exc!r}\n".encode())
         finally:
             os._exit(70)
     _pid, status = os.waitpid(kernel, 0)

@@ -75,8 +75,9 @@ def results(v: RowView, visibility: str,
             written: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Gradescope's results.json for one graded submission, from its view. ``written``: the
     homework's written questions (id, title, points), which this score leaves out."""
-    tests = [{"name": c.title, "number": str(number), "score": c.earned, "max_score": c.points,
-              "output": c.message, "visibility": visibility}
+    tests = [{"name": f"{c.task}: {c.title}" if c.task else c.title, "number": str(number),
+              "score": c.earned, "max_score": c.points, "output": c.message,
+              "visibility": visibility}
              for number, c in enumerate(v.checks, start=1)]
     earned = sum(c.earned for c in v.checks)
     if v.final is None:

@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import nncourse
 from grader.checks import (
     ModuleSpec,
-    StudentError,
+    StudentRaised,
     kit_model,
     layer,
     oracles_agree,
@@ -871,10 +871,10 @@ def test_elementwise_flops_refuses_other_layers(student, rng):
         described = f"elementwise_flops(nn.{name}(*{args}, **{kwargs}), {shape})"
         try:
             got = student.call("elementwise_flops", layer(name, *args, **kwargs), shape)
-        except StudentError as error:
-            assert "ValueError" in str(error), (
+        except StudentRaised as error:
+            assert error.ename == "ValueError", (
                 f"{described} should raise a ValueError (the table has no row for "
-                f"nn.{name}); it raised {error}"
+                f"nn.{name}); it raised {error.ename}: {error.message}"
             )
             continue
         raise AssertionError(f"{described} returned {got!r}: the table has no row for "
@@ -1235,11 +1235,10 @@ def test_model_macs_refuses_attention(student, rng):
                       dim_feedforward=cfg["ff"], batch_first=True))
     try:
         got = student.call("model_macs", model, shape)
-    except StudentError as error:
-        message = str(error)
-        assert "ValueError" in message and "attention" in message.lower(), (
+    except StudentRaised as error:
+        assert error.ename == "ValueError" and "attention" in error.message.lower(), (
             f"model_macs on a model with a TransformerEncoderLayer should raise a ValueError "
-            f"that names nn.MultiheadAttention; it raised {message}"
+            f"that names nn.MultiheadAttention; it raised {error.ename}: {error.message}"
         )
         return
     raise AssertionError(
