@@ -77,6 +77,19 @@ class HarnessError(GraderError):
     """A notebook could not be run far enough to call into its kernel."""
 
 
+class LmsError(GraderError):
+    """An LMS's download, worksheet or answer that the grader does not understand, or a course
+    that lacks what the LMS needs (a roster, an assignment id). Every problem is listed, each
+    naming its file, member or row; nothing is stored from it."""
+
+    def __init__(self, what: str, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        shown = "\n".join(f"  {p}" for p in self.problems[:50])
+        more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"{what}: {len(self.problems)} problem(s); nothing was written:\n"
+                         f"{shown}{more}")
+
+
 class AuditConfigError(GraderError):
     """The audit cannot start: a bad equivalents file, an unknown mutant id or homework, broken
     checks. The message names the file and the problem."""

@@ -10,8 +10,8 @@ in a row or shown on a page.
 - ``csv_cell`` for a cell of a CSV file: one line, and a cell a spreadsheet would run as a
   formula (``= + - @`` after any leading blanks) gets a leading apostrophe;
 - ``markdown_inline`` for text inside a Markdown page: one line, what would make code, a link,
-  an image or HTML backslash-escaped, and a leading character that would start a heading, a
-  quote or a list too, so nothing a student wrote becomes markup.
+  an image, HTML or emphasis (``2*B*I*O``) backslash-escaped, and a leading character that
+  would start a heading, a quote or a list too, so nothing becomes markup.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b-\u200f\u202a-\u202e"
                        r"\u2066-\u2069\ufeff]")
 _FORMULA = ("=", "+", "-", "@")
-_MARKDOWN = re.compile(r"([\\`\[\]<>])")  # code, links and images, inline HTML
+_MARKDOWN = re.compile(r"([\\`\[\]<>*_])")  # code, links, images, HTML, emphasis
 _MARKDOWN_START = re.compile(r"^(\d*)([#>+\-=|*.)])")  # what a line may start a block with
 
 

@@ -217,6 +217,168 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "",
         )
     ],
+    # count_params counts only what the optimizer updates (requires_grad), not frozen ones
+    "count_params_trainable_only": [
+        (
+            "    return sum(p.numel() for p in module.parameters())\n",
+            "    return sum(p.numel() for p in module.parameters() if p.requires_grad)\n",
+        )
+    ],
+    # count_params counts a tied weight, or a module used twice, once per use
+    "count_params_shared_counted_twice": [
+        (
+            "    return sum(p.numel() for p in module.parameters())\n",
+            "    return sum(p.numel() for _, p in "
+            "module.named_parameters(remove_duplicate=False))\n",
+        )
+    ],
+    # dtype_bytes from a table of the course's eight dtypes instead of finfo / iinfo
+    "dtype_bytes_course_table": [
+        (
+            "    info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)\n"
+            "    return info.bits // 8\n",
+            "    table = {torch.int8: 1, torch.uint8: 1, torch.int32: 4, torch.int64: 8,\n"
+            "             torch.float16: 2, torch.bfloat16: 2,\n"
+            "             torch.float32: 4, torch.float64: 8}\n"
+            "    return table[dtype]\n",
+        )
+    ],
+    # dtype_bytes returns the bits
+    "dtype_bytes_in_bits": [("    return info.bits // 8\n", "    return info.bits\n")],
+    # format_bytes in powers of 1000 (the disk maker's units)
+    "format_bytes_powers_of_1000": [
+        (
+            "    if n < 1024:\n        return f\"{n} B\"\n",
+            "    if n < 1000:\n        return f\"{n} B\"\n",
+        ),
+        ("n >= 1024 ** (power + 1)", "n >= 1000 ** (power + 1)"),
+        ("n / 1024**power:.2f", "n / 1000**power:.2f"),
+    ],
+    # model_size_bytes: 4 bytes per element whatever the dtype
+    "model_size_float32_assumed": [
+        ("p.numel() * dtype_bytes(p.dtype) for p in model.parameters()",
+         "p.numel() * 4 for p in model.parameters()"),
+        ("b.numel() * dtype_bytes(b.dtype) for _, b in model.named_buffers()",
+         "b.numel() * 4 for _, b in model.named_buffers()"),
+    ],
+    # model_size_bytes: buffers as the state_dict less the parameters (non-persistent buffers
+    # missed, a tied weight's second name counted as a buffer)
+    "buffers_from_state_dict": [
+        (
+            "    buffers = sum(b.numel() * dtype_bytes(b.dtype) for _, b in "
+            "model.named_buffers())\n",
+            "    buffers = sum(t.numel() * dtype_bytes(t.dtype) for t in "
+            "model.state_dict().values())\n"
+            "    buffers -= parameters\n",
+        )
+    ],
+    # model_size_bytes: parameters module by module, a tied weight once per layer that holds it
+    "model_size_tied_counted_twice": [
+        ("p.numel() * dtype_bytes(p.dtype) for p in model.parameters()",
+         "p.numel() * dtype_bytes(p.dtype) for m in model.modules()\n"
+         "                     for p in m.parameters(recurse=False)"),
+    ],
+    # activation_peak_bytes: only each layer's output, as if its input were already freed
+    "activation_peak_outputs_only": [
+        ("for t in (inputs[0], output)}", "for t in (output,)}")
+    ],
+    # activation_peak_bytes: the model's input counted as an activation
+    "activation_peak_input_counted": [
+        ("        storages.pop(caller, None)  # the model's input belongs to the caller\n", "")
+    ],
+    # activation_peak_bytes: a float32 input whatever the model's dtype
+    "activation_peak_float32_input": [
+        ("    x = torch.zeros(input_shape, dtype=torch.float32 if first is None else "
+         "first.dtype)\n",
+         "    x = torch.zeros(input_shape)\n")
+    ],
+    # forward_peak_bytes: no warm-up forward before the profiled one
+    "forward_peak_no_warmup": [("            model(x)  # warm-up, outside the session\n", "")],
+    # forward_peak_bytes: every allocation of the session added up, frees ignored
+    "forward_peak_allocations_summed": [
+        ("        running += nbytes\n        peak = max(peak, running)\n",
+         "        peak += max(nbytes, 0)\n")
+    ],
+    # forward_peak_bytes: measured with autograd on (activations kept for a backward)
+    "forward_peak_grad_enabled": [
+        ("        with torch.no_grad():\n            model(x)  # warm-up",
+         "        if True:\n            model(x)  # warm-up")
+    ],
+    # forward_peak_bytes: the model measured in the mode it came in
+    "forward_peak_train_mode": [
+        ("    was_training = {module: module.training for module in model.modules()}\n"
+         "    model.eval()\n    try:\n        with torch.no_grad():\n            model(x)  # "
+         "warm-up",
+         "    was_training = {module: module.training for module in model.modules()}\n"
+         "    try:\n        with torch.no_grad():\n            model(x)  # warm-up")
+    ],
+    # roofline_throughput: batches per second, not samples
+    "roofline_throughput_per_batch": [
+        ("/ (2 * in_features * out_features)", "/ (2 * batch * in_features * out_features)")
+    ],
+    # roofline_throughput: the MACs of a sample taken for its FLOPs
+    "roofline_throughput_macs": [
+        ("/ (2 * in_features * out_features)", "/ (in_features * out_features)")
+    ],
+    # throughput: the latency left in milliseconds
+    "throughput_in_milliseconds": [
+        (
+            "samples_per_s[batch] = batch / (median_ms / 1000)",
+            "samples_per_s[batch] = batch / median_ms",
+        )
+    ],
+    # throughput: the best case (10th percentile) rather than the median
+    "throughput_best_case": [
+        ('["median_ms"]\n        samples_per_s', '["p10_ms"]\n        samples_per_s')
+    ],
+    # throughput: calls per second, the batch size forgotten
+    "throughput_calls_per_second": [
+        (
+            "samples_per_s[batch] = batch / (median_ms / 1000)",
+            "samples_per_s[batch] = 1000 / median_ms",
+        )
+    ],
+    # attention_model_macs as it was: a model that is one encoder layer gets ".linear1" and its
+    # inner Linear modules counted again
+    "attention_root_prefixed": [
+        (
+            'entry = f"{name}.{names[key]}" if name else names[key]',
+            'entry = f"{name}.{names[key]}"',
+        ),
+        (
+            'return encoder == "" or name.startswith(encoder + ".")',
+            'return name.startswith(encoder + ".")',
+        ),
+    ],
+    # model_macs over the model's children only: nested layers and the model itself missed
+    "model_macs_children_only": [
+        ("    for name, module in model.named_modules():\n"
+         "        if isinstance(module, (nn.Conv2d, nn.Linear)):\n            macs[name] = 0\n",
+         "    for name, module in model.named_children():\n"
+         "        if isinstance(module, (nn.Conv2d, nn.Linear)):\n            macs[name] = 0\n")
+    ],
+    # elementwise_flops: a BatchNorm without running statistics counted as inference in eval mode
+    "bn_without_statistics_as_inference": [
+        ("if module.training or not module.track_running_stats:", "if module.training:")
+    ],
+    # measure_latency times with autograd on
+    "latency_grad_enabled": [
+        ("        with torch.no_grad():\n            for _ in range(warmup):",
+         "        if True:\n            for _ in range(warmup):")
+    ],
+    # model_macs restores one flag, the root's, for the whole model
+    "counter_restores_the_root_flag_only": [
+        ("            handle.remove()\n"
+         "        for name, module in model.named_modules():\n"
+         "            module.training = was_training[name]\n",
+         "            handle.remove()\n        model.train(was_training[\"\"])\n")
+    ],
+    # measure_latency restores one flag, the root's, for the whole model
+    "latency_restores_the_root_flag_only": [
+        ("        for name, module in model.named_modules():\n"
+         "            module.training = was_training[name]\n    q = torch",
+         "        model.train(was_training[\"\"])\n    q = torch")
+    ],
 }
 
 # wrong version -> the hidden checks of the function its bug is in, which it must fail (others
@@ -290,4 +452,37 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "warmup_ignored": ("test_measure_latency_call_count", "test_measure_latency_percentiles"),
     "weight_bytes_only": ("test_arithmetic_intensity_linear",),
     "width_not_checked": ("test_inputs_of_the_wrong_width_are_refused",),
+    "count_params_trainable_only": ("test_count_params_frozen_and_shared",),
+    "count_params_shared_counted_twice": ("test_count_params_frozen_and_shared",),
+    "dtype_bytes_course_table": ("test_dtype_bytes",),
+    "dtype_bytes_in_bits": (
+        "test_dtype_bytes",
+        "test_model_size_bytes_dtypes_sharing_and_buffers",
+        "test_model_size_bytes_layers_and_models",
+    ),
+    "format_bytes_powers_of_1000": ("test_format_bytes",),
+    "model_size_float32_assumed": ("test_model_size_bytes_dtypes_sharing_and_buffers",),
+    "buffers_from_state_dict": ("test_model_size_bytes_dtypes_sharing_and_buffers",),
+    "model_size_tied_counted_twice": ("test_model_size_bytes_dtypes_sharing_and_buffers",),
+    "activation_peak_outputs_only": ("test_activation_peak_bytes",),
+    "activation_peak_input_counted": ("test_activation_peak_bytes",),
+    "activation_peak_float32_input": ("test_activation_peak_bytes",),
+    "forward_peak_no_warmup": ("test_forward_peak_bytes_protocol",),
+    "forward_peak_allocations_summed": ("test_forward_peak_bytes_matches_the_graders_profiler",),
+    "forward_peak_grad_enabled": ("test_forward_peak_bytes_matches_the_graders_profiler",),
+    "forward_peak_train_mode": (
+        "test_forward_peak_bytes_protocol",
+        "test_measuring_functions_restore_mixed_modes",
+    ),
+    "roofline_throughput_per_batch": ("test_roofline_throughput",),
+    "roofline_throughput_macs": ("test_roofline_throughput",),
+    "throughput_in_milliseconds": ("test_throughput_on_the_graders_clock",),
+    "throughput_best_case": ("test_throughput_on_the_graders_clock",),
+    "throughput_calls_per_second": ("test_throughput_on_the_graders_clock",),
+    "attention_root_prefixed": ("test_counters_name_the_root_itself_and_nested_modules",),
+    "model_macs_children_only": ("test_counters_name_the_root_itself_and_nested_modules",),
+    "bn_without_statistics_as_inference": ("test_elementwise_flops_normalization",),
+    "latency_grad_enabled": ("test_measure_latency_percentiles",),
+    "counter_restores_the_root_flag_only": ("test_measuring_functions_restore_mixed_modes",),
+    "latency_restores_the_root_flag_only": ("test_measuring_functions_restore_mixed_modes",),
 }

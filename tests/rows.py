@@ -132,4 +132,4 @@ class Page(HTMLParser):
 def markdown_text(markdown: str) -> str:
     """The Markdown feedback as a reader of the rendered page sees its words: backslash escapes
     undone (grader.text.markdown_inline)."""
-    return re.sub(r"\\([\\`\[\]<>#+\-=|*.)])", r"\1", markdown)
+    return re.sub(r"\\([\\`\[\]<>#+\-=|*_.)])", r"\1", markdown)

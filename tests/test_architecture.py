@@ -45,7 +45,7 @@ MAY_IMPORT = _table()
 HEAVY_LIBRARIES = ("torch", "pytest", "nbclient", "jupyter_client", "zmq")
 LIGHT = ("grader.course", "grader.output", "grader.tools.report", "grader.tools.report_page",
          "grader.tools.similarity", "grader.pipeline.discover", "grader.pipeline.score",
-         "grader.pipeline.store", "grader.records", "grader.errors", "grader.text")
+         "grader.pipeline.store", "grader.records", "grader.errors", "grader.text", "grader.lms")
 
 
 def _module_name(path: Path) -> str:

@@ -32,6 +32,17 @@ def test_every_command_is_in_the_readme(command):
     assert f"grader {command}" in (REPO / "README.md").read_text()
 
 
+@pytest.mark.parametrize("command, sub", [
+    (name, sub) for name in COMMANDS if isinstance(main.get_command(click.Context(main), name),
+                                                   click.Group)
+    for sub in main.get_command(click.Context(main), name).commands])  # type: ignore[union-attr]
+def test_every_subcommand_is_in_the_readme_with_an_example(command, sub):
+    assert f"grader {command} {sub}" in (REPO / "README.md").read_text()
+    result = run(command, sub, "--help")
+    assert result.exit_code == 0
+    assert f"Example: grader {command} {sub}" in " ".join(result.output.split())
+
+
 def test_the_readme_limits_table_gives_every_limit_and_its_default():
     import dataclasses
     import re

@@ -94,13 +94,13 @@ def test_each_figure_comes_after_a_sentence_saying_what_to_look_at_and_stands_al
 
 @contextmanager
 def _executed(path: Path) -> Iterator[tuple[Execution, object, list]]:
-    """grader.pipeline.execute.execute on `path`, also yielding the executed notebook's cells (the
-    engine keeps them to itself; a spy on its notebook reader hands them over)."""
+    """grader.pipeline.execute.execute on `path`, also yielding the executed notebook's cells
+    (the engine keeps them to itself; a spy on its notebook reader hands them over)."""
     seen: dict[str, nbformat.NotebookNode] = {}
     read = execute_module.read_notebook
 
-    def keep(notebook_path: Path) -> nbformat.NotebookNode:
-        seen["nb"] = read(notebook_path)
+    def keep(notebook_path: Path, max_mb: float = 0) -> nbformat.NotebookNode:
+        seen["nb"] = read(notebook_path, max_mb)
         return seen["nb"]
 
     with pytest.MonkeyPatch.context() as patch:

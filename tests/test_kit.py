@@ -227,11 +227,21 @@ def test_makefile_lists_the_released_homework(kit):
     assert "pip install -q $(TORCH)" in makefile.split("pip install -q -e .")[0]
 
 
-def test_pyproject_pins_what_the_engine_pins(kit):
+def test_pyproject_asks_for_what_the_kit_imports_with_the_engines_pins(kit, course):
     kit_project = tomllib.loads((kit / "pyproject.toml").read_text())["project"]
     repo_project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert sorted(kit_project["dependencies"]) == sorted(repo_project["dependencies"])
+    asked = set(kit_project["dependencies"])
+    assert asked <= set(repo_project["dependencies"])  # each exactly as the engine pins it
+    names = {re.split(r"[<>=]", r)[0].lower() for r in asked}
+    # the kit imports them (its engine, nncourse, notebooks, checks), or they run its notebooks
+    assert {"torch", "pytest", "nbclient", "ipykernel", "click", "rich"} <= names
+    # what only the instructor's tools import is not installed on a student's laptop
+    assert not names & {"jinja2", "pandas", "copydetect", "pyahocorasick", "scikit-learn"}
     assert kit_project["scripts"] == repo_project["scripts"]
+    # a homework's own libraries come with it: tensorly (hw3), onnx and its exporter (hw5)
+    everything = kit_files(course, ALL)["pyproject.toml"].decode()
+    assert "tensorly" in everything and "onnxscript" in everything
+    assert "tensorly" not in (kit / "pyproject.toml").read_text()
 
 
 def test_an_existing_folder_is_kept_unless_an_earlier_kit_is_to_be_replaced(tmp_path, course):

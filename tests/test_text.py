@@ -80,7 +80,7 @@ def test_markdown_inline_escapes_what_would_become_markup():
     assert markdown_inline("# Fake heading") == r"\# Fake heading"
     assert markdown_inline("[x](javascript:1) <b>") == r"\[x\](javascript:1) \<b\>"
     assert markdown_inline("1. item") == r"1\. item"
-    assert markdown_inline("2 * bytes, flops_per_element") == "2 * bytes, flops_per_element"
+    assert markdown_inline("2*B*I*O, flops_per_element") == r"2\*B\*I\*O, flops\_per\_element"
 
 
 def test_markdown_block_cannot_be_closed_by_its_text():

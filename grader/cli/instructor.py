@@ -1,5 +1,6 @@
 """The instructor's commands: grade, export, report, audit, release-notebooks, release,
-gradescope; mark and marks (written answers) live in ``grader.cli.marking``.
+gradescope, and the LMS's import and push; mark and marks (written answers) live in
+``grader.cli.marking``.
 
 Loaded by ``grader.cli.main`` only when one of them is asked for, so that ``grader check`` (the
 student's command) imports none of what they need; the student kit does not ship this module.
@@ -11,8 +12,10 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from rich.table import Table
@@ -27,6 +30,7 @@ from grader.records import GradeRow, Status, Submission
 from grader.tools.marking import scored_rows
 
 if TYPE_CHECKING:
+    from grader.lms.intake import Intake
     from grader.tools.audit import AuditReport
 
 # Each command imports the heavy part of the engine it needs when it runs (the audit, the kit,
@@ -37,6 +41,7 @@ DEFAULT_CSV = Path("grades/gradebook.csv")
 DEFAULT_LONG_CSV = Path("grades/gradebook_long.csv")
 DEFAULT_FEEDBACK = Path("grades/feedback")
 DEFAULT_REPORT = Path("grades/report.html")
+DEFAULT_LMS_OUT = Path("grades/lms")
 
 
 @click.command()
@@ -153,6 +158,11 @@ def _summary(graded: list[Graded]) -> None:
 @click.command("export")
 @course_option
 @gradebook_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "moodle", "canvas"]), default="csv",
+              show_default=True,
+              help="csv: the gradebook CSVs and the feedback; moodle: the assignment's grading "
+                   "worksheet filled in and a feedback-files zip; canvas: Canvas's gradebook "
+                   "import CSV.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
               show_default=True, help="One row per student.")
 @click.option("--long", "long_path", type=click.Path(path_type=Path), default=DEFAULT_LONG_CSV,
@@ -163,19 +173,37 @@ def _summary(graded: list[Graded]) -> None:
               help="The time the verdict column is made for, ISO 8601 (2026-12-09 or "
                    "2026-12-09T12:00; the course's time zone unless an offset is given). "
                    "Default: now.")
-def export_cmd(course_path: Path, gradebook: Path, csv_path: Path, long_path: Path,
-               feedback_dir: Path, as_of: str | None) -> None:
-    """Write the gradebook CSVs and the feedback files from the gradebook.
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="moodle: the homework of the worksheet; canvas: a homework to export "
+                   "(repeatable; default: every graded one).")
+@click.option("--worksheet", type=click.Path(path_type=Path), default=None,
+              help="moodle: the grading worksheet downloaded from the assignment.")
+@click.option("--roster", type=click.Path(path_type=Path), default=None,
+              help="moodle, canvas: the roster CSV to map students by (default: course.toml's).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_LMS_OUT,
+              show_default=True, help="moodle, canvas: the folder to write to.")
+def export_cmd(course_path: Path, gradebook: Path, fmt: str, csv_path: Path, long_path: Path,
+               feedback_dir: Path, as_of: str | None, assignments: tuple[str, ...],
+               worksheet: Path | None, roster: Path | None, out_dir: Path) -> None:
+    """Write the gradebook CSVs and the feedback files from the gradebook, or (--format) the
+    grades and feedback in Moodle's or Canvas's import format. A final still pending (the
+    submission time unknown) is left blank, never 0.
 
     Example: grader export --csv grades/gradebook.csv --long grades/gradebook_long.csv
+
+    Example: grader export --format moodle -a hw1 --worksheet Grades-NNSC-hw1-42.csv
+
+    Example: grader export --format canvas     (grades/lms/canvas-gradebook.csv)
     """
+    course = load_course(course_path)
+    rows = _rows(gradebook, course)
+    if fmt != "csv":
+        _lms_export(course, rows, fmt, assignments, worksheet, roster, out_dir)
+        return
     from grader.output.feedback import write_feedback
     from grader.output.tables import long_table, wide_table, write_csv
 
-    course = load_course(course_path)
-    now = _as_of(course, as_of)
-    rows = _rows(gradebook, course)
-    write_csv(wide_table(course, rows, now), csv_path)
+    write_csv(wide_table(course, rows, _as_of(course, as_of)), csv_path)
     write_csv(long_table(course, rows), long_path)
     written = write_feedback(course, rows, feedback_dir)
     out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) (Markdown "
@@ -408,3 +436,249 @@ def gradescope_cmd(assignment: str, zip_path: Path, course_path: Path, visibilit
     bundle = write_bundle(course, assignment, zip_path, visibility, force)
     out.print(f"wrote {bundle.path}: the Gradescope autograder of {bundle.assignment} "
               f"({bundle.checks} check file(s), {bundle.files} files)")
+
+
+# -- the LMS: import, export, push ------------------------------------------------------------
+
+
+def _zone(course_zone: ZoneInfo, name: str | None) -> ZoneInfo:
+    if name is None:
+        return course_zone
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageFailure(f"--timezone: unknown time zone {name!r} (e.g. Europe/Moscow)") \
+            from None
+
+
+def _import_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options both `grader import` commands share: the homework, where to store, whom to
+    map to, and the grading run that follows (as `grader grade` takes them)."""
+    options = [
+        click.option("-a", "--assignment", required=True,
+                     help="The homework this download is of (an id of course.toml)."),
+        click.option("--timezone", "zone", default=None, metavar="ZONE",
+                     help="The zone of the LMS's times that name none (Moodle's worksheet, a "
+                          "times CSV without offsets). Default: the course's."),
+        click.option("--roster", type=click.Path(path_type=Path), default=None,
+                     help="The roster CSV to map students by (student,name,email,lms_id). "
+                          "Default: course.toml's roster."),
+        click.option("--out", "out_dir", type=click.Path(path_type=Path),
+                     default=DEFAULT_LMS_OUT, show_default=True,
+                     help="Where the notebooks and <assignment>/manifest.csv are written."),
+        click.option("--import-only", is_flag=True,
+                     help="Write the notebooks and the manifest; do not grade."),
+        course_option, gradebook_option,
+        click.option("--force", is_flag=True, help="Regrade submissions already graded."),
+        click.option("--seed", type=int, default=None, help="Seed of the hidden checks' draws."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+                     help="Notebooks graded at once. Default: the number of cores."),
+        click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=DEFAULT_CSV,
+                     show_default=True, help="The gradebook CSV written after grading."),
+        click.option("--feedback", "feedback_dir", type=click.Path(path_type=Path),
+                     default=DEFAULT_FEEDBACK, show_default=True,
+                     help="Folder for per-student feedback."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _store_and_grade(ctx: click.Context, intake: Intake, out_dir: Path, import_only: bool,
+                     **grading: object) -> None:
+    from grader.lms.manifest import store
+
+    stored = store(intake, out_dir)
+    out.print(f"took {len(intake.handins)} submission(s) of {intake.assignment} from "
+              f"{intake.download.name} ({intake.lms}): {stored.added} new, {stored.replaced} "
+              f"downloaded again, {stored.kept} kept from earlier imports; manifest: "
+              f"{stored.manifest}", markup=False, soft_wrap=True)
+    for note in intake.notes:
+        err.print(f"  note: {note}", markup=False, soft_wrap=True)
+    if intake.unknown_times:
+        err.print(f"warning: {intake.unknown_times} submission time(s) unknown: their finals "
+                  f"stay pending until the time is known", markup=False, soft_wrap=True)
+    if not import_only:
+        ctx.invoke(grade, submissions=stored.manifest, assignments=(intake.assignment,),
+                   scheduler=None, **grading)
+
+
+@click.group("import")
+def import_cmd() -> None:
+    """Take an LMS's download of a homework's submissions, map each file to a student of the
+    roster (by email or lms_id), with its submission time, write the notebooks and a manifest
+    CSV (grades/lms/<hw>/manifest.csv), and grade them as `grader grade` does.
+
+    Example: grader import moodle NNSC-hw1-42.zip --worksheet Grades-NNSC-hw1-42.csv -a hw1
+
+    Example: grader import canvas nnsc-hw1_submissions.zip --times times.csv -a hw1
+    """
+
+
+@import_cmd.command("moodle")
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--worksheet", type=click.Path(path_type=Path), required=True,
+              help="The assignment's offline grading worksheet (Grades-...csv): who each "
+                   "participant is, and the submission times.")
+@_import_options
+@click.pass_context
+def import_moodle_cmd(ctx: click.Context, /, zip_path: Path, worksheet: Path, assignment: str,
+                      zone: str | None, roster: Path | None, out_dir: Path, import_only: bool,
+                      course_path: Path, **grading: object) -> None:
+    """Import Moodle's "Download all submissions" zip (folders or flat files) with the
+    assignment's grading worksheet, then grade.
+
+    Example: grader import moodle NNSC-hw1-42.zip --worksheet Grades-NNSC-hw1-42.csv -a hw1
+    """
+    from grader.lms import moodle
+    from grader.lms.people import people
+
+    course = load_course(course_path)
+    course.assignment(assignment)
+    intake = moodle.read_download(people(course, roster), zip_path, worksheet, assignment,
+                                  _zone(course.timezone, zone))
+    _store_and_grade(ctx, intake, out_dir, import_only, course_path=course_path, **grading)
+
+
+@import_cmd.command("canvas")
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--times", "times_path", type=click.Path(path_type=Path), default=None,
+              help="A CSV of submission times: user_id,submitted_at[,anonymous_id][,email].")
+@click.option("--canvas", "canvas_url", default=None, metavar="URL",
+              help="Ask Canvas's REST API at URL for the times (token in CANVAS_API_TOKEN).")
+@click.option("--canvas-course", type=int, default=None,
+              help="The Canvas course id (default: course.toml's [lms] canvas_course).")
+@click.option("--canvas-assignment", type=int, default=None,
+              help="The Canvas assignment id (default: [lms.canvas_assignments] of -a).")
+@_import_options
+@click.pass_context
+def import_canvas_cmd(ctx: click.Context, /, zip_path: Path, times_path: Path | None,
+                      canvas_url: str | None, canvas_course: int | None,
+                      canvas_assignment: int | None, assignment: str, zone: str | None,
+                      roster: Path | None, out_dir: Path, import_only: bool, course_path: Path,
+                      **grading: object) -> None:
+    """Import Canvas's "Download Submissions" zip, with the submission times from a CSV
+    (--times) or from Canvas's REST API (--canvas), then grade. Without either, every time is
+    unknown and every final pending.
+
+    Example: grader import canvas nnsc-hw1_submissions.zip --times times.csv -a hw1
+
+    With the API: CANVAS_API_TOKEN=... grader import canvas nnsc-hw1_submissions.zip
+    --canvas https://canvas.example.edu --canvas-course 1234 --canvas-assignment 5678 -a hw1
+    """
+    from grader.lms import canvas
+    from grader.lms.people import people
+
+    course = load_course(course_path)
+    course.assignment(assignment)
+    if times_path is not None and canvas_url is not None:
+        raise UsageFailure("give --times or --canvas, not both")
+    times = canvas.NO_TIMES
+    if times_path is not None:
+        times = canvas.read_times(times_path, _zone(course.timezone, zone))
+    elif canvas_url is not None:
+        from grader.lms.canvas_api import fetch_times
+
+        mapped = course.lms.canvas_assignments.get(assignment)
+        course_id = canvas_course or course.lms.canvas_course
+        assignment_id = canvas_assignment or (mapped.id if mapped else 0)
+        if not course_id or not assignment_id:
+            raise UsageFailure("--canvas needs --canvas-course and --canvas-assignment (or "
+                               "[lms] canvas_course and canvas_assignments in course.toml)")
+        times = fetch_times(canvas_url.rstrip("/"), course_id, assignment_id)
+    intake = canvas.read_download(people(course, roster), zip_path, assignment, times)
+    _store_and_grade(ctx, intake, out_dir, import_only, course_path=course_path, **grading)
+
+
+def _lms_export(course: Course, rows: list[GradeRow], fmt: str, assignments: tuple[str, ...],
+                worksheet: Path | None, roster: Path | None, out_dir: Path) -> None:
+    from grader.lms import export
+    from grader.lms.people import people
+
+    found = people(course, roster)
+    if fmt == "moodle":
+        if worksheet is None or len(assignments) != 1:
+            raise UsageFailure("--format moodle needs --worksheet (the grading worksheet "
+                               "downloaded from the assignment) and one --assignment")
+        course.assignment(assignments[0])
+        done = export.moodle_export(course, rows, found, worksheet, assignments[0], out_dir)
+    else:
+        chosen = export.canvas_assignments(course, rows, assignments)
+        done = export.canvas_export(course, rows, found, chosen,
+                                    out_dir / "canvas-gradebook.csv")
+    out.print(f"wrote {', '.join(map(str, done.files))}: {done.graded} grade(s)", markup=False,
+              soft_wrap=True)
+    for note in done.notes:
+        err.print(f"  note: {note}", markup=False, soft_wrap=True)
+    if done.pending:
+        err.print(f"warning: {done.pending} final(s) pending (submission time unknown) left "
+                  f"blank, not 0", markup=False, soft_wrap=True)
+
+
+@click.group("push")
+def push_cmd() -> None:
+    """Post grades and feedback to an LMS through its API (Canvas).
+
+    Example: grader push canvas --assignment hw1
+    """
+
+
+@push_cmd.command("canvas")
+@course_option
+@gradebook_option
+@click.option("-a", "--assignment", "assignments", multiple=True,
+              help="Push this homework (repeatable). Default: every graded homework.")
+@click.option("--dry-run/--post", "dry_run", default=True, show_default=True,
+              help="Show what would change (the default), or post it.")
+@click.option("--canvas", "canvas_url", default=None, metavar="URL",
+              help="The Canvas server (default: course.toml's [lms] canvas_url).")
+@click.option("--canvas-course", type=int, default=None,
+              help="The Canvas course id (default: [lms] canvas_course).")
+@click.option("--roster", type=click.Path(path_type=Path), default=None,
+              help="The roster CSV with each student's Canvas user id (lms_id).")
+def push_canvas_cmd(course_path: Path, gradebook: Path, assignments: tuple[str, ...],
+                    dry_run: bool, canvas_url: str | None, canvas_course: int | None,
+                    roster: Path | None) -> None:
+    """Compare each final (after the late rule, in the Canvas assignment's points) with the
+    grade Canvas holds, and post the grade with the feedback as a comment where they differ.
+    A dry run by default; --post posts. Run again after a stop: only what is left is posted.
+    Finals pending (submission time unknown) are left out. The token: CANVAS_API_TOKEN.
+
+    Example: grader push canvas --assignment hw1            (shows what would change)
+
+    Example: grader push canvas --assignment hw1 --post     (posts it)
+    """
+    from grader.lms.canvas_api import plan_push
+    from grader.lms.export import canvas_assignments
+    from grader.lms.people import people
+
+    course = load_course(course_path)
+    rows = _rows(gradebook, course)
+    chosen = canvas_assignments(course, rows, assignments)
+    url = (canvas_url or course.lms.canvas_url).rstrip("/")
+    course_id = canvas_course or course.lms.canvas_course
+    if not url or not course_id:
+        raise UsageFailure("no Canvas: give --canvas URL and --canvas-course ID (or [lms] "
+                           "canvas_url and canvas_course in course.toml)")
+    push = plan_push(course, rows, people(course, roster), chosen, url, course_id)
+    plan = push.plan
+    table = Table(title=("would post" if dry_run else "posting") + f" to {url}")
+    for column in ("student", "homework", "Canvas user", "now", "new", "comment"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
+    for c in plan.changes:
+        table.add_row(c.student, c.assignment, c.user_id,
+                      "-" if c.current is None else f"{c.current:g}", f"{c.new:.2f}",
+                      c.comment.splitlines()[0] if c.comment else "")
+    out.print(table)
+    for note in plan.notes:
+        err.print(f"  note: {note}", markup=False)
+    if plan.pending:
+        err.print(f"warning: {plan.pending} final(s) pending (submission time unknown) left "
+                  f"out", markup=False, soft_wrap=True)
+    summary = f"{len(plan.changes)} to post, {plan.unchanged} already equal"
+    if dry_run:
+        out.print(f"dry run: {summary}; nothing posted (--post posts it)")
+        return
+    posted = push.post(lambda c: out.print(f"  posted {c.student} {c.assignment}: {c.new:.2f}",
+                                           markup=False))
+    out.print(f"posted {posted} grade(s) with their comments; {plan.unchanged} already equal")

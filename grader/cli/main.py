@@ -25,13 +25,15 @@ from grader.course.notebook import assignment_of, read_notebook
 from grader.errors import ConfigError, GraderError, MalformedNotebook
 from grader.kernel import zygote
 from grader.kernel.sandbox import use_sandbox
+from grader.output.view import in_notebook_order
 from grader.records import Outcome
 
 # command name -> its function in grader.cli.instructor
 INSTRUCTOR_COMMANDS = {"grade": "grade", "export": "export_cmd", "report": "report_cmd",
                        "audit": "audit_cmd", "release-notebooks": "release_notebooks_cmd",
                        "release": "release_cmd", "gradescope": "gradescope_cmd",
-                       "mark": "mark_cmd", "marks": "marks_group"}
+                       "mark": "mark_cmd", "marks": "marks_group",
+                       "import": "import_cmd", "push": "push_cmd"}
 
 
 class _Group(click.Group):
@@ -80,7 +82,7 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
 
     Example: grader check ~/Downloads/hw1.ipynb
     """
-    course = load_course(course_path)
+    course = load_course(_course_file(course_path, notebook))
     try:
         nb = read_notebook(notebook, course.limits.max_notebook_mb)
     except MalformedNotebook as exc:
@@ -92,8 +94,16 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
         raise UsageFailure(f"{exc}; pass --assignment") from None
     check_dir = course.public_checks(assignment)
     sandboxed, sandbox_note = use_sandbox(course.limits)
-    zygote.start(sandboxed)  # the kernels' imports run while this process imports its own
-    err.print(f"running {notebook} and the public checks of {assignment} ({sandbox_note})")
+    no_fork_server = zygote.unsupported()
+    if no_fork_server:
+        from grader.kernel.plain import what_it_limits
+
+        how = f"a plain Jupyter kernel ({no_fork_server}): {what_it_limits()}, no sandbox"
+    else:
+        zygote.start(sandboxed)  # the kernels' imports run while this process imports its own
+        how = sandbox_note
+    err.print(f"running {notebook} and the public checks of {assignment} ({how})",
+              markup=False)
     from grader.pipeline.grading import grade_notebook, new_seed
 
     execution, checks = grade_notebook(notebook, check_dir, course.limits,
@@ -104,10 +114,12 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
         out.print(f"  {error}", markup=False)
     if checks.problem is not None:
         out.print(f"checks: {checks.problem.value} ({checks.detail})", markup=False)
-    results = checks.results
+    results = in_notebook_order(checks.results, course, assignment)
     for r in results:
         mark = "[green]PASS[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
-        out.print(f"{mark} {r.name} ({r.points:g} pt)")
+        out.print(f"{mark} ", end="")
+        out.print(f"{r.task + ': ' if r.task else ''}{r.title or r.name} ({r.points:g} pt)",
+                  markup=False)
         if r.outcome is not Outcome.PASSED:
             for line in r.message.splitlines():
                 out.print(f"     {line}", markup=False)
@@ -115,6 +127,20 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
     out.print(f"{passed} passed, {len(results) - passed} failed")
     if passed != len(results):
         sys.exit(1)
+
+
+def _course_file(given: Path, notebook: Path) -> Path:
+    """The course file: ``given`` when it exists or was named; else the first course.toml in
+    the notebook's folder or above it, else the one of the kit this engine came with (so
+    ``make check`` and ``grader check`` work from any folder)."""
+    if given.exists() or given != Path("course.toml"):
+        return given
+    for folder in (notebook.resolve().parent, *notebook.resolve().parents,
+                   Path(__file__).resolve().parents[2]):
+        if (folder / "course.toml").is_file():
+            return folder / "course.toml"
+    raise UsageFailure(f"no course.toml in {Path.cwd()} or above {notebook}: run this from "
+                       f"the kit's folder, or pass --course PATH/TO/course.toml")
 
 
 __all__ = ["main"]

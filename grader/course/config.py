@@ -54,11 +54,31 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class RosterEntry:
-    """A student on the roster."""
+    """A student on the roster. ``lms_id``: the student's id in the course's LMS (Canvas: the
+    user id; Moodle: the ID number), which ``grader import`` maps downloads by, beside the
+    email."""
 
     id: str
     name: str = ""
     email: str = ""
+    lms_id: str = ""
+
+
+@dataclass(frozen=True)
+class CanvasAssignment:
+    """A homework's assignment in Canvas: its id (the number in its URL) and its points."""
+
+    id: int
+    points: float
+
+
+@dataclass(frozen=True)
+class LmsSettings:
+    """``[lms]``: where the course's LMS is (``grader import``, ``export``, ``push``)."""
+
+    canvas_url: str = ""  # https://canvas.example.edu
+    canvas_course: int = 0  # the course id in Canvas URLs
+    canvas_assignments: Mapping[str, CanvasAssignment] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class Course:
     # (0..1) of either one's own code is listed in the report for a person to look at
     similarity_threshold: float = 0.5
     audit: AuditSettings = AuditSettings()
+    lms: LmsSettings = LmsSettings()
 
     @property
     def root(self) -> Path:
@@ -246,6 +267,7 @@ def load_course(path: Path) -> Course:
             raise limits_table._err(key, f"must be 0 or more, got {value}")
 
     audit = _audit_settings(top.sub("audit"))
+    lms_table = top.sub("lms")
 
     assignments: list[Assignment] = []
     for i, table in enumerate(top.get("assignment", list)):
@@ -268,7 +290,8 @@ def load_course(path: Path) -> Course:
     roster = load_roster(path.parent / roster_name) if roster_name else ()
     extensions = load_extensions(path.parent / extensions_name, ids) if extensions_name else {}
     return Course(path, name, tz, deadline, last_lecture, policy, pass_rule, limits,
-                  tuple(assignments), counted, roster, extensions, similarity_threshold, audit)
+                  tuple(assignments), counted, roster, extensions, similarity_threshold, audit,
+                  _lms_settings(lms_table, ids))
 
 
 def _audit_settings(table: _Reader) -> AuditSettings:
@@ -283,6 +306,25 @@ def _audit_settings(table: _Reader) -> AuditSettings:
         if getattr(settings, key) < 0:
             raise table._err(key, f"must be 0 or more, got {getattr(settings, key)}")
     return settings
+
+
+def _lms_settings(table: _Reader, assignments: set[str]) -> LmsSettings:
+    url = table.get("canvas_url", str, "")
+    course = table.get("canvas_course", int, 0)
+    mapped = table.sub("canvas_assignments")
+    found: dict[str, CanvasAssignment] = {}
+    for hw in list(mapped.table):
+        if hw not in assignments:
+            raise mapped._err(hw, f"no assignment {hw!r} in this course")
+        entry = mapped.sub(hw, default_empty=False)
+        found[hw] = CanvasAssignment(entry.get("id", int), entry.get("points", float))
+        entry.finish()
+        if found[hw].id <= 0 or found[hw].points <= 0:
+            raise mapped._err(hw, "id and points must be positive")
+    table.finish()
+    if url and not url.startswith(("https://", "http://")):
+        raise table._err("canvas_url", f"expected https://..., got {url!r}")
+    return LmsSettings(url.rstrip("/"), course, found)
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -302,7 +344,9 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
 
 
 def load_roster(path: Path) -> tuple[RosterEntry, ...]:
-    """A roster CSV with columns ``student,name,email`` (name and email may be empty)."""
+    """A roster CSV with columns ``student,name,email`` and optionally ``lms_id`` (the
+    student's id in the LMS, which ``grader import`` maps downloads by); all but ``student``
+    may be empty. An LMS id listed for two students is an error."""
     students: dict[str, RosterEntry] = {}
     for line, row in _csv_rows(path, ("student",)):
         sid = row["student"]
@@ -310,7 +354,12 @@ def load_roster(path: Path) -> tuple[RosterEntry, ...]:
             raise ConfigError(f"{path}, line {line}: empty student id")
         if sid in students:
             raise ConfigError(f"{path}, line {line}: student {sid!r} listed twice")
-        students[sid] = RosterEntry(sid, row.get("name", ""), row.get("email", ""))
+        entry = RosterEntry(sid, row.get("name", ""), row.get("email", ""), row.get("lms_id", ""))
+        twin = next((s.id for s in students.values() if entry.lms_id == s.lms_id != ""), None)
+        if twin is not None:
+            raise ConfigError(f"{path}, line {line}: lms_id {entry.lms_id!r} of {sid!r} is "
+                              f"also {twin!r}'s")
+        students[sid] = entry
     return tuple(students[s] for s in sorted(students))
 
 

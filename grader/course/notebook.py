@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -37,12 +38,23 @@ def read_notebook(path: Path, max_mb: float = 0) -> nbformat.NotebookNode:
                                 f"{max_mb:g} MB a notebook may be (clear its outputs, or "
                                 f"save large data in files beside it)")
     try:
-        nb = nbformat.read(path, as_version=4)
+        text = path.read_bytes().decode("utf-8")
+        data = json.loads(text)
     except UnicodeDecodeError:
         raise MalformedNotebook(f"{path.name} is not a valid notebook file: not UTF-8 text") \
             from None
     except OSError as exc:
         raise MalformedNotebook(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError):
+        raise MalformedNotebook(f"{path.name} is not a valid notebook file: not JSON (cut "
+                                f"short, or edited by hand?)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list) \
+            or not isinstance(data.get("nbformat"), int):
+        raise MalformedNotebook(f"{path.name} is JSON but not a notebook: it has no list of "
+                                f"cells and no format version (save it from Jupyter as "
+                                f".ipynb)")
+    try:
+        nb = nbformat.reads(text, as_version=4)
     except NotJSONError:
         raise MalformedNotebook(f"{path.name} is not a valid notebook file: not JSON (cut "
                                 f"short, or edited by hand?)") from None

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from grader.errors import StudentError, ZygoteError
-from grader.kernel import sandbox
+from grader.kernel import plain, sandbox
 from grader.kernel.sandbox import use_sandbox
 from grader.kernel.session import log_tail, spawn_request
-from grader.kernel.zygote import Channel, channel_for
+from grader.kernel.zygote import Channel, channel_for, unsupported
 from grader.records import Limits
 from grader.text import QUOTE_CHARS, clip
 
@@ -56,7 +56,7 @@ def snapshot(workdir: Path, dest: Path) -> dict[str, int]:
             target = dest / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             try:  # O_NOFOLLOW: the live kernel may swap a file for a link after the check above
-                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+                fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             except OSError:
                 continue
             with os.fdopen(fd, "rb") as src, target.open("wb") as dst:
@@ -81,17 +81,19 @@ class Judge:
     def run(self, source: str, inputs: Mapping[str, Any], timeout: float,
             name: str = "judge") -> Any:
         """Run the function ``name(folder, inputs)`` that ``source`` defines in a sandboxed
-        process over a snapshot of the working folder; return its result, read as data only."""
+        process over a snapshot of the working folder; return its result, read as data only.
+        Where there is no fork server (macOS, Windows: a student's own run), a plain process."""
+        if unsupported():
+            with tempfile.TemporaryDirectory(prefix="grader-judge-") as tmp:
+                folder, private, log = self._prepare(Path(tmp), source, inputs)
+                if not plain.run_judge(private, name, folder, self._limits, log, timeout):
+                    raise StudentError(f"judging the files took longer than {timeout:g} s")
+                return _result(private, log)
         sandboxed, _ = use_sandbox(self._limits)
         zygote = channel_for(sandboxed)
         slot = zygote.new_slot()
         try:
-            folder, private, log = slot / "artifacts", slot / "private", slot / "judge.log"
-            folder.mkdir()
-            private.mkdir()
-            snapshot(self._workdir, folder)
-            torch.save(dict(inputs), private / "inputs.pt")
-            (private / "judge.py").write_text(source, encoding="utf-8")
+            folder, private, log = self._prepare(slot, source, inputs)
             sandbox.hand_over([slot])
             env = {"PATH": "/usr/bin:/bin", "HOME": str(zygote.inside(private)),
                    "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -102,21 +104,38 @@ class Judge:
                 _wait(zygote, int(zygote.ask(request)["pid"]), timeout)
             except ZygoteError as exc:
                 raise RuntimeError(f"the judge could not be started: {exc}") from None
-            result_path = private / "result.pt"
-            if not result_path.is_file():
-                raise StudentError(f"judging the files failed: {clip(log_tail(log), QUOTE_CHARS)}")
-            try:
-                result = torch.load(io.BytesIO(result_path.read_bytes()), weights_only=True)
-            except Exception as exc:
-                raise StudentError("the judge's answer was not plain data "
-                                   f"({type(exc).__name__})") from exc
+            return _result(private, log)
         finally:
             shutil.rmtree(slot, ignore_errors=True)
-        if not isinstance(result, dict) or "ok" not in result:
-            raise StudentError("the judge's answer was not plain data")
-        if not result["ok"]:
-            raise StudentError(f"loading or running the files failed: {result.get('error')}")
-        return result.get("value")
+
+    def _prepare(self, slot: Path, source: str, inputs: Mapping[str, Any]
+                 ) -> tuple[Path, Path, Path]:
+        """In ``slot``: the snapshot of the working folder, the judge's private folder with
+        its code and inputs, and the path of its log."""
+        folder, private, log = slot / "artifacts", slot / "private", slot / "judge.log"
+        folder.mkdir()
+        private.mkdir()
+        snapshot(self._workdir, folder)
+        torch.save(dict(inputs), private / "inputs.pt")
+        (private / "judge.py").write_text(source, encoding="utf-8")
+        return folder, private, log
+
+
+def _result(private: Path, log: Path) -> Any:
+    """What the judge wrote, read as data only; StudentError when it wrote nothing usable."""
+    result_path = private / "result.pt"
+    if not result_path.is_file():
+        raise StudentError(f"judging the files failed: {clip(log_tail(log), QUOTE_CHARS)}")
+    try:
+        result = torch.load(io.BytesIO(result_path.read_bytes()), weights_only=True)
+    except Exception as exc:
+        raise StudentError("the judge's answer was not plain data "
+                           f"({type(exc).__name__})") from exc
+    if not isinstance(result, dict) or "ok" not in result:
+        raise StudentError("the judge's answer was not plain data")
+    if not result["ok"]:
+        raise StudentError(f"loading or running the files failed: {result.get('error')}")
+    return result.get("value")
 
 
 def _wait(zygote: Channel, pid: int, timeout: float) -> None:

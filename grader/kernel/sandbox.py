@@ -42,7 +42,8 @@ class Probe:
 
 
 def _is_root() -> bool:
-    return os.geteuid() == 0
+    geteuid = getattr(os, "geteuid", None)  # none on Windows
+    return geteuid is not None and geteuid() == 0
 
 
 def _system_args() -> list[str]:
@@ -147,6 +148,8 @@ _NESTED_NAMESPACES = (
 @functools.cache
 def probe() -> Probe:
     """Try the sandbox once per process with a trivial command."""
+    if not sys.platform.startswith("linux"):
+        return Probe(False, f"the sandbox (bubblewrap) runs on Linux only (this is {sys.platform})")
     if shutil.which("bwrap") is None:
         return Probe(False, "bubblewrap (bwrap) is not installed")
     if _is_root() and shutil.which("setpriv") is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import itertools
 import json
 import multiprocessing.util
@@ -35,17 +36,28 @@ from typing import Any, cast
 
 from grader.errors import ZygoteError
 from grader.kernel import bridge, sandbox
-from grader.kernel.bridge.serve import short_address
+from grader.kernel.bridge.sockets import short_address
 
 KIT_PACKAGE = "nncourse"
 BRIDGE_PACKAGE = "_grader_bridge"  # the name grader/kernel/bridge/ has inside the sandbox
 
 
+def unsupported() -> str:
+    """Why kernels cannot come from a fork server here ("" where they can): it forks, and
+    enters Linux namespaces and resource limits. Elsewhere (macOS, Windows) a kernel is a
+    plain process (``grader.kernel.plain``)."""
+    if not sys.platform.startswith("linux"):
+        return f"the kernels' fork server runs on Linux only (this is {sys.platform})"
+    if not hasattr(os, "fork"):
+        return "this Python cannot fork"
+    if importlib.util.find_spec("resource") is None:
+        return "this Python has no resource module"
+    return ""
+
+
 def kit_source() -> Path:
     """The folder of the course kit package, as installed or in the source tree (found, not
     imported: importing it imports torch)."""
-    import importlib.util
-
     spec = importlib.util.find_spec(KIT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ZygoteError(f"the course kit ({KIT_PACKAGE}) is not installed")

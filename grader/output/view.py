@@ -198,7 +198,7 @@ def _final_words(row: GradeRow) -> str:
     return "pending (written answers not marked yet)"
 
 
-def _in_notebook_order(checks: Iterable[CheckResult], course: Course, assignment: str
+def in_notebook_order(checks: Iterable[CheckResult], course: Course, assignment: str
                        ) -> list[CheckResult]:
     """The checks grouped by the student's function they check, in the order the homework's
     notebook defines them (checks of no known function last), each group by check name."""
@@ -298,7 +298,7 @@ def view(row: GradeRow, course: Course) -> RowView:
         checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.task,
                                c.points, c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
                                "" if c.outcome is Outcome.PASSED else text_block(c.message))
-                     for c in _in_notebook_order(row.checks, course, row.assignment)),
+                     for c in in_notebook_order(row.checks, course, row.assignment)),
         submitted_at=local_time(row.submitted_at, course),
         graded_at=local_time(row.graded_at, course), seconds=row.seconds,
         checks_earned=checks_points(row)[0], checks_possible=checks_points(row)[1],

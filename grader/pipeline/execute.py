@@ -27,6 +27,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader.course.notebook import read_notebook
 from grader.errors import MalformedNotebook, ZygoteError
+from grader.kernel import plain
 from grader.kernel.sandbox import use_sandbox
 from grader.kernel.session import (
     KernelSession,
@@ -36,7 +37,7 @@ from grader.kernel.session import (
     started_kernel,
     workspace,
 )
-from grader.kernel.zygote import channel_for
+from grader.kernel.zygote import channel_for, unsupported
 from grader.records import CellError, Execution, Limits, Status
 from grader.text import CELL_CHARS, NAME_CHARS, first_line, one_line
 
@@ -88,7 +89,8 @@ def execute(notebook_path: Path, limits: Limits
         yield Execution(Status.MALFORMED, str(exc), 0.0, 0), None
         return
     sandboxed, _ = use_sandbox(limits)
-    channel_for(sandboxed)  # started once per run, not this notebook's time
+    if not unsupported():
+        channel_for(sandboxed)  # started once per run, not this notebook's time
     start = time.monotonic()
     with _kernel(notebook_path, limits, sandboxed) as (space, km):
         execution = _run_cells(nb, km, space.workdir, space.log, limits, start)
@@ -116,7 +118,12 @@ def _kernel(notebook_path: Path, limits: Limits, sandboxed: bool
             ) -> Iterator[tuple[Workspace, KernelManager]]:
     """A fresh workspace and kernel for the notebook. A fork server that died since the last
     kernel (its channel closes a moment later) is met by asking a second time: the channel is
-    replaced and the fork server started again."""
+    replaced and the fork server started again. Where there is no fork server (macOS,
+    Windows), a plain kernel."""
+    if unsupported():
+        with plain.started_kernel(notebook_path, limits) as (space, km):
+            yield space, km
+        return
     for attempt in (1, 2):
         zygote = channel_for(sandboxed)
         with contextlib.ExitStack() as stack:

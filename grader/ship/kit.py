@@ -190,7 +190,7 @@ def kit_files(course: Course, assignments: Sequence[str]) -> dict[str, bytes]:
     files = {
         "README.md": kit_text.readme(course, assignments).encode(),
         "Makefile": kit_text.makefile(course, assignments).encode(),
-        "pyproject.toml": kit_text.pyproject(engine_packages(engine_files())).encode(),
+        "pyproject.toml": b"",  # below, from what the kit's files import
         "course.toml": kit_text.course_toml(course, assignments).encode(),
         ".gitignore": b".venv/\n*.egg-info/\n__pycache__/\n.ipynb_checkpoints/\n",
     }
@@ -201,6 +201,8 @@ def kit_files(course: Course, assignments: Sequence[str]) -> dict[str, bytes]:
         files[f"assignments/{a}/{course.assignment(a).notebook}"] = _notebook(course, a)
         checks = plain_files(course.public_checks(a), (".py",))
         files.update({f"assignments/{a}/checks/{k}": v for k, v in checks.items()})
+    files["pyproject.toml"] = kit_text.pyproject(engine_packages(engine_files()),
+                                                 kit_text.requirements(files)).encode()
     return dict(sorted(files.items()))
 
 

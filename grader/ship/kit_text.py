@@ -8,10 +8,12 @@ with the grader.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
+import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from grader.course.config import Course
@@ -107,7 +109,7 @@ engine.
 
 ## Set up
 
-You need Python 3.11 or newer and `make` (Linux or macOS). In this folder, run:
+You need Python 3.11 or newer. On Linux or macOS with `make`, in this folder, run:
 
 ```
 make install
@@ -115,7 +117,7 @@ make install
 
 It creates a virtual environment in `.venv`: PyTorch 2.13.0 first, then the engine and
 `nncourse` (`pip install -e .`), which takes a few minutes the first time. Without `make`, the
-same by hand:
+same by hand, on Linux or macOS:
 
 ```
 python3 -m venv .venv
@@ -123,13 +125,25 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -e .
 ```
 
+and on Windows (PowerShell or cmd, with Python from python.org; no `make` needed):
+
+```
+py -3.11 -m venv .venv
+.venv\\Scripts\\python -m pip install {TORCH}
+.venv\\Scripts\\python -m pip install -e .
+```
+
+On Windows you may instead work in WSL (Ubuntu inside Windows): there, follow the Linux steps;
+it runs your notebook exactly as on Linux.
+
 PyTorch comes first, pinned, so that pip keeps that version; if you prefer another build of
 PyTorch 2.13.0 (a CPU-only one is smaller), install it into `.venv` before the last command, or
 pass it to make: `make install TORCH="..."`.
 
-Work on the notebooks in any Jupyter front end that uses `.venv/bin/python` as its kernel (for
-example `.venv/bin/python -m pip install jupyterlab`, then `.venv/bin/jupyter lab`). Write your
-code where a cell says `# YOUR CODE HERE`, and keep the function names and signatures.
+Work on the notebooks in any Jupyter front end that uses the Python of `.venv` as its kernel
+(for example `.venv/bin/python -m pip install jupyterlab`, then `.venv/bin/jupyter lab`; on
+Windows `.venv\\Scripts\\...`). Write your code where a cell says `# YOUR CODE HERE`, and keep
+the function names and signatures.
 
 ## Check your work
 
@@ -139,21 +153,37 @@ code where a cell says `# YOUR CODE HERE`, and keep the function names and signa
 ```
 
 `make check` runs `.venv/bin/grader check assignments/{first}/{notebook}`: your notebook is
-executed from the top in a fresh kernel, exactly as the grader will execute it, and then the
-public checks call your functions. It prints one line per check, `PASS`, or `FAIL` with what was
-expected, and then `N passed, N failed`. When every check passes it ends quietly; otherwise make
-stops with `Error 1` (a check failed) or `Error 2` (a notebook could not be read: not valid
-JSON, or not a notebook). `.venv/bin/grader check PATH` checks a notebook wherever it lies
-(`~/Downloads/{notebook}` too): the notebook names its homework in its metadata.
+executed from the top in a fresh kernel, as the grader will execute it, and then the public
+checks call your functions. It prints one line per check, grouped by the function it checks,
+`PASS`, or `FAIL` with what was expected, and then `N passed, N failed`. The command works from
+any folder and on a notebook wherever it lies (`~/Downloads/{notebook}` too: the notebook names
+its homework in its metadata):
 
-What it does not tell you: the public checks are small cases you could verify by hand. The
-grader runs hidden checks that test the same functions on other inputs, drawn anew for each
-grading run, and measures the models you build (accuracy, size, sparsity) itself. Passing every
-public check is a good sign, not a grade, and a function that only returns the public checks'
-answers earns nothing.
+```
+.venv/bin/grader check assignments/{first}/{notebook}                 # Linux, macOS
+.venv\\Scripts\\python -m grader check assignments\\{first}\\{notebook}   # Windows
+```
+
+`grader check` exits 0 when every check passed, 1 when a check failed, 2 when the notebook
+could not be read (not valid JSON, not a notebook) or is not a homework of this kit. `make
+check` exits 0 when all passed, and otherwise 2 (make's own code for any failed command), with
+the command's code in its last line: `Error 1` or `Error 2`; a script or an editor's task that
+needs the difference runs `grader check` itself.
+
+What your run is not: the public checks are small cases you could verify by hand. The grader
+runs hidden checks that test the same functions on other inputs, drawn anew for each grading
+run, and measures the models you build (accuracy, size, sparsity) itself. Passing every public
+check is a good sign, not a grade, and a function that only returns the public checks' answers
+earns nothing. The grader also runs your notebook in a sandbox, on Linux, with at most
+{limits.memory_mb} MB of memory. On Linux your run is the grader's (with the sandbox where
+bubblewrap is installed); on macOS and Windows your notebook runs in a plain Jupyter kernel of
+your own Python: the same cells, checks and time limits, no sandbox, and only the resource
+limits your system allows (macOS: CPU time and file size; Windows: none), so a notebook that
+needs more memory than the grader allows can pass here and fail there. A plain kernel starts
+with its own imports (PyTorch), which costs a few seconds more per notebook than on Linux.
 
 The grader stops a cell after {limits.cell_timeout_s:g} s and the whole notebook after
-{limits.notebook_timeout_s:g} s; `make check` uses the same limits. The notebooks run on one CPU
+{limits.notebook_timeout_s:g} s; `grader check` uses the same limits. The notebooks run on one CPU
 thread and need no GPU and no network.
 
 ## Deadlines
@@ -235,17 +265,66 @@ check: $(STAMP)  ## run your notebooks and the public checks (make check HW={rel
 """
 
 
-def _requirements() -> list[str]:
-    # The engine's own distribution pins what it needs (torch==2.13.0, tensorly, onnx, ...);
-    # the kit asks for exactly the same, without the developers' extras.
+# What runs the kit's code without being imported by it: the kernel, and the exporter that
+# torch.onnx calls (where a notebook imports onnx, homework 5).
+NEEDED_BESIDES = {"ipykernel": "", "onnxscript": "onnx"}
+
+
+def imported_modules(files: Mapping[str, bytes]) -> set[str]:
+    """The top-level modules the kit's Python files and notebooks import (any depth of the
+    code; a notebook's cell magics and shell lines skipped)."""
+    found: set[str] = set()
+    for name, data in files.items():
+        if name.endswith(".py"):
+            sources = [data.decode("utf-8")]
+        elif name.endswith(".ipynb"):
+            cells = json.loads(data).get("cells", [])
+            sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                       for c in cells if c.get("cell_type") == "code"]
+        else:
+            continue
+        for source in sources:
+            code = "\n".join(line for line in source.splitlines()
+                             if not line.lstrip().startswith(("%", "!")))
+            try:
+                tree = ast.parse(code)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module.split(".")[0])
+    return found
+
+
+def requirements(files: Mapping[str, bytes]) -> list[str]:
+    """The engine's own pins (torch==2.13.0, tensorly, ...) of the packages the kit needs: those
+    its files import, and what runs them without an import (``NEEDED_BESIDES``); nothing the
+    instructor's tools alone need. Sorted."""
     distribution = metadata.packages_distributions()["grader"][0]
-    return sorted(r for r in metadata.requires(distribution) or [] if "extra ==" not in r)
+    modules = imported_modules(files)
+    providers = metadata.packages_distributions()
+    needed = {canonicalize(d) for m in modules for d in providers.get(m, ())}
+    needed |= {name for name, when in NEEDED_BESIDES.items() if not when or when in modules}
+    kept = []
+    for text in metadata.requires(distribution) or []:
+        if "extra ==" in text:
+            continue
+        if canonicalize(re.split(r"[\s<>=!~;\[]", text, maxsplit=1)[0]) in needed:
+            kept.append(text)
+    return sorted(kept)
 
 
-def pyproject(packages: Sequence[str]) -> str:
+def canonicalize(name: str) -> str:
+    """A distribution's name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject(packages: Sequence[str], needs: Sequence[str]) -> str:
     """The kit's pyproject.toml: installs the engine's ``packages`` (``grader`` and those of its
-    subpackages the kit ships) and ``nncourse``."""
-    dependencies = "".join(f"    {json.dumps(r)},\n" for r in _requirements())
+    subpackages the kit ships), ``nncourse``, and the ``needs`` (``requirements``)."""
+    dependencies = "".join(f"    {json.dumps(r)},\n" for r in needs)
     listed = ", ".join(json.dumps(p) for p in [*packages, "nncourse"])
     return f"""# The student kit: the engine that `make check` runs and the course kit `nncourse`.
 [build-system]
@@ -271,7 +350,7 @@ grader = "grader"
 nncourse = "assignments/nncourse"
 
 [tool.setuptools.package-data]
-nncourse = ["weights/*.pt"]
+nncourse = ["weights/*.pt", "digits.pt"]
 "grader.pipeline" = ["*.ini"]
 """
 

@@ -253,3 +253,74 @@ def test_flopco_prediction_public(student):
         f"expected {expected} (conv: 2 x 1*1*4*1*3*3 + 4 bias outputs; Linear: 2 x 4*2 + "
         f"4 in_features), got {got}"
     )
+
+
+def _bytes_of_dtypes(names):
+    """Run in the notebook's kernel: dtype_bytes of each torch dtype named."""
+    import torch
+
+    return [dtype_bytes(getattr(torch, name)) for name in names]  # noqa: F821
+
+
+@pytest.mark.points(1)
+def test_dtype_bytes_public(student):
+    """bits / 8: int8 1 byte, float16 2, float32 4, float64 8."""
+    got = student.drive(_bytes_of_dtypes, ["int8", "float16", "float32", "float64"])
+    assert got == [1, 2, 4, 8], f"int8, float16, float32, float64 take 1, 2, 4, 8 bytes, got {got}"
+
+
+@pytest.mark.points(1)
+def test_format_bytes_public(student):
+    """Below 1024: "n B"; otherwise two decimals in KiB, MiB, GiB (powers of 1024)."""
+    for n, expected in [(1000, "1000 B"), (1536, "1.50 KiB"), (3 * 1024**3, "3.00 GiB")]:
+        got = student.call("format_bytes", n)
+        assert got == expected, f"format_bytes({n}) should be {expected!r}, got {got!r}"
+
+
+@pytest.mark.points(1)
+def test_model_size_bytes_public(student):
+    """BatchNorm2d(16): 32 float32 parameters; buffers 32 float32 + one int64 counter."""
+    got = student.call("model_size_bytes", layer("BatchNorm2d", 16))
+    expected = {"parameters": 128, "buffers": 136}
+    assert got == expected, (
+        f"nn.BatchNorm2d(16) holds 2 x 16 float32 parameters (128 bytes) and 2 x 16 float32 "
+        f"running statistics + an int64 counter (136 bytes): expected {expected}, got {got}"
+    )
+
+
+@pytest.mark.points(1)
+def test_activation_peak_bytes_public(student):
+    """make_mlp((16, 8)) at batch 2: relu1's input and output, 2 x 16 float32 each, 256 bytes."""
+    got = student.call("activation_peak_bytes", kit_model("make_mlp", hidden=(16, 8)),
+                       (2, 1, 8, 8))
+    assert got == 256, f"expected 2 x (2 x 16 x 4) = 256 bytes, got {got}"
+
+
+@pytest.mark.points(1)
+def test_forward_peak_bytes_public(student):
+    """Linear(3, 4) on a (2, 3) input allocates its output, 2 x 4 float32; two forwards."""
+    got = student.call("forward_peak_bytes", layer("Linear", 3, 4), torch.zeros(2, 3))
+    assert got == 32, f"Linear(3, 4) on (2, 3) allocates its 2 x 4 float32 output: 32, got {got}"
+    _, (after, _) = student.call_inspect("forward_peak_bytes", probe("CallCounter"),
+                                         torch.zeros(3))
+    calls = int(after.state_dict["calls"])
+    assert calls == 2, f"one warm-up forward and one measured: 2 calls, got {calls}"
+
+
+@pytest.mark.points(1)
+def test_roofline_throughput_public(student):
+    """Linear(2, 2), one byte per element, peak 8 FLOP/s, bandwidth 2 B/s: at batch 1 the
+    intensity is 1 FLOP/byte, 2 FLOP/s attainable, 8 FLOPs per sample: 0.25 samples/s."""
+    got = student.call("roofline_throughput", 1, 2, 2, 8.0, 2.0, bytes_per_element=1)
+    assert math.isclose(got, 0.25), f"expected 2 FLOP/s / 8 FLOPs = 0.25 samples/s, got {got}"
+
+
+@pytest.mark.points(1)
+def test_throughput_public(student):
+    """One entry per batch size; (warmup + reps) calls per batch size."""
+    got, (after, *_) = student.call_inspect("throughput", probe("CallCounter"), (3,), [1, 4],
+                                            warmup=1, reps=2)
+    assert sorted(got) == ["1", "4"], f"expected the batch sizes 1 and 4 as keys, got {got}"
+    assert all(value > 0 for value in got.values()), f"samples per second are > 0, got {got}"
+    calls = int(after.state_dict["calls"])
+    assert calls == 2 * (1 + 2), f"2 batch sizes x (1 + 2) calls = 6, got {calls}"

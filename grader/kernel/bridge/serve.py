@@ -40,10 +40,10 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from . import jail
+from . import jail, judging
+from .sockets import short_address
 
 PRELOAD = ("numpy", "torch", "nncourse", "matplotlib", "matplotlib.pyplot",
            "ipykernel.kernelapp", "ipykernel.ipkernel",
@@ -82,28 +82,10 @@ def _enter(request: dict[str, Any]) -> str:
 
 
 def _run_judge(request: dict[str, Any]) -> None:
-    """Be a judge (``grader.kernel.judge``): run the grader's judging function ``name`` of
-    ``private``/judge.py on the files in ``artifacts`` (read-only) and the inputs in
-    ``private``/inputs.pt; write ``{"ok", "value" | "error"}`` to ``private``/result.pt. It
-    trusts the grader's code and inputs; the grader trusts nothing it writes beyond tensors and
-    plain values. Never returns."""
-    import traceback
-
-    import torch
-
+    """Be a judge (``grader.kernel.judge``, see ``judging.judge``) in the request's folder and
+    under its limits. Never returns."""
     private = _enter(request)
-    torch.set_num_threads(1)
-    inputs = torch.load(os.path.join(private, "inputs.pt"), weights_only=True)
-    with open(os.path.join(private, "judge.py"), encoding="utf-8") as f:
-        source = f.read()
-    try:
-        namespace: dict[str, Any] = {"__name__": "judge"}
-        exec(compile(source, "judge.py", "exec"), namespace)  # the grader's code
-        result = {"ok": True, "value": namespace[request["name"]](request["artifacts"], inputs)}
-    except BaseException as exc:  # noqa: BLE001 - whatever the files did is the verdict
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result = {"ok": False, "error": text[-2000:]}
-    torch.save(result, os.path.join(private, "result.pt"))
+    judging.judge(private, str(request["name"]), str(request["artifacts"]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -259,21 +241,6 @@ def _serve_channel(conn: socket.socket) -> None:
             channel.flush()
     for pid in spawned:
         _kill(pid)
-
-
-@contextlib.contextmanager
-def short_address(path: str) -> Iterator[str]:
-    """``path`` as a Unix socket's address: itself, or, when it is longer than an address may
-    be (108 bytes; a deep temporary folder), the same file through /proc/self/fd and an open
-    descriptor of its folder. The grader connects the same way."""
-    if len(os.fsencode(path)) < 100:
-        yield path
-        return
-    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
-    finally:
-        os.close(folder)
 
 
 def _reap() -> None:

@@ -9,7 +9,10 @@ Sections 8-10 add, each stated again above its checks: FLOPs per element of acti
 normalization layers and residual additions (the notebook's table); a transformer encoder
 layer's weight matmuls (in_proj, out_proj, linear1, linear2) as its MACs, with the attention
 products QK^T and AV reported apart; and what the real FlopCo package (flopco-pytorch 0.1.4)
-reports, run in the grader's process as the second oracle.
+reports, run in the grader's process as the second oracle. Sections 11-12 add bytes (bits / 8 of
+each dtype, a model's size, the activations a forward holds by a stated rule, and the peak the
+profiler measures, compared with the grader's own profiler on the same draw) and throughput
+(samples per second, measured on the grader's clock, and the roofline's).
 
 Every input is drawn per run from the `rng` / `torch_rng` fixtures, so that answers differ from
 the notebook's and the public checks' fixed cases. Counts (parameters, MACs, FLOPs, sizes) are
@@ -38,9 +41,12 @@ import nncourse
 from grader.checks import (
     ModuleSpec,
     StudentRaised,
+    changed_modes,
     kit_model,
     layer,
+    one_thread,
     oracles_agree,
+    pair,
     probe,
     refuses,
     seq,
@@ -50,13 +56,9 @@ from grader.checks import (
 # Oracles: the formulas, written independently of the reference notebook.
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 def _out_hw(h, w, kernel_size, stride=1, padding=0, dilation=1) -> tuple[int, int]:
     """PyTorch's Conv2d output size: floor((H + 2p - d(k-1) - 1) / s) + 1 per dimension."""
-    sizes = zip((h, w), *map(_pair, (kernel_size, stride, padding, dilation)), strict=True)
+    sizes = zip((h, w), *map(pair, (kernel_size, stride, padding, dilation)), strict=True)
     return tuple((x + 2 * p - d * (k - 1) - 1) // s + 1 for x, k, s, p, d in sizes)
 
 
@@ -64,7 +66,7 @@ def _conv_macs(c_in, c_out, kernel_size, input_hw, stride=1, padding=0, dilation
                batch=1) -> int:
     """batch * C_out * H_out * W_out * (C_in / groups) * k_h * k_w."""
     h_out, w_out = _out_hw(*input_hw, kernel_size, stride, padding, dilation)
-    kh, kw = _pair(kernel_size)
+    kh, kw = pair(kernel_size)
     return batch * c_out * h_out * w_out * (c_in // groups) * kh * kw
 
 
@@ -148,8 +150,8 @@ def _draw_conv(rng: random.Random, kind: str) -> dict:
         groups = rng.choice([1, 2, 4, c_in])
         c_out = groups * rng.randint(1, 3)
         stride, dilation, batch = rng.choice([1, 2]), rng.choice([1, 2]), rng.randint(2, 5)
-    padding = rng.randint(0, max(_pair(kernel)) // 2 + 1)
-    reach = [d * (k - 1) + 1 for k, d in zip(_pair(kernel), _pair(dilation), strict=True)]
+    padding = rng.randint(0, max(pair(kernel)) // 2 + 1)
+    reach = [d * (k - 1) + 1 for k, d in zip(pair(kernel), pair(dilation), strict=True)]
     input_hw = tuple(r + rng.randint(2, 14) for r in reach)
     return dict(c_in=c_in, c_out=c_out, kernel_size=kernel, input_hw=input_hw, stride=stride,
                 padding=padding, dilation=dilation, groups=groups, batch=batch)
@@ -182,7 +184,7 @@ def _draw_layer(rng: random.Random) -> tuple[str, tuple, dict, int]:
         groups = rng.choice([1, 2, 3, 4])
         c_in, c_out = groups * rng.randint(1, 6), groups * rng.randint(1, 6)
         k, bias = rng.choice([1, 2, 3, (3, 1), (1, 5)]), rng.random() < 0.5
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         return kind, (c_in, c_out, k), {"groups": groups, "bias": bias}, (
             c_out * (c_in // groups) * kh * kw + c_out * bias
         )
@@ -259,7 +261,7 @@ def test_conv2d_output_hw(student, rng):
         s = rng.choice([1, 2, 3, (2, 1), (1, 3)])
         p = rng.choice([0, 1, 2, (1, 0), (0, 2)])
         d = rng.choice([1, 1, 2, 3, (2, 1)])
-        reach = [dd * (kk - 1) + 1 for kk, dd in zip(_pair(k), _pair(d), strict=True)]
+        reach = [dd * (kk - 1) + 1 for kk, dd in zip(pair(k), pair(d), strict=True)]
         h, w = (r + rng.randint(0, 15) for r in reach)
         expected = _out_hw(h, w, k, s, p, d)
         real = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)(torch.zeros(1, 1, h, w))
@@ -410,7 +412,7 @@ def test_model_macs_leaves_model_as_found(student, rng, torch_rng):
             f"model_macs(make_cnn({channels}), {shape}) should total {total} MACs, "
             f"got {sum(result.values())}"
         )
-        in_eval = sorted(name or "<model>" for name, flag in after.training.items() if not flag)
+        in_eval = changed_modes(after, training=True)
         assert not in_eval, (
             f"the model was in train mode; after model_macs these modules are in eval mode: "
             f"{in_eval}. Restore every module's training flag."
@@ -520,7 +522,7 @@ def test_fixed_conv_macs(student, rng):
         x = torch.zeros(rng.randint(1, 4), c_in, rng.randint(5, 12), rng.randint(5, 12))
         with torch.no_grad():
             output_shape = tuple(conv(x).shape)
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         expected = math.prod(output_shape) * (c_in // groups) * kh * kw
         oracles_agree(2 * expected == _counted_flops(conv, x), f"FlopCounterMode on {conv}")
         got = _count(student.call("fixed_conv_macs", layer("Conv2d", c_in, c_out, k, **kwargs),
@@ -584,12 +586,12 @@ def test_measure_latency_sleep(student, rng):
 
 @pytest.mark.points(2)
 def test_measure_latency_call_count(student, rng):
-    """Exactly warmup untimed calls plus reps timed calls."""
-    for _ in range(2):
-        warmup, reps = rng.randint(1, 9), rng.randint(4, 17)
+    """Exactly warmup untimed calls plus reps timed calls (10 and 50 by default)."""
+    for warmup, reps in [(rng.randint(1, 9), rng.randint(4, 17)) for _ in range(2)] + [(None,) * 2]:
+        given = {} if warmup is None else {"warmup": warmup, "reps": reps}
         _, (after, _) = student.call_inspect("measure_latency", probe("CallCounter"),
-                                             torch.zeros(2), warmup=warmup, reps=reps)
-        calls = int(after.state_dict["calls"])
+                                             torch.zeros(2), **given)
+        calls, warmup, reps = int(after.state_dict["calls"]), warmup or 10, reps or 50
         assert calls == warmup + reps, (
             f"measure_latency(..., warmup={warmup}, reps={reps}) should call the model "
             f"{warmup} + {reps} = {warmup + reps} times, it called it {calls} times"
@@ -604,7 +606,7 @@ def test_measure_latency_leaves_model_as_found(student, rng, torch_rng):
     model = kit_model("make_cnn", channels=channels, state_dict=state, training=True)
     x = torch.randn(n, 1, h, w, generator=torch_rng)
     _, (after, _) = student.call_inspect("measure_latency", model, x, warmup=1, reps=2)
-    in_eval = sorted(name or "<model>" for name, flag in after.training.items() if not flag)
+    in_eval = changed_modes(after, training=True)
     assert not in_eval, (
         f"the model was in train mode; after measure_latency these modules are in eval mode: "
         f"{in_eval}. Restore every module's training flag."
@@ -616,12 +618,18 @@ def test_measure_latency_leaves_model_as_found(student, rng, torch_rng):
     )
 
 
-def _latency_on_the_graders_clock(warmup_ms: list[int], timed_ms: list[int]):
-    """Run in the kernel: measure_latency(model, x, warmup, reps) where the k-th forward of the
-    model takes (warmup_ms + timed_ms)[k] milliseconds on a clock the grader controls. Every
-    clock of the time module (and timeit.default_timer, and the notebook's own names for them)
-    reads that clock in this thread while the call runs; other threads read the real ones.
-    Returns (what measure_latency returned, the number of forwards)."""
+def _timed_on_the_graders_clock(function: str, schedule: dict[str, list[int]], args: list,
+                                kwargs: dict):
+    """Run in the kernel: the notebook's ``function`` (measure_latency or throughput) on a model
+    whose k-th forward on a batch of B rows takes ``schedule[str(B)][k]`` milliseconds (the
+    last entry for any later call) on a clock the grader controls. Every clock of the time
+    module (and timeit.default_timer, and the notebook's own names for them) reads that clock
+    in this thread while the call runs; other threads read the real ones.
+
+    measure_latency gets (model, torch.zeros(*args), **kwargs); throughput gets (model, *args,
+    **kwargs). Returns what the function returned, the type names of its keys if it is a dict
+    (they cross as text), one [input shape, grad enabled, training flag] per forward, and the
+    model's training flag afterwards (it is sent in training mode)."""
     import threading
     import time
     import timeit
@@ -629,8 +637,8 @@ def _latency_on_the_graders_clock(warmup_ms: list[int], timed_ms: list[int]):
     import torch
 
     owner = threading.get_ident()
-    schedule = list(warmup_ms) + list(timed_ms)
-    state = {"ns": 10**12, "calls": 0}  # the grader's clock, in integer nanoseconds
+    state = {"ns": 10**12}  # the grader's clock, in integer nanoseconds
+    calls: list[list] = []
     clocks = ("perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns")
     real = {name: getattr(time, name) for name in clocks}
 
@@ -646,28 +654,35 @@ def _latency_on_the_graders_clock(warmup_ms: list[int], timed_ms: list[int]):
 
     class Scheduled(torch.nn.Module):
         def forward(self, x):
-            state["ns"] += schedule[min(state["calls"], len(schedule) - 1)] * 1_000_000
-            state["calls"] += 1
+            times = schedule[str(x.shape[0])]
+            done = sum(1 for shape, _, _ in calls if shape[0] == x.shape[0])
+            state["ns"] += times[min(done, len(times) - 1)] * 1_000_000
+            calls.append([list(x.shape), torch.is_grad_enabled(), self.training])
             return x
 
-    notebook = getattr(measure_latency, "__globals__", {})  # noqa: F821 - the notebook's
+    target = globals()[function]
+    notebook = getattr(target, "__globals__", {})  # the notebook's names, not a copy
     aliases = {key: fakes[name] for key, value in list(notebook.items()) for name in clocks
                if value is real[name]}
     saved = {key: notebook[key] for key in aliases}
     default_timer = timeit.default_timer
+    model = Scheduled().train()
     try:
         for name in clocks:
             setattr(time, name, fakes[name])
         timeit.default_timer = fakes["perf_counter"]
         notebook.update(aliases)
-        result = measure_latency(  # noqa: F821
-            Scheduled(), torch.zeros(2), warmup=len(warmup_ms), reps=len(timed_ms))
+        if function == "measure_latency":
+            result = target(model, torch.zeros(*args), **kwargs)
+        else:
+            result = target(model, *args, **kwargs)
     finally:
         for name in clocks:
             setattr(time, name, real[name])
         timeit.default_timer = default_timer
         notebook.update(saved)
-    return result, state["calls"]
+    key_types = [type(key).__name__ for key in result] if isinstance(result, dict) else None
+    return result, key_types, calls, model.training
 
 
 _QUANTILE_METHODS = ("inverted_cdf", "averaged_inverted_cdf", "closest_observation",
@@ -686,18 +701,32 @@ def _percentile_range(values: list[int], q: float) -> tuple[int, int]:
     return (max(v for v in ordered if v <= min(found)), min(v for v in ordered if v >= max(found)))
 
 
+def _in_inference_mode(calls: list[list]) -> str:
+    """What was wrong with the forwards a timing function made: "" if every one ran in eval mode
+    under no_grad."""
+    problems = []
+    if any(grad for _, grad, _ in calls):
+        problems.append("with autograd on (use torch.no_grad())")
+    if any(training for _, _, training in calls):
+        problems.append("in training mode (call model.eval() first)")
+    return " and ".join(problems)
+
+
 @pytest.mark.points(2)
 def test_measure_latency_percentiles(student, rng):
     """On a clock the grader controls, each timed call takes a known number of milliseconds:
     the median, p10 and p90 are those of exactly the reps timed calls (any standard percentile
-    definition), in milliseconds; the warm-up calls are not timed."""
+    definition), in milliseconds; the warm-up calls are not timed; every call runs in inference
+    mode (eval, no_grad), and the training flag is restored."""
     reps, warmup = rng.choice([21, 31, 41]), rng.randint(1, 4)
     timed = rng.sample(range(1, 400), reps)  # distinct: every percentile is pinned down
     warm = [rng.randint(1000, 2000) for _ in range(warmup)]  # slower than any timed call
-    got, calls = student.drive(_latency_on_the_graders_clock, warm, timed)
-    assert calls == warmup + reps, (
+    got, _, calls, training_after = student.drive(
+        _timed_on_the_graders_clock, "measure_latency", {"2": warm + timed}, [2],
+        {"warmup": warmup, "reps": reps})
+    assert len(calls) == warmup + reps, (
         f"measure_latency(..., warmup={warmup}, reps={reps}) should call the model "
-        f"{warmup + reps} times, it called it {calls} times"
+        f"{warmup + reps} times, it called it {len(calls)} times"
     )
     assert isinstance(got, dict), f"measure_latency should return a dict, got {got!r}"
     for key, q in [("p10_ms", 0.1), ("median_ms", 0.5), ("p90_ms", 0.9)]:
@@ -709,6 +738,9 @@ def test_measure_latency_percentiles(student, rng):
             f"{key} should be their {round(100 * q)}th percentile, between {low} and {high} ms "
             f"whichever standard definition is used, got {value!r}"
         )
+    wrong = _in_inference_mode(calls)
+    assert not wrong, f"measure_latency ran the model {wrong}: time it in inference mode"
+    assert training_after, "the model was in train mode: measure_latency must restore it"
 
 
 # ------------------------------------------------------------------------------------------
@@ -723,12 +755,15 @@ def test_arithmetic_intensity_linear(student, rng):
     cases = [(512, 4096, 1024, 2), (1, 4096, 1024, 2)]  # the lecture's A100 rows
     cases += [(rng.choice([1, 3, 16, 100, 256, 1000]), rng.randint(8, 5000),
                rng.randint(8, 5000), rng.choice([1, 2, 4])) for _ in range(8)]
-    for b, i, o, nbytes in cases:
-        expected = 2 * b * i * o / (nbytes * (b * i + i * o + b * o))
-        got = student.call("arithmetic_intensity_linear", b, i, o, bytes_per_element=nbytes)
+    cases.append((rng.choice([1, 7, 64]), rng.randint(8, 5000), rng.randint(8, 5000), None))
+    for b, i, o, nbytes in cases:  # None: the default, 2 bytes (fp16)
+        expected = 2 * b * i * o / ((nbytes or 2) * (b * i + i * o + b * o))
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("arithmetic_intensity_linear", b, i, o, **given)
         assert _rel_close(got, expected), (
-            f"arithmetic_intensity_linear({b}, {i}, {o}, bytes_per_element={nbytes}) should be "
-            f"2*B*I*O / (bytes * (B*I + I*O + B*O)) = {expected:.10g} FLOP/byte, got {got}"
+            f"arithmetic_intensity_linear({b}, {i}, {o}, bytes_per_element="
+            f"{nbytes or '2 (the default)'}) should be 2*B*I*O / (bytes * (B*I + I*O + B*O)) = "
+            f"{expected:.10g} FLOP/byte, got {got}"
         )
 
 
@@ -738,12 +773,15 @@ def test_arithmetic_intensity_elementwise(student, rng):
     cases = [(1, 2), (9, 2), (8, 2)]  # ReLU, MaxPool 3x3 stride 1, LayerNorm in fp16
     cases += [(rng.choice([1, 2, 3, 5, 8, 9, 25, 0.5]), rng.choice([1, 2, 4, 8]))
               for _ in range(7)]
-    for f, nbytes in cases:
-        expected = f / (2 * nbytes)
-        got = student.call("arithmetic_intensity_elementwise", f, bytes_per_element=nbytes)
+    cases.append((rng.choice([1, 3, 9, 25]), None))
+    for f, nbytes in cases:  # None: the default, 2 bytes (fp16)
+        expected = f / (2 * (nbytes or 2))
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("arithmetic_intensity_elementwise", f, **given)
         assert _rel_close(got, expected), (
-            f"arithmetic_intensity_elementwise({f}, bytes_per_element={nbytes}) should be "
-            f"{f} / (2 * {nbytes}) = {expected} FLOP/byte, got {got}"
+            f"arithmetic_intensity_elementwise({f}, bytes_per_element="
+            f"{nbytes or '2 (the default)'}) should be {f} / (2 * {nbytes or 2}) = {expected} "
+            f"FLOP/byte, got {got}"
         )
 
 
@@ -828,12 +866,14 @@ def test_elementwise_flops_activations(student, rng):
 
 @pytest.mark.points(2)
 def test_elementwise_flops_normalization(student, rng):
-    """LayerNorm 7 per element (5 without affine); BatchNorm 7 (5 without affine) in training
-    mode, where it computes the batch's statistics, and 2 in eval mode (a_c x + b_c)."""
+    """LayerNorm 7 per element (5 without affine); BatchNorm 7 (5 without affine) with the
+    batch's statistics, in training mode or in either mode when built with
+    track_running_stats=False, and 2 with its running statistics in eval mode (a_c x + b_c)."""
     cases = [("LayerNorm", True, None), ("LayerNorm", False, None),
              ("BatchNorm2d", True, True), ("BatchNorm2d", False, True),
              ("BatchNorm2d", True, False), ("BatchNorm2d", False, False),
-             ("BatchNorm1d", rng.random() < 0.5, True), ("BatchNorm1d", rng.random() < 0.5, False)]
+             ("BatchNorm1d", rng.random() < 0.5, True), ("BatchNorm1d", rng.random() < 0.5, False),
+             (rng.choice(["BatchNorm1d", "BatchNorm2d"]), rng.random() < 0.5, "no statistics")]
     for name, affine, training in cases:
         if name == "LayerNorm":
             shape = _draw_shape(rng, rng.randint(2, 3))
@@ -843,6 +883,12 @@ def test_elementwise_flops_normalization(student, rng):
                                f"LayerNorm, elementwise_affine={affine}")
             continue
         shape = _draw_shape(rng, 4 if name == "BatchNorm2d" else rng.randint(2, 3))
+        if training == "no statistics":  # eval mode, but no running statistics to use
+            _check_elementwise(student, name, (shape[1],),
+                               {"affine": affine, "track_running_stats": False}, False, shape,
+                               _NORM_FLOPS[affine], f"batch statistics (track_running_stats="
+                               f"False, so even in eval mode), affine={affine}")
+            continue
         per_element = _NORM_FLOPS[affine] if training else _BN_INFERENCE_FLOPS
         rule = (f"batch statistics, affine={affine}" if training
                 else "inference: one multiplication and one addition")
@@ -1277,7 +1323,7 @@ def test_inputs_of_the_wrong_width_are_refused(student, rng):
 
 
 def _flopco_conv(c_in, c_out, kernel, groups, out_hw, bias) -> int:
-    (kh, kw), (h, w) = _pair(kernel), out_hw
+    (kh, kw), (h, w) = pair(kernel), out_hw
     return 2 * h * w * c_out * (1 if groups != 1 else c_in) * kh * kw + bias * c_out * h * w
 
 
@@ -1382,8 +1428,9 @@ def _hooks_left_by(function: str, model, input_shape):
 
 @pytest.mark.points(1)
 def test_counters_leave_no_hooks(student, rng):
-    """model_macs, model_flops and attention_model_macs count right and remove every hook
-    they add (a hook left behind runs, and costs, at every later forward of the model)."""
+    """model_macs, model_flops, attention_model_macs and activation_peak_bytes count right and
+    remove every hook they add (a hook left behind runs, and costs, at every later forward of
+    the model)."""
     channels, shape = _draw_cnn(rng)
     cnn = kit_model("make_cnn", channels=channels, training=rng.random() < 0.5)
     cfg = _draw_encoder(rng, even_heads=True)
@@ -1396,7 +1443,9 @@ def test_counters_leave_no_hooks(student, rng):
     for function, model, input_shape, expected in [
             ("model_macs", cnn, shape, _cnn_macs(channels, shape)),
             ("model_flops", cnn, shape, _cnn_flops(channels, shape, False)),
-            ("attention_model_macs", attention, (batch, seq_len, f_in), with_attention)]:
+            ("attention_model_macs", attention, (batch, seq_len, f_in), with_attention),
+            ("activation_peak_bytes", cnn, shape, _activation_rule(
+                nncourse.make_cnn(channels).eval(), torch.zeros(shape)))]:
         got, left = student.drive(_hooks_left_by, function, model, input_shape)
         got = _counts(got) if isinstance(got, dict) else _count(got)
         assert got == expected, f"{function} on {input_shape} should be {expected}, got {got}"
@@ -1457,3 +1506,714 @@ def test_counters_add_up_a_layer_that_runs_twice(student, rng):
             f"{function}({described}, {what} used twice) should be {expected}: X runs twice, "
             f"so its entry (under its name, 1) is the sum of both calls; got {got}"
         )
+
+
+# ------------------------------------------------------------------------------------------
+# Names: every counter keyed by qualified module names (model_macs, flopco_prediction,
+# attention_model_macs) names each entry as model.named_modules() does: nested modules with
+# dots ("0.1", "block1.body.conv1"), and the model itself "" when it is one Conv2d, Linear or
+# encoder layer (whose entries are then "self_attn.in_proj", ..., "linear2", no leading dot).
+
+
+def _nested_specs(rng: random.Random) -> tuple[ModuleSpec, nn.Module, tuple[int, ...],
+                                               dict[str, int], dict[str, int]]:
+    """Sequential(Sequential(Conv2d, ReLU), Sequential(Sequential(Conv2d 1x1), pool, Flatten,
+    Linear)): (spec, its twin, input shape, MACs by name, FlopCo's FLOPs by name)."""
+    groups = rng.choice([1, 2])
+    c_in, c1 = groups * rng.randint(1, 3), groups * rng.randint(2, 4)
+    c2, n_out, k = rng.randint(2, 6), rng.randint(2, 7), rng.choice([1, 3, (3, 1)])
+    bias1, bias2 = rng.random() < 0.5, rng.random() < 0.5
+    n, hw = rng.randint(1, 3), (rng.randint(4, 8), rng.randint(4, 8))
+    inner = [("Conv2d", (c1, c2, 1), {"bias": bias2})]
+    front = [("Conv2d", (c_in, c1, k), {"groups": groups, "bias": bias1}), ("ReLU", (), {})]
+    back = [("AdaptiveAvgPool2d", (1,), {}), ("Flatten", (), {}), ("Linear", (c2, n_out), {})]
+    spec = seq(seq(*map(_sent, front)), seq(seq(*map(_sent, inner)), *map(_sent, back)))
+    twin = nn.Sequential(nn.Sequential(*map(_built, front)),
+                         nn.Sequential(nn.Sequential(*map(_built, inner)), *map(_built, back)))
+    out_hw = _out_hw(*hw, k)
+    macs = {"0.0": _conv_macs(c_in, c1, k, hw, groups=groups, batch=n),
+            "1.0.0": _conv_macs(c1, c2, 1, out_hw, batch=n), "1.3": n * c2 * n_out}
+    reported = {"0.0": _flopco_conv(c_in, c1, k, groups, out_hw, bias1),
+                "1.0.0": _flopco_conv(c1, c2, 1, 1, out_hw, bias2),
+                "1.3": _flopco_linear(c2, n_out, True)}
+    return spec, twin, (n, c_in, *hw), macs, reported
+
+
+def _resnet_macs(channels: int, blocks: int, shape) -> dict[str, int]:
+    """make_resnet's convolutions and fc by qualified name (every map is n * c * h * w)."""
+    n, _, h, w = shape
+    fmap = n * channels * h * w
+    macs = {"stem.conv": fmap * 9, "fc": n * channels * 10}
+    for i in range(1, blocks + 1):
+        macs |= {f"block{i}.body.conv1": fmap * channels * 9,
+                 f"block{i}.body.conv2": fmap * channels * 9}
+    return macs
+
+
+@pytest.mark.points(2)
+def test_counters_name_the_root_itself_and_nested_modules(student, rng):
+    """model_macs, flopco_prediction and attention_model_macs key each entry by its qualified
+    name as model.named_modules() gives it: "" for a model that is itself one Conv2d, Linear or
+    encoder layer (the encoder's entries then "self_attn.in_proj", ..., "linear2", without a
+    leading dot), and dotted names for nested modules ("1.0.0", "block1.body.conv1")."""
+    cfg = _draw_conv(rng, rng.choice(["standard", "group", "stride"]))
+    conv = ("Conv2d", (cfg["c_in"], cfg["c_out"], cfg["kernel_size"]),
+            {"stride": cfg["stride"], "padding": cfg["padding"], "groups": cfg["groups"],
+             "bias": rng.random() < 0.5})
+    conv_shape = (cfg["batch"], cfg["c_in"], *cfg["input_hw"])
+    conv_out = _out_hw(*cfg["input_hw"], cfg["kernel_size"], cfg["stride"], cfg["padding"])
+    b, t, f, o = rng.randint(1, 4), rng.randint(2, 6), rng.randint(2, 20), rng.randint(2, 20)
+    linear, linear_shape = ("Linear", (f, o), {"bias": rng.random() < 0.5}), (b, t, f)
+    nested, twin, nested_shape, nested_macs, nested_reported = _nested_specs(rng)
+    channels, blocks = rng.choice([2, 3, 4]), rng.randint(1, 2)
+    resnet_shape = (rng.randint(1, 3), 1, rng.randint(2, 6), rng.randint(2, 6))
+    cases = [
+        ("model_macs", _sent(conv), _built(conv), conv_shape, {"": _conv_macs(**cfg)},
+         f"nn.Conv2d{conv[1]} with {conv[2]} itself"),
+        ("model_macs", _sent(linear), _built(linear), linear_shape, {"": b * t * f * o},
+         f"nn.Linear({f}, {o}) itself"),
+        ("model_macs", nested, twin, nested_shape, nested_macs, "a model nested three deep"),
+        ("model_macs", kit_model("make_resnet", channels=channels, blocks=blocks),
+         nncourse.make_resnet(channels, blocks), resnet_shape,
+         _resnet_macs(channels, blocks, resnet_shape), f"make_resnet({channels}, {blocks})"),
+        ("flopco_prediction", _sent(conv), _built(conv), conv_shape,
+         {"": _flopco_conv(cfg["c_in"], cfg["c_out"], cfg["kernel_size"], cfg["groups"],
+                           conv_out, conv[2]["bias"])}, f"nn.Conv2d{conv[1]} with {conv[2]}"),
+        ("flopco_prediction", nested, twin, nested_shape, nested_reported,
+         "a model nested three deep"),
+        ("attention_model_macs", _sent(linear), _built(linear), linear_shape,
+         {"": b * t * f * o}, f"nn.Linear({f}, {o}) itself"),
+    ]
+    for function, spec, local, shape, expected, described in cases:
+        if function == "flopco_prediction":
+            oracles_agree(_flopco_report(local, shape) == expected, f"FlopCo on {described}")
+        else:
+            oracles_agree(_counted_flops(local.eval(), torch.zeros(shape))
+                          == 2 * sum(expected.values()), f"FlopCounterMode on {described}")
+        got = _counts(student.call(function, spec, shape))
+        assert got == expected, (
+            f"{function}({described}, {shape}) should be {expected}: keys are the names "
+            f"model.named_modules() gives (the model itself is \"\"), got {got}"
+        )
+    for batch_first, fast_path in [(True, True), (rng.random() < 0.5, False)]:
+        spec, shape, per_layer, described = _encoder_case(rng, batch_first, False)
+        expected = {entry: per_layer[key] for key, entry in _ENTRIES.items()}
+        got = _counts(student.drive(_attention_macs_with_fast_path, spec, shape, fast_path))
+        assert got == expected, (
+            f"attention_model_macs of a model that is itself {described}, fast path "
+            f"{'enabled' if fast_path else 'disabled'}, should be {expected}: the layer is the "
+            f"root, named \"\", so its entries have no prefix (no leading dot), and its own "
+            f"Linear modules are counted with it, not again; got {got}"
+        )
+    encoder_spec, shape, per_layer, described = _encoder_case(rng, True, False)
+    d = shape[-1]
+    model = seq(seq(layer("Linear", d, d), encoder_spec), layer("Linear", d, 2))
+    tokens = shape[0] * shape[1]
+    expected = {"0.0": tokens * d * d, "1": tokens * d * 2, **_encoder_entries("0.1", per_layer)}
+    got = _counts(student.call("attention_model_macs", model, shape))
+    assert got == expected, (
+        f"attention_model_macs(Sequential(Sequential(Linear({d}, {d}), {described}), "
+        f"Linear({d}, 2)), {shape}) should be {expected} (the encoder layer is named \"0.1\"), "
+        f"got {got}"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Modules in mixed modes: every function that promises to leave a model as it found it
+# restores each module's own flag (not one flag for the whole model) and leaves BatchNorm's
+# statistics alone.
+
+_MEASURING = ("model_macs", "model_flops", "attention_model_macs", "activation_peak_bytes",
+              "measure_latency", "forward_peak_bytes", "throughput")
+
+
+def _in_mixed_modes(function: str, channels: tuple[int, int, int], state: dict,
+                    in_eval: list[str], shape: list[int]):
+    """Run in the kernel: make_cnn(channels) with the grader's weights and statistics, the
+    modules named in ``in_eval`` in eval mode and the others in training mode, passed to the
+    notebook's ``function`` with an input of ``shape``; returns the model afterwards."""
+    import torch
+
+    import nncourse
+
+    model = nncourse.make_cnn(channels)
+    model.load_state_dict(state)
+    model.train()
+    for name in in_eval:
+        model.get_submodule(name).eval()
+    call = globals()[function]
+    if function in ("measure_latency", "forward_peak_bytes"):
+        extra = {"warmup": 1, "reps": 2} if function == "measure_latency" else {}
+        call(model, torch.randn(*shape), **extra)
+    elif function == "throughput":
+        call(model, tuple(shape[1:]), [shape[0]], warmup=1, reps=1)
+    else:
+        call(model, tuple(shape))
+    return model
+
+
+@pytest.mark.points(2)
+def test_measuring_functions_restore_mixed_modes(student, rng, torch_rng):
+    """A model with some modules in eval mode and others in training mode (frozen BatchNorm
+    during fine-tuning): model_macs, model_flops, attention_model_macs, activation_peak_bytes,
+    measure_latency, forward_peak_bytes and throughput each give every module back its own flag
+    (model.train(flag) on the root would overwrite them all) and leave BatchNorm's statistics
+    untouched."""
+    for function in _MEASURING:
+        channels, shape = _draw_cnn(rng)
+        state = _random_state(channels, torch_rng)
+        names = [name for name, _ in nncourse.make_cnn(channels).named_modules() if name]
+        in_eval = sorted(rng.sample([n for n in names if n.startswith("bn")], 1)
+                         + rng.sample([n for n in names if not n.startswith("bn")], 2))
+        after = student.drive(_in_mixed_modes, function, channels, state, in_eval, list(shape))
+        assert hasattr(after, "training"), f"{function}: the model did not come back: {after!r}"
+        expected = {name: name not in in_eval for name in ["", *names]}
+        wrong = sorted(name or "<model>" for name, flag in expected.items()
+                       if after.training.get(name) != flag)
+        assert not wrong, (
+            f"{function} on make_cnn({channels}) with {in_eval} in eval mode and every other "
+            f"module in training mode: afterwards {wrong} are in the other mode. Remember each "
+            f"module's own flag and restore it (model.train(was) on the root sets them all)."
+        )
+        changed = sorted(k for k, v in state.items() if not torch.equal(after.state_dict[k], v))
+        assert not changed, (
+            f"{function} changed {changed}: measure in eval mode so BatchNorm's running "
+            f"statistics are left untouched"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Models the grader builds in the kernel, for what a spec cannot say: frozen parameters, tied
+# weights, a module used twice, mixed dtypes, non-persistent buffers.
+
+
+def _on_a_grader_model(function: str | None, recipe: list, *args):
+    """Run in the kernel (``function`` the notebook's function to call) and in the grader's
+    process (``function`` None: the model itself, the kernel's twin). The model is an
+    nn.Sequential built from ``recipe``, whose steps are ["layer", torch.nn class, args, kwargs]
+    (appends a layer), ["again", i] (appends layer i again: one module, called twice),
+    ["tie", i, j] (layer i's weight becomes layer j's very Parameter), ["freeze", i],
+    ["dtype", i, dtype name] (i = -1: the whole model) and ["buffer", i, name, shape, dtype
+    name, persistent] (a buffer of ones on layer i), applied in that order."""
+    import torch
+    from torch import nn
+
+    layers = []
+    for step in recipe:
+        if step[0] == "layer":
+            layers.append(getattr(nn, step[1])(*step[2], **step[3]))
+        elif step[0] == "again":
+            layers.append(layers[step[1]])
+    model = nn.Sequential(*layers)
+    for step in recipe:
+        if step[0] == "tie":
+            model[step[1]].weight = model[step[2]].weight
+        elif step[0] == "freeze":
+            model[step[1]].requires_grad_(False)
+        elif step[0] == "dtype":
+            (model if step[1] == -1 else model[step[1]]).to(getattr(torch, step[2]))
+        elif step[0] == "buffer":
+            _, i, name, shape, dtype, persistent = step
+            model[i].register_buffer(name, torch.ones(shape, dtype=getattr(torch, dtype)),
+                                     persistent=persistent)
+    if function is None:
+        return model
+    return globals()[function](model, *args)
+
+
+def _tied_language_model(rng: random.Random) -> tuple[list, int, int, str]:
+    """An embedding whose matrix the output layer reuses (tied), frozen; two hidden Linear
+    layers, one of them frozen too. (recipe, parameters, trainable ones, description)."""
+    v, d, h, bias = rng.randint(10, 60), rng.randint(2, 12), rng.randint(2, 16), rng.random() < 0.5
+    frozen = rng.choice([1, 3])
+    recipe = [["layer", "Embedding", [v, d], {}], ["layer", "Linear", [d, h], {}],
+              ["layer", "ReLU", [], {}], ["layer", "Linear", [h, d], {}],
+              ["layer", "Linear", [d, v], {"bias": bias}], ["tie", 4, 0], ["freeze", 0],
+              ["freeze", frozen]]
+    total = v * d + (d * h + h) + (h * d + d) + v * bias
+    trainable = total - v * d - (d * h + h if frozen == 1 else h * d + d)
+    return recipe, total, trainable, (
+        f"Embedding({v}, {d}) (frozen) -> Linear({d}, {h}) -> ReLU -> Linear({h}, {d}) -> "
+        f"Linear({d}, {v}, bias={bias}) whose weight is the embedding's (tied), layer {frozen} "
+        f"frozen")
+
+
+def _shared_block(rng: random.Random) -> tuple[list, int, int, str]:
+    """Linear -> X -> ReLU -> X -> Linear, X one frozen Linear(d, d) used twice."""
+    f, d, o = rng.randint(2, 20), rng.randint(2, 20), rng.randint(2, 20)
+    recipe = [["layer", "Linear", [f, d], {}], ["layer", "Linear", [d, d], {}],
+              ["layer", "ReLU", [], {}], ["again", 1], ["layer", "Linear", [d, o], {}],
+              ["freeze", 1]]
+    total = (f * d + d) + (d * d + d) + (d * o + o)
+    return recipe, total, total - (d * d + d), (
+        f"Linear({f}, {d}) -> X -> ReLU -> X -> Linear({d}, {o}), X one frozen Linear({d}, {d}) "
+        f"used twice")
+
+
+@pytest.mark.points(1)
+def test_count_params_frozen_and_shared(student, rng):
+    """Trainable or frozen (requires_grad False), every parameter counts; a parameter shared by
+    two layers (tied weights) or a module used twice counts once, as parameters() yields it."""
+    for recipe, total, trainable, described in [_tied_language_model(rng), _shared_block(rng)]:
+        twin = _on_a_grader_model(None, recipe)
+        oracles_agree(sum(p.numel() for p in twin.parameters()) == total
+                      and sum(p.numel() for p in twin.parameters() if p.requires_grad)
+                      == trainable, described)
+        got = _count(student.drive(_on_a_grader_model, "count_params", recipe))
+        assert got == total, (
+            f"count_params of {described} should be {total}: frozen parameters count too (the "
+            f"trainable ones alone are {trainable}), and a shared one once; got {got}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# 11. Memory
+#
+# Bytes of a dtype: bits / 8, from torch.finfo (floating point) or torch.iinfo (integers).
+# A model's size: numel x bytes of each tensor's own dtype; parameters as parameters() yields
+# them (each once, frozen included), buffers as named_buffers() yields them (persistent or not).
+# The activation rule: for an nn.Sequential in inference, the largest over the children of the
+# bytes of the storages of the child's input and output (a shared one once), the model's input
+# not counted; the input has the dtype of the first parameter.
+# The measured peak: the largest running sum of the profiler's memory events over one forward
+# (eval, no_grad, after one warm-up forward), compared with the grader's own measurement of
+# the same model and input in its own process (one thread), which is deterministic: 650 drawn
+# Sequentials (Linear, Conv2d, BatchNorm, pooling, activations, views, in-place) gave the same
+# bytes in two processes, and on the layers that allocate nothing but their outputs (Linear,
+# activations, Dropout, Flatten, Identity, Softmax) the activation rule to the byte. The bytes
+# of a convolution depend on the number of threads (10 of 60 drawn conv models differ between 1
+# and 2): the notebook states one thread, which it sets at the top, and the grader measures on
+# one; dense models gave the same bytes on 1 and 2 threads (60 of 60).
+
+_COURSE_DTYPES = ("int8", "uint8", "int32", "int64", "float16", "bfloat16", "float32", "float64")
+_OTHER_DTYPES = ("int16", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2")
+
+
+def _bytes_of_dtypes(names: list[str]):
+    """Run in the kernel: dtype_bytes of each torch dtype named (a dtype cannot be sent)."""
+    import torch
+
+    return [dtype_bytes(getattr(torch, name)) for name in names]  # noqa: F821
+
+
+@pytest.mark.points(1)
+def test_dtype_bytes(student, rng):
+    """bits / 8 from torch.finfo or torch.iinfo: every dtype of the course, and others the same
+    rule covers (int16, unsigned integers, float8)."""
+    names = list(_COURSE_DTYPES) + rng.sample(_OTHER_DTYPES, 3)
+    rng.shuffle(names)
+    expected = [torch.empty(0, dtype=getattr(torch, n)).element_size() for n in names]
+    for name, nbytes in zip(names, expected, strict=True):
+        dtype = getattr(torch, name)
+        info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
+        oracles_agree(info.bits == 8 * nbytes, f"bits and element size of {name}")
+    got = student.drive(_bytes_of_dtypes, names)
+    got = [_count(v) for v in got] if isinstance(got, list) else got
+    assert isinstance(got, list) and len(got) == len(names), (
+        f"dtype_bytes should return an int for each dtype, got {got!r}")
+    wrong = {name: g for name, g, e in zip(names, got, expected, strict=True) if g != e}
+    assert not wrong, (
+        f"dtype_bytes should be bits / 8 ({dict(zip(names, expected, strict=True))}); these "
+        f"differ: {wrong}"
+    )
+
+
+def _formatted(n: int) -> str:
+    """format_bytes by exact decimal arithmetic: "n B" below 1024, else n in the largest unit
+    of 1024**k (k = 1..4) that is at most n, to two decimals."""
+    from decimal import Decimal, localcontext
+
+    if n < 1024:
+        return f"{n} B"
+    power = max(k for k in range(1, 5) if n >= 1024**k)
+    with localcontext() as context:
+        context.prec = 80
+        value = (Decimal(n) / Decimal(1024**power)).quantize(Decimal("0.01"))
+    return f"{value} {('KiB', 'MiB', 'GiB', 'TiB')[power - 1]}"
+
+
+def _draw_byte_count(rng: random.Random, power: int) -> int:
+    """A number of bytes shown in units of 1024**power, away from a rounding tie (x.xx5) and
+    from 1023.995 and up (which rounds to 1024.00 of the unit below the next)."""
+    unit = 1024**power
+    while True:
+        n = rng.randint(unit, 1024 * unit - 1) if power else rng.randint(0, 1023)
+        if power == 0 or ((200 * n) % (2 * unit) != unit and 100 * n < 102399 * unit):
+            return n
+
+
+@pytest.mark.points(1)
+def test_format_bytes(student, rng):
+    """n B below 1024; otherwise two decimals in the largest of KiB, MiB, GiB, TiB (powers of
+    1024) that is at most n; exact powers of 1024 included."""
+    cases = [_draw_byte_count(rng, power) for power in (0, 1, 1, 2, 2, 3, 4)]
+    cases += [1024 ** rng.randint(1, 4) * rng.randint(1, 9), rng.choice([1023, 1024])]
+    for n in cases:
+        expected = _formatted(n)
+        power = max([k for k in range(1, 5) if n >= 1024**k], default=0)
+        oracles_agree(power == 0 or expected == f"{n / 1024**power:.2f} "
+                      f"{('KiB', 'MiB', 'GiB', 'TiB')[power - 1]}", f"format of {n}")
+        got = student.call("format_bytes", n)
+        assert got == expected, (
+            f"format_bytes({n}) should be {expected!r} (powers of 1024: 1 KiB = 1024 B, "
+            f"1 MiB = 1024**2 B, ...; two decimals in the largest unit at most n), got {got!r}"
+        )
+
+
+def _draw_sized_layer(rng: random.Random) -> tuple[Spec, int, int]:
+    """(a layer, its parameter bytes, its buffer bytes) in float32; BatchNorm's buffers are
+    two float32 vectors and an int64 counter, or none without running statistics."""
+    kind = rng.choice(["Linear", "Conv2d", "BatchNorm2d", "BatchNorm1d", "LayerNorm"])
+    if kind == "Linear":
+        i, o, bias = rng.randint(2, 40), rng.randint(2, 30), rng.random() < 0.5
+        return (kind, (i, o), {"bias": bias}), 4 * (i * o + o * bias), 0
+    if kind == "Conv2d":
+        groups = rng.choice([1, 2])
+        c_in, c_out, k = groups * rng.randint(1, 6), groups * rng.randint(1, 6), rng.choice([1, 3])
+        return (kind, (c_in, c_out, k), {"groups": groups}), (
+            4 * (c_out * (c_in // groups) * k * k + c_out)), 0
+    if kind == "LayerNorm":
+        c = rng.randint(2, 30)
+        return (kind, (c,), {}), 4 * 2 * c, 0
+    c, affine, stats = rng.randint(2, 40), rng.random() < 0.75, rng.random() < 0.8
+    return (kind, (c,), {"affine": affine, "track_running_stats": stats}), (
+        4 * 2 * c * affine), (4 * 2 * c + 8) * stats
+
+
+@pytest.mark.points(1)
+def test_model_size_bytes_layers_and_models(student, rng):
+    """Parameters and buffers apart, in bytes: 4 per float32 element; BatchNorm's buffers are
+    running_mean and running_var (float32) and num_batches_tracked (int64, 8 bytes)."""
+    specs = [_draw_sized_layer(rng) for _ in range(4)]
+    cases = [(_sent(spec), _built(spec), {"parameters": p, "buffers": b},
+              f"nn.{spec[0]}{spec[1]} with {spec[2]}") for spec, p, b in specs]
+    channels = (rng.randint(2, 12), rng.randint(2, 12), rng.randint(2, 12))
+    c1, c2, c3 = channels
+    params = 9 * (c1 + c1 * c2 + c2 * c3) + 2 * (c1 + c2 + c3) + 10 * c3 + 10
+    cases.append((kit_model("make_cnn", channels=channels), nncourse.make_cnn(channels),
+                  {"parameters": 4 * params, "buffers": 4 * 2 * (c1 + c2 + c3) + 3 * 8},
+                  f"make_cnn({channels})"))
+    for spec, local, expected, described in cases:
+        oracles_agree({"parameters": sum(p.nbytes for p in local.parameters()),
+                       "buffers": sum(b.nbytes for b in local.buffers())} == expected, described)
+        got = _counts(student.call("model_size_bytes", spec))
+        assert got == expected, (
+            f"model_size_bytes({described}) should be {expected} (float32: 4 bytes per "
+            f"element; BatchNorm's running statistics are float32 buffers and its counter an "
+            f"int64 one), got {got}"
+        )
+
+
+def _mixed_model(rng: random.Random) -> tuple[list, dict[str, int], str]:
+    """A float16 Linear with a persistent float32 buffer, a BatchNorm1d in float64 or without
+    running statistics, a bfloat16 or float32 Linear with a non-persistent buffer, and two
+    tied Linear layers: (recipe, expected bytes, description)."""
+    f, d, o, bias = rng.randint(2, 16), rng.randint(2, 16), rng.randint(2, 16), rng.random() < 0.5
+    stats, last = rng.random() < 0.7, rng.choice(["bfloat16", "float32"])
+    mask = rng.choice(["uint8", "float32", "int64"])
+    width = {"bfloat16": 2, "float32": 4, "uint8": 1, "int64": 8}
+    recipe = [["layer", "Linear", [f, d], {"bias": bias}],
+              ["layer", "BatchNorm1d", [d], {"track_running_stats": stats}],
+              ["layer", "ReLU", [], {}], ["layer", "Linear", [d, o], {}],
+              ["layer", "Linear", [o, o], {"bias": False}],
+              ["layer", "Linear", [o, o], {"bias": False}],
+              ["dtype", 0, "float16"], ["dtype", 1, "float64"], ["dtype", 3, last],
+              ["tie", 5, 4], ["buffer", 0, "scale", [d], "float32", True],
+              ["buffer", 3, "mask", [o], mask, False]]
+    parameters = 2 * (f * d + d * bias) + 8 * 2 * d + width[last] * (d * o + o) + 4 * o * o
+    buffers = 4 * d + (8 * 2 * d + 8) * stats + width[mask] * o
+    return recipe, {"parameters": parameters, "buffers": buffers}, (
+        f"Linear({f}, {d}, bias={bias}) in float16 with a float32 buffer of {d}, "
+        f"BatchNorm1d({d}, track_running_stats={stats}) in float64, ReLU, Linear({d}, {o}) in "
+        f"{last} with a non-persistent {mask} buffer of {o}, two Linear({o}, {o}) sharing one "
+        f"weight")
+
+
+@pytest.mark.points(2)
+def test_model_size_bytes_dtypes_sharing_and_buffers(student, rng):
+    """Each tensor in its own dtype (a float16, a float64 and a bfloat16 layer; BatchNorm's
+    counter stays int64); tied weights and a module used twice once, frozen ones included; and
+    every buffer named_buffers() yields, the non-persistent ones that state_dict() leaves out
+    included."""
+    recipe, expected, described = _mixed_model(rng)
+    shared, total, _, shared_described = _shared_block(rng)
+    tied, tied_total, _, tied_described = _tied_language_model(rng)
+    cases = [(recipe, expected, described),
+             (shared, {"parameters": 4 * total, "buffers": 0}, shared_described),
+             (tied, {"parameters": 4 * tied_total, "buffers": 0}, tied_described)]
+    for recipe, expected, described in cases:
+        twin = _on_a_grader_model(None, recipe)
+        oracles_agree({"parameters": sum(p.nbytes for p in twin.parameters()),
+                       "buffers": sum(b.nbytes for _, b in twin.named_buffers())} == expected,
+                      described)
+        got = _counts(student.drive(_on_a_grader_model, "model_size_bytes", recipe))
+        assert got == expected, (
+            f"model_size_bytes of {described} should be {expected} (each tensor in its own "
+            f"dtype; a shared parameter once; every buffer, persistent or not), got {got}"
+        )
+
+
+_FREES_NOTHING = ("ReLU", "GELU", "Tanh", "Sigmoid", "Dropout", "Identity")
+
+
+def _draw_chain(rng: random.Random, kind: str) -> tuple[list[Spec], tuple[int, ...]]:
+    """A drawn nn.Sequential and its input shape. "dense": Linear layers, activations (ReLU
+    in place or not), Dropout, Identity, Flatten, Softmax on (N, F) or (N, T, F) inputs, whose
+    operators allocate their outputs and nothing else; "conv": Conv2d, BatchNorm2d, ReLU,
+    pooling, then Flatten and Linear, whose operators also allocate temporaries."""
+    specs: list[Spec] = []
+    if kind == "dense":
+        shape = (rng.randint(1, 6), *([rng.randint(2, 12)] if rng.random() < 0.5 else []),
+                 rng.randint(2, 48))
+        width, dims = shape[-1], len(shape)
+        for _ in range(rng.randint(3, 7)):
+            pick = rng.choice(["Linear", "Linear", "act", "act", "inplace", "Flatten", "Softmax"])
+            if pick == "Linear":
+                out = rng.randint(2, 64)
+                specs.append(("Linear", (width, out), {"bias": rng.random() < 0.5}))
+                width = out
+            elif pick == "act":
+                specs.append((rng.choice(_FREES_NOTHING), (), {}))
+            elif pick == "inplace":
+                specs.append(("ReLU", (), {"inplace": True}))
+            elif pick == "Softmax":
+                specs.append(("Softmax", (), {"dim": -1}))
+            elif dims == 3:  # a view: (N, T, F) -> (N, T * F)
+                specs.append(("Flatten", (), {}))
+                width, dims = width * shape[1], 2
+        if not any(name == "Linear" for name, _, _ in specs):
+            specs.append(("Linear", (width, rng.randint(2, 16)), {}))
+        return specs, shape
+    shape = (rng.randint(1, 4), rng.randint(1, 4), rng.randint(4, 10), rng.randint(4, 10))
+    channels, (h, w) = shape[1], shape[2:]
+    for _ in range(rng.randint(2, 5)):
+        pick = rng.choice(["Conv2d", "Conv2d", "BatchNorm2d", "ReLU", "pool"])
+        if pick == "Conv2d":
+            out = rng.randint(1, 12)
+            specs.append(("Conv2d", (channels, out, rng.choice([1, 3])), {"padding": 1}))
+            kernel = specs[-1][1][2]
+            channels, h, w = out, h + 3 - kernel, w + 3 - kernel
+        elif pick == "pool" and min(h, w) >= 2:
+            specs.append((rng.choice(["MaxPool2d", "AvgPool2d"]), (2,), {}))
+            h, w = h // 2, w // 2
+        elif pick in ("BatchNorm2d", "ReLU"):
+            specs.append((pick, (channels,) if pick == "BatchNorm2d" else (), {}))
+    specs += [("Flatten", (), {}), ("Linear", (channels * h * w, rng.randint(2, 10)), {})]
+    return specs, shape
+
+
+def _activation_rule(model: nn.Sequential, x: torch.Tensor) -> int:
+    """The rule, layer by layer in the grader's process: the storages of each child's input
+    and output, a shared one once, the model's input not counted."""
+    caller = x.untyped_storage().data_ptr()
+    peak, current = 0, x
+    with torch.no_grad():
+        for child in model:
+            out = child(current)
+            alive = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                     for t in (current, out) if t.untyped_storage().data_ptr() != caller}
+            peak, current = max(peak, sum(alive.values())), out
+    return peak
+
+
+def _profiled_peak(model: nn.Module, x: torch.Tensor) -> int:
+    """The grader's own measurement: one warm-up forward, then the largest running sum of the
+    profiler's memory events over one forward (eval, no_grad, one thread)."""
+    import json
+    import os
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no start/stop lines on the grader's stderr
+    model.eval()
+    with one_thread(), torch.no_grad():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as session:
+            model(x)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        session.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as file:
+            events = [e for e in json.load(file)["traceEvents"] if e.get("name") == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e["ts"]):
+        running += int(event["args"]["Bytes"])
+        peak = max(peak, running)
+    return peak
+
+
+def _described(specs: list[Spec]) -> str:
+    return "Sequential(" + ", ".join(f"{n}{a}{k or ''}" for n, a, k in specs) + ")"
+
+
+@pytest.mark.points(2)
+def test_activation_peak_bytes(student, rng):
+    """The rule on drawn Sequentials: while a child runs, its input and output are alive (a
+    storage they share, Flatten's view or an in-place ReLU, counted once), the model's input is
+    not counted; on dense layers the profiler measures the same bytes. The input takes the
+    dtype of the model's parameters (a float64 model: 8 bytes per element)."""
+    for kind in ["dense", "dense", "dense", "conv", "conv"]:
+        specs, shape = _draw_chain(rng, kind)
+        local = nn.Sequential(*map(_built, specs)).eval()
+        x = torch.zeros(shape)
+        expected = _activation_rule(local, x)
+        if kind == "dense":
+            oracles_agree(_profiled_peak(local, x) == expected, f"profiler on {local}")
+        got = _count(student.call("activation_peak_bytes",
+                                  seq(*map(_sent, specs), training=rng.random() < 0.5), shape))
+        assert got == expected, (
+            f"activation_peak_bytes({_described(specs)}, {shape}) should be {expected} bytes "
+            f"(the largest, over the layers, of the bytes of the layer's input and output, a "
+            f"shared storage once, the model's input not counted), got {got}"
+        )
+    f, h, o, n = rng.randint(2, 24), rng.randint(2, 24), rng.randint(2, 24), rng.randint(1, 5)
+    recipe = [["layer", "Linear", [f, h], {}], ["layer", "GELU", [], {}],
+              ["layer", "Linear", [h, o], {}], ["dtype", -1, "float64"]]
+    expected = 8 * n * max(h, 2 * h, h + o)
+    oracles_agree(_activation_rule(_on_a_grader_model(None, recipe).eval(),
+                                   torch.zeros(n, f, dtype=torch.float64)) == expected,
+                  "the rule on a float64 model")
+    got = _count(student.drive(_on_a_grader_model, "activation_peak_bytes", recipe, (n, f)))
+    assert got == expected, (
+        f"activation_peak_bytes of Sequential(Linear({f}, {h}), GELU, Linear({h}, {o})) in "
+        f"float64 on {(n, f)} should be {expected} bytes: the input takes the model's dtype, "
+        f"8 bytes per element; got {got}"
+    )
+
+
+@pytest.mark.points(2)
+def test_forward_peak_bytes_matches_the_graders_profiler(student, rng, torch_rng):
+    """The largest running sum of the profiler's memory events over one inference forward
+    (eval, no_grad) after a warm-up, against the grader's own measurement of the same model and
+    input in its own process; on dense layers that is also the activation rule's value."""
+    for kind in ["dense", "dense", "conv", "conv"]:
+        specs, shape = _draw_chain(rng, kind)
+        local = nn.Sequential(*map(_built, specs)).eval()
+        x = torch.randn(shape, generator=torch_rng)
+        expected = _profiled_peak(local, x)
+        if kind == "dense":
+            oracles_agree(_activation_rule(local, x) == expected, f"the rule on {local}")
+        got = _count(student.call("forward_peak_bytes",
+                                  seq(*map(_sent, specs), training=rng.random() < 0.5), x))
+        assert got == expected, (
+            f"forward_peak_bytes({_described(specs)}, x of shape {shape}): the grader's "
+            f"profiler measures a peak of {expected} bytes (eval, no_grad, one warm-up forward, "
+            f"then the largest running sum of the memory events of one forward), got {got}"
+        )
+
+
+@pytest.mark.points(1)
+def test_forward_peak_bytes_protocol(student, rng, torch_rng):
+    """Exactly one warm-up forward and one profiled forward; 0 for a model that allocates
+    nothing (no memory event); the model in eval mode (BatchNorm statistics untouched) and its
+    training flags restored."""
+    _, (after, _) = student.call_inspect("forward_peak_bytes", probe("CallCounter"),
+                                         torch.zeros(rng.randint(1, 5)))
+    calls = int(after.state_dict["calls"])
+    assert calls == 2, (
+        f"forward_peak_bytes should run the model twice (one warm-up forward, then one inside "
+        f"the profiler's session), it ran it {calls} times"
+    )
+    name, args = rng.choice([("Identity", ()), ("Flatten", ()), ("Dropout", (0.5,))])
+    x = torch.randn(rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 6), generator=torch_rng)
+    oracles_agree(_profiled_peak(getattr(nn, name)(*args), x) == 0, f"profiler on nn.{name}")
+    got = _count(student.call("forward_peak_bytes", layer(name, *args, training=True), x))
+    assert got == 0, (
+        f"forward_peak_bytes(nn.{name}{args}, x of shape {tuple(x.shape)}) should be 0: in eval "
+        f"mode it allocates nothing, so the session has no memory event; got {got}"
+    )
+    channels, (n, _, h, w) = _draw_cnn(rng)
+    state = _random_state(channels, torch_rng)
+    model = kit_model("make_cnn", channels=channels, state_dict=state, training=True)
+    _, (after, _) = student.call_inspect("forward_peak_bytes", model,
+                                         torch.randn(n, 1, h, w, generator=torch_rng))
+    in_eval = changed_modes(after, training=True)
+    assert not in_eval, (
+        f"the model was in train mode; after forward_peak_bytes these modules are in eval "
+        f"mode: {in_eval}. Restore every module's training flag."
+    )
+    changed = sorted(k for k, v in state.items() if not torch.equal(after.state_dict[k], v))
+    assert not changed, (
+        f"forward_peak_bytes changed {changed}: measure in eval mode so BatchNorm's running "
+        f"statistics are left untouched"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 12. Throughput: samples per second = batch / median latency in seconds (measured on a clock
+# the grader controls); the roofline's samples per second for a Linear layer =
+# min(peak, intensity * bandwidth) / (2 * in * out).
+
+
+@pytest.mark.points(2)
+def test_roofline_throughput(student, rng):
+    """min(peak, AI(B) * bandwidth) / (2 * I * O) samples/s, with AI(B) = 2 B I O / (b (B I +
+    I O + B O)): in proportion to the batch while memory-bound, flat once compute-bound."""
+    cases = [(1, 4096, 1024, 312e12, 2.039e12, 2), (512, 4096, 1024, 312e12, 2.039e12, 2)]
+    for _ in range(8):
+        i, o, nbytes = rng.randint(16, 4096), rng.randint(16, 4096), rng.choice([1, 2, 4])
+        peak, bandwidth = 10 ** rng.uniform(10, 15), 10 ** rng.uniform(9, 13)
+        cases.append((rng.choice([1, 2, 7, 64, 500, 4096]), i, o, peak, bandwidth, nbytes))
+    cases[-1] = (*cases[-1][:5], None)  # the default: 4 bytes (fp32)
+    for batch, i, o, peak, bandwidth, nbytes in cases:
+        intensity = 2 * batch * i * o / ((nbytes or 4) * (batch * i + i * o + batch * o))
+        expected = min(peak, intensity * bandwidth) / (2 * i * o)
+        given = {} if nbytes is None else {"bytes_per_element": nbytes}
+        got = student.call("roofline_throughput", batch, i, o, peak, bandwidth, **given)
+        assert _rel_close(got, expected), (
+            f"roofline_throughput({batch}, {i}, {o}, {peak:.6g}, {bandwidth:.6g}, "
+            f"bytes_per_element={nbytes or '4 (the default)'}) should be min(peak, intensity * "
+            f"bandwidth) / (2 * {i} * {o}) = {expected:.10g} samples/s (intensity "
+            f"{intensity:.6g} FLOP/byte), got {got}"
+        )
+
+
+@pytest.mark.points(2)
+def test_throughput_on_the_graders_clock(student, rng):
+    """On a clock the grader controls, each forward of a batch of B takes a known number of
+    milliseconds: the throughput of B is B / (the median of its reps timed calls, in seconds),
+    after warmup untimed calls; one entry per batch size (int keys); zero inputs of shape
+    (B, *sample_shape); every call in inference mode (eval, no_grad)."""
+    reps, warmup = rng.choice([5, 7, 9]), rng.randint(1, 3)
+    sample_shape = tuple(rng.randint(1, 6) for _ in range(rng.randint(1, 2)))
+    batch_sizes = sorted(rng.sample([1, 2, 3, 4, 6, 8, 16, 32], 3))
+    schedule, timed = {}, {}
+    for batch in batch_sizes:
+        timed[batch] = rng.sample(range(1, 300), reps)  # distinct: the median is pinned down
+        schedule[str(batch)] = [rng.randint(1000, 2000) for _ in range(warmup)] + timed[batch]
+    got, key_types, calls, training_after = student.drive(
+        _timed_on_the_graders_clock, "throughput", schedule,
+        [sample_shape, batch_sizes], {"warmup": warmup, "reps": reps})
+    described = (f"throughput(model, {sample_shape}, {batch_sizes}, warmup={warmup}, "
+                 f"reps={reps})")
+    assert isinstance(got, dict) and key_types == ["int"] * len(got), (
+        f"{described} should return a dict keyed by the batch sizes (ints), got {got!r}")
+    assert sorted(got) == sorted(map(str, batch_sizes)), (
+        f"{described} should have one entry per batch size {batch_sizes}, got keys {sorted(got)}")
+    for batch in batch_sizes:
+        seen = [shape for shape, _, _ in calls if shape[0] == batch]
+        assert seen == [[batch, *sample_shape]] * (warmup + reps), (
+            f"{described}: at batch {batch} the model should get {warmup} + {reps} inputs of "
+            f"shape {[batch, *sample_shape]}, it got {seen}"
+        )
+        low, high = _percentile_range(timed[batch], 0.5)
+        value = got[str(batch)]
+        assert (isinstance(value, (int, float)) and 1000 * batch / (high + 1e-3) <= value
+                <= 1000 * batch / (low - 1e-3)), (
+            f"{described}: after {warmup} warm-up calls, the {reps} timed calls at batch {batch} "
+            f"took {sorted(timed[batch])} ms (on a clock the grader controls); the throughput "
+            f"is {batch} samples / the median in seconds, between {1000 * batch / high:.6g} and "
+            f"{1000 * batch / low:.6g} samples/s whichever median definition, got {value!r}"
+        )
+    wrong = _in_inference_mode(calls)
+    assert not wrong, f"{described} ran the model {wrong}: measure in inference mode"
+    assert training_after, "the model was in train mode: throughput must restore it"
+    batch_sizes = rng.sample([1, 2, 3, 5], 2)
+    _, (after, *_) = student.call_inspect("throughput", probe("CallCounter"), sample_shape,
+                                          batch_sizes)
+    calls = int(after.state_dict["calls"])
+    assert calls == 2 * (3 + 9), (
+        f"throughput(model, {sample_shape}, {batch_sizes}) with the default warmup=3, reps=9 "
+        f"should call the model 2 x (3 + 9) = 24 times, it called it {calls} times"
+    )
