@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,cluster]'
+	$(BIN)/python -m pip install -q -e '.[dev,cluster,mark]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedback and report
 	$(BIN)/grader grade examples/submissions --jobs 2 --gradebook $(DEMO)/gradebook.sqlite \
 		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
+	@# written answers: the examples' marks (scripts/make_examples.py writes them once a homework
+	@# asks written questions), then the CSV and the feedback again with them
+	@if [ -f examples/marks.csv ]; then \
+		$(BIN)/grader marks import examples/marks.csv --gradebook $(DEMO)/gradebook.sqlite \
+			--marker "make demo" && \
+		$(BIN)/grader export --gradebook $(DEMO)/gradebook.sqlite --csv $(DEMO)/gradebook.csv \
+			--long $(DEMO)/gradebook_long.csv --feedback $(DEMO)/feedback; fi
 	$(BIN)/grader report --gradebook $(DEMO)/gradebook.sqlite --out $(DEMO)/report.html
 
 # Four workers on two cores: most of a kernel test is waiting (kernel start-up, limits); a test

@@ -95,6 +95,23 @@ class AuditConfigError(GraderError):
     checks. The message names the file and the problem."""
 
 
+class MarkingError(GraderError):
+    """A mark, a marks file or a rubric change cannot be taken as given (an unknown student,
+    question or rubric item, points out of range, a file changed since it was exported); the
+    message names the row or the key, and nothing was stored."""
+
+
+class StaleMark(MarkingError):
+    """A save based on an out-of-date version of a mark: someone saved it in between. Nothing
+    was stored; ``current`` is the mark as it now stands (a ``grader.records.Mark``)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, current: object) -> None:
+        super().__init__(message)
+        self.current = current
+
+
 # -- what a submission did --------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ pytest or torch.
     check    -> CheckRun (with CheckResult)        checks: CheckInfo
     score    -> Score (grader.pipeline.score)
     store    -> GradeRow                           one row of the gradebook
+    answers  -> Answer (a written answer as read from the submitted file)
+    marks    -> QuestionMark (with AppliedItem)    a person's mark of one answer, in a row
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Status(enum.Enum):
     GRADER_ERROR = "grader_error"  # the grader itself failed: never the student's fault
     # said by exports about a student and assignment, never by a grading run
     TIME_UNKNOWN = "time_unknown"  # graded cleanly, but the submission time is unknown
+    MARKING_PENDING = "marking_pending"  # graded cleanly; a written answer is not marked yet
     MISSING = "missing"  # on the roster, nothing submitted
 
     @property
@@ -211,3 +214,74 @@ class GradeRow:
     exec_seconds: float = 0.0
     cell_errors: tuple[CellError, ...] = ()  # the first MAX_CELL_ERRORS
     more_cell_errors: int = 0  # how many more there were
+    # The written questions of the homework, each with its mark, once the row is combined
+    # with the marks (grader.output.view.with_written); empty in a stored row, and for a
+    # homework without written questions. Then earned, possible, raw and final count them.
+    written: tuple[QuestionMark, ...] = ()
+
+    @property
+    def marking_pending(self) -> bool:
+        """Whether a written question of this row still waits for a person's mark."""
+        return any(m.earned is None for m in self.written)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A written answer as read from a submitted notebook (never by running it): the text of
+    the first markdown cell whose metadata names the question, the PNG of the figure it refers
+    to, a content hash of both, and what is wrong with it (``flag``: empty, or "no answer", "2
+    cells carry this question; the first is marked", "figure too large", ...)."""
+
+    question: str
+    text: str
+    figure: bytes | None
+    sha256: str  # of the text and the figure: an unchanged answer keeps its mark
+    flag: str = ""
+    missing: bool = False  # no answer: no cell, or the cell still holds the stub (0 points)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A person's mark of one written answer (the answer by its hash): the rubric items
+    applied, or points given directly (``points``; None: from the items), a comment, who
+    saved it and when (ISO 8601 UTC), and how many saves it has had (``version``)."""
+
+    student: str
+    assignment: str
+    question: str
+    answer_sha256: str
+    items: tuple[str, ...]
+    points: float | None
+    comment: str
+    marker: str
+    marked_at: str
+    version: int
+
+
+@dataclass(frozen=True)
+class AppliedItem:
+    """A rubric item applied to an answer: its id, its points (added, or taken when
+    negative) and the sentence the student reads."""
+
+    id: str
+    points: float
+    text: str
+
+
+@dataclass(frozen=True)
+class QuestionMark:
+    """One written question of a submission as marked: its points possible, the points given
+    (None while no one has marked it), the rubric items applied, the marker's comment, who
+    marked it and when (ISO 8601 UTC), and the answer's flag."""
+
+    question: str
+    title: str
+    points: float
+    earned: float | None
+    items: tuple[AppliedItem, ...] = ()
+    comment: str = ""
+    flag: str = ""
+    missing: bool = False  # no answer was found
+    override: bool = False  # the points were given directly, not from rubric items
+    marker: str = ""
+    marked_at: str = ""

@@ -28,6 +28,10 @@ MESSAGE_CHARS = 800  # a check's failure message
 MESSAGE_LINES = 6
 LOG_CHARS = 2000  # the end of a judge's or a kernel's error text
 CELL_CHARS = 60  # a cell's first line, naming the cell
+ANSWER_CHARS = 20_000  # a written answer (about ten pages); more is cut, and flagged
+COMMENT_CHARS = 4_000  # a marker's comment on one answer
+FIGURE_BYTES = 2_000_000  # the PNG kept with a written answer; a larger one is left out
+ANSWERS_NOTEBOOK_BYTES = 64_000_000  # a submitted file read for its written answers
 
 _BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b-\u200f\u202a-\u202e"

@@ -4,22 +4,46 @@ Each example is made from the reference or student notebook, so the examples nev
 the homework: run this again after changing a notebook.
 
     python scripts/make_examples.py
+
+Written questions (docs/checks.md, "A written question"): a submission made from the reference
+answers them with the reference's answers, one made from the student notebook (carol's) leaves
+them as given (no answer). ``examples/written/<hw>.toml``, for a homework that asks written
+questions, gives other answers and the marks that `make demo` imports::
+
+    [answers.bob]                     # bob's answers, by question id (a weak one, say)
+    roofline = "The layers are compute-bound because they are big."
+
+    [marks.alice.roofline]            # a mark, by student and question: rubric items ...
+    items = ["names_layers", "ridge"]
+    comment = "Clear, and read off the figure."
+
+    [marks.bob.roofline]              # ... or points given directly
+    points = 0.5
+    comment = "Which layers are below the ridge point?"
+
+The marks are written to ``examples/marks.csv`` (a `grader marks` sheet, with the hash of each
+answer as the example notebook holds it); answers no mark names stay for `grader mark`.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import importlib.util
 import shutil
+import tomllib
 from pathlib import Path
 
 import nbformat
 
-from grader.course.config import load_course
+from grader.course.config import Course, load_course
+from grader.course.questions import answer_cell_question, load_questions, read_answers
 from grader.ship.student_notebooks import student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "examples" / "submissions"
+WRITTEN = ROOT / "examples" / "written"  # <hw>.toml: the examples' answers and marks
+MARKS = ROOT / "examples" / "marks.csv"  # what `make demo` imports
 
 
 # For each later homework: the realistic wrong version bob submits (a mutant from
@@ -60,6 +84,20 @@ def _insert_after_first_code(nb: nbformat.NotebookNode, source: str) -> None:
     nb.cells.insert(first + 1, nbformat.v4.new_code_cell(source, id="inserted-by-student"))
 
 
+def _written(hw: str) -> dict[str, dict[str, dict[str, object]]]:
+    path = WRITTEN / f"{hw}.toml"
+    return tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _answer(nb: nbformat.NotebookNode, student: str, hw: str) -> None:
+    """Write the example answers ``examples/written/<hw>.toml`` gives ``student``."""
+    answers = _written(hw).get("answers", {}).get(student, {})
+    for cell in nb.cells:
+        question = answer_cell_question(cell)
+        if question is not None and question["id"] in answers:
+            cell.source = str(answers[question["id"]])
+
+
 def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None,
            hw: str = "hw1") -> None:
     folder = OUT / student / hw
@@ -68,6 +106,7 @@ def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None,
     if isinstance(nb, str):
         path.write_text(nb, encoding="utf-8")
     else:
+        _answer(nb, student, hw)
         nbformat.write(nb, path)
     if timestamp is not None:
         (folder / "timestamp.txt").write_text(timestamp + "\n", encoding="utf-8")
@@ -129,6 +168,32 @@ def main() -> None:
         _write("bob", wrong, stamp, hw)
     count = sum(1 for _ in OUT.glob("*/*/*.ipynb"))
     print(f"wrote {count} example submissions to {OUT}")
+    _write_marks(course)
+
+
+def _write_marks(course: Course) -> None:
+    """examples/marks.csv: the marks of examples/written/*.toml, for `make demo` to import
+    (no file when no homework asks written questions)."""
+    rows = []
+    for a in course.assignments:
+        questions = load_questions(course, a.id)
+        for student, by_question in sorted(_written(a.id).get("marks", {}).items()):
+            path = OUT / student / a.id / a.notebook
+            answers = {x.question: x for x in read_answers(path, questions)}
+            for question, mark in sorted(by_question.items()):
+                points = mark.get("points")
+                rows.append({"student": student, "assignment": a.id, "question": question,
+                             "points": "" if points is None else f"{float(points):g}",
+                             "items": " ".join(mark.get("items", [])),
+                             "comment": mark.get("comment", ""),
+                             "answer_sha256": answers[question].sha256, "version": 0})
+    MARKS.unlink(missing_ok=True)
+    if rows:
+        with MARKS.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} marks to {MARKS}")
 
 
 if __name__ == "__main__":

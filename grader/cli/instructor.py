@@ -1,5 +1,6 @@
 """The instructor's commands: grade, export, report, audit, release-notebooks, release,
-gradescope, and the LMS's import and push.
+gradescope, and the LMS's import and push; mark and marks (written answers) live in
+``grader.cli.marking``.
 
 Loaded by ``grader.cli.main`` only when one of them is asked for, so that ``grader check`` (the
 student's command) imports none of what they need; the student kit does not ship this module.
@@ -20,11 +21,13 @@ import click
 from rich.table import Table
 
 from grader.cli.common import UsageFailure, course_option, err, gradebook_option, out
+from grader.cli.marking import mark_cmd, marks_group  # noqa: F401 - grader.cli.main finds them here
 from grader.course.config import AUDIT_PARTS, Course, load_course
 from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.run import Graded, Progress, grade_all
 from grader.pipeline.store import locked, open_gradebook
 from grader.records import GradeRow, Status, Submission
+from grader.tools.marking import scored_rows
 
 if TYPE_CHECKING:
     from grader.lms.intake import Intake
@@ -84,7 +87,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
     with locked(gradebook) as book:
         graded = grade_all(course, submissions, book, assignments, force, seed,
                            _Printer(), jobs or _cores(), scheduler)
-        rows = book.rows()
+        rows = scored_rows(book, course)
     write_csv(wide_table(course, rows, dt.datetime.now(course.timezone)), csv_path)
     write_feedback(course, rows, feedback_dir)
     _summary(graded)
@@ -193,7 +196,7 @@ def export_cmd(course_path: Path, gradebook: Path, fmt: str, csv_path: Path, lon
     Example: grader export --format canvas     (grades/lms/canvas-gradebook.csv)
     """
     course = load_course(course_path)
-    rows = _rows(gradebook)
+    rows = _rows(gradebook, course)
     if fmt != "csv":
         _lms_export(course, rows, fmt, assignments, worksheet, roster, out_dir)
         return
@@ -219,11 +222,12 @@ def _as_of(course: Course, as_of: str | None) -> dt.datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=course.timezone)
 
 
-def _rows(gradebook: Path) -> list[GradeRow]:
+def _rows(gradebook: Path, course: Course) -> list[GradeRow]:
+    """The gradebook's rows with their written answers' marks (``scored_rows``)."""
     if not gradebook.exists():
         raise UsageFailure(f"{gradebook}: no gradebook yet; run `grader grade` first")
     with open_gradebook(gradebook) as book:
-        return book.rows()
+        return scored_rows(book, course)
 
 
 @click.command("report")
@@ -249,7 +253,7 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | 
     if out_path.is_dir():  # said before the work, not after it
         raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
                            f"page to write, e.g. {out_path / 'report.html'})")
-    rows = _rows(gradebook)
+    rows = _rows(gradebook, course)
     try:
         report = write_report(course, rows, out_path, now)
     except OSError as exc:
@@ -649,7 +653,7 @@ def push_canvas_cmd(course_path: Path, gradebook: Path, assignments: tuple[str, 
     from grader.lms.people import people
 
     course = load_course(course_path)
-    rows = _rows(gradebook)
+    rows = _rows(gradebook, course)
     chosen = canvas_assignments(course, rows, assignments)
     url = (canvas_url or course.lms.canvas_url).rstrip("/")
     course_id = canvas_course or course.lms.canvas_course

@@ -32,6 +32,7 @@ from grader.records import Outcome
 INSTRUCTOR_COMMANDS = {"grade": "grade", "export": "export_cmd", "report": "report_cmd",
                        "audit": "audit_cmd", "release-notebooks": "release_notebooks_cmd",
                        "release": "release_cmd", "gradescope": "gradescope_cmd",
+                       "mark": "mark_cmd", "marks": "marks_group",
                        "import": "import_cmd", "push": "push_cmd"}
 
 

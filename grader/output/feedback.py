@@ -1,7 +1,8 @@
 """The feedback a student reads for one graded submission, as Markdown and as an HTML page,
 both rendered from the row's view (``grader.output.view``): the final score and how the late
-rule made it, the notebook's run in words, the cells that raised, and each check by what it
-tests (never its code), with its points and message."""
+rule made it, the notebook's run in words, the cells that raised, each check by what it
+tests (never its code), with its points and message, and each written answer's mark (the
+rubric items applied, with their sentences, and the marker's comment)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def feedback_markdown(v: RowView) -> str:
     md = markdown_inline
     lines = [f"# {v.title} ({v.assignment}): feedback for {md(v.student)}", "",
              f"- Final score: **{v.final_words}**",
-             f"- Checks: {v.earned:g} of {v.possible:g} points (raw {v.raw:.2f} %)",
+             f"- Checks: {v.checks_earned:g} of {v.checks_possible:g} points"
+             + ("" if v.written else f" (raw {v.raw:.2f} %)"),
+             *_written_summary(v),
              f"- Late rule: {md(v.cap_words)}",
              f"- Submitted: {v.submitted_at}; graded: {v.graded_at}", "",
              f"## Your notebook's run: {v.status.value}", "", v.status_words, "",
@@ -43,7 +46,43 @@ def feedback_markdown(v: RowView) -> str:
                 lines += ["", *(f"  {line}" for line in markdown_block(check.message).split(
                     "\n")), ""]
         lines.append("")
+    lines += _written_markdown(v)
     return "\n".join(lines) + "\n"
+
+
+def earned_words(earned: float | None, points: float) -> str:
+    """``2 of 3 pt``, or that no one has marked it yet."""
+    return "not marked yet" if earned is None else f"{earned:g} of {points:g} pt"
+
+
+def _written_summary(v: RowView) -> list[str]:
+    if not v.written:
+        return []
+    marked = [m for m in v.written if m.earned is not None]
+    left = len(v.written) - len(marked)
+    return [f"- Written answers: {sum(m.earned or 0.0 for m in marked):g} of "
+            f"{sum(m.points for m in v.written):g} points"
+            + (f" ({left} not marked yet)" if left else ""),
+            f"- Checks and written answers: {v.earned:g} of {v.possible:g} points "
+            f"(raw {v.raw:.2f} %)"]
+
+
+def _written_markdown(v: RowView) -> list[str]:
+    if not v.written:
+        return []
+    lines = ["", "## Written answers"]
+    for m in v.written:
+        lines += ["", f"### {m.title} ({earned_words(m.earned, m.points)})", ""]
+        if m.missing:
+            lines.append("No answer was found for this question.")
+        if m.flag:
+            lines += [f"({markdown_inline(m.flag)})", ""]
+        lines += [f"- [{item.points:+g}] {item.text}" for item in m.items]
+        if m.override and m.earned is not None:
+            lines.append(f"- points given by the marker: {m.earned:g}")
+        if m.comment:  # the marker's words, shown as they were typed
+            lines += ["", "Comment:", "", markdown_block(m.comment)]
+    return lines
 
 
 def feedback_html(v: RowView) -> str:

@@ -7,20 +7,33 @@ the checks' messages) is bounded and inert (``grader.text``), whatever the grade
 zone) into a ``RowView``; the Markdown and HTML feedback, the report and Gradescope's
 ``results.json`` render from it and from nothing else, so a status or a sentence added here
 appears in all of them. The rules of how rows are shown live here too: which row counts for a
-student (``counted_rows``), the status shown (``display_status``), the words for each status.
+student (``counted_rows``), the status shown (``display_status``), the words for each status,
+and how the marks of written answers join the checks' points (``with_written``: every output
+shows a row only after it went through it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from grader.course.config import Course
 from grader.course.notebook import defined_names
-from grader.course.rules import LatePolicy
+from grader.course.questions import Question
+from grader.course.rules import LatePolicy, final_score
 from grader.errors import ConfigError
-from grader.records import CheckResult, GradeRow, Outcome, Status
+from grader.records import (
+    Answer,
+    AppliedItem,
+    CheckResult,
+    GradeRow,
+    Mark,
+    Outcome,
+    QuestionMark,
+    Status,
+)
 from grader.text import DETAIL_CHARS, NAME_CHARS, one_line, text_block
 
 # What each status means, for the student whose notebook it describes.
@@ -47,6 +60,8 @@ STATUS_WORDS: dict[Status, str] = {
     Status.TIME_UNKNOWN: "Your notebook ran to the end, but the time you handed it in is not "
                          "known, so your final score waits for your instructor.",
     Status.MISSING: "Nothing was handed in for this homework.",
+    Status.MARKING_PENDING: "Your notebook ran to the end, but a person has not marked all "
+                            "of your written answers yet, so your final score waits for them.",
 }
 
 
@@ -82,7 +97,71 @@ def display_status(row: GradeRow) -> Status:
     running the notebook is shown first; the empty final tells the time is unknown."""
     if row.submitted_at is None and row.status is Status.OK:
         return Status.TIME_UNKNOWN
+    if row.marking_pending and row.status is Status.OK:
+        return Status.MARKING_PENDING
     return row.status
+
+
+# -- written answers ----------------------------------------------------------------------------
+
+NOT_COLLECTED = "not collected yet: `grader grade` reads the answers from the submitted file"
+
+
+def question_marks(questions: Iterable[Question], answers: Mapping[str, Answer] | None,
+                   marks: Mapping[tuple[str, str], Mark]) -> tuple[QuestionMark, ...]:
+    """Each question of a submission as marked: ``answers`` are its answers by question
+    (None: not read yet), ``marks`` the marks by (question, answer hash). An answer no one has
+    marked has no points yet (``earned`` None), except a missing one: 0, flagged. A mark's
+    points are its own when given directly, else the rubric's for its items (rubric items
+    since removed count nothing, and are flagged)."""
+    found = []
+    for q in questions:
+        answer = None if answers is None else answers.get(q.id)
+        if answer is None:
+            found.append(QuestionMark(q.id, q.title, q.points, None, flag=NOT_COLLECTED))
+            continue
+        mark = marks.get((q.id, answer.sha256))
+        if mark is None:
+            found.append(QuestionMark(q.id, q.title, q.points, 0.0 if answer.missing else None,
+                                      flag=answer.flag, missing=answer.missing))
+            continue
+        known = tuple(i for i in mark.items if any(item.id == i for item in q.items))
+        gone = [i for i in mark.items if i not in known]
+        flag = "; ".join([answer.flag] * bool(answer.flag) +
+                         [f"rubric item(s) {', '.join(gone)} no longer exist"] * bool(gone))
+        items = tuple(AppliedItem(i, q.item(i).points, q.item(i).text) for i in known)
+        earned = q.points_for(known) if mark.points is None else mark.points
+        found.append(QuestionMark(q.id, q.title, q.points, earned, items, mark.comment, flag,
+                                  answer.missing, mark.points is not None, mark.marker,
+                                  mark.marked_at))
+    return tuple(found)
+
+
+def checks_points(row: GradeRow) -> tuple[float, float]:
+    """(earned, possible) of the checks alone, whether or not ``row`` holds its marks."""
+    return (round(row.earned - sum(m.earned or 0.0 for m in row.written), 4),
+            row.possible - sum(m.points for m in row.written))
+
+
+def with_written(row: GradeRow, written: tuple[QuestionMark, ...],
+                 policy: LatePolicy) -> GradeRow:
+    """``row`` with its written questions: its points are the checks' plus the marks, its raw
+    percent of both, the late cap on that total, and its final pending (None) until every
+    question is marked (and while the checks' own final is pending: an unknown submission
+    time, a grader error to grade again). The one place where marks join the
+    checks: the CSVs, the feedback, the report and the pass rule read rows made here."""
+    if not written:
+        return row
+    checks_earned, checks_possible = checks_points(row)
+    earned = checks_earned + sum(m.earned or 0.0 for m in written)
+    possible = checks_possible + sum(m.points for m in written)
+    raw = round(100.0 * earned / possible, 2) if possible else 0.0
+    pending = any(m.earned is None for m in written)
+    known = row.cap is not None and row.status is not Status.GRADER_ERROR  # as the checks' own
+    final = round(final_score(raw, row.cap, policy) or 0.0, 2) \
+        if known and not pending and row.cap is not None else None
+    return dataclasses.replace(row, earned=round(earned, 4), possible=possible, raw=raw,
+                               final=final, written=written)
 
 
 def cap_words(row: GradeRow, policy: LatePolicy) -> str:
@@ -90,9 +169,12 @@ def cap_words(row: GradeRow, policy: LatePolicy) -> str:
     if row.status is Status.GRADER_ERROR:
         return (f"{row.late_reason} Your final score waits until your instructor has graded "
                 f"this submission again.")
-    if row.cap is None or row.final is None:
+    if row.cap is None:
         return (f"{row.late_reason} Your final score is pending until your instructor knows "
                 f"when you handed in; the checks gave {row.raw:.2f} %.")
+    if row.final is None:
+        return (f"{row.late_reason} Your final score is pending until every written answer is "
+                f"marked; so far {row.raw:.2f} %, capped at {row.cap:g} %.")
     if policy is LatePolicy.SCALE:
         rule = f"raw {row.raw:.2f} % × cap {row.cap:g} % / 100"
     else:
@@ -111,7 +193,9 @@ def _final_words(row: GradeRow) -> str:
         return f"{row.final:.2f} %"
     if row.status is Status.GRADER_ERROR:
         return "pending (the grader failed; your instructor grades it again)"
-    return "pending (submission time unknown)"
+    if row.cap is None:
+        return "pending (submission time unknown)"
+    return "pending (written answers not marked yet)"
 
 
 def in_notebook_order(checks: Iterable[CheckResult], course: Course, assignment: str
@@ -175,6 +259,13 @@ class RowView:
     submitted_at: str
     graded_at: str
     seconds: float
+    checks_earned: float = 0.0  # the checks' own points (``earned`` counts the marks too)
+    checks_possible: float = 0.0
+    written: tuple[QuestionMark, ...] = ()  # each written question with its mark
+
+    @property
+    def marking_pending(self) -> bool:
+        return any(m.earned is None for m in self.written)
 
     @property
     def groups(self) -> tuple[tuple[str, tuple[CheckView, ...]], ...]:
@@ -209,4 +300,6 @@ def view(row: GradeRow, course: Course) -> RowView:
                                "" if c.outcome is Outcome.PASSED else text_block(c.message))
                      for c in in_notebook_order(row.checks, course, row.assignment)),
         submitted_at=local_time(row.submitted_at, course),
-        graded_at=local_time(row.graded_at, course), seconds=row.seconds)
+        graded_at=local_time(row.graded_at, course), seconds=row.seconds,
+        checks_earned=checks_points(row)[0], checks_possible=checks_points(row)[1],
+        written=row.written)

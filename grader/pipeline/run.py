@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.course.config import Course
+from grader.course.questions import Question, load_questions, no_answer, read_answers
 from grader.kernel import zygote
 from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.discover import discover
 from grader.pipeline.store import Gradebook
+from grader.pipeline.written import has_answers, store_answers
 from grader.records import GradeRow, Status, Submission, Task
 
 # The engine (torch, pytest, nbclient: grader.pipeline.grading, checking, pool) is imported
@@ -72,6 +74,8 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     wanted = list(assignments) or gradable(course)
     for assignment in wanted:
         course.assignment(assignment)  # unknown ids fail here, before any work
+    # a broken rubric stops the run here too; the answers are read in this process, as data
+    asked = {assignment: load_questions(course, assignment) for assignment in wanted}
     sandboxed, sandbox_note = use_sandbox(course.limits)  # "required" and unavailable stops here
     notebooks = {a: course.assignment(a).notebook for a in wanted}
     submissions = discover(submissions_root, notebooks, course.timezone)  # a missing folder
@@ -91,7 +95,7 @@ def grade_all(course: Course, submissions_root: Path, book: Gradebook,
     present = {sub.assignment for sub in submissions}
     for assignment in (a for a in wanted if a in present):
         collect(course.hidden_checks(assignment))  # checks without points stop the run here
-    run = _Run(book, progress or Progress())
+    run = _Run(book, progress or Progress(), asked)
     where = f"on the Dask cluster {scheduler}" if scheduler else f"{jobs} at a time"
     run.note(f"{len(submissions)} submission(s), seed {seed}, {where}; {sandbox_note}")
     for index, (sub, kept) in enumerate(zip(submissions, stored, strict=True)):
@@ -118,8 +122,10 @@ class _Run:
     """One grading run as its drivers see it: it stores each row as it comes (this process is
     the gradebook's one writer) and tells ``progress``."""
 
-    def __init__(self, book: Gradebook, progress: Progress) -> None:
+    def __init__(self, book: Gradebook, progress: Progress,
+                 asked: dict[str, tuple[Question, ...]] | None = None) -> None:
         self.book, self.progress = book, progress
+        self.asked = asked or {}
         self.graded: dict[int, Graded] = {}
 
     def note(self, text: str) -> None:
@@ -130,6 +136,7 @@ class _Run:
 
     def done(self, task: Task, row: GradeRow) -> None:
         self.book.put(row)
+        self._store_answers(task.submission, row, replace=True)
         self.graded[task.index] = Graded(task.submission, row, skipped=False)
         self.progress.finished(self.graded[task.index])
 
@@ -137,8 +144,21 @@ class _Run:
         """A stored row kept (unchanged submission), stored again if rescoring ``changed`` it."""
         if row != changed:
             self.book.put(row)
+        self._store_answers(sub, row, replace=False)
         self.graded[index] = Graded(sub, row, skipped=True)
         self.progress.finished(self.graded[index])
+
+
+    def _store_answers(self, sub: Submission, row: GradeRow, replace: bool) -> None:
+        """Read the written answers of ``sub`` from its file (never by running it) and keep
+        them; a kept row's answers are read only if they are not stored yet."""
+        questions = self.asked.get(sub.assignment, ())
+        key = (row.student, row.assignment, row.sha256)
+        if not questions or (not replace and has_answers(self.book, key)):
+            return
+        answers = read_answers(sub.path, questions) if not sub.problem else tuple(
+            no_answer(q, sub.problem) for q in questions)
+        store_answers(self.book, key, answers)
 
 
 def _announced(todo: Sequence[Task], run: _Run) -> Iterator[Task]:

@@ -8,6 +8,7 @@ and no half-written one. One grading run at a time holds the gradebook's lock fi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -22,19 +23,42 @@ from typing import Any
 from grader.errors import GradebookError
 from grader.records import CellError, CheckResult, GradeRow, Outcome, Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # A row's fields, one column each, but for ``cell_errors`` and ``more_cell_errors``, kept
 # together in the column ``cell_errors`` (a JSON list, then ``{"more": n}`` when cut); the
-# verdicts are a JSON list in ``checks``.
-_COLUMNS = [f.name for f in dataclasses.fields(GradeRow) if f.name != "more_cell_errors"]
+# verdicts are a JSON list in ``checks``. ``written`` is not stored in the row: the answers
+# and their marks have tables of their own (below), joined to a row when it is shown.
+_COLUMNS = [f.name for f in dataclasses.fields(GradeRow)
+            if f.name not in ("more_cell_errors", "written")]
 _TYPES = {"earned": "REAL", "possible": "REAL", "raw": "REAL", "cap": "REAL", "final": "REAL",
           "seed": "INTEGER", "seconds": "REAL", "exec_seconds": "REAL"}
 # Columns each schema version added, with the value rows of the older version get. Version 1
 # recorded only the notebook's run in ``seconds`` and no cell errors beyond the row's detail.
 _ADDED: dict[int, list[tuple[str, str]]] = {
     2: [("exec_seconds", "seconds"), ("cell_errors", "'[]'")],
+    3: [],  # version 3 added the tables of written answers (below); no column of grades
 }
+# The written answers (grader.pipeline.written reads and writes them). ``answers``: each
+# question's answer in one submission (by the submission's sha256), as read from its file.
+# ``marks``: a person's mark of one answer, keyed by the answer's own hash, so a resubmission
+# with the same answer keeps it; ``version`` counts its saves (a save based on an older one
+# is refused). ``mark_log``: every save, refusal, import and rubric change, who and when.
+# ``claims``: the answer each marker has open, so that two markers get different ones.
+_MARK_TABLES = (
+    "CREATE TABLE IF NOT EXISTS answers (student TEXT, assignment TEXT, sha256 TEXT, "
+    "question TEXT, text TEXT, figure BLOB, answer_sha256 TEXT, flag TEXT, missing INTEGER, "
+    "PRIMARY KEY (student, assignment, sha256, question))",
+    "CREATE TABLE IF NOT EXISTS marks (student TEXT, assignment TEXT, question TEXT, "
+    "answer_sha256 TEXT, items TEXT, points REAL, comment TEXT, marker TEXT, marked_at TEXT, "
+    "version INTEGER, PRIMARY KEY (student, assignment, question, answer_sha256))",
+    "CREATE TABLE IF NOT EXISTS mark_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT, "
+    "marker TEXT, action TEXT, student TEXT, assignment TEXT, question TEXT, "
+    "answer_sha256 TEXT, detail TEXT)",
+    "CREATE TABLE IF NOT EXISTS claims (student TEXT, assignment TEXT, question TEXT, "
+    "answer_sha256 TEXT, marker TEXT, until REAL, "
+    "PRIMARY KEY (student, assignment, question, answer_sha256))",
+)
 
 
 def _values(row: GradeRow) -> tuple[Any, ...]:
@@ -105,6 +129,8 @@ class Gradebook:
                 raise GradebookError(f"{self.path}: gradebook schema {text}, this grader "
                                      f"reads 1 to {SCHEMA_VERSION}")
             self._migrate(version)
+            for statement in _MARK_TABLES:
+                self._db.execute(statement)
 
     def _migrate(self, version: int) -> None:
         # add what later versions added, filled from what the older rows hold; inside the
@@ -135,6 +161,16 @@ class Gradebook:
         cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM grades "
                                "ORDER BY student, assignment, submitted_at, graded_at")
         return [_row(r) for r in cur.fetchall()]
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the modules that keep tables of their own in the gradebook
+        (``grader.pipeline.written``); write only inside ``transaction()``."""
+        return self._db
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction (``BEGIN IMMEDIATE``): all of it, or nothing."""
+        return self._transaction()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -1,9 +1,10 @@
 """The student release: student notebooks generated from the reference notebooks.
 
 In a reference notebook, code a student must write sits between ``### BEGIN SOLUTION`` and
-``### END SOLUTION`` lines; each region becomes a stub at the same indentation. Outputs and
-execution counts are dropped. Generating is deterministic, so a test can tell when the
-committed student notebook and the reference have drifted apart.
+``### END SOLUTION`` lines; each region becomes a stub at the same indentation. An answer cell
+of a written question (``grader.course.questions``) becomes the stub whole: its reference text
+is the instructor's. Outputs and execution counts are dropped. Generating is deterministic, so
+a test can tell when the committed student notebook and the reference have drifted apart.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import nbformat
 
 from grader.course.config import Course
 from grader.course.notebook import METADATA_KEY, solution_regions
+from grader.course.questions import ANSWER_STUB, answer_cell_question
 from grader.errors import ReleaseError
 
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -55,6 +57,9 @@ def student_version(reference: nbformat.NotebookNode, name: str,
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
+        elif answer_cell_question(cell) is not None:
+            cell.source = ANSWER_STUB
+            cell.pop("attachments", None)
         elif cell.cell_type == "markdown":
             cell.source = strip_regions(cell.source, MARKDOWN_STUB, where)
     return nb

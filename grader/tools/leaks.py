@@ -1,9 +1,10 @@
 """What the student kit must never hold, and a scan of a kit (folder or zip) for it.
 
 Secrets come from the instructor's side of the course: every line of every solution region of
-every reference notebook, the hidden checks (file names, test names, code lines), the example
-submissions (their paths, bytes and code), every file under ``solutions/``, and the roster and
-extensions files that course.toml names.
+every reference notebook and of its written questions' answer cells, the hidden checks (file
+names, test names, code lines), the rubrics (every line of their text: the items' sentences,
+the model answers), the example submissions (their paths, bytes and code), every file under
+``solutions/``, and the roster and extensions files that course.toml names.
 
 Two kinds of line are not secrets, and are left out:
 
@@ -37,6 +38,7 @@ import nbformat
 
 from grader.course.config import Course
 from grader.course.notebook import BEGIN, END
+from grader.course.questions import RUBRIC_FILE, answer_cell_question
 
 MIN_LINE_CHARS = 20
 MIN_LINE_ALNUM = 10
@@ -104,7 +106,8 @@ def shipped_text(course: Course, released: Iterable[str]) -> str:
         reference = course.reference_notebook(assignment)
         source = reference if reference.exists() else course.student_notebook(assignment)
         for cell in nbformat.read(source, as_version=4).cells:
-            parts.append(outside_regions(cell.source))
+            if answer_cell_question(cell) is None:  # an answer cell ships as its stub
+                parts.append(outside_regions(cell.source))
         parts += [p.read_text(encoding="utf-8") for p in _files(course.public_checks(assignment))
                   if p.suffix == ".py"]
     engine = Path(__file__).resolve().parents[1]  # grader/
@@ -147,8 +150,12 @@ def course_secrets(course: Course, released: Iterable[str]) -> tuple[Secret, ...
         reference = course.reference_notebook(a.id)
         if reference.exists():
             for index, cell in enumerate(nbformat.read(reference, as_version=4).cells):
+                where = f"{reference.relative_to(course.root)}, cell {index + 1}"
                 for line in solution_lines(cell.source):
-                    add_line(line, f"{reference.relative_to(course.root)}, cell {index + 1}")
+                    add_line(line, where)
+                if answer_cell_question(cell) is not None:  # the reference's written answer
+                    for line in _code_lines(cell.source):
+                        add_line(line, where)
     for path in _files(course.root / "solutions"):
         add_file(path)
         relative = path.relative_to(course.root)
@@ -161,6 +168,10 @@ def course_secrets(course: Course, released: Iterable[str]) -> tuple[Secret, ...
                     add(node.name, f"a hidden check in {relative}", word=True)
             for line in _code_lines(text):
                 add_line(line, str(relative))
+        elif path.name == RUBRIC_FILE:
+            for text in _strings(tomllib.loads(path.read_text(encoding="utf-8"))):
+                for line in _code_lines(text):
+                    add_line(line, f"{relative} (a rubric)")
     for path in _files(course.root / "examples"):
         add_file(path)
         if path.suffix == ".ipynb":

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from grader.course.config import Course
+from grader.course.questions import Question
 from grader.course.rules import late_tiers
 from grader.output.standing import Standing, standing
 from grader.output.view import STATUS_WORDS, counted_rows, display_status
@@ -75,6 +76,38 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class ItemUse:
+    """A rubric item, and how many of the marked answers it was applied to."""
+
+    id: str
+    text: str
+    points: float
+    used: int
+
+
+@dataclass(frozen=True)
+class QuestionReport:
+    """One written question over the counted submissions: how far marking has got, the
+    points given, and how often each rubric item was used."""
+
+    id: str
+    title: str
+    points: float
+    answers: int  # counted submissions
+    marked: int  # marked by a person
+    missing: int  # no answer and no mark: 0 points
+    left: int  # still to mark
+    flagged: int  # answers with a flag (a duplicate cell, a figure left out, no answer, ...)
+    distribution: tuple[tuple[float, int], ...]  # points given -> students, lowest first
+    items: tuple[ItemUse, ...]  # in the rubric's order
+
+    @property
+    def done_share(self) -> float:
+        """The share of the answers (0..1) that have their points: marked or missing."""
+        return (self.marked + self.missing) / self.answers if self.answers else 1.0
+
+
+@dataclass(frozen=True)
 class HomeworkReport:
     id: str
     title: str
@@ -89,6 +122,7 @@ class HomeworkReport:
     late: tuple[LateGroup, ...]  # from the highest cap down; time unknown last
     trouble: tuple[Trouble, ...]
     timing: Timing | None  # None when nothing was graded
+    questions: tuple[QuestionReport, ...] = ()  # its written questions
 
     @property
     def submitted(self) -> int:
@@ -164,8 +198,22 @@ def _failed_checks(rows: Sequence[GradeRow]) -> list[FailedCheck]:
     return found[:TOP_FAILED]
 
 
+def _question(q: Question, counted: Sequence[GradeRow]) -> QuestionReport:
+    marks = [m for r in counted for m in r.written if m.question == q.id]
+    given = Counter(m.earned for m in marks if m.earned is not None)
+    used = Counter(item.id for m in marks for item in m.items)
+    return QuestionReport(
+        q.id, q.title, q.points, len(marks),
+        marked=sum(bool(m.marker) for m in marks),
+        missing=sum(m.missing and not m.marker for m in marks),
+        left=sum(m.earned is None for m in marks), flagged=sum(bool(m.flag) for m in marks),
+        distribution=tuple(sorted((p, n) for p, n in given.items() if p is not None)),
+        items=tuple(ItemUse(i.id, i.text, i.points, used[i.id]) for i in q.items))
+
+
 def _homework(course: Course, assignment: str, all_rows: Sequence[GradeRow],
-              counted: Sequence[GradeRow], students: Sequence[str]) -> HomeworkReport:
+              counted: Sequence[GradeRow], students: Sequence[str],
+              questions: Sequence[Question] = ()) -> HomeworkReport:
     a = course.assignment(assignment)
     statuses = Counter(display_status(r).value for r in counted)
     missing = len(students) - len(counted)
@@ -195,16 +243,19 @@ def _homework(course: Course, assignment: str, all_rows: Sequence[GradeRow],
         trouble=tuple(Trouble(r.student, r.status.value, STATUS_WORDS[r.status], r.detail)
                       for r in counted
                       if r.status not in RAN),
-        timing=timing)
+        timing=timing, questions=tuple(_question(q, counted) for q in questions))
 
 
 def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
                  similarity: Sequence[HomeworkSimilarity] = (),
-                 roster: Sequence[str] | None = None) -> Report:
+                 roster: Sequence[str] | None = None,
+                 questions: Mapping[str, Sequence[Question]] | None = None) -> Report:
     """The report for ``rows`` as of ``now`` (aware). ``roster``: the students to report on
     besides those who submitted (default: the course's roster), as
     ``grader.output.tables.wide_table`` takes it;
-    the pass counts are the CSV's (the same counted rows and ``grader.course.rules.passes``)."""
+    the pass counts are the CSV's (the same counted rows and ``grader.course.rules.passes``).
+    ``questions``: each homework's written questions (``rows`` joined to their marks by
+    ``grader.tools.marking.scored_rows``)."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now is a naive datetime ({now!r}); give it a time zone")
     rows = list(rows)
@@ -215,7 +266,8 @@ def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,
     for a in course.assignments:
         mine = [counted[(s, a.id)] for s in students if (s, a.id) in counted]
         graded = [r for r in rows if r.assignment == a.id]
-        homeworks.append(_homework(course, a.id, graded, mine, students))
+        homeworks.append(_homework(course, a.id, graded, mine, students,
+                                   (questions or {}).get(a.id, ())))
     return Report(
         course=course.name,
         made_at=f"{now.astimezone(course.timezone):%Y-%m-%d %H:%M} {course.timezone.key}",

@@ -16,6 +16,7 @@ from grader.output.files import write_text_atomic
 from grader.output.pages import render
 from grader.output.view import counted_rows
 from grader.records import GradeRow
+from grader.tools.marking import all_questions
 from grader.tools.report import HomeworkReport, Report, build_report
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def make_report(course: Course, rows: list[GradeRow], now: dt.datetime) -> Repor
         if notebooks:
             similarity.append(homework_similarity(a.id, notebooks, course.student_notebook(a.id),
                                                   course.similarity_threshold))
-    return build_report(course, rows, now, similarity)
+    return build_report(course, rows, now, similarity, questions=all_questions(course))
 
 
 def write_report(course: Course, rows: list[GradeRow], out: Path, now: dt.datetime) -> Report:

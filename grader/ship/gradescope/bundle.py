@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from grader.course.config import Course
+from grader.course.questions import load_questions
 from grader.errors import BundleError, ConfigError
 from grader.ship import kit_text
 from grader.ship.kit import ENGINE, plain_files
@@ -162,7 +163,14 @@ def bundle_files(course: Course, assignment: str, visibility: str = "after_due_d
     if not (kit / "__init__.py").is_file():
         raise BundleError(f"{kit}: the course kit nncourse is missing")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    config = {"assignment": assignment, "visibility": visibility}
+    config: dict[str, object] = {"assignment": assignment, "visibility": visibility}
+    try:
+        questions = load_questions(course, assignment)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+    if questions:  # named in results.json: marked by people, not in Gradescope's score
+        config["written"] = [{"id": q.id, "title": q.title, "points": q.points}
+                             for q in questions]
     files = {
         "setup.sh": SETUP_SH.format(torch_index=torch_index, python=python).encode(),
         "run_autograder": RUN_AUTOGRADER.encode(),

@@ -60,8 +60,21 @@ def _submission_folder(root: Path, notebook: str) -> Path:
     return found[0].parent if found else top
 
 
-def results(v: RowView, visibility: str) -> dict[str, Any]:
-    """Gradescope's results.json for one graded submission, from its view."""
+def written_note(written: Sequence[Mapping[str, Any]]) -> str:
+    """The sentence that says the written questions are not in Gradescope's score."""
+    if not written:
+        return ""
+    names = ", ".join(f"{w['title']} ({float(w['points']):g} pt)" for w in written)
+    total = sum(float(w["points"]) for w in written)
+    return (f"Written questions: {names}. A person marks them after the deadline; their "
+            f"{total:g} points are not in this score, and your instructor adds them to your "
+            f"grade.")
+
+
+def results(v: RowView, visibility: str,
+            written: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Gradescope's results.json for one graded submission, from its view. ``written``: the
+    homework's written questions (id, title, points), which this score leaves out."""
     tests = [{"name": f"{c.task}: {c.title}" if c.task else c.title, "number": str(number),
               "score": c.earned, "max_score": c.points, "output": c.message,
               "visibility": visibility}
@@ -80,6 +93,8 @@ def results(v: RowView, visibility: str) -> dict[str, Any]:
     if v.cell_errors:
         lines += ["", "Cells that raised an error or were interrupted:",
                   *(f"  {e}" for e in v.cell_errors)]
+    if written:
+        lines += ["", written_note(written)]
     lines += ["", "Late rule: " + v.cap_words, "",
               "The hidden checks test your functions on inputs drawn anew for each grading "
               "run; each check below says what it expected."]
@@ -102,15 +117,21 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _bundle_config(root: Path) -> tuple[Course, str, str]:
+    course, assignment, visibility, _ = _bundle_settings(root)
+    return course, assignment, visibility
+
+
+def _bundle_settings(root: Path) -> tuple[Course, str, str, list[dict[str, Any]]]:
     source = root / "source"
     try:
         config = json.loads((source / CONFIG).read_text(encoding="utf-8"))
         assignment, visibility = str(config["assignment"]), str(config["visibility"])
-    except (OSError, ValueError, KeyError) as exc:
+        written = [dict(w) for w in config.get("written", [])]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{source / CONFIG}: not a bundle's settings: {exc}") from None
     course = load_course(source / "course.toml")
     course.assignment(assignment)
-    return course, assignment, visibility
+    return course, assignment, visibility, written
 
 
 def run(root: Path, seed: int | None = None) -> tuple[dict[str, Any], GradeRow]:
@@ -120,7 +141,7 @@ def run(root: Path, seed: int | None = None) -> tuple[dict[str, Any], GradeRow]:
     from grader.pipeline.discover import discover
     from grader.pipeline.grading import grade_submission, new_seed
 
-    course, assignment, visibility = _bundle_config(root)
+    course, assignment, visibility, written = _bundle_settings(root)
     notebook = course.assignment(assignment).notebook
     submitted_at, time_problem = submission_time(root, course.timezone)
     seed = new_seed() if seed is None else seed
@@ -147,7 +168,7 @@ def run(root: Path, seed: int | None = None) -> tuple[dict[str, Any], GradeRow]:
         if time_problem:
             sub = dataclasses.replace(sub, time_problem=time_problem)
         row = grade_submission(sub, course, seed)
-    data = results(view(row, course), visibility)
+    data = results(view(row, course), visibility, written)
     _write_json(root / "results" / "results.json", data)
     print(f"{row.status.value}: {row.detail}; raw {row.raw:.2f} %, final "
           f"{'-' if row.final is None else f'{row.final:.2f} %'}, score {data['score']:g} of "
