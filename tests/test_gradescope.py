@@ -213,7 +213,9 @@ def test_run_autograder_grades_with_the_hidden_checks_and_the_late_rule(autograd
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"engine at {autograder / 'source' / 'grader'}" in done.stdout  # the bundle's own
     tests = {t["name"]: t for t in data["tests"]}
-    assert set(tests) == {"double(n) returns twice n, for a large n.", "double(0) is 0."}
+    # each check by the function it checks and its title
+    assert set(tests) == {"double: double(n) returns twice n, for a large n.",
+                          "double: double(0) is 0."}
     assert sum(t["score"] for t in data["tests"]) == 3.0
     assert data["score"] == 2.25  # min(100 %, 75 %) of 3 points
     assert "cap is 75 %" in data["output"] and "Notebook: ok" in data["output"]
@@ -224,9 +226,9 @@ def test_run_autograder_grades_with_the_hidden_checks_and_the_late_rule(autograd
     assert done.returncode == 0, done.stdout + done.stderr
     tests = {t["name"]: t for t in data["tests"]}
     assert data["score"] == sum(t["score"] for t in data["tests"]) == 1.0
-    assert tests["double(n) returns twice n, for a large n."]["output"] == \
+    assert tests["double: double(n) returns twice n, for a large n."]["output"] == \
         "double(n) should be 2 n for every n"
-    assert tests["double(0) is 0."] == {"name": "double(0) is 0.", "number": "2",
+    assert tests["double: double(0) is 0."] == {"name": "double: double(0) is 0.", "number": "1",
                                         "score": 1.0, "max_score": 1.0, "output": "",
                                         "visibility": "after_due_date"}
 
