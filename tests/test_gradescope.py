@@ -228,7 +228,7 @@ def test_run_autograder_grades_with_the_hidden_checks_and_the_late_rule(autograd
     assert data["score"] == sum(t["score"] for t in data["tests"]) == 1.0
     assert tests["double: double(n) returns twice n, for a large n."]["output"] == \
         "double(n) should be 2 n for every n"
-    assert tests["double: double(0) is 0."] == {"name": "double: double(0) is 0.", "number": "1",
+    assert tests["double: double(0) is 0."] == {"name": "double: double(0) is 0.", "number": "2",
                                         "score": 1.0, "max_score": 1.0, "output": "",
                                         "visibility": "after_due_date"}
 
