@@ -23,7 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def _sign_in(driver: WebDriver, site: Site, name: str, host: str = "127.0.0.1") 
     driver.get(site.url(f"/?token={TOKEN}", host))
     assert "?token" not in driver.current_url  # the token leaves the address bar
     driver.find_element(By.ID, "marker").send_keys(name)
-    driver.find_element(By.ID, "start").click()
+    _loads_a_page(driver, driver.find_element(By.ID, "start").click)
     assert name in driver.find_element(By.CLASS_NAME, "who").text
 
 
@@ -113,6 +113,17 @@ def _student_on_page(driver: WebDriver, site: Site) -> str:
 
 def _press(driver: WebDriver, keys: str) -> None:
     driver.find_element(By.TAG_NAME, "body").send_keys(keys)
+
+
+def _loads_a_page(driver: WebDriver, action: Callable[[], object]) -> None:
+    """Do ``action`` (a click or a key that submits a form) and wait until the next page is
+    there: the old page's elements go stale the moment it is replaced."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
 
 
 # -- the token, the host, the CSRF token -------------------------------------------------------
@@ -158,7 +169,8 @@ def test_a_post_without_the_sessions_csrf_token_stores_nothing(site: Site) -> No
 
 def test_mark_three_answers_by_keyboard_and_click(site: Site, browser: WebDriver) -> None:
     _sign_in(browser, site, "Ann")
-    browser.find_element(By.CSS_SELECTOR, "#progress-hw1-roofline a.mark-next").click()
+    _loads_a_page(browser, browser.find_element(
+        By.CSS_SELECTOR, "#progress-hw1-roofline a.mark-next").click)
     done: dict[str, tuple[str, ...]] = {}
 
     # 1: by keyboard alone: items 1 and 2, Enter saves and opens the next answer
@@ -169,7 +181,7 @@ def test_mark_three_answers_by_keyboard_and_click(site: Site, browser: WebDriver
     assert browser.find_element(By.ID, "item-names_layers").is_selected()
     assert browser.find_element(By.ID, "item-ridge").is_selected()
     assert browser.find_element(By.ID, "total").text == "2"
-    _press(browser, "\n")
+    _loads_a_page(browser, lambda: _press(browser, "\n"))
     done[first] = ("names_layers", "ridge")
 
     # 2: by click, with a comment
@@ -178,7 +190,7 @@ def test_mark_three_answers_by_keyboard_and_click(site: Site, browser: WebDriver
     browser.find_element(By.ID, "item-compute_bound").click()
     browser.find_element(By.ID, "item-names_layers").click()
     browser.find_element(By.ID, "comment").send_keys("Read the ridge point off the figure.")
-    browser.find_element(By.ID, "save").click()
+    _loads_a_page(browser, browser.find_element(By.ID, "save").click)
     done[second] = ("names_layers", "compute_bound")
 
     # 3: a key, a click, and Ctrl+Enter from the comment box
@@ -189,7 +201,7 @@ def test_mark_three_answers_by_keyboard_and_click(site: Site, browser: WebDriver
     browser.find_element(By.ID, "item-ridge").click()  # toggled off again
     comment = browser.find_element(By.ID, "comment")
     comment.send_keys("Good.")
-    comment.send_keys("\ue009\n")  # Ctrl+Enter
+    _loads_a_page(browser, lambda: comment.send_keys("\ue009\n"))  # Ctrl+Enter
     done[third] = ("names_layers",)
 
     marks = _marks(site)
