@@ -272,3 +272,36 @@ def test_running_returned_layers_is_bounded_by_what_they_would_compute(tmp_path,
     assert results["test_conv"].outcome is outcome, results["test_conv"]
     if outcome is Outcome.FAILED:
         assert "would make an output of" in results["test_conv"].message
+
+
+FLOPS_CHECK = '''
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@pytest.mark.points(1)
+def test_flops(student):
+    """A FlopCounterMode around the first forward counts that forward once."""
+    returned = student.call("conv").rebuild()
+    local = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    counts = []
+    for model in (returned, local):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, 8, 8))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1], f"counted {counts}"
+'''
+
+
+def test_the_bound_on_returned_layers_is_invisible_to_a_checks_flop_counter(tmp_path):
+    # the bound runs the layers once on the meta device before their first forward: a check
+    # counting that forward's FLOPs must not count the trial too (it once doubled the count)
+    folder = tmp_path / "flop_checks"
+    folder.mkdir()
+    (folder / "test_flops.py").write_text(FLOPS_CHECK)
+    source = ("import torch\nfrom torch import nn\n"
+              "def conv():\n    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))\n")
+    _, results = grade(tmp_path, folder, source)
+    assert results["test_flops"].outcome is Outcome.PASSED, results["test_flops"]

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -183,11 +184,19 @@ class _Bounded:
             if isinstance(out, torch.Tensor):
                 largest[0] = max(largest[0], out.numel())
 
-        hooks = [m.register_forward_hook(measure) for m in self._twin.modules()]
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        def trial() -> int:
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
                 self._twin(*(a.to("meta") if isinstance(a, torch.Tensor) else a
                              for a in args))
+            return int(counter.get_total_flops())
+
+        hooks = [m.register_forward_hook(measure) for m in self._twin.modules()]
+        try:
+            # on a thread of its own: a check's FlopCounterMode (or any dispatch mode, which is
+            # per thread) around the real forward must not count the trial's operations too
+            with ThreadPoolExecutor(max_workers=1) as one:
+                flops = one.submit(trial).result()
         except (RuntimeError, ValueError, TypeError, IndexError):
             return  # the layers do not fit this input: the real forward says how
         finally:
@@ -197,8 +206,8 @@ class _Bounded:
             raise StudentError(f"the returned layers would make an output of {largest[0]:,} "
                                f"values from an input of shape {shapes[0] if shapes else ()} "
                                f"(the grader runs at most {MAX_OUTPUT_ELEMENTS:,})")
-        if counter.get_total_flops() > MAX_FORWARD_FLOPS:
-            raise StudentError(f"the returned layers would take {counter.get_total_flops():.3g} "
+        if flops > MAX_FORWARD_FLOPS:
+            raise StudentError(f"the returned layers would take {flops:.3g} "
                                f"FLOPs on an input of shape {shapes[0] if shapes else ()} "
                                f"(the grader runs at most {MAX_FORWARD_FLOPS:.0g})")
         self._tried.add(shapes)
