@@ -32,13 +32,16 @@ from torch import nn
 import nncourse
 from grader.checks import (
     ModuleSpec,
-    ReturnedModule,
+    accuracy_on_test_split,
     demanded,
     kit_model,
     layer,
     one_thread,
     oracles_agree,
+    pair,
+    pretrained_state,
     refuses,
+    returned_module,
 )
 
 PRETRAINED = "cnn_32_64_128"
@@ -61,10 +64,6 @@ REFERENCE_MARGIN = 0.01
 
 # ------------------------------------------------------------------------------------------
 # Oracles, written independently of the reference notebook.
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _orthonormal(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
@@ -269,18 +268,13 @@ def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
     return total
 
 
-def _layer_with(name: str, *args, state: dict[str, torch.Tensor], **kwargs) -> ModuleSpec:
-    """A torch.nn layer spec with the given weights loaded in the kernel."""
-    return ModuleSpec("layer", name, args, kwargs, state_dict=state)
-
-
 def _draw_conv(rng: random.Random, gen: torch.Generator, stride=None, bias=None, dilation=1,
                dtype=torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
     """Conv2d keyword arguments and weights (a random kernel: distinct singular values)."""
     c_in, c_out = rng.randint(3, 16), rng.randint(3, 20)
     k = rng.choice([1, 3, 3, 5, (3, 1), (1, 3), (3, 5)])
     stride = rng.choice([1, 2, (2, 1), (1, 2)]) if stride is None else stride
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     padding = (rng.randint(0, kh // 2), rng.randint(0, kw // 2))
     bias = rng.random() < 0.5 if bias is None else bias
     kwargs = dict(in_channels=c_in, out_channels=c_out, kernel_size=k, stride=stride,
@@ -297,7 +291,7 @@ def _conv_spec(kwargs: dict, state: dict) -> ModuleSpec:
     args = (kwargs["in_channels"], kwargs["out_channels"], kwargs["kernel_size"])
     rest = {k: v for k, v in kwargs.items() if k not in ("in_channels", "out_channels",
                                                           "kernel_size")}
-    return _layer_with("Conv2d", *args, state=state, **rest)
+    return layer("Conv2d", *args, state_dict=state, **rest)
 
 
 def _describe(kwargs: dict) -> str:
@@ -305,7 +299,7 @@ def _describe(kwargs: dict) -> str:
 
 
 def _conv_configs(returned, what: str) -> list[dict]:
-    leaves = _module(returned, what).leaves()
+    leaves = returned_module(returned, what).leaves()
     types = [info.type for info in leaves]
     assert all(t == "Conv2d" for t in types), f"{what} should hold only Conv2d layers, got {types}"
     return [dict(info.config) for info in leaves]
@@ -316,33 +310,13 @@ def _mismatch(want: dict, have: dict) -> dict:
 
 
 def _rebuilt_forward(returned, x: torch.Tensor, what: str) -> torch.Tensor:
-    module = _module(returned, what).rebuild().eval()
+    module = returned_module(returned, what).rebuild().eval()
     try:
         with torch.no_grad():
             return module(x)
     except RuntimeError as error:  # the student's layers do not fit together
         raise AssertionError(f"{what} fails on an input of shape {tuple(x.shape)}: "
                              f"{str(error)[:300]}") from None
-
-
-def _pretrained_state() -> dict[str, torch.Tensor]:
-    return nncourse.load_pretrained(PRETRAINED).state_dict()
-
-
-def _accuracy(model: nn.Module) -> float:
-    _, _, x_test, y_test = nncourse.load_digits_split()
-    try:
-        return nncourse.evaluate(model, x_test, y_test)
-    except RuntimeError as error:  # the returned layers do not fit together
-        raise AssertionError(f"the returned model fails on the test images: "
-                             f"{str(error)[:300]}") from None
-
-
-def _module(got, what: str) -> ReturnedModule:
-    assert isinstance(got, ReturnedModule), (
-        f"{what} should return an nn.Module (an nn.Sequential), got {type(got).__name__}"
-    )
-    return got
 
 
 def _tensor(value, what: str) -> torch.Tensor:
@@ -369,7 +343,7 @@ def _draw_linear(rng: random.Random, gen: torch.Generator):
 
 def _linear_spec(i, o, bias, w, b) -> ModuleSpec:
     state = {"weight": w} if b is None else {"weight": w, "bias": b}
-    return _layer_with("Linear", i, o, state=state, bias=bias)
+    return layer("Linear", i, o, state_dict=state, bias=bias)
 
 
 @pytest.mark.points(2)
@@ -379,7 +353,7 @@ def test_svd_linear_structure(student, rng, torch_rng):
         i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng)
         got = student.call("svd_linear", _linear_spec(i, o, bias, w, b), rank)
         what = f"svd_linear(nn.Linear({i}, {o}, bias={bias}), {rank})"
-        leaves = _module(got, what).leaves()
+        leaves = returned_module(got, what).leaves()
         types = [info.type for info in leaves]
         assert types == ["Linear", "Linear"], f"{what} should hold two Linear layers, got {types}"
         first, second = (dict(info.config) for info in leaves)
@@ -406,7 +380,7 @@ def test_svd_linear_is_the_truncated_svd(student, rng, torch_rng):
         what = (f"svd_linear(nn.Linear({i}, {o}) with singular values "
                 f"{[round(v, 3) for v in s]}, {rank})")
         got = student.call("svd_linear", _linear_spec(i, o, bias, w, b), rank)
-        state = _module(got, what).state_dict
+        state = returned_module(got, what).state_dict
         keys = sorted(k for k in state if k.endswith("weight"))
         assert len(keys) == 2, f"{what} should hold two weight matrices, got {keys}"
         w1, w2 = state[keys[0]].double(), state[keys[1]].double()
@@ -647,9 +621,9 @@ def _tucker_expected_configs(kwargs: dict, r_out: int, r_in: int) -> list[dict]:
     one = dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     return [
         dict(in_channels=c_in, out_channels=r_in, bias=False, **one),
-        dict(in_channels=r_in, out_channels=r_out, kernel_size=_pair(kwargs["kernel_size"]),
-             stride=_pair(kwargs["stride"]), padding=_pair(kwargs["padding"]),
-             dilation=_pair(kwargs.get("dilation", 1)), groups=1, bias=False),
+        dict(in_channels=r_in, out_channels=r_out, kernel_size=pair(kwargs["kernel_size"]),
+             stride=pair(kwargs["stride"]), padding=pair(kwargs["padding"]),
+             dilation=pair(kwargs.get("dilation", 1)), groups=1, bias=False),
         dict(in_channels=r_out, out_channels=c_out, bias=bias, **one),
     ]
 
@@ -659,7 +633,7 @@ def _draw_tucker_case(rng, gen, stride=None, bias=None, dilation=1):
     a relative gap of 1e-3 (_clear_truncation)."""
     while True:
         kwargs, state = _draw_conv(rng, gen, stride=stride, bias=bias, dilation=dilation)
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         r_out = rng.randint(1, min(kwargs["out_channels"], kwargs["in_channels"] * kh * kw))
         r_in = rng.randint(1, min(kwargs["in_channels"], kwargs["out_channels"] * kh * kw))
         if _clear_truncation(state["weight"], {0: r_out, 1: r_in}, 1e-3):
@@ -683,7 +657,7 @@ def test_tucker2_conv_structure(student, rng, torch_rng):
                                     configs, strict=True):
             wrong = _mismatch(want, have)
             assert not wrong, f"{what}: the {name} conv should have {want}; these differ: {wrong}"
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         c_in, c_out = kwargs["in_channels"], kwargs["out_channels"]
         params = c_in * r_in + r_in * r_out * kh * kw + r_out * c_out + c_out * kwargs["bias"]
         assert _params(got.state_dict) == params, (
@@ -703,7 +677,7 @@ def test_tucker2_conv_equals_reconstructed_conv(student, rng, torch_rng):
         what = f"tucker2_conv({_describe(kwargs)}, {r_out}, {r_in})"
         got = student.call("tucker2_conv", _conv_spec(kwargs, state), r_out, r_in)
         recon = _hosvd_recon(state["weight"].double(), r_out, r_in).float()
-        (kh, kw), (dh, dw) = _pair(kwargs["kernel_size"]), _pair(dilation)
+        (kh, kw), (dh, dw) = pair(kwargs["kernel_size"]), pair(dilation)
         reach_h, reach_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
         x = torch.randn(2, kwargs["in_channels"], rng.randint(reach_h + 2, reach_h + 8),
                         rng.randint(reach_w + 2, reach_w + 8), generator=torch_rng)
@@ -789,9 +763,9 @@ def test_cp_decompose_exact_rank(student, rng, torch_rng):
 
 def _cp_expected_configs(kwargs: dict, rank: int) -> list[dict]:
     c_in, c_out, bias = kwargs["in_channels"], kwargs["out_channels"], kwargs["bias"]
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(kwargs["kernel_size"]), _pair(kwargs["stride"]),
-                                    _pair(kwargs["padding"]))
-    dh, dw = _pair(kwargs.get("dilation", 1))
+    (kh, kw), (sh, sw), (ph, pw) = (pair(kwargs["kernel_size"]), pair(kwargs["stride"]),
+                                    pair(kwargs["padding"]))
+    dh, dw = pair(kwargs.get("dilation", 1))
     one = dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     return [
         dict(in_channels=c_in, out_channels=rank, bias=False, **one),
@@ -826,7 +800,7 @@ def test_cp_conv_structure(student, rng, torch_rng):
                                     strict=True):
             wrong = _mismatch(want, have)
             assert not wrong, f"{what}: the {name} conv should have {want}; these differ: {wrong}"
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         c_in, c_out = kwargs["in_channels"], kwargs["out_channels"]
         params = rank * (c_in + kh + kw + c_out) + c_out * kwargs["bias"]
         assert _params(got.state_dict) == params, (
@@ -889,7 +863,7 @@ def _reference_cp_conv3(seed: int) -> float:
     kernel = _cp_to_tensor(_parafac(model.conv3.weight, 16, seed, 100))
     with torch.no_grad():
         model.conv3.weight.copy_(kernel)
-    return _accuracy(model)
+    return accuracy_on_test_split(model)
 
 
 @pytest.mark.slow_check
@@ -898,10 +872,10 @@ def test_cp_conv_on_the_trained_conv3(student, rng):
     """CP-16 of the shipped CNN's conv3 (100 ALS iterations), no fine-tuning: accuracy measured
     here on the held-out split, >= ACCURACY_CP_CONV3 or what the grader's own CP-16 reaches
     (grader.checks.demanded)."""
-    state = _pretrained_state()
+    state = pretrained_state(PRETRAINED)
     seed = rng.randint(0, 2)
-    spec = _layer_with("Conv2d", CHANNELS[1], CHANNELS[2], 3, padding=1, bias=False,
-                       state={"weight": state["conv3.weight"]})
+    spec = layer("Conv2d", CHANNELS[1], CHANNELS[2], 3, padding=1, bias=False,
+                 state_dict={"weight": state["conv3.weight"]})
     got = student.with_timeout(60).call("cp_conv", spec, 16, n_iter_max=100, random_state=seed)
     what = f"cp_conv(conv3 of the shipped CNN, 16, n_iter_max=100, random_state={seed})"
     configs = _conv_configs(got, what)
@@ -910,8 +884,8 @@ def test_cp_conv_on_the_trained_conv3(student, rng):
         f"{[c.get('groups') for c in configs]}"
     )
     model = nncourse.load_pretrained(PRETRAINED)
-    model.conv3 = _module(got, what).rebuild()
-    accuracy = _accuracy(model)
+    model.conv3 = returned_module(got, what).rebuild()
+    accuracy = accuracy_on_test_split(model)
     demand = demanded(accuracy, ACCURACY_CP_CONV3, lambda: _reference_cp_conv3(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
@@ -969,7 +943,7 @@ def test_tucker2_rank_for_budget(student, rng):
         c_out, c_in = rng.randint(2, 256), rng.randint(2, 256)
         k = rng.choice([1, 3, 3, 5, (3, 1), (3, 5)])
         rate = round(rng.uniform(1.0, 12.0), 2)
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         budget = c_out * c_in * kh * kw / rate
         counts = [c_in * r + r * r * kh * kw + r * c_out for r in range(1, min(c_out, c_in) + 1)]
         if min(abs(n - budget) for n in counts) < 1e-6 * budget:
@@ -979,12 +953,12 @@ def test_tucker2_rank_for_budget(student, rng):
     # the two ends of [1, min(C_out, C_in)]: a budget even R = 1 exceeds (the answer is 1), and
     # one that every R up to min(C_out, C_in) fits (the answer is that minimum, no more)
     c_out, c_in, k = rng.randint(16, 256), rng.randint(16, 256), rng.choice([1, 3, (3, 5)])
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     one = c_in + kh * kw + c_out
     _check_rank_for_budget(student, c_out, c_in, k,
                            round(c_out * c_in * kh * kw / one * rng.uniform(1.5, 4.0), 2))
     c_out, c_in, k = rng.randint(128, 256), rng.randint(2, 4), rng.choice([3, 5, (3, 5)])
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     full = c_in * c_in + c_in * c_in * kh * kw + c_in * c_out  # R = min(C_out, C_in) = C_in
     most = c_out * c_in * kh * kw / full  # the largest rate at which R = C_in fits
     _check_rank_for_budget(student, c_out, c_in, k, round(rng.uniform(1.0, most / 1.5), 2))
@@ -994,7 +968,7 @@ def test_tucker2_rank_for_budget(student, rng):
     while True:
         r, c_out, rate = rng.randint(1, 24), rng.randint(2, 256), rng.randint(2, 6)
         k = rng.choice([1, 3, 5, (3, 1), (3, 5)])
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         denominator = c_out * kh * kw - rate * r
         numerator = rate * r * (r * kh * kw + c_out)
         if denominator > 0 and numerator % denominator == 0:
@@ -1005,7 +979,7 @@ def test_tucker2_rank_for_budget(student, rng):
 
 
 def _check_rank_for_budget(student, c_out: int, c_in: int, k, rate: float) -> None:
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     budget = c_out * c_in * kh * kw / rate
     fits = [r for r in range(1, min(c_out, c_in) + 1)
             if c_in * r + r * r * kh * kw + r * c_out <= budget]
@@ -1030,7 +1004,8 @@ def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
                 why=f"a rank outside [1, {k}] for a Linear({i}, {o})")
     for rank in (1, k):
         got = student.call("svd_linear", spec, rank)
-        widths = [leaf.config.get("out_features") for leaf in _module(got, "svd_linear").leaves()]
+        widths = [leaf.config.get("out_features")
+                  for leaf in returned_module(got, "svd_linear").leaves()]
         assert widths[:1] == [rank], (
             f"svd_linear(Linear({i}, {o}), {rank}): a rank in [1, {k}] is within the contract; "
             f"the first layer should have {rank} outputs, got layers of widths {widths}"
@@ -1086,7 +1061,7 @@ def _oracle_compress(model: nn.Module, tau: float) -> tuple[nn.Module, dict[str,
 
 
 def _returned_ranks(returned, what: str) -> dict[str, tuple]:
-    _module(returned, what)
+    returned_module(returned, what)
     ranks = {}
     for name in ("conv2", "conv3"):
         convs = [info for info in returned.layers if info.name.startswith(name + ".")
@@ -1164,7 +1139,7 @@ def test_compress_cnn_leaves_the_model_unchanged(student, rng, torch_rng):
     tau = round(rng.uniform(0.6, 0.9), 3)
     _, (after, _) = student.call_inspect(
         "compress_cnn", kit_model("make_cnn", channels=channels, state_dict=state), tau)
-    after = _module(after, "the model after compress_cnn")
+    after = returned_module(after, "the model after compress_cnn")
     types = {info.name: info.type for info in after.layers}
     assert types.get("conv2") == "Conv2d" and types.get("conv3") == "Conv2d", (
         f"compress_cnn changed the model it was given (conv2 is now {types.get('conv2')}): "
@@ -1185,7 +1160,7 @@ def test_compress_cnn_shipped_model(student, rng):
     conv3 lies >= 4e-4 from 0.8 and 0.85, and each cut has a relative singular-value gap of
     >= 1 %, so the ranks and the HOSVD are the same in float32 and float64."""
     tau = rng.choice(sorted(ACCURACY_BEFORE_FINETUNE))
-    state = _pretrained_state()
+    state = pretrained_state(PRETRAINED)
     original = nncourse.load_pretrained(PRETRAINED)
     _, ranks = _oracle_compress(original, tau)
     what = f"compress_cnn(the shipped CNN{CHANNELS}, tau={tau})"
@@ -1193,12 +1168,12 @@ def test_compress_cnn_shipped_model(student, rng):
                                                  state_dict=state), tau)
     have = _returned_ranks(got, what)
     assert have == ranks, f"{what}: conv2/conv3 ranks should be {ranks}, got {have}"
-    model = _module(got, what).rebuild()
+    model = returned_module(got, what).rebuild()
     reduction = _macs(original) / _macs(model)
     assert reduction >= MIN_MAC_REDUCTION, (
         f"{what}: MACs should drop at least {MIN_MAC_REDUCTION}x, got {reduction:.2f}x"
     )
-    accuracy = _accuracy(model)
+    accuracy = accuracy_on_test_split(model)
     threshold = ACCURACY_BEFORE_FINETUNE[tau]
     assert accuracy >= threshold, (
         f"{what}: test accuracy before fine-tuning (measured by the grader) should be >= "
@@ -1212,7 +1187,7 @@ def _reference_finetune(seed: int) -> float:
     model, _ = _oracle_compress(nncourse.load_pretrained(PRETRAINED), 0.8)
     x, y, _, _ = nncourse.load_digits_split()
     with one_thread():
-        return _accuracy(nncourse.train(model, x, y, epochs=3, lr=1e-3, seed=seed))
+        return accuracy_on_test_split(nncourse.train(model, x, y, epochs=3, lr=1e-3, seed=seed))
 
 
 @pytest.mark.slow_check
@@ -1227,14 +1202,14 @@ def test_compress_and_finetune(student, rng):
     what = f"compress_and_finetune(the shipped CNN, tau={tau}, epochs=3, lr=1e-3, seed={seed})"
     got = student.with_timeout(120).call(
         "compress_and_finetune", kit_model("make_cnn", channels=CHANNELS,
-                                           state_dict=_pretrained_state()),
+                                           state_dict=pretrained_state(PRETRAINED)),
         tau, epochs=3, lr=1e-3, seed=seed)
-    model = _module(got, what).rebuild()
+    model = returned_module(got, what).rebuild()
     reduction = _macs(original) / _macs(model)
     assert reduction >= MIN_MAC_REDUCTION, (
         f"{what}: MACs should drop at least {MIN_MAC_REDUCTION}x, got {reduction:.2f}x"
     )
-    accuracy = _accuracy(model)
+    accuracy = accuracy_on_test_split(model)
     demand = demanded(accuracy, ACCURACY_AFTER_FINETUNE, lambda: _reference_finetune(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
