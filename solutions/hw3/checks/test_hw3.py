@@ -14,6 +14,12 @@ measured here, on the held-out digits split, from the weights the student's func
 CP-ALS has no closed form and one random start guarantees nothing, so the exact-rank CP checks
 draw only kernels on which the grader's own run of the notebook's parafac call (tensorly, the
 same arguments) recovers the kernel; the CP reconstruction itself is one einsum.
+
+Tensor trains (section 8): TT cores are compared through the tensor or matrix they rebuild
+(tensorly's tt_to_tensor / tt_matrix_to_matrix), never core by core (an SVD fixes them only up
+to signs and rotations); the TT-SVD's ranks against a numpy TT-SVD written here, on tensors of
+exact TT rank and on noisy tensors where every truncation is clear; the TT layer's cost against
+the notebook's formulas and FlopCounterMode.
 """
 
 from __future__ import annotations
@@ -22,16 +28,20 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 import tensorly as tl
 import torch
 import torch.nn.functional as F
-from tensorly.decomposition import parafac
+from tensorly.decomposition import parafac, tensor_train_matrix
+from tensorly.tt_matrix import tt_matrix_to_matrix
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
 from grader.checks import (
     ModuleSpec,
+    StudentError,
     accuracy_on_test_split,
     demanded,
     kit_model,
@@ -1216,3 +1226,465 @@ def test_compress_and_finetune(student, rng):
         f"{what}: test accuracy after fine-tuning (measured by the grader) should be >= "
         f"{demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )
+
+
+# ------------------------------------------------------------------------------------------
+# 8. Tensor trains
+#
+# Oracles: a TT-SVD written here in numpy (float64), tensorly's tt_to_tensor,
+# tensor_train_matrix and tt_matrix_to_matrix, a core-by-core forward made of torch.mm only
+# (so that FlopCounterMode counts every multiply-accumulate), and the notebook's formulas.
+# The TT-SVD's ranks are checked only where the rule decides them with room to spare
+# (_tt_clear): rounding, or another correct way of writing the sum of the tail, could move a
+# rank whose tail lies next to delta.
+
+
+def _tt_feasible(modes: list[int], wanted: list[int]) -> list[int]:
+    """[1, r_1, ..., r_{d-1}, 1]: the wanted inner ranks, each lowered until r_k <= r_{k-1} n_k
+    and r_k <= n_{k+1} r_{k+1}, so that random cores of these ranks give a tensor of exactly
+    these TT ranks (generically)."""
+    d = len(modes)
+    ranks = [1, *wanted, 1]
+    for k in range(1, d):
+        ranks[k] = min(ranks[k], ranks[k - 1] * modes[k - 1])
+    for k in range(d - 1, 0, -1):
+        ranks[k] = min(ranks[k], ranks[k + 1] * modes[k])
+    return ranks
+
+
+def _tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
+    """The grader's own contraction of TT cores (3-way, or 4-way TT-matrix cores flattened
+    pairwise), checked against tensorly's tt_to_tensor."""
+    modes = [core.shape[1:-1] for core in cores]
+    flat = [core.reshape(core.shape[0], -1, core.shape[-1]).double() for core in cores]
+    full = flat[0][0]  # (n_1, r_1)
+    for core in flat[1:]:
+        full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+    with tl.backend_context("pytorch"):
+        theirs = torch.as_tensor(tl.tt_to_tensor(flat)).reshape(-1)
+    oracles_agree(torch.allclose(full.reshape(-1), theirs, rtol=1e-10, atol=1e-12 * float(
+        theirs.abs().max())), "TT contraction against tensorly's tt_to_tensor")
+    return full.reshape([size for mode in modes for size in mode])
+
+
+def _random_tt(modes: list[int], ranks: list[int], gen: torch.Generator
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cores = [torch.randn(ranks[k], n, ranks[k + 1], generator=gen, dtype=torch.float64)
+             for k, n in enumerate(modes)]
+    return _tt_chain(cores), cores
+
+
+def _np_tt_svd(a: torch.Tensor, eps: float) -> tuple[list[int], list[tuple], list]:
+    """TT-SVD of Oseledets' Algorithm 1 in numpy, float64: (ranks [1, r_1, ..., 1], per step
+    (singular values, tails, delta, rank) with tails[j] = norm of s[j:], the cores)."""
+    c = a.detach().double().numpy()
+    shape, d = c.shape, c.ndim
+    delta = eps / math.sqrt(d - 1) * float(np.linalg.norm(c))
+    ranks, steps, cores, r = [1], [], [], 1
+    for k in range(d - 1):
+        c = c.reshape(r * shape[k], -1)
+        u, s, vt = np.linalg.svd(c, full_matrices=False)
+        tails = np.append(np.sqrt(np.cumsum((s**2)[::-1])[::-1]), 0.0)
+        rank = next(j for j in range(1, len(s) + 1) if tails[j] <= delta)
+        steps.append((s, tails, delta, rank))
+        cores.append(u[:, :rank].reshape(r, shape[k], rank))
+        c = s[:rank, None] * vt[:rank]
+        r = rank
+        ranks.append(rank)
+    cores.append(c.reshape(r, shape[-1], 1))
+    return [*ranks, 1], steps, cores
+
+
+def _tt_clear(steps: list[tuple], margin: float = 0.01, gap: float = 1e-3) -> bool:
+    """Whether every truncation of the sweep is decided with room to spare: the kept rank's
+    tail <= (1 - margin) delta, the next smaller rank's tail >= (1 + margin) delta (a rank of
+    1 at its floor has none), and the singular values at the cut apart by a relative gap, so
+    that the kept subspace, and with it the next step, is unique."""
+    for s, tails, delta, rank in steps:
+        if tails[rank] > (1 - margin) * delta:
+            return False
+        if rank > 1 and tails[rank - 1] < (1 + margin) * delta:
+            return False
+        if rank < len(s) and s[rank - 1] - s[rank] < gap * s[rank - 1]:
+            return False
+    return True
+
+
+def _tt_cores(got, d: int, what: str, dims: int = 3) -> list[torch.Tensor]:
+    assert isinstance(got, list | tuple) and len(got) == d, (
+        f"{what} should return a list of {d} cores, got "
+        + (f"{len(got)}" if isinstance(got, list | tuple) else type(got).__name__)
+    )
+    cores = [_tensor(core, f"{what}: each core") for core in got]
+    shapes = [tuple(core.shape) for core in cores]
+    assert all(len(shape) == dims for shape in shapes), (
+        f"{what}: every core should have {dims} dimensions, got shapes {shapes}"
+    )
+    return cores
+
+
+def _tt_ranks_of(cores: list[torch.Tensor]) -> list[int]:
+    return [int(cores[0].shape[0])] + [int(core.shape[-1]) for core in cores]
+
+
+def _check_tt_shapes(cores: list[torch.Tensor], modes, ranks: list[int] | None, what: str
+                     ) -> None:
+    """Core k has shape (r_{k-1}, n_k, r_k) (or (r_{k-1}, m_k, n_k, r_k)): r_0 = r_d = 1,
+    neighbouring ranks agree, the modes are the tensor's (and the ranks `ranks` when given)."""
+    shapes = [tuple(core.shape) for core in cores]
+    chained = _tt_ranks_of(cores)
+    want = [(chained[k], *mode, chained[k + 1]) for k, mode in enumerate(modes)]
+    links = all(shapes[k][-1] == shapes[k + 1][0] for k in range(len(shapes) - 1))
+    assert links and chained[0] == chained[-1] == 1 and shapes == want, (
+        f"{what}: core k should have shape (r_(k-1), {', '.join('n_k' for _ in modes[0])}, r_k)"
+        f" with r_0 = r_d = 1 and the modes {[tuple(m) for m in modes]}, got shapes {shapes}"
+    )
+    if ranks is not None:
+        assert chained == ranks, f"{what}: the TT ranks should be {ranks}, got {chained}"
+
+
+def _draw_noisy_tt(rng: random.Random, gen: torch.Generator, d: int
+                   ) -> tuple[torch.Tensor, float, float]:
+    """A tensor of low TT rank plus Gaussian noise of relative size sigma, and an eps around
+    sigma (so that the ranks come out below, at or above the exact ones)."""
+    modes = [rng.randint(2, 6) for _ in range(d)]
+    ranks = _tt_feasible(modes, [rng.randint(1, 4) for _ in range(d - 1)])
+    a, _ = _random_tt(modes, ranks, gen)
+    sigma = 10 ** rng.uniform(-2.0, -0.5)
+    a = a + sigma * float(a.norm()) / math.sqrt(a.numel()) * torch.randn(
+        a.shape, generator=gen, dtype=torch.float64)
+    return a, sigma, round(sigma * 10 ** rng.uniform(-0.5, 0.5), 4)
+
+
+@pytest.mark.points(2)
+def test_tt_to_tensor(student, rng, torch_rng):
+    """Entry [i_1, ..., i_d] = G_1[:, i_1, :] ... G_d[:, i_d, :] (tensorly's tt_to_tensor),
+    shape (n_1, ..., n_d), a mode of size 1 included; random cores of random ranks."""
+    for draw in range(3):
+        d = (2, rng.randint(3, 5), rng.randint(3, 5))[draw]
+        modes = [rng.randint(1, 5) for _ in range(d)]
+        if draw == 2:
+            modes[rng.randrange(d)] = 1
+        ranks = [1] + [rng.randint(1, 4) for _ in range(d - 1)] + [1]
+        expected, cores = _random_tt(modes, ranks, torch_rng)
+        what = f"tt_to_tensor of cores of shapes {[tuple(c.shape) for c in cores]}"
+        got = _tensor(student.call("tt_to_tensor", cores), what)
+        assert tuple(got.shape) == tuple(modes), (
+            f"{what} should have shape {tuple(modes)} (one mode per core, a mode of size 1 "
+            f"included), got {tuple(got.shape)}"
+        )
+        gap = float((got.double() - expected).abs().max())
+        assert gap <= 1e-9 * float(expected.abs().max()), (
+            f"{what}: entry [i_1, ..., i_d] should be G_1[:, i_1, :] @ ... @ G_d[:, i_d, :]; "
+            f"max difference {gap:.3g}"
+        )
+
+
+@pytest.mark.points(3)
+def test_tt_svd_exact_tt_rank(student, rng, torch_rng):
+    """A tensor built from random cores of TT ranks r_k: the ranks come back exactly, core k
+    of shape (r_(k-1), n_k, r_k) in float64, and the tensor is rebuilt to float precision
+    (relative error <= 1e-9). Drawn so that each unfolding's r_k-th singular value is >= 10
+    delta and its tail beyond r_k (rounding noise) <= 1e-3 delta, for eps in [1e-4, 1e-2]."""
+    for _ in range(3):
+        while True:
+            d = rng.randint(3, 5)
+            modes = [rng.randint(2, 6) for _ in range(d)]
+            ranks = _tt_feasible(modes, [rng.randint(2, 5) for _ in range(d - 1)])
+            a, _ = _random_tt(modes, ranks, torch_rng)
+            eps = round(10 ** rng.uniform(-4, -2), 6)
+            delta = eps / math.sqrt(d - 1) * float(a.norm())
+            spectra = [torch.linalg.svdvals(a.reshape(math.prod(modes[:k]), -1))
+                       for k in range(1, d)]
+            if all(len(s) >= r and float(s[r - 1]) >= 10 * delta
+                   and float(s[r:].norm()) <= 1e-3 * delta
+                   for s, r in zip(spectra, ranks[1:-1], strict=True)):
+                break
+        oracles_agree(_np_tt_svd(a, eps)[0] == ranks, "numpy TT-SVD on an exact TT-rank draw")
+        what = (f"tt_svd on a {tuple(modes)} tensor built from random cores of TT ranks "
+                f"{ranks}, eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        _check_tt_shapes(cores, [(n,) for n in modes], ranks, what)
+        dtypes = sorted({str(core.dtype) for core in cores})
+        assert dtypes == ["torch.float64"], (
+            f"{what}: the cores should be in the tensor's dtype, torch.float64, got {dtypes}"
+        )
+        error = _rel_err(a, _tt_chain(cores))
+        assert error <= 1e-9, (
+            f"{what}: the cores should rebuild the tensor exactly (to float64 precision); "
+            f"relative error {error:.3g}"
+        )
+
+
+@pytest.mark.points(2)
+def test_tt_svd_error_bound(student, rng, torch_rng):
+    """On noisy tensors (any draw): valid cores (r_0 = r_d = 1, neighbouring ranks agree, the
+    tensor's modes) whose tensor B has ||A - B||_F <= eps ||A||_F (Theorem 2.2), d = 2 to 5."""
+    for d in (2, rng.randint(3, 4), 5):
+        a, sigma, eps = _draw_noisy_tt(rng, torch_rng, d)
+        what = (f"tt_svd on a {tuple(a.shape)} tensor (low TT rank plus {sigma:.3f} relative "
+                f"noise), eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        _check_tt_shapes(cores, [(n,) for n in a.shape], None, what)
+        error = _rel_err(a, _tt_chain(cores))
+        assert error <= eps * (1 + 1e-6), (
+            f"{what}: ||A - B||_F / ||A||_F should be <= eps = {eps} (each of the {d - 1} "
+            f"truncations drops at most delta = eps / sqrt(d - 1) * ||A||_F), got {error:.5f}"
+        )
+
+
+@pytest.mark.points(3)
+def test_tt_svd_ranks(student, rng, torch_rng):
+    """The ranks of the rule (smallest r >= 1 whose discarded tail is <= delta = eps /
+    sqrt(d - 1) ||A||_F, at each step of the sweep) on noisy tensors where every truncation is
+    clear (_tt_clear), against the grader's numpy TT-SVD; and every rank at its floor of 1
+    where delta >= 1.2 ||A||_F (the rule alone would keep nothing)."""
+    for d in (2, 3, rng.randint(4, 5)):
+        while True:
+            a, sigma, eps = _draw_noisy_tt(rng, torch_rng, d)
+            ranks, steps, _ = _np_tt_svd(a, eps)
+            if _tt_clear(steps):
+                break
+        what = (f"tt_svd on a {tuple(a.shape)} tensor (low TT rank plus {sigma:.3f} relative "
+                f"noise), eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        got = _tt_ranks_of(cores)
+        tails = "; ".join(f"step {k + 1}: tails {[round(float(t), 4) for t in tail[:r + 1]]}"
+                          for k, (_, tail, _, r) in enumerate(steps))
+        assert got == ranks, (
+            f"{what}: the TT ranks should be {ranks} (at each step the smallest r >= 1 whose "
+            f"tail sqrt(sum_(i > r) s_i^2) is <= delta = {steps[0][2]:.4f}; {tails}), got {got}"
+        )
+    d = rng.randint(2, 5)
+    a, _ = _random_tt([rng.randint(2, 5) for _ in range(d)],
+                      [1] + [rng.randint(1, 3) for _ in range(d - 1)] + [1], torch_rng)
+    eps = round(math.sqrt(d - 1) * rng.uniform(1.2, 3.0), 3)
+    what = f"tt_svd on a {tuple(a.shape)} tensor with eps={eps} (delta > ||A||_F)"
+    cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+    got = _tt_ranks_of(cores)
+    assert got == [1] * (d + 1), (
+        f"{what}: every rank should be 1 (a rank is at least 1, also where delta exceeds the "
+        f"remainder's norm), got {got}"
+    )
+
+
+def _ttm_paired(w: torch.Tensor, out_modes, in_modes) -> torch.Tensor:
+    d = len(out_modes)
+    order = [axis for k in range(d) for axis in (k, d + k)]
+    return w.reshape(*out_modes, *in_modes).permute(order).reshape(
+        [m * n for m, n in zip(out_modes, in_modes, strict=True)])
+
+
+def _ttm_oracle(w: torch.Tensor, out_modes, in_modes, ranks: list[int]
+                ) -> tuple[list[int], torch.Tensor, bool]:
+    """(the core ranks, the matrix the cores rebuild, whether every cut is clear) of the
+    TT-matrix at `ranks` (lowered where too large): tensorly's tensor_train_matrix and
+    tt_matrix_to_matrix, checked against a fixed-rank sweep in numpy."""
+    with tl.backend_context("pytorch"):
+        theirs = tensor_train_matrix(w.double().reshape(*out_modes, *in_modes),
+                                     rank=list(ranks)).factors
+        rebuilt = torch.as_tensor(tt_matrix_to_matrix(theirs))
+    c, r, kept, clear = _ttm_paired(w.double(), out_modes, in_modes).numpy(), 1, [1], True
+    pairs = c.shape
+    for k in range(len(pairs) - 1):
+        c = c.reshape(r * pairs[k], -1)
+        u, s, vt = np.linalg.svd(c, full_matrices=False)
+        r = min(ranks[k + 1], len(s))
+        clear &= r == len(s) or bool(s[r - 1] - s[r] >= 1e-3 * s[r - 1])
+        c = s[:r, None] * vt[:r]
+        kept.append(r)
+    kept.append(1)
+    oracles_agree(kept == _tt_ranks_of(list(theirs)), "TT-matrix ranks against tensorly")
+    return kept, rebuilt, clear
+
+
+def _draw_ttm_modes(rng: random.Random, d: int) -> tuple[list[int], list[int]]:
+    while True:
+        out_modes = [rng.randint(1, 4) for _ in range(d)]
+        in_modes = [rng.randint(1, 4) for _ in range(d)]
+        if math.prod(out_modes) != math.prod(in_modes) and min(
+                math.prod(out_modes), math.prod(in_modes)) >= 4:
+            return out_modes, in_modes
+
+
+def _check_ttm(student, w, out_modes, in_modes, ranks, what) -> None:
+    kept, rebuilt, _ = _ttm_oracle(w, out_modes, in_modes, ranks)
+    d = len(out_modes)
+    cores = _tt_cores(student.call("tt_matrix", w, tuple(out_modes), tuple(in_modes), ranks),
+                      d, what, dims=4)
+    _check_tt_shapes(cores, list(zip(out_modes, in_modes, strict=True)), kept, what)
+    dtypes = sorted({str(core.dtype) for core in cores})
+    assert dtypes == ["torch.float64"], (
+        f"{what}: the cores should be in W's dtype, torch.float64, got {dtypes}"
+    )
+    got = _tt_chain(cores).reshape(*[s for pair in zip(out_modes, in_modes, strict=True)
+                                     for s in pair])
+    got = got.permute(*range(0, 2 * d, 2), *range(1, 2 * d, 2)).reshape(w.shape)
+    gap = float((got - rebuilt).norm() / w.norm())
+    assert gap <= 1e-8, (
+        f"{what}: the matrix the cores rebuild (W[i, j] = G_1[:, i_1, j_1, :] @ ... with the "
+        f"row-major multi-indices of i and j) should be the TT-SVD of W paired as (m_1 n_1, "
+        f"..., m_d n_d) at ranks {kept}, as tensorly's tensor_train_matrix gives it; relative "
+        f"difference {gap:.3g}"
+    )
+
+
+@pytest.mark.points(2)
+def test_tt_matrix_exact_at_large_ranks(student, rng, torch_rng):
+    """Ranks above what the unfoldings allow are lowered to min(r_(k-1) m_k n_k, prod_(j>k)
+    m_j n_j); the cores (r_(k-1), m_k, n_k, r_k) then rebuild W exactly; M != N."""
+    for d in (2, 3):
+        out_modes, in_modes = _draw_ttm_modes(rng, d)
+        w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                        dtype=torch.float64)
+        ranks = [1] + [rng.choice([64, 100, 10**6]) for _ in range(d - 1)] + [1]
+        what = (f"tt_matrix(W of shape {tuple(w.shape)}, {tuple(out_modes)}, "
+                f"{tuple(in_modes)}, {ranks})")
+        _check_ttm(student, w, out_modes, in_modes, ranks, what)
+
+
+@pytest.mark.points(3)
+def test_tt_matrix_truncated(student, rng, torch_rng):
+    """At ranks below the full ones (one possibly above, lowered): the TT-SVD of W paired as
+    (m_1 n_1, ..., m_d n_d), compared through the matrix the cores rebuild with tensorly's
+    tensor_train_matrix, on draws where each cut keeps a unique subspace (relative gap >=
+    1e-3 between the kept and the first dropped singular value)."""
+    for d in (2, 3, 4):
+        while True:
+            out_modes, in_modes = _draw_ttm_modes(rng, d)
+            w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                            dtype=torch.float64)
+            full, _, _ = _ttm_oracle(w, out_modes, in_modes, [1] + [10**6] * (d - 1) + [1])
+            ranks = [1] + [rng.randint(1, max(1, r - 1)) for r in full[1:-1]] + [1]
+            if d > 2:
+                ranks[rng.randint(1, d - 1)] = 10**6
+            kept, _, clear = _ttm_oracle(w, out_modes, in_modes, ranks)
+            if clear and kept != full:
+                break
+        what = (f"tt_matrix(W of shape {tuple(w.shape)}, {tuple(out_modes)}, "
+                f"{tuple(in_modes)}, {ranks})")
+        _check_ttm(student, w, out_modes, in_modes, ranks, what)
+
+
+def _tt_forward_mm(cores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """y = x W^T core by core, left to right, with torch.mm only: step k multiplies a
+    (batch prod_(j<k) m_j prod_(j>k) n_j) x (r_(k-1) n_k) matrix by (r_(k-1) n_k) x (m_k r_k)."""
+    batch = x.shape[0]
+    z = x.reshape(batch, 1, 1, -1)  # (batch, prod m_<k, r_(k-1), prod n_>=k)
+    for core in cores:
+        r0, m, n, r1 = core.shape
+        done, rest = z.shape[1], z.shape[3] // n
+        left = z.reshape(batch, done, r0, n, rest).permute(0, 1, 4, 2, 3).reshape(-1, r0 * n)
+        right = core.permute(0, 2, 1, 3).reshape(r0 * n, m * r1)
+        out = torch.mm(left, right).reshape(batch, done, rest, m, r1)
+        z = out.permute(0, 1, 3, 4, 2).reshape(batch, done * m, r1, rest)
+    return z.reshape(batch, -1)
+
+
+def _dense_of(cores: list[torch.Tensor]) -> torch.Tensor:
+    with tl.backend_context("pytorch"):
+        return torch.as_tensor(tt_matrix_to_matrix([core.double() for core in cores]))
+
+
+def _check_forward(got, expected: torch.Tensor, what: str, rtol: float = 1e-9) -> None:
+    got = _tensor(got, what)
+    assert tuple(got.shape) == tuple(expected.shape), (
+        f"{what} should have shape (batch, M) = {tuple(expected.shape)}, got {tuple(got.shape)}"
+    )
+    gap = float((got.double() - expected).abs().max())
+    assert gap <= rtol * max(1.0, float(expected.abs().max())), (
+        f"{what}: the output should be x @ W^T for the TT-matrix W of the cores; max "
+        f"difference {gap:.3g}"
+    )
+
+
+@pytest.mark.points(3)
+def test_tt_linear_forward(student, rng, torch_rng):
+    """Random cores (modes of size 1 included): the output equals x @ W^T with W the dense
+    matrix of the same cores (tensorly's tt_matrix_to_matrix); and at full rank, with the
+    grader's cores of a drawn W (tensorly's tensor_train_matrix), x @ W^T itself."""
+    for d in (2, 3, 4):
+        out_modes, in_modes = _draw_ttm_modes(rng, d)
+        ranks = [1] + [rng.randint(1, 4) for _ in range(d - 1)] + [1]
+        cores = [torch.randn(ranks[k], m, n, ranks[k + 1], generator=torch_rng,
+                             dtype=torch.float64)
+                 for k, (m, n) in enumerate(zip(out_modes, in_modes, strict=True))]
+        x = torch.randn(rng.randint(1, 4), math.prod(in_modes), generator=torch_rng,
+                        dtype=torch.float64)
+        dense = _dense_of(cores)
+        expected = x @ dense.T
+        oracles_agree(torch.allclose(_tt_forward_mm(cores, x), expected, rtol=1e-10,
+                                     atol=1e-10), "core-by-core forward against the dense W")
+        what = (f"tt_linear_forward(cores of shapes {[tuple(c.shape) for c in cores]}, x of "
+                f"shape {tuple(x.shape)})")
+        _check_forward(student.call("tt_linear_forward", cores, x), expected, what)
+    out_modes, in_modes = _draw_ttm_modes(rng, 3)
+    w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                    dtype=torch.float64)
+    with tl.backend_context("pytorch"):
+        cores = [torch.as_tensor(c) for c in tensor_train_matrix(
+            w.reshape(*out_modes, *in_modes), rank=[1, 10**6, 10**6, 1]).factors]
+    oracles_agree(torch.allclose(_dense_of(cores), w, atol=1e-10), "full-rank TT-matrix")
+    x = torch.randn(3, w.shape[1], generator=torch_rng, dtype=torch.float64)
+    what = (f"tt_linear_forward(the full-rank TT-matrix cores of a {tuple(w.shape)} W, "
+            f"shapes {[tuple(c.shape) for c in cores]})")
+    _check_forward(student.call("tt_linear_forward", cores, x), x @ w.T, what)
+
+
+@pytest.mark.points(1)
+def test_tt_linear_forward_never_forms_w(student, rng, torch_rng):
+    """A TT layer with M = N = 4^8 = 65,536 at small ranks, in float32: its W (2^32 entries,
+    16 GiB) cannot be formed in the kernel's memory; the core-by-core pass takes a few million
+    MACs. (float32 and one input keep the transfer small: 256 KiB each way.)"""
+    d = 8
+    ranks = [1] + [rng.randint(1, 3) for _ in range(d - 1)] + [1]
+    cores = [torch.randn(ranks[k], 4, 4, ranks[k + 1], generator=torch_rng) * 0.5
+             for k in range(d)]
+    x = torch.randn(1, 4**d, generator=torch_rng)
+    expected = _tt_forward_mm([core.double() for core in cores], x.double())
+    what = (f"tt_linear_forward(cores of a {4**d} x {4**d} TT layer at ranks {ranks}, x of "
+            f"shape {tuple(x.shape)})")
+    try:
+        got = student.call("tt_linear_forward", cores, x)
+    except StudentError as error:
+        raise AssertionError(f"{what}: apply the cores one at a time, never forming W "
+                             f"({4**d} x {4**d}); {str(error)[:300]}") from None
+    _check_forward(got, expected, what, rtol=1e-4)
+
+
+def _tt_cost_formula(out_modes, in_modes, ranks) -> tuple[int, int]:
+    params = macs = 0
+    for k in range(len(out_modes)):
+        core = ranks[k] * out_modes[k] * in_modes[k] * ranks[k + 1]
+        params += core
+        macs += math.prod(out_modes[:k]) * math.prod(in_modes[k + 1:]) * core
+    return params, macs
+
+
+@pytest.mark.points(2)
+def test_tt_linear_cost(student, rng, torch_rng):
+    """(parameters, MACs per input) of a TT-matrix layer, weights only, cores applied left to
+    right: sum_k r_(k-1) m_k n_k r_k and sum_k (prod_(j<k) m_j)(prod_(j>k) n_j) r_(k-1) m_k n_k
+    r_k, exact; the MACs agree with FlopCounterMode on the grader's torch.mm forward, the
+    parameters with the cores' sizes. Six drawn layers, with unequal ranks and modes."""
+    for _ in range(6):
+        d = rng.randint(2, 5)
+        out_modes = [rng.randint(1, 6) for _ in range(d)]
+        in_modes = [rng.randint(1, 6) for _ in range(d)]
+        ranks = [1] + [rng.randint(1, 8) for _ in range(d - 1)] + [1]
+        expected = _tt_cost_formula(out_modes, in_modes, ranks)
+        cores = [torch.randn(ranks[k], m, n, ranks[k + 1], generator=torch_rng)
+                 for k, (m, n) in enumerate(zip(out_modes, in_modes, strict=True))]
+        with FlopCounterMode(display=False) as counter:
+            _tt_forward_mm(cores, torch.randn(1, math.prod(in_modes), generator=torch_rng))
+        oracles_agree(expected == (sum(c.numel() for c in cores),
+                                   counter.get_total_flops() // 2),
+                      "TT cost formula against the cores' sizes and FlopCounterMode")
+        got = student.call("tt_linear_cost", tuple(out_modes), tuple(in_modes), ranks)
+        got = tuple(got) if isinstance(got, list | tuple) else got
+        assert got == expected, (
+            f"tt_linear_cost({tuple(out_modes)}, {tuple(in_modes)}, {ranks}) should be "
+            f"(sum_k r_(k-1) m_k n_k r_k, sum_k (prod_(j<k) m_j)(prod_(j>k) n_j) r_(k-1) m_k "
+            f"n_k r_k) = {expected} (dense: {math.prod(out_modes) * math.prod(in_modes)}), "
+            f"got {got}"
+        )
