@@ -132,6 +132,28 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     "tt_params_with_bias": [
         ("    return params, macs\n", "    return params + math.prod(out_modes), macs\n"),
     ],
+    # tucker2_conv: writes the approximation back into the conv it was given ("to keep it in
+    # sync"), against "`conv` is left unchanged"
+    "tucker2_conv_overwrites_conv": [
+        ("    core, U_out, U_in = decompose(conv.weight, r_out, r_in)\n",
+         "    core, U_out, U_in = decompose(conv.weight, r_out, r_in)\n"
+         "    with torch.no_grad():\n"
+         "        conv.weight.copy_(tucker2_to_tensor(core, U_out, U_in))\n"),
+    ],
+    # compress_cnn: always decomposes conv2 and conv3, whatever `layers` asks
+    "compress_cnn_ignores_layers": [
+        ("    for name in layers:\n", '    for name in ("conv2", "conv3"):\n'),
+    ],
+    # compress_and_finetune: the 3 epochs of the text's experiment, whatever `epochs` asks
+    "finetune_epochs_hard_coded": [
+        ("nncourse.train(compressed, X, y, epochs=epochs,",
+         "nncourse.train(compressed, X, y, epochs=3,"),
+    ],
+    # cp_conv: cp_decompose at its defaults, n_iter_max and random_state not passed on
+    "cp_conv_defaults": [
+        ("cp_decompose(conv.weight, rank, n_iter_max, random_state)",
+         "cp_decompose(conv.weight, rank)"),
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -158,4 +180,8 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "tt_forward_forms_w": ("test_tt_linear_forward_never_forms_w",),
     "tt_macs_right_to_left": ("test_tt_linear_cost",),
     "tt_params_with_bias": ("test_tt_linear_cost",),
+    "tucker2_conv_overwrites_conv": ("test_decompositions_leave_their_layer_unchanged",),
+    "compress_cnn_ignores_layers": ("test_compress_cnn_ranks_and_outputs",),
+    "finetune_epochs_hard_coded": ("test_compress_and_finetune_follows_the_recipe",),
+    "cp_conv_defaults": ("test_cp_runs_the_asked_iterations",),
 }

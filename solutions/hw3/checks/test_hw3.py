@@ -43,6 +43,7 @@ from grader.checks import (
     ModuleSpec,
     StudentError,
     accuracy_on_test_split,
+    changed_state,
     demanded,
     kit_model,
     layer,
@@ -339,13 +340,13 @@ def _tensor(value, what: str) -> torch.Tensor:
 # 1. Truncated SVD of a Linear layer
 
 
-def _draw_linear(rng: random.Random, gen: torch.Generator):
+def _draw_linear(rng: random.Random, gen: torch.Generator, bias: bool | None = None):
     """(in, out, rank, bias, weight with a prescribed spectrum, bias tensor or None, spectrum)."""
     i, o = rng.randint(6, 40), rng.randint(6, 40)
     k = min(i, o)
     s = _spectrum(rng, k, decay=0.6)
     rank = rng.randint(1, k - 1)
-    bias = rng.random() < 0.6
+    bias = rng.random() < 0.6 if bias is None else bias
     w = _with_spectrum(s, o, i, gen).float()
     b = torch.randn(o, generator=gen) if bias else None
     return i, o, rank, bias, w, b, s
@@ -358,9 +359,10 @@ def _linear_spec(i, o, bias, w, b) -> ModuleSpec:
 
 @pytest.mark.points(2)
 def test_svd_linear_structure(student, rng, torch_rng):
-    """Linear(in, r, no bias) then Linear(r, out, bias as the original): r(in + out) + out."""
-    for _ in range(4):
-        i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng)
+    """Linear(in, r, no bias) then Linear(r, out, bias as the original): r(in + out) + out;
+    a layer with a bias and one without on every draw."""
+    for bias in (True, False, None, None):
+        i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng, bias)
         got = student.call("svd_linear", _linear_spec(i, o, bias, w, b), rank)
         what = f"svd_linear(nn.Linear({i}, {o}, bias={bias}), {rank})"
         leaves = returned_module(got, what).leaves()
@@ -428,7 +430,8 @@ def test_svd_linear_is_the_truncated_svd(student, rng, torch_rng):
 
 @pytest.mark.points(3)
 def test_svd_rank_for_energy(student, rng, torch_rng):
-    """Smallest r with sum_{i<=r} s_i^2 / sum s_i^2 >= tau, on matrices of prescribed spectrum."""
+    """Smallest r with sum_{i<=r} s_i^2 / sum s_i^2 >= tau, on matrices of prescribed spectrum;
+    tau = 1 gives min(W.shape)."""
     cases = 0
     while cases < 8:
         rows, cols = rng.randint(5, 30), rng.randint(5, 30)
@@ -446,6 +449,21 @@ def test_svd_rank_for_energy(student, rng, torch_rng):
             f"{[round(v, 4) for v in s]} and tau={tau}: the smallest r keeping a share >= tau of "
             f"sum s_i^2 is {expected}, got {got}"
         )
+    # tau = 1 keeps every singular value, and never more than min(W.shape), although the last
+    # cumulative share may fall an ulp short of 1; drawn where the smallest singular value
+    # holds >= 1e-4 of the energy, so that no smaller rank comes near 1
+    while True:
+        rows, cols = rng.randint(5, 14), rng.randint(5, 14)
+        s = _spectrum(rng, min(rows, cols), decay=0.85)
+        if s[-1] ** 2 >= 1e-4 * sum(v * v for v in s):
+            break
+    w = _with_spectrum(s, rows, cols, torch_rng).float()
+    got = student.call("svd_rank_for_energy", w, 1.0)
+    assert got == min(rows, cols), (
+        f"svd_rank_for_energy on a {rows}x{cols} matrix with singular values "
+        f"{[round(v, 4) for v in s]} and tau=1.0 should keep all {min(rows, cols)} (never more "
+        f"than min(W.shape), whatever the rounding of the last share), got {got}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -866,6 +884,77 @@ def test_cp_conv_equals_the_original_on_exact_rank(student, rng, torch_rng):
         )
 
 
+def _cp_count_draw(rng: random.Random, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
+    """(kernel, rank, n_iter_max in 1..3, random_state, the kernel the notebook's parafac call
+    rebuilds with exactly these arguments), drawn where that result is robust (a few float32
+    ulps on the kernel move it < 1e-5) and told apart from one iteration more or fewer and
+    from the next random_state (>= 1e-2 apart)."""
+    while True:
+        w = torch.randn(rng.randint(6, 12), rng.randint(4, 8), 3, 3, generator=gen)
+        rank, n_iter, seed = rng.randint(2, 5), rng.randint(1, 3), rng.randint(0, 9)
+        perturbed = w * (1 + 1e-6 * torch.randn(w.shape, generator=gen))
+        others = [(rank, seed, n_iter + 1), (rank, seed + 1, n_iter)]
+        if n_iter > 1:
+            others.append((rank, seed, n_iter - 1))
+        try:
+            expected = _cp_to_tensor(_parafac(w, rank, seed, n_iter))
+            robust = _rel_err(expected, _cp_to_tensor(_parafac(perturbed, rank, seed, n_iter)))
+            apart = min(_rel_err(expected, _cp_to_tensor(_parafac(w, r, s, n)))
+                        for r, s, n in others)
+        except torch.linalg.LinAlgError:  # a singular ALS step: the same call raises there
+            continue
+        if robust < 1e-5 and apart >= 1e-2:
+            return w, rank, n_iter, seed, expected
+
+
+@pytest.mark.points(1)
+def test_cp_runs_the_asked_iterations(student, rng, torch_rng):
+    """n_iter_max and random_state are the contract's (cp_decompose: tensorly's parafac with
+    init="random", the given random_state and n_iter_max, tol=1e-8; cp_conv decomposes with
+    cp_decompose): at n_iter_max 1 to 3, the factors of cp_decompose and the kernel of
+    cp_conv's four layers rebuild what the grader's own call with those arguments rebuilds
+    (relative difference < 1e-3), on draws where that call is robust and one iteration more or
+    fewer, or another random_state, lands >= 1e-2 away (_cp_count_draw)."""
+    w, rank, n_iter, seed, expected = _cp_count_draw(rng, torch_rng)
+    what = (f"cp_decompose on a random {tuple(w.shape)} kernel, rank {rank}, n_iter_max={n_iter}, "
+            f"random_state={seed}")
+    got = student.call("cp_decompose", w, rank, n_iter_max=n_iter, random_state=seed)
+    assert isinstance(got, list | tuple) and len(got) == 4, (
+        f"{what} should return the four factors [A_out, A_in, A_h, A_w], got {type(got)}"
+    )
+    try:
+        rebuilt = _cp_to_tensor([_tensor(f, f"{what}: each factor").float() for f in got])
+    except RuntimeError as error:
+        raise AssertionError(f"{what}: the factors do not form a CP kernel: {error}") from None
+    gap = _rel_err(expected, rebuilt) if rebuilt.shape == w.shape else float("inf")
+    assert gap < 1e-3, (
+        f"{what}: the factors should rebuild what parafac(W, {rank}, n_iter_max={n_iter}, "
+        f"init='random', random_state={seed}, tol=1e-8) rebuilds (exactly that many ALS "
+        f"iterations from that start); relative difference {gap:.3g}"
+    )
+    w, rank, n_iter, seed, expected = _cp_count_draw(rng, torch_rng)
+    c_out, c_in = w.shape[:2]
+    spec = layer("Conv2d", c_in, c_out, 3, padding=1, bias=False, state_dict={"weight": w})
+    what = (f"cp_conv(nn.Conv2d({c_in}, {c_out}, 3, padding=1) with a random kernel, {rank}, "
+            f"n_iter_max={n_iter}, random_state={seed})")
+    got = student.call("cp_conv", spec, rank, n_iter_max=n_iter, random_state=seed)
+    keys = sorted(k for k in returned_module(got, what).state_dict if k.endswith("weight"))
+    assert len(keys) == 4, f"{what} should hold four conv weights, got {keys}"
+    w1, wh, ww, w4 = (got.state_dict[k] for k in keys)
+    try:
+        kernel = _cp_to_tensor([w4[:, :, 0, 0], w1[:, :, 0, 0].T, wh[:, 0, :, 0].T,
+                                ww[:, 0, 0, :].T])
+    except (RuntimeError, IndexError) as error:
+        raise AssertionError(f"{what}: the four weights do not form a CP kernel: "
+                             f"{str(error)[:300]}") from None
+    gap = _rel_err(expected, kernel) if kernel.shape == w.shape else float("inf")
+    assert gap < 1e-3, (
+        f"{what}: the four layers' kernel should be what cp_decompose(W, {rank}, "
+        f"n_iter_max={n_iter}, random_state={seed}) rebuilds; relative difference {gap:.3g}"
+    )
+
+
 def _reference_cp_conv3(seed: int) -> float:
     """Test accuracy of the shipped CNN with conv3 replaced by the grader's own CP-16 of it
     (the notebook's parafac call, 100 iterations): the conv with the CP kernel."""
@@ -1044,17 +1133,51 @@ def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
             why=f"the methods are 'hosvd' and 'hooi', not {method!r}")
 
 
+@pytest.mark.points(1)
+def test_decompositions_leave_their_layer_unchanged(student, rng, torch_rng):
+    """svd_linear ("`linear` is left unchanged") and tucker2_conv ("`conv` is left
+    unchanged", either method) build new layers: the layer they were given keeps its weight and
+    bias (changed_state)."""
+    i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng, bias=True)
+    spec = _linear_spec(i, o, bias, w, b)
+    what = f"svd_linear(nn.Linear({i}, {o}), {rank})"
+    _, (after, _) = student.call_inspect("svd_linear", spec, rank)
+    changed = changed_state(spec.state_dict, returned_module(after, f"the Linear after {what}"))
+    assert not changed, (
+        f"{what} changed the layer it was given ({changed}): build new layers and leave "
+        f"`linear` as it was"
+    )
+    kwargs, state, r_out, r_in = _draw_tucker_case(rng, torch_rng, bias=True)
+    kh, kw = pair(kwargs["kernel_size"])
+    # HOOI's projected unfoldings hold at most r_in k_h k_w (r_out k_h k_w) directions
+    fits_hooi = r_out <= r_in * kh * kw and r_in <= r_out * kh * kw
+    method = rng.choice(["hosvd", "hooi"]) if fits_hooi else "hosvd"
+    spec = _conv_spec(kwargs, state)
+    what = f"tucker2_conv({_describe(kwargs)}, {r_out}, {r_in}, method={method!r})"
+    _, (after, *_) = student.call_inspect("tucker2_conv", spec, r_out, r_in, method=method)
+    changed = changed_state(state, returned_module(after, f"the conv after {what}"))
+    assert not changed, (
+        f"{what} changed the conv it was given ({changed}): build new layers and leave `conv` "
+        f"as it was"
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # 6. Compressing the CNN
 
 
-def _oracle_compress(model: nn.Module, tau: float) -> tuple[nn.Module, dict[str, tuple]]:
-    """Tucker-2 (HOSVD) of conv2 and conv3 at energy ranks, built here from the definitions."""
+BOTH = ("conv2", "conv3")  # compress_cnn's default `layers`
+
+
+def _oracle_compress(model: nn.Module, tau: float, layers: tuple[str, ...] = BOTH,
+                     dtype: torch.dtype = torch.float64) -> tuple[nn.Module, dict[str, tuple]]:
+    """Tucker-2 (HOSVD) of the named convs at energy ranks, built here from the definitions
+    (the SVDs in `dtype`)."""
     model = copy.deepcopy(model)
     ranks = {}
-    for name in ("conv2", "conv3"):
+    for name in layers:
         conv = getattr(model, name)
-        w = conv.weight.detach().double()
+        w = conv.weight.detach().to(dtype)
         r_out, r_in = (_energy_rank(torch.linalg.svdvals(_unfold(w, m)), tau) for m in (0, 1))
         u_out, u_in = _leading(_unfold(w, 0), r_out), _leading(_unfold(w, 1), r_in)
         core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
@@ -1070,10 +1193,16 @@ def _oracle_compress(model: nn.Module, tau: float) -> tuple[nn.Module, dict[str,
     return model.eval(), ranks
 
 
-def _returned_ranks(returned, what: str) -> dict[str, tuple]:
+def _returned_ranks(returned, what: str, layers: tuple[str, ...] = BOTH) -> dict[str, tuple]:
     returned_module(returned, what)
+    types = {info.name: info.type for info in returned.layers}
+    kept = [name for name in BOTH if name not in layers and types.get(name) != "Conv2d"]
+    assert not kept, (
+        f"{what}: only the convs named in layers={layers} are decomposed; {kept} should stay "
+        f"nn.Conv2d, got {[types.get(name) for name in kept]}"
+    )
     ranks = {}
-    for name in ("conv2", "conv3"):
+    for name in layers:
         convs = [info for info in returned.layers if info.name.startswith(name + ".")
                  and info.type == "Conv2d"]
         assert len(convs) == 3, (
@@ -1101,34 +1230,48 @@ def _random_cnn_state(channels, gen: torch.Generator) -> dict[str, torch.Tensor]
     return state
 
 
+def _draw_compressible_cnn(rng: random.Random, gen: torch.Generator
+                           ) -> tuple[tuple[int, int, int], dict, nn.Module, float]:
+    """(channels, state, the model, tau): a small make_cnn with random weights whose conv2 and
+    conv3 have decaying spectra, and a tau at which the rule decides, not rounding: tau at
+    least 1e-4 from every energy share of both unfoldings of both kernels, and a clear cut at
+    each energy rank (_clear_truncation with a relative gap of 1e-3; the kernels are float32)."""
+    while True:
+        channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
+        state = _random_cnn_state(channels, gen)
+        local = nncourse.make_cnn(channels)
+        local.load_state_dict(state)
+        tau = round(rng.uniform(0.6, 0.95), 3)
+        shares = [s for name in BOTH for m in (0, 1)
+                  for s in _shares(torch.linalg.svdvals(_unfold(state[f"{name}.weight"].double(),
+                                                                 m)))]
+        if min(abs(s - tau) for s in shares) < 1e-4:
+            continue
+        _, ranks = _oracle_compress(local, tau)
+        if all(_clear_truncation(state[f"{name}.weight"], dict(enumerate(ranks[name])), 1e-3)
+               for name in ranks):
+            return channels, state, local, tau
+
+
 @pytest.mark.points(2)
 def test_compress_cnn_ranks_and_outputs(student, rng, torch_rng):
-    """conv2 and conv3 become Tucker-2 blocks at the energy ranks of their own kernels; the
-    compressed model computes what the grader's HOSVD compression computes. Drawn so that the
-    rule decides, not rounding: tau at least 1e-4 from every energy share, and a clear cut at
-    each rank (_clear_truncation; the kernels are float32)."""
-    for _ in range(2):
-        while True:
-            channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
-            state = _random_cnn_state(channels, torch_rng)
-            local = nncourse.make_cnn(channels)
-            local.load_state_dict(state)
-            tau = round(rng.uniform(0.6, 0.95), 3)
-            shares = [s for name in ("conv2.weight", "conv3.weight") for m in (0, 1)
-                      for s in _shares(torch.linalg.svdvals(_unfold(state[name].double(), m)))]
-            if min(abs(s - tau) for s in shares) < 1e-4:
-                continue
-            oracle, ranks = _oracle_compress(local, tau)
-            if all(_clear_truncation(state[f"{name}.weight"], dict(enumerate(ranks[name])), 1e-3)
-                   for name in ranks):
-                break
-        what = f"compress_cnn(make_cnn({channels}) with random weights, tau={tau})"
+    """conv2 and conv3 (the default `layers`; on the third draw only the one conv named in
+    `layers`, the other stays a Conv2d) become Tucker-2 blocks at the energy ranks of their own
+    kernels; the compressed model computes what the grader's HOSVD compression computes. Drawn
+    so that the rule decides, not rounding: tau at least 1e-4 from every energy share, and a
+    clear cut at each rank (_clear_truncation; the kernels are float32)."""
+    for layers in (None, None, (rng.choice(BOTH),)):
+        channels, state, local, tau = _draw_compressible_cnn(rng, torch_rng)
+        oracle, ranks = _oracle_compress(local, tau, layers or BOTH)
+        asked = {} if layers is None else {"layers": layers}
+        what = (f"compress_cnn(make_cnn({channels}) with random weights, tau={tau}"
+                + ("" if layers is None else f", layers={layers}") + ")")
         got = student.call("compress_cnn", kit_model("make_cnn", channels=channels,
-                                                     state_dict=state), tau)
-        have = _returned_ranks(got, what)
+                                                     state_dict=state), tau, **asked)
+        have = _returned_ranks(got, what, layers or BOTH)
         assert have == ranks, (
-            f"{what}: the (r_out, r_in) of conv2 and conv3 should be the energy ranks {ranks}, "
-            f"got {have}"
+            f"{what}: the (r_out, r_in) of {' and '.join(ranks)} should be the energy ranks "
+            f"{ranks}, got {have}"
         )
         x = torch.randn(6, 1, 8, 8, generator=torch_rng)
         with torch.no_grad():
@@ -1225,6 +1368,71 @@ def test_compress_and_finetune(student, rng):
     assert demand.met_by(accuracy), (
         f"{what}: test accuracy after fine-tuning (measured by the grader) should be >= "
         f"{demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
+    )
+
+
+def _finetuned_logits(model: nn.Module, epochs: int, lr: float, seed: int) -> torch.Tensor:
+    """Test-split logits of a copy of `model` after nncourse.train on the training split with
+    these arguments (epochs 0: untrained), on one thread as in the kernel."""
+    x, y, x_test, _ = nncourse.load_digits_split()
+    with one_thread():
+        model = copy.deepcopy(model)
+        if epochs:
+            model = nncourse.train(model, x, y, epochs=epochs, lr=lr, seed=seed)
+        with torch.no_grad():
+            return model.eval()(x_test)
+
+
+def _rel_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.slow_check
+@pytest.mark.points(2)
+def test_compress_and_finetune_follows_the_recipe(student, rng, torch_rng):
+    """epochs, lr and seed are the contract's ("compress_cnn(model, tau), then nncourse.train
+    on the training split for `epochs` epochs at learning rate `lr` with shuffling seed
+    `seed`"): on a small random CNN, at epochs 1 or 2, the returned model's test logits are
+    those of the grader's own run of that recipe (within a tenth of the distance to the runs
+    with one epoch more or fewer, another lr, another seed). Drawn where those runs lie at
+    least 1000 times farther away than the grader's run from an HOSVD in float32 lies from the
+    one in float64 (the rounding a correct compression may differ by: 100 times what the check
+    allows; Tucker factors that differ only in sign train to the same network)."""
+    while True:
+        channels, state, local, tau = _draw_compressible_cnn(rng, torch_rng)
+        epochs, lr, seed = rng.randint(1, 2), rng.choice([1e-3, 3e-3]), rng.randint(0, 99)
+        oracle, _ = _oracle_compress(local, tau)
+        expected = _finetuned_logits(oracle, epochs, lr, seed)
+        noise = _rel_gap(_finetuned_logits(_oracle_compress(local, tau, dtype=torch.float32)[0],
+                                           epochs, lr, seed), expected)
+        others = {f"epochs={epochs - 1}": (epochs - 1, lr, seed),
+                  f"epochs={epochs + 1}": (epochs + 1, lr, seed),
+                  f"lr={lr * 2:g}": (epochs, lr * 2, seed),
+                  f"seed={seed + 1}": (epochs, lr, seed + 1)}
+        apart = {name: _rel_gap(_finetuned_logits(oracle, *args), expected)
+                 for name, args in others.items()}
+        if noise * 1000 <= min(apart.values()):
+            break
+    what = (f"compress_and_finetune(make_cnn({channels}) with random weights, tau={tau}, "
+            f"epochs={epochs}, lr={lr}, seed={seed})")
+    got = student.with_timeout(60).call(
+        "compress_and_finetune", kit_model("make_cnn", channels=channels, state_dict=state),
+        tau, epochs=epochs, lr=lr, seed=seed)
+    model = returned_module(got, what).rebuild().eval()
+    x_test = nncourse.load_digits_split()[2]
+    try:
+        with torch.no_grad():
+            logits = model(x_test)
+    except RuntimeError as error:  # the returned layers do not fit together
+        raise AssertionError(f"{what}: the returned model fails on the test images: "
+                             f"{str(error)[:300]}") from None
+    gap = _rel_gap(logits, expected) if logits.shape == expected.shape else float("inf")
+    allowed = min(apart.values()) / 10
+    assert gap <= allowed, (
+        f"{what}: the test logits should be those of compress_cnn then nncourse.train(epochs="
+        f"{epochs}, lr={lr}, seed={seed}); relative difference {gap:.3g} (at most "
+        f"{allowed:.3g}; the same recipe with "
+        + ", ".join(f"{name} lands {value:.3g} away" for name, value in apart.items()) + ")"
     )
 
 
@@ -1372,6 +1580,9 @@ def test_tt_to_tensor(student, rng, torch_rng):
         assert tuple(got.shape) == tuple(modes), (
             f"{what} should have shape {tuple(modes)} (one mode per core, a mode of size 1 "
             f"included), got {tuple(got.shape)}"
+        )
+        assert got.dtype == torch.float64, (
+            f"{what}: the tensor should be in the cores' dtype, torch.float64, got {got.dtype}"
         )
         gap = float((got.double() - expected).abs().max())
         assert gap <= 1e-9 * float(expected.abs().max()), (
@@ -1586,11 +1797,14 @@ def _dense_of(cores: list[torch.Tensor]) -> torch.Tensor:
         return torch.as_tensor(tt_matrix_to_matrix([core.double() for core in cores]))
 
 
-def _check_forward(got, expected: torch.Tensor, what: str, rtol: float = 1e-9) -> None:
+def _check_forward(got, expected: torch.Tensor, what: str, rtol: float = 1e-9,
+                   dtype: torch.dtype = torch.float64) -> None:
     got = _tensor(got, what)
     assert tuple(got.shape) == tuple(expected.shape), (
         f"{what} should have shape (batch, M) = {tuple(expected.shape)}, got {tuple(got.shape)}"
     )
+    assert got.dtype == dtype, f"{what}: the output should be in the inputs' dtype, {dtype}, " \
+                               f"got {got.dtype}"
     gap = float((got.double() - expected).abs().max())
     assert gap <= rtol * max(1.0, float(expected.abs().max())), (
         f"{what}: the output should be x @ W^T for the TT-matrix W of the cores; max "
@@ -1649,7 +1863,7 @@ def test_tt_linear_forward_never_forms_w(student, rng, torch_rng):
     except StudentError as error:
         raise AssertionError(f"{what}: apply the cores one at a time, never forming W "
                              f"({4**d} x {4**d}); {str(error)[:300]}") from None
-    _check_forward(got, expected, what, rtol=1e-4)
+    _check_forward(got, expected, what, rtol=1e-4, dtype=torch.float32)
 
 
 def _tt_cost_formula(out_modes, in_modes, ranks) -> tuple[int, int]:
