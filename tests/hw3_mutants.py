@@ -89,18 +89,16 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     # tt_svd: each step keeps the energy share 1 - eps^2 of its own remainder (as
     # svd_rank_for_energy would), a tolerance relative to C instead of the fixed delta
     "tt_relative_to_each_remainder": [
-        ("        rank = max(1, int((tails > delta).sum()))",
-         "        rank = max(1, int((tails > eps * float(S.norm())).sum()))"),
+        ("math.sqrt(sum(energy[rank - 1:])) <= delta:",
+         "math.sqrt(sum(energy[rank - 1:])) <= eps * math.sqrt(sum(energy)):"),
     ],
-    # tt_svd: the tail counted from the last kept singular value (one too many in the sum)
+    # tt_svd: the tail taken without s_rank, so one singular value too many is dropped
     "tt_tail_off_by_one": [
-        ("        rank = max(1, int((tails > delta).sum()))",
-         "        rank = min(len(S), max(1, int((tails > delta).sum()) + 1))"),
+        ("math.sqrt(sum(energy[rank - 1:])) <= delta:", "math.sqrt(sum(energy[rank:])) <= delta:"),
     ],
     # tt_svd: no floor at rank 1: where delta exceeds the remainder nothing is kept
     "tt_rank_zero_allowed": [
-        ("        rank = max(1, int((tails > delta).sum()))",
-         "        rank = int((tails > delta).sum())"),
+        ("        while rank > 1 and", "        while rank > 0 and"),
     ],
     # tt_to_tensor: squeeze() drops the boundary ranks, and with them every mode of size 1
     "tt_to_tensor_squeezed": [
@@ -115,13 +113,14 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
     ],
     # tt_matrix: the asked ranks taken as they are, never lowered
     "tt_matrix_ranks_not_lowered": [
-        ("        rank = min(ranks[k + 1], len(S))", "        rank = ranks[k + 1]"),
+        ("        rank = len(S)\n        cores.append(U.reshape(",
+         "        rank = ranks[k + 1]\n        cores.append(U.reshape("),
     ],
     # tt_linear_forward: the dense W formed from the cores, then one matmul
     "tt_forward_forms_w": [
-        ("    batch = x.shape[0]\n    z = x.reshape(batch, 1, 1, -1)",
+        ("    batch = x.shape[0]\n    z = x.reshape(batch, 1, -1)",
          "    return x @ tl.tt_matrix.tt_matrix_to_matrix(cores).T\n"
-         "    batch = x.shape[0]\n    z = x.reshape(batch, 1, 1, -1)"),
+         "    batch = x.shape[0]\n    z = x.reshape(batch, 1, -1)"),
     ],
     # tt_linear_cost: the MACs of applying the cores right to left (the mirrored products)
     "tt_macs_right_to_left": [
