@@ -81,6 +81,78 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "    if method not in",
         )
     ],
+    # tt_svd: every step truncated at eps * ||A||_F, the sqrt(d - 1) of delta forgotten
+    "tt_delta_without_sqrt": [
+        ("delta = eps / math.sqrt(d - 1) * float(torch.linalg.norm(A))",
+         "delta = eps * float(torch.linalg.norm(A))"),
+    ],
+    # tt_svd: each step keeps the energy share 1 - eps^2 of its own remainder (as
+    # svd_rank_for_energy would), a tolerance relative to C instead of the fixed delta
+    "tt_relative_to_each_remainder": [
+        ("math.sqrt(sum(energy[rank - 1:])) <= delta:",
+         "math.sqrt(sum(energy[rank - 1:])) <= eps * math.sqrt(sum(energy)):"),
+    ],
+    # tt_svd: the tail taken without s_rank, so one singular value too many is dropped
+    "tt_tail_off_by_one": [
+        ("math.sqrt(sum(energy[rank - 1:])) <= delta:", "math.sqrt(sum(energy[rank:])) <= delta:"),
+    ],
+    # tt_svd: no floor at rank 1: where delta exceeds the remainder nothing is kept
+    "tt_rank_zero_allowed": [
+        ("        while rank > 1 and", "        while rank > 0 and"),
+    ],
+    # tt_to_tensor: squeeze() drops the boundary ranks, and with them every mode of size 1
+    "tt_to_tensor_squeezed": [
+        ("    return full.reshape([core.shape[1] for core in cores])",
+         "    return full.squeeze()"),
+    ],
+    # tt_matrix: W reshaped straight to (m_1 n_1, ..., m_d n_d), without interleaving the
+    # output and input modes
+    "tt_matrix_not_interleaved": [
+        ("    C = W.reshape(*out_modes, *in_modes).permute(order)",
+         "    C = W.reshape(*out_modes, *in_modes)"),
+    ],
+    # tt_matrix: the asked ranks taken as they are, never lowered
+    "tt_matrix_ranks_not_lowered": [
+        ("        rank = len(S)\n        cores.append(U.reshape(",
+         "        rank = ranks[k + 1]\n        cores.append(U.reshape("),
+    ],
+    # tt_linear_forward: the dense W formed from the cores, then one matmul
+    "tt_forward_forms_w": [
+        ("    batch = x.shape[0]\n    z = x.reshape(batch, 1, -1)",
+         "    return x @ tl.tt_matrix.tt_matrix_to_matrix(cores).T\n"
+         "    batch = x.shape[0]\n    z = x.reshape(batch, 1, -1)"),
+    ],
+    # tt_linear_cost: the MACs of applying the cores right to left (the mirrored products)
+    "tt_macs_right_to_left": [
+        ("        macs += math.prod(out_modes[:k]) * math.prod(in_modes[k + 1:]) * core",
+         "        macs += math.prod(in_modes[:k]) * math.prod(out_modes[k + 1:]) * core"),
+    ],
+    # tt_linear_cost: the parameters of the cores plus the bias, against "weights only"
+    "tt_params_with_bias": [
+        ("    return params, macs\n", "    return params + math.prod(out_modes), macs\n"),
+    ],
+    # tucker2_conv: writes the approximation back into the conv it was given ("to keep it in
+    # sync"), against "`conv` is left unchanged"
+    "tucker2_conv_overwrites_conv": [
+        ("    core, U_out, U_in = decompose(conv.weight, r_out, r_in)\n",
+         "    core, U_out, U_in = decompose(conv.weight, r_out, r_in)\n"
+         "    with torch.no_grad():\n"
+         "        conv.weight.copy_(tucker2_to_tensor(core, U_out, U_in))\n"),
+    ],
+    # compress_cnn: always decomposes conv2 and conv3, whatever `layers` asks
+    "compress_cnn_ignores_layers": [
+        ("    for name in layers:\n", '    for name in ("conv2", "conv3"):\n'),
+    ],
+    # compress_and_finetune: the 3 epochs of the text's experiment, whatever `epochs` asks
+    "finetune_epochs_hard_coded": [
+        ("nncourse.train(compressed, X, y, epochs=epochs,",
+         "nncourse.train(compressed, X, y, epochs=3,"),
+    ],
+    # cp_conv: cp_decompose at its defaults, n_iter_max and random_state not passed on
+    "cp_conv_defaults": [
+        ("cp_decompose(conv.weight, rank, n_iter_max, random_state)",
+         "cp_decompose(conv.weight, rank)"),
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -96,4 +168,19 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "cp_padding_on_both_axes": ("test_cp_conv_structure",),
     "compress_in_place": ("test_compress_cnn_leaves_the_model_unchanged",),
     "grouped_conv_accepted": ("test_arguments_outside_the_contract_are_refused",),
+    "tt_delta_without_sqrt": ("test_tt_svd_ranks",),
+    "tt_relative_to_each_remainder": ("test_tt_svd_ranks",),
+    "tt_tail_off_by_one": ("test_tt_svd_ranks", "test_tt_svd_exact_tt_rank"),
+    "tt_rank_zero_allowed": ("test_tt_svd_ranks",),
+    "tt_to_tensor_squeezed": ("test_tt_to_tensor",),
+    "tt_matrix_not_interleaved": ("test_tt_matrix_exact_at_large_ranks",
+                                  "test_tt_matrix_truncated"),
+    "tt_matrix_ranks_not_lowered": ("test_tt_matrix_exact_at_large_ranks",),
+    "tt_forward_forms_w": ("test_tt_linear_forward_never_forms_w",),
+    "tt_macs_right_to_left": ("test_tt_linear_cost",),
+    "tt_params_with_bias": ("test_tt_linear_cost",),
+    "tucker2_conv_overwrites_conv": ("test_decompositions_leave_their_layer_unchanged",),
+    "compress_cnn_ignores_layers": ("test_compress_cnn_ranks_and_outputs",),
+    "finetune_epochs_hard_coded": ("test_compress_and_finetune_follows_the_recipe",),
+    "cp_conv_defaults": ("test_cp_runs_the_asked_iterations",),
 }

@@ -2,7 +2,8 @@
 
 Conventions: a conv kernel has shape (C_out, C_in, k_h, k_w); the mode-n unfolding moves mode n
 to the front and reshapes row-major (tensorly's convention); "energy" is the sum of squared
-singular values; parameters count weights and biases.
+singular values; parameters count weights and biases. TT cores have shape (r_(k-1), n_k, r_k)
+(TT-matrix cores (r_(k-1), m_k, n_k, r_k)) with r_0 = r_d = 1.
 
 The hidden checks test the same properties on other shapes, spectra and ranks, drawn at grading
 time, and measure the compressed CNN's MACs and accuracy themselves.
@@ -170,3 +171,66 @@ def test_compress_cnn_public(student):
     assert names == expected, f"the compressed model's convs should be {expected}, got {names}"
     kept = {info.name: info.type for info in after.layers}
     assert kept["conv2"] == "Conv2d", "compress_cnn must not change the model it was given"
+
+
+@pytest.mark.points(1)
+def test_tt_svd_public(student):
+    """A rank-one tensor a o b o c: TT ranks (1, 1, 1, 1), cores (1, 2, 1), (1, 3, 1), (1, 2, 1),
+    and the cores rebuild it."""
+    a, b, c = (torch.tensor(v, dtype=torch.float64) for v in ([1, 2], [1, -1, 3], [2, 0.5]))
+    A = torch.einsum("i,j,k->ijk", a, b, c)
+    cores = student.call("tt_svd", A, 0.1)
+    shapes = [tuple(core.shape) for core in cores]
+    assert shapes == [(1, 2, 1), (1, 3, 1), (1, 2, 1)], (
+        f"the cores of a rank-one 2x3x2 tensor should have shapes (1, 2, 1), (1, 3, 1), "
+        f"(1, 2, 1), got {shapes}"
+    )
+    rebuilt = torch.einsum("aib,bjc,ckd->ijk", *cores)
+    assert torch.allclose(rebuilt, A), "the cores should rebuild the tensor"
+
+
+@pytest.mark.points(1)
+def test_tt_to_tensor_public(student):
+    """Cores [[[1], [2]]] (1, 2, 1) and [[[3], [4], [5]]] (1, 3, 1): the outer product of
+    (1, 2) and (3, 4, 5)."""
+    cores = [torch.tensor([[[1.0], [2.0]]]), torch.tensor([[[3.0], [4.0], [5.0]]])]
+    got = student.call("tt_to_tensor", cores)
+    assert tuple(got.shape) == (2, 3), f"the full tensor should have shape (2, 3), got {got.shape}"
+    assert got.tolist() == [[3, 4, 5], [6, 8, 10]], (
+        f"the full tensor should be [[3, 4, 5], [6, 8, 10]], got {got.tolist()}"
+    )
+
+
+@pytest.mark.points(1)
+def test_tt_matrix_public(student):
+    """A 6 x 8 matrix with modes (2, 3) x (4, 2) at ranks [1, 100, 1]: the rank is lowered to
+    min(1 * 2 * 4, 3 * 2) = 6, cores (1, 2, 4, 6) and (6, 3, 2, 1), and they hold W exactly."""
+    W = torch.arange(48, dtype=torch.float64).reshape(6, 8) % 7
+    cores = student.call("tt_matrix", W, (2, 3), (4, 2), [1, 100, 1])
+    shapes = [tuple(core.shape) for core in cores]
+    assert shapes == [(1, 2, 4, 6), (6, 3, 2, 1)], (
+        f"the cores should have shapes (1, 2, 4, 6) and (6, 3, 2, 1), got {shapes}"
+    )
+    rebuilt = torch.einsum("aijb,bklc->ikjl", *cores).reshape(6, 8)
+    assert torch.allclose(rebuilt, W), "at full rank the cores should rebuild W exactly"
+
+
+@pytest.mark.points(1)
+def test_tt_linear_forward_public(student):
+    """The 4 x 4 identity as TT cores I_2 (1, 2, 2, 1) twice: the layer returns its input."""
+    eye = torch.eye(2).reshape(1, 2, 2, 1)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, -1.0, 5.0, 2.0]])
+    got = student.call("tt_linear_forward", [eye, eye], x)
+    assert torch.allclose(got, x), f"the identity layer should return its input, got {got}"
+
+
+@pytest.mark.points(1)
+def test_tt_linear_cost_public(student):
+    """m = (4, 4, 8), n = (8, 4, 4), ranks (1, 8, 8, 1): 256 + 1024 + 256 = 1,536 weights and
+    16 * 256 + 16 * 1024 + 16 * 256 = 24,576 MACs (the dense layer: 16,384 of each)."""
+    got = student.call("tt_linear_cost", (4, 4, 8), (8, 4, 4), [1, 8, 8, 1])
+    ints = isinstance(got, tuple | list) and [type(v) for v in got] == [int, int]
+    assert ints and tuple(got) == (1536, 24576), (
+        f"tt_linear_cost((4, 4, 8), (8, 4, 4), [1, 8, 8, 1]) should be (1536, 24576), two ints, "
+        f"got {got!r}"
+    )

@@ -14,6 +14,12 @@ measured here, on the held-out digits split, from the weights the student's func
 CP-ALS has no closed form and one random start guarantees nothing, so the exact-rank CP checks
 draw only kernels on which the grader's own run of the notebook's parafac call (tensorly, the
 same arguments) recovers the kernel; the CP reconstruction itself is one einsum.
+
+Tensor trains (section 8): TT cores are compared through the tensor or matrix they rebuild
+(tensorly's tt_to_tensor / tt_matrix_to_matrix), never core by core (an SVD fixes them only up
+to signs and rotations); the TT-SVD's ranks against a numpy TT-SVD written here, on tensors of
+exact TT rank and on noisy tensors where every truncation is clear; the TT layer's cost against
+the notebook's formulas and FlopCounterMode.
 """
 
 from __future__ import annotations
@@ -22,23 +28,31 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 import tensorly as tl
 import torch
 import torch.nn.functional as F
-from tensorly.decomposition import parafac
+from tensorly.decomposition import parafac, tensor_train_matrix
+from tensorly.tt_matrix import tt_matrix_to_matrix
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import nncourse
 from grader.checks import (
     ModuleSpec,
-    ReturnedModule,
+    StudentError,
+    accuracy_on_test_split,
+    changed_state,
     demanded,
     kit_model,
     layer,
     one_thread,
     oracles_agree,
+    pair,
+    pretrained_state,
     refuses,
+    returned_module,
 )
 
 PRETRAINED = "cnn_32_64_128"
@@ -61,10 +75,6 @@ REFERENCE_MARGIN = 0.01
 
 # ------------------------------------------------------------------------------------------
 # Oracles, written independently of the reference notebook.
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _orthonormal(n: int, r: int, gen: torch.Generator) -> torch.Tensor:
@@ -269,18 +279,13 @@ def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
     return total
 
 
-def _layer_with(name: str, *args, state: dict[str, torch.Tensor], **kwargs) -> ModuleSpec:
-    """A torch.nn layer spec with the given weights loaded in the kernel."""
-    return ModuleSpec("layer", name, args, kwargs, state_dict=state)
-
-
 def _draw_conv(rng: random.Random, gen: torch.Generator, stride=None, bias=None, dilation=1,
                dtype=torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
     """Conv2d keyword arguments and weights (a random kernel: distinct singular values)."""
     c_in, c_out = rng.randint(3, 16), rng.randint(3, 20)
     k = rng.choice([1, 3, 3, 5, (3, 1), (1, 3), (3, 5)])
     stride = rng.choice([1, 2, (2, 1), (1, 2)]) if stride is None else stride
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     padding = (rng.randint(0, kh // 2), rng.randint(0, kw // 2))
     bias = rng.random() < 0.5 if bias is None else bias
     kwargs = dict(in_channels=c_in, out_channels=c_out, kernel_size=k, stride=stride,
@@ -297,7 +302,7 @@ def _conv_spec(kwargs: dict, state: dict) -> ModuleSpec:
     args = (kwargs["in_channels"], kwargs["out_channels"], kwargs["kernel_size"])
     rest = {k: v for k, v in kwargs.items() if k not in ("in_channels", "out_channels",
                                                           "kernel_size")}
-    return _layer_with("Conv2d", *args, state=state, **rest)
+    return layer("Conv2d", *args, state_dict=state, **rest)
 
 
 def _describe(kwargs: dict) -> str:
@@ -305,7 +310,7 @@ def _describe(kwargs: dict) -> str:
 
 
 def _conv_configs(returned, what: str) -> list[dict]:
-    leaves = _module(returned, what).leaves()
+    leaves = returned_module(returned, what).leaves()
     types = [info.type for info in leaves]
     assert all(t == "Conv2d" for t in types), f"{what} should hold only Conv2d layers, got {types}"
     return [dict(info.config) for info in leaves]
@@ -316,7 +321,7 @@ def _mismatch(want: dict, have: dict) -> dict:
 
 
 def _rebuilt_forward(returned, x: torch.Tensor, what: str) -> torch.Tensor:
-    module = _module(returned, what).rebuild().eval()
+    module = returned_module(returned, what).rebuild().eval()
     try:
         with torch.no_grad():
             return module(x)
@@ -325,24 +330,14 @@ def _rebuilt_forward(returned, x: torch.Tensor, what: str) -> torch.Tensor:
                              f"{str(error)[:300]}") from None
 
 
-def _pretrained_state() -> dict[str, torch.Tensor]:
-    return nncourse.load_pretrained(PRETRAINED).state_dict()
-
-
-def _accuracy(model: nn.Module) -> float:
-    _, _, x_test, y_test = nncourse.load_digits_split()
+def _same(got, expected) -> bool:
+    """got == expected for a student's value of any type: a comparison that cannot be decided
+    (a tensor of several values against a number, inside a tuple or not) is no match, never
+    an error of the grader."""
     try:
-        return nncourse.evaluate(model, x_test, y_test)
-    except RuntimeError as error:  # the returned layers do not fit together
-        raise AssertionError(f"the returned model fails on the test images: "
-                             f"{str(error)[:300]}") from None
-
-
-def _module(got, what: str) -> ReturnedModule:
-    assert isinstance(got, ReturnedModule), (
-        f"{what} should return an nn.Module (an nn.Sequential), got {type(got).__name__}"
-    )
-    return got
+        return bool(got == expected)
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 def _tensor(value, what: str) -> torch.Tensor:
@@ -355,13 +350,13 @@ def _tensor(value, what: str) -> torch.Tensor:
 # 1. Truncated SVD of a Linear layer
 
 
-def _draw_linear(rng: random.Random, gen: torch.Generator):
+def _draw_linear(rng: random.Random, gen: torch.Generator, bias: bool | None = None):
     """(in, out, rank, bias, weight with a prescribed spectrum, bias tensor or None, spectrum)."""
     i, o = rng.randint(6, 40), rng.randint(6, 40)
     k = min(i, o)
     s = _spectrum(rng, k, decay=0.6)
     rank = rng.randint(1, k - 1)
-    bias = rng.random() < 0.6
+    bias = rng.random() < 0.6 if bias is None else bias
     w = _with_spectrum(s, o, i, gen).float()
     b = torch.randn(o, generator=gen) if bias else None
     return i, o, rank, bias, w, b, s
@@ -369,17 +364,18 @@ def _draw_linear(rng: random.Random, gen: torch.Generator):
 
 def _linear_spec(i, o, bias, w, b) -> ModuleSpec:
     state = {"weight": w} if b is None else {"weight": w, "bias": b}
-    return _layer_with("Linear", i, o, state=state, bias=bias)
+    return layer("Linear", i, o, state_dict=state, bias=bias)
 
 
 @pytest.mark.points(2)
 def test_svd_linear_structure(student, rng, torch_rng):
-    """Linear(in, r, no bias) then Linear(r, out, bias as the original): r(in + out) + out."""
-    for _ in range(4):
-        i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng)
+    """Linear(in, r, no bias) then Linear(r, out, bias as the original): r(in + out) + out;
+    a layer with a bias and one without on every draw."""
+    for bias in (True, False, None, None):
+        i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng, bias)
         got = student.call("svd_linear", _linear_spec(i, o, bias, w, b), rank)
         what = f"svd_linear(nn.Linear({i}, {o}, bias={bias}), {rank})"
-        leaves = _module(got, what).leaves()
+        leaves = returned_module(got, what).leaves()
         types = [info.type for info in leaves]
         assert types == ["Linear", "Linear"], f"{what} should hold two Linear layers, got {types}"
         first, second = (dict(info.config) for info in leaves)
@@ -406,7 +402,7 @@ def test_svd_linear_is_the_truncated_svd(student, rng, torch_rng):
         what = (f"svd_linear(nn.Linear({i}, {o}) with singular values "
                 f"{[round(v, 3) for v in s]}, {rank})")
         got = student.call("svd_linear", _linear_spec(i, o, bias, w, b), rank)
-        state = _module(got, what).state_dict
+        state = returned_module(got, what).state_dict
         keys = sorted(k for k in state if k.endswith("weight"))
         assert len(keys) == 2, f"{what} should hold two weight matrices, got {keys}"
         w1, w2 = state[keys[0]].double(), state[keys[1]].double()
@@ -444,7 +440,8 @@ def test_svd_linear_is_the_truncated_svd(student, rng, torch_rng):
 
 @pytest.mark.points(3)
 def test_svd_rank_for_energy(student, rng, torch_rng):
-    """Smallest r with sum_{i<=r} s_i^2 / sum s_i^2 >= tau, on matrices of prescribed spectrum."""
+    """Smallest r with sum_{i<=r} s_i^2 / sum s_i^2 >= tau, on matrices of prescribed spectrum;
+    tau = 1 gives min(W.shape)."""
     cases = 0
     while cases < 8:
         rows, cols = rng.randint(5, 30), rng.randint(5, 30)
@@ -457,11 +454,26 @@ def test_svd_rank_for_energy(student, rng, torch_rng):
         expected = _energy_rank(s, tau)
         w = _with_spectrum(s, rows, cols, torch_rng).float()
         got = student.call("svd_rank_for_energy", w, tau)
-        assert got == expected, (
+        assert _same(got, expected), (
             f"svd_rank_for_energy on a {rows}x{cols} matrix with singular values "
             f"{[round(v, 4) for v in s]} and tau={tau}: the smallest r keeping a share >= tau of "
             f"sum s_i^2 is {expected}, got {got}"
         )
+    # tau = 1 keeps every singular value, and never more than min(W.shape), although the last
+    # cumulative share may fall an ulp short of 1; drawn where the smallest singular value
+    # holds >= 1e-4 of the energy, so that no smaller rank comes near 1
+    while True:
+        rows, cols = rng.randint(5, 14), rng.randint(5, 14)
+        s = _spectrum(rng, min(rows, cols), decay=0.85)
+        if s[-1] ** 2 >= 1e-4 * sum(v * v for v in s):
+            break
+    w = _with_spectrum(s, rows, cols, torch_rng).float()
+    got = student.call("svd_rank_for_energy", w, 1.0)
+    assert _same(got, min(rows, cols)), (
+        f"svd_rank_for_energy on a {rows}x{cols} matrix with singular values "
+        f"{[round(v, 4) for v in s]} and tau=1.0 should keep all {min(rows, cols)} (never more "
+        f"than min(W.shape), whatever the rounding of the last share), got {got}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -647,9 +659,9 @@ def _tucker_expected_configs(kwargs: dict, r_out: int, r_in: int) -> list[dict]:
     one = dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     return [
         dict(in_channels=c_in, out_channels=r_in, bias=False, **one),
-        dict(in_channels=r_in, out_channels=r_out, kernel_size=_pair(kwargs["kernel_size"]),
-             stride=_pair(kwargs["stride"]), padding=_pair(kwargs["padding"]),
-             dilation=_pair(kwargs.get("dilation", 1)), groups=1, bias=False),
+        dict(in_channels=r_in, out_channels=r_out, kernel_size=pair(kwargs["kernel_size"]),
+             stride=pair(kwargs["stride"]), padding=pair(kwargs["padding"]),
+             dilation=pair(kwargs.get("dilation", 1)), groups=1, bias=False),
         dict(in_channels=r_out, out_channels=c_out, bias=bias, **one),
     ]
 
@@ -659,7 +671,7 @@ def _draw_tucker_case(rng, gen, stride=None, bias=None, dilation=1):
     a relative gap of 1e-3 (_clear_truncation)."""
     while True:
         kwargs, state = _draw_conv(rng, gen, stride=stride, bias=bias, dilation=dilation)
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         r_out = rng.randint(1, min(kwargs["out_channels"], kwargs["in_channels"] * kh * kw))
         r_in = rng.randint(1, min(kwargs["in_channels"], kwargs["out_channels"] * kh * kw))
         if _clear_truncation(state["weight"], {0: r_out, 1: r_in}, 1e-3):
@@ -683,7 +695,7 @@ def test_tucker2_conv_structure(student, rng, torch_rng):
                                     configs, strict=True):
             wrong = _mismatch(want, have)
             assert not wrong, f"{what}: the {name} conv should have {want}; these differ: {wrong}"
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         c_in, c_out = kwargs["in_channels"], kwargs["out_channels"]
         params = c_in * r_in + r_in * r_out * kh * kw + r_out * c_out + c_out * kwargs["bias"]
         assert _params(got.state_dict) == params, (
@@ -703,7 +715,7 @@ def test_tucker2_conv_equals_reconstructed_conv(student, rng, torch_rng):
         what = f"tucker2_conv({_describe(kwargs)}, {r_out}, {r_in})"
         got = student.call("tucker2_conv", _conv_spec(kwargs, state), r_out, r_in)
         recon = _hosvd_recon(state["weight"].double(), r_out, r_in).float()
-        (kh, kw), (dh, dw) = _pair(kwargs["kernel_size"]), _pair(dilation)
+        (kh, kw), (dh, dw) = pair(kwargs["kernel_size"]), pair(dilation)
         reach_h, reach_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
         x = torch.randn(2, kwargs["in_channels"], rng.randint(reach_h + 2, reach_h + 8),
                         rng.randint(reach_w + 2, reach_w + 8), generator=torch_rng)
@@ -789,9 +801,9 @@ def test_cp_decompose_exact_rank(student, rng, torch_rng):
 
 def _cp_expected_configs(kwargs: dict, rank: int) -> list[dict]:
     c_in, c_out, bias = kwargs["in_channels"], kwargs["out_channels"], kwargs["bias"]
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(kwargs["kernel_size"]), _pair(kwargs["stride"]),
-                                    _pair(kwargs["padding"]))
-    dh, dw = _pair(kwargs.get("dilation", 1))
+    (kh, kw), (sh, sw), (ph, pw) = (pair(kwargs["kernel_size"]), pair(kwargs["stride"]),
+                                    pair(kwargs["padding"]))
+    dh, dw = pair(kwargs.get("dilation", 1))
     one = dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     return [
         dict(in_channels=c_in, out_channels=rank, bias=False, **one),
@@ -826,7 +838,7 @@ def test_cp_conv_structure(student, rng, torch_rng):
                                     strict=True):
             wrong = _mismatch(want, have)
             assert not wrong, f"{what}: the {name} conv should have {want}; these differ: {wrong}"
-        kh, kw = _pair(kwargs["kernel_size"])
+        kh, kw = pair(kwargs["kernel_size"])
         c_in, c_out = kwargs["in_channels"], kwargs["out_channels"]
         params = rank * (c_in + kh + kw + c_out) + c_out * kwargs["bias"]
         assert _params(got.state_dict) == params, (
@@ -882,6 +894,77 @@ def test_cp_conv_equals_the_original_on_exact_rank(student, rng, torch_rng):
         )
 
 
+def _cp_count_draw(rng: random.Random, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
+    """(kernel, rank, n_iter_max in 1..3, random_state, the kernel the notebook's parafac call
+    rebuilds with exactly these arguments), drawn where that result is robust (a few float32
+    ulps on the kernel move it < 1e-5) and told apart from one iteration more or fewer and
+    from the next random_state (>= 1e-2 apart)."""
+    while True:
+        w = torch.randn(rng.randint(6, 12), rng.randint(4, 8), 3, 3, generator=gen)
+        rank, n_iter, seed = rng.randint(2, 5), rng.randint(1, 3), rng.randint(0, 9)
+        perturbed = w * (1 + 1e-6 * torch.randn(w.shape, generator=gen))
+        others = [(rank, seed, n_iter + 1), (rank, seed + 1, n_iter)]
+        if n_iter > 1:
+            others.append((rank, seed, n_iter - 1))
+        try:
+            expected = _cp_to_tensor(_parafac(w, rank, seed, n_iter))
+            robust = _rel_err(expected, _cp_to_tensor(_parafac(perturbed, rank, seed, n_iter)))
+            apart = min(_rel_err(expected, _cp_to_tensor(_parafac(w, r, s, n)))
+                        for r, s, n in others)
+        except torch.linalg.LinAlgError:  # a singular ALS step: the same call raises there
+            continue
+        if robust < 1e-5 and apart >= 1e-2:
+            return w, rank, n_iter, seed, expected
+
+
+@pytest.mark.points(1)
+def test_cp_runs_the_asked_iterations(student, rng, torch_rng):
+    """n_iter_max and random_state are the contract's (cp_decompose: tensorly's parafac with
+    init="random", the given random_state and n_iter_max, tol=1e-8; cp_conv decomposes with
+    cp_decompose): at n_iter_max 1 to 3, the factors of cp_decompose and the kernel of
+    cp_conv's four layers rebuild what the grader's own call with those arguments rebuilds
+    (relative difference < 1e-3), on draws where that call is robust and one iteration more or
+    fewer, or another random_state, lands >= 1e-2 away (_cp_count_draw)."""
+    w, rank, n_iter, seed, expected = _cp_count_draw(rng, torch_rng)
+    what = (f"cp_decompose on a random {tuple(w.shape)} kernel, rank {rank}, n_iter_max={n_iter}, "
+            f"random_state={seed}")
+    got = student.call("cp_decompose", w, rank, n_iter_max=n_iter, random_state=seed)
+    assert isinstance(got, list | tuple) and len(got) == 4, (
+        f"{what} should return the four factors [A_out, A_in, A_h, A_w], got {type(got)}"
+    )
+    try:
+        rebuilt = _cp_to_tensor([_tensor(f, f"{what}: each factor").float() for f in got])
+    except RuntimeError as error:
+        raise AssertionError(f"{what}: the factors do not form a CP kernel: {error}") from None
+    gap = _rel_err(expected, rebuilt) if rebuilt.shape == w.shape else float("inf")
+    assert gap < 1e-3, (
+        f"{what}: the factors should rebuild what parafac(W, {rank}, n_iter_max={n_iter}, "
+        f"init='random', random_state={seed}, tol=1e-8) rebuilds (exactly that many ALS "
+        f"iterations from that start); relative difference {gap:.3g}"
+    )
+    w, rank, n_iter, seed, expected = _cp_count_draw(rng, torch_rng)
+    c_out, c_in = w.shape[:2]
+    spec = layer("Conv2d", c_in, c_out, 3, padding=1, bias=False, state_dict={"weight": w})
+    what = (f"cp_conv(nn.Conv2d({c_in}, {c_out}, 3, padding=1) with a random kernel, {rank}, "
+            f"n_iter_max={n_iter}, random_state={seed})")
+    got = student.call("cp_conv", spec, rank, n_iter_max=n_iter, random_state=seed)
+    keys = sorted(k for k in returned_module(got, what).state_dict if k.endswith("weight"))
+    assert len(keys) == 4, f"{what} should hold four conv weights, got {keys}"
+    w1, wh, ww, w4 = (got.state_dict[k] for k in keys)
+    try:
+        kernel = _cp_to_tensor([w4[:, :, 0, 0], w1[:, :, 0, 0].T, wh[:, 0, :, 0].T,
+                                ww[:, 0, 0, :].T])
+    except (RuntimeError, IndexError) as error:
+        raise AssertionError(f"{what}: the four weights do not form a CP kernel: "
+                             f"{str(error)[:300]}") from None
+    gap = _rel_err(expected, kernel) if kernel.shape == w.shape else float("inf")
+    assert gap < 1e-3, (
+        f"{what}: the four layers' kernel should be what cp_decompose(W, {rank}, "
+        f"n_iter_max={n_iter}, random_state={seed}) rebuilds; relative difference {gap:.3g}"
+    )
+
+
 def _reference_cp_conv3(seed: int) -> float:
     """Test accuracy of the shipped CNN with conv3 replaced by the grader's own CP-16 of it
     (the notebook's parafac call, 100 iterations): the conv with the CP kernel."""
@@ -889,7 +972,7 @@ def _reference_cp_conv3(seed: int) -> float:
     kernel = _cp_to_tensor(_parafac(model.conv3.weight, 16, seed, 100))
     with torch.no_grad():
         model.conv3.weight.copy_(kernel)
-    return _accuracy(model)
+    return accuracy_on_test_split(model)
 
 
 @pytest.mark.slow_check
@@ -898,10 +981,10 @@ def test_cp_conv_on_the_trained_conv3(student, rng):
     """CP-16 of the shipped CNN's conv3 (100 ALS iterations), no fine-tuning: accuracy measured
     here on the held-out split, >= ACCURACY_CP_CONV3 or what the grader's own CP-16 reaches
     (grader.checks.demanded)."""
-    state = _pretrained_state()
+    state = pretrained_state(PRETRAINED)
     seed = rng.randint(0, 2)
-    spec = _layer_with("Conv2d", CHANNELS[1], CHANNELS[2], 3, padding=1, bias=False,
-                       state={"weight": state["conv3.weight"]})
+    spec = layer("Conv2d", CHANNELS[1], CHANNELS[2], 3, padding=1, bias=False,
+                 state_dict={"weight": state["conv3.weight"]})
     got = student.with_timeout(60).call("cp_conv", spec, 16, n_iter_max=100, random_state=seed)
     what = f"cp_conv(conv3 of the shipped CNN, 16, n_iter_max=100, random_state={seed})"
     configs = _conv_configs(got, what)
@@ -910,8 +993,8 @@ def test_cp_conv_on_the_trained_conv3(student, rng):
         f"{[c.get('groups') for c in configs]}"
     )
     model = nncourse.load_pretrained(PRETRAINED)
-    model.conv3 = _module(got, what).rebuild()
-    accuracy = _accuracy(model)
+    model.conv3 = returned_module(got, what).rebuild()
+    accuracy = accuracy_on_test_split(model)
     demand = demanded(accuracy, ACCURACY_CP_CONV3, lambda: _reference_cp_conv3(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
@@ -941,7 +1024,7 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
         cases += 1
         expected = tuple(next(i + 1 for i, s in enumerate(share) if s >= tau) for share in shares)
         got = student.call("tucker2_ranks", w, tau)
-        assert isinstance(got, tuple | list) and tuple(got) == expected, (
+        assert isinstance(got, tuple | list) and _same(tuple(got), expected), (
             f"tucker2_ranks on a {tuple(w.shape)} kernel at tau={tau} should be the energy "
             f"ranks of unfold(W, 0) and unfold(W, 1) = {expected}, got {got}"
         )
@@ -953,7 +1036,7 @@ def test_tucker2_ranks_by_energy(student, rng, torch_rng):
                if r > 1):
             break
     got = student.call("tucker2_ranks", w, 1 - 1e-6)
-    assert isinstance(got, tuple | list) and tuple(got) == (r_out, r_in), (
+    assert isinstance(got, tuple | list) and _same(tuple(got), (r_out, r_in)), (
         f"tucker2_ranks on a {tuple(w.shape)} kernel of multilinear rank ({r_out}, {r_in}, ...) "
         f"at tau = 1 - 1e-6 should be ({r_out}, {r_in}), got {got}"
     )
@@ -969,7 +1052,7 @@ def test_tucker2_rank_for_budget(student, rng):
         c_out, c_in = rng.randint(2, 256), rng.randint(2, 256)
         k = rng.choice([1, 3, 3, 5, (3, 1), (3, 5)])
         rate = round(rng.uniform(1.0, 12.0), 2)
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         budget = c_out * c_in * kh * kw / rate
         counts = [c_in * r + r * r * kh * kw + r * c_out for r in range(1, min(c_out, c_in) + 1)]
         if min(abs(n - budget) for n in counts) < 1e-6 * budget:
@@ -979,12 +1062,12 @@ def test_tucker2_rank_for_budget(student, rng):
     # the two ends of [1, min(C_out, C_in)]: a budget even R = 1 exceeds (the answer is 1), and
     # one that every R up to min(C_out, C_in) fits (the answer is that minimum, no more)
     c_out, c_in, k = rng.randint(16, 256), rng.randint(16, 256), rng.choice([1, 3, (3, 5)])
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     one = c_in + kh * kw + c_out
     _check_rank_for_budget(student, c_out, c_in, k,
                            round(c_out * c_in * kh * kw / one * rng.uniform(1.5, 4.0), 2))
     c_out, c_in, k = rng.randint(128, 256), rng.randint(2, 4), rng.choice([3, 5, (3, 5)])
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     full = c_in * c_in + c_in * c_in * kh * kw + c_in * c_out  # R = min(C_out, C_in) = C_in
     most = c_out * c_in * kh * kw / full  # the largest rate at which R = C_in fits
     _check_rank_for_budget(student, c_out, c_in, k, round(rng.uniform(1.0, most / 1.5), 2))
@@ -994,7 +1077,7 @@ def test_tucker2_rank_for_budget(student, rng):
     while True:
         r, c_out, rate = rng.randint(1, 24), rng.randint(2, 256), rng.randint(2, 6)
         k = rng.choice([1, 3, 5, (3, 1), (3, 5)])
-        kh, kw = _pair(k)
+        kh, kw = pair(k)
         denominator = c_out * kh * kw - rate * r
         numerator = rate * r * (r * kh * kw + c_out)
         if denominator > 0 and numerator % denominator == 0:
@@ -1005,13 +1088,13 @@ def test_tucker2_rank_for_budget(student, rng):
 
 
 def _check_rank_for_budget(student, c_out: int, c_in: int, k, rate: float) -> None:
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     budget = c_out * c_in * kh * kw / rate
     fits = [r for r in range(1, min(c_out, c_in) + 1)
             if c_in * r + r * r * kh * kw + r * c_out <= budget]
     expected = max(fits, default=1)
     got = student.call("tucker2_rank_for_budget", c_out, c_in, k, rate)
-    assert got == expected, (
+    assert _same(got, expected), (
         f"tucker2_rank_for_budget({c_out}, {c_in}, {k}, {rate}): the largest R in [1, "
         f"{min(c_out, c_in)}] with {c_in}R + {kh * kw}R^2 + {c_out}R <= {budget:.1f} is "
         f"{expected} (1 if even R = 1 does not fit), got {got}"
@@ -1030,7 +1113,8 @@ def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
                 why=f"a rank outside [1, {k}] for a Linear({i}, {o})")
     for rank in (1, k):
         got = student.call("svd_linear", spec, rank)
-        widths = [leaf.config.get("out_features") for leaf in _module(got, "svd_linear").leaves()]
+        widths = [leaf.config.get("out_features")
+                  for leaf in returned_module(got, "svd_linear").leaves()]
         assert widths[:1] == [rank], (
             f"svd_linear(Linear({i}, {o}), {rank}): a rank in [1, {k}] is within the contract; "
             f"the first layer should have {rank} outputs, got layers of widths {widths}"
@@ -1059,17 +1143,51 @@ def test_arguments_outside_the_contract_are_refused(student, rng, torch_rng):
             why=f"the methods are 'hosvd' and 'hooi', not {method!r}")
 
 
+@pytest.mark.points(1)
+def test_decompositions_leave_their_layer_unchanged(student, rng, torch_rng):
+    """svd_linear ("`linear` is left unchanged") and tucker2_conv ("`conv` is left
+    unchanged", either method) build new layers: the layer they were given keeps its weight and
+    bias (changed_state)."""
+    i, o, rank, bias, w, b, _ = _draw_linear(rng, torch_rng, bias=True)
+    spec = _linear_spec(i, o, bias, w, b)
+    what = f"svd_linear(nn.Linear({i}, {o}), {rank})"
+    _, (after, _) = student.call_inspect("svd_linear", spec, rank)
+    changed = changed_state(spec.state_dict, returned_module(after, f"the Linear after {what}"))
+    assert not changed, (
+        f"{what} changed the layer it was given ({changed}): build new layers and leave "
+        f"`linear` as it was"
+    )
+    kwargs, state, r_out, r_in = _draw_tucker_case(rng, torch_rng, bias=True)
+    kh, kw = pair(kwargs["kernel_size"])
+    # HOOI's projected unfoldings hold at most r_in k_h k_w (r_out k_h k_w) directions
+    fits_hooi = r_out <= r_in * kh * kw and r_in <= r_out * kh * kw
+    method = rng.choice(["hosvd", "hooi"]) if fits_hooi else "hosvd"
+    spec = _conv_spec(kwargs, state)
+    what = f"tucker2_conv({_describe(kwargs)}, {r_out}, {r_in}, method={method!r})"
+    _, (after, *_) = student.call_inspect("tucker2_conv", spec, r_out, r_in, method=method)
+    changed = changed_state(state, returned_module(after, f"the conv after {what}"))
+    assert not changed, (
+        f"{what} changed the conv it was given ({changed}): build new layers and leave `conv` "
+        f"as it was"
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # 6. Compressing the CNN
 
 
-def _oracle_compress(model: nn.Module, tau: float) -> tuple[nn.Module, dict[str, tuple]]:
-    """Tucker-2 (HOSVD) of conv2 and conv3 at energy ranks, built here from the definitions."""
+BOTH = ("conv2", "conv3")  # compress_cnn's default `layers`
+
+
+def _oracle_compress(model: nn.Module, tau: float, layers: tuple[str, ...] = BOTH,
+                     dtype: torch.dtype = torch.float64) -> tuple[nn.Module, dict[str, tuple]]:
+    """Tucker-2 (HOSVD) of the named convs at energy ranks, built here from the definitions
+    (the SVDs in `dtype`)."""
     model = copy.deepcopy(model)
     ranks = {}
-    for name in ("conv2", "conv3"):
+    for name in layers:
         conv = getattr(model, name)
-        w = conv.weight.detach().double()
+        w = conv.weight.detach().to(dtype)
         r_out, r_in = (_energy_rank(torch.linalg.svdvals(_unfold(w, m)), tau) for m in (0, 1))
         u_out, u_in = _leading(_unfold(w, 0), r_out), _leading(_unfold(w, 1), r_in)
         core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
@@ -1085,10 +1203,16 @@ def _oracle_compress(model: nn.Module, tau: float) -> tuple[nn.Module, dict[str,
     return model.eval(), ranks
 
 
-def _returned_ranks(returned, what: str) -> dict[str, tuple]:
-    _module(returned, what)
+def _returned_ranks(returned, what: str, layers: tuple[str, ...] = BOTH) -> dict[str, tuple]:
+    returned_module(returned, what)
+    types = {info.name: info.type for info in returned.layers}
+    kept = [name for name in BOTH if name not in layers and types.get(name) != "Conv2d"]
+    assert not kept, (
+        f"{what}: only the convs named in layers={layers} are decomposed; {kept} should stay "
+        f"nn.Conv2d, got {[types.get(name) for name in kept]}"
+    )
     ranks = {}
-    for name in ("conv2", "conv3"):
+    for name in layers:
         convs = [info for info in returned.layers if info.name.startswith(name + ".")
                  and info.type == "Conv2d"]
         assert len(convs) == 3, (
@@ -1116,34 +1240,48 @@ def _random_cnn_state(channels, gen: torch.Generator) -> dict[str, torch.Tensor]
     return state
 
 
+def _draw_compressible_cnn(rng: random.Random, gen: torch.Generator
+                           ) -> tuple[tuple[int, int, int], dict, nn.Module, float]:
+    """(channels, state, the model, tau): a small make_cnn with random weights whose conv2 and
+    conv3 have decaying spectra, and a tau at which the rule decides, not rounding: tau at
+    least 1e-4 from every energy share of both unfoldings of both kernels, and a clear cut at
+    each energy rank (_clear_truncation with a relative gap of 1e-3; the kernels are float32)."""
+    while True:
+        channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
+        state = _random_cnn_state(channels, gen)
+        local = nncourse.make_cnn(channels)
+        local.load_state_dict(state)
+        tau = round(rng.uniform(0.6, 0.95), 3)
+        shares = [s for name in BOTH for m in (0, 1)
+                  for s in _shares(torch.linalg.svdvals(_unfold(state[f"{name}.weight"].double(),
+                                                                 m)))]
+        if min(abs(s - tau) for s in shares) < 1e-4:
+            continue
+        _, ranks = _oracle_compress(local, tau)
+        if all(_clear_truncation(state[f"{name}.weight"], dict(enumerate(ranks[name])), 1e-3)
+               for name in ranks):
+            return channels, state, local, tau
+
+
 @pytest.mark.points(2)
 def test_compress_cnn_ranks_and_outputs(student, rng, torch_rng):
-    """conv2 and conv3 become Tucker-2 blocks at the energy ranks of their own kernels; the
-    compressed model computes what the grader's HOSVD compression computes. Drawn so that the
-    rule decides, not rounding: tau at least 1e-4 from every energy share, and a clear cut at
-    each rank (_clear_truncation; the kernels are float32)."""
-    for _ in range(2):
-        while True:
-            channels = (rng.choice([4, 8]), rng.choice([8, 12, 16]), rng.choice([16, 20, 24]))
-            state = _random_cnn_state(channels, torch_rng)
-            local = nncourse.make_cnn(channels)
-            local.load_state_dict(state)
-            tau = round(rng.uniform(0.6, 0.95), 3)
-            shares = [s for name in ("conv2.weight", "conv3.weight") for m in (0, 1)
-                      for s in _shares(torch.linalg.svdvals(_unfold(state[name].double(), m)))]
-            if min(abs(s - tau) for s in shares) < 1e-4:
-                continue
-            oracle, ranks = _oracle_compress(local, tau)
-            if all(_clear_truncation(state[f"{name}.weight"], dict(enumerate(ranks[name])), 1e-3)
-                   for name in ranks):
-                break
-        what = f"compress_cnn(make_cnn({channels}) with random weights, tau={tau})"
+    """conv2 and conv3 (the default `layers`; on the third draw only the one conv named in
+    `layers`, the other stays a Conv2d) become Tucker-2 blocks at the energy ranks of their own
+    kernels; the compressed model computes what the grader's HOSVD compression computes. Drawn
+    so that the rule decides, not rounding: tau at least 1e-4 from every energy share, and a
+    clear cut at each rank (_clear_truncation; the kernels are float32)."""
+    for layers in (None, None, (rng.choice(BOTH),)):
+        channels, state, local, tau = _draw_compressible_cnn(rng, torch_rng)
+        oracle, ranks = _oracle_compress(local, tau, layers or BOTH)
+        asked = {} if layers is None else {"layers": layers}
+        what = (f"compress_cnn(make_cnn({channels}) with random weights, tau={tau}"
+                + ("" if layers is None else f", layers={layers}") + ")")
         got = student.call("compress_cnn", kit_model("make_cnn", channels=channels,
-                                                     state_dict=state), tau)
-        have = _returned_ranks(got, what)
+                                                     state_dict=state), tau, **asked)
+        have = _returned_ranks(got, what, layers or BOTH)
         assert have == ranks, (
-            f"{what}: the (r_out, r_in) of conv2 and conv3 should be the energy ranks {ranks}, "
-            f"got {have}"
+            f"{what}: the (r_out, r_in) of {' and '.join(ranks)} should be the energy ranks "
+            f"{ranks}, got {have}"
         )
         x = torch.randn(6, 1, 8, 8, generator=torch_rng)
         with torch.no_grad():
@@ -1164,7 +1302,7 @@ def test_compress_cnn_leaves_the_model_unchanged(student, rng, torch_rng):
     tau = round(rng.uniform(0.6, 0.9), 3)
     _, (after, _) = student.call_inspect(
         "compress_cnn", kit_model("make_cnn", channels=channels, state_dict=state), tau)
-    after = _module(after, "the model after compress_cnn")
+    after = returned_module(after, "the model after compress_cnn")
     types = {info.name: info.type for info in after.layers}
     assert types.get("conv2") == "Conv2d" and types.get("conv3") == "Conv2d", (
         f"compress_cnn changed the model it was given (conv2 is now {types.get('conv2')}): "
@@ -1185,7 +1323,7 @@ def test_compress_cnn_shipped_model(student, rng):
     conv3 lies >= 4e-4 from 0.8 and 0.85, and each cut has a relative singular-value gap of
     >= 1 %, so the ranks and the HOSVD are the same in float32 and float64."""
     tau = rng.choice(sorted(ACCURACY_BEFORE_FINETUNE))
-    state = _pretrained_state()
+    state = pretrained_state(PRETRAINED)
     original = nncourse.load_pretrained(PRETRAINED)
     _, ranks = _oracle_compress(original, tau)
     what = f"compress_cnn(the shipped CNN{CHANNELS}, tau={tau})"
@@ -1193,12 +1331,12 @@ def test_compress_cnn_shipped_model(student, rng):
                                                  state_dict=state), tau)
     have = _returned_ranks(got, what)
     assert have == ranks, f"{what}: conv2/conv3 ranks should be {ranks}, got {have}"
-    model = _module(got, what).rebuild()
+    model = returned_module(got, what).rebuild()
     reduction = _macs(original) / _macs(model)
     assert reduction >= MIN_MAC_REDUCTION, (
         f"{what}: MACs should drop at least {MIN_MAC_REDUCTION}x, got {reduction:.2f}x"
     )
-    accuracy = _accuracy(model)
+    accuracy = accuracy_on_test_split(model)
     threshold = ACCURACY_BEFORE_FINETUNE[tau]
     assert accuracy >= threshold, (
         f"{what}: test accuracy before fine-tuning (measured by the grader) should be >= "
@@ -1212,7 +1350,7 @@ def _reference_finetune(seed: int) -> float:
     model, _ = _oracle_compress(nncourse.load_pretrained(PRETRAINED), 0.8)
     x, y, _, _ = nncourse.load_digits_split()
     with one_thread():
-        return _accuracy(nncourse.train(model, x, y, epochs=3, lr=1e-3, seed=seed))
+        return accuracy_on_test_split(nncourse.train(model, x, y, epochs=3, lr=1e-3, seed=seed))
 
 
 @pytest.mark.slow_check
@@ -1227,17 +1365,553 @@ def test_compress_and_finetune(student, rng):
     what = f"compress_and_finetune(the shipped CNN, tau={tau}, epochs=3, lr=1e-3, seed={seed})"
     got = student.with_timeout(120).call(
         "compress_and_finetune", kit_model("make_cnn", channels=CHANNELS,
-                                           state_dict=_pretrained_state()),
+                                           state_dict=pretrained_state(PRETRAINED)),
         tau, epochs=3, lr=1e-3, seed=seed)
-    model = _module(got, what).rebuild()
+    model = returned_module(got, what).rebuild()
     reduction = _macs(original) / _macs(model)
     assert reduction >= MIN_MAC_REDUCTION, (
         f"{what}: MACs should drop at least {MIN_MAC_REDUCTION}x, got {reduction:.2f}x"
     )
-    accuracy = _accuracy(model)
+    accuracy = accuracy_on_test_split(model)
     demand = demanded(accuracy, ACCURACY_AFTER_FINETUNE, lambda: _reference_finetune(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
         f"{what}: test accuracy after fine-tuning (measured by the grader) should be >= "
         f"{demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )
+
+
+def _finetuned_logits(model: nn.Module, epochs: int, lr: float, seed: int) -> torch.Tensor:
+    """Test-split logits of a copy of `model` after nncourse.train on the training split with
+    these arguments (epochs 0: untrained), on one thread as in the kernel."""
+    x, y, x_test, _ = nncourse.load_digits_split()
+    with one_thread():
+        model = copy.deepcopy(model)
+        if epochs:
+            model = nncourse.train(model, x, y, epochs=epochs, lr=lr, seed=seed)
+        with torch.no_grad():
+            return model.eval()(x_test)
+
+
+def _rel_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.slow_check
+@pytest.mark.points(2)
+def test_compress_and_finetune_follows_the_recipe(student, rng, torch_rng):
+    """epochs, lr and seed are the contract's ("compress_cnn(model, tau), then nncourse.train
+    on the training split for `epochs` epochs at learning rate `lr` with shuffling seed
+    `seed`"): on a small random CNN, at epochs 1 or 2, the returned model's test logits are
+    those of the grader's own run of that recipe (within a tenth of the distance to the runs
+    with one epoch more or fewer, another lr, another seed). Drawn where those runs lie at
+    least 1000 times farther away than the grader's run from an HOSVD in float32 lies from the
+    one in float64 (the rounding a correct compression may differ by: 100 times what the check
+    allows; Tucker factors that differ only in sign train to the same network)."""
+    while True:
+        channels, state, local, tau = _draw_compressible_cnn(rng, torch_rng)
+        epochs, lr, seed = rng.randint(1, 2), rng.choice([1e-3, 3e-3]), rng.randint(0, 99)
+        oracle, _ = _oracle_compress(local, tau)
+        expected = _finetuned_logits(oracle, epochs, lr, seed)
+        noise = _rel_gap(_finetuned_logits(_oracle_compress(local, tau, dtype=torch.float32)[0],
+                                           epochs, lr, seed), expected)
+        others = {f"epochs={epochs - 1}": (epochs - 1, lr, seed),
+                  f"epochs={epochs + 1}": (epochs + 1, lr, seed),
+                  f"lr={lr * 2:g}": (epochs, lr * 2, seed),
+                  f"seed={seed + 1}": (epochs, lr, seed + 1)}
+        apart = {name: _rel_gap(_finetuned_logits(oracle, *args), expected)
+                 for name, args in others.items()}
+        if noise * 1000 <= min(apart.values()):
+            break
+    what = (f"compress_and_finetune(make_cnn({channels}) with random weights, tau={tau}, "
+            f"epochs={epochs}, lr={lr}, seed={seed})")
+    got = student.with_timeout(60).call(
+        "compress_and_finetune", kit_model("make_cnn", channels=channels, state_dict=state),
+        tau, epochs=epochs, lr=lr, seed=seed)
+    model = returned_module(got, what).rebuild().eval()
+    x_test = nncourse.load_digits_split()[2]
+    try:
+        with torch.no_grad():
+            logits = model(x_test)
+    except RuntimeError as error:  # the returned layers do not fit together
+        raise AssertionError(f"{what}: the returned model fails on the test images: "
+                             f"{str(error)[:300]}") from None
+    gap = _rel_gap(logits, expected) if logits.shape == expected.shape else float("inf")
+    allowed = min(apart.values()) / 10
+    assert gap <= allowed, (
+        f"{what}: the test logits should be those of compress_cnn then nncourse.train(epochs="
+        f"{epochs}, lr={lr}, seed={seed}); relative difference {gap:.3g} (at most "
+        f"{allowed:.3g}; the same recipe with "
+        + ", ".join(f"{name} lands {value:.3g} away" for name, value in apart.items()) + ")"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 8. Tensor trains
+#
+# Oracles: a TT-SVD written here in numpy (float64), tensorly's tt_to_tensor,
+# tensor_train_matrix and tt_matrix_to_matrix, a core-by-core forward made of torch.mm only
+# (so that FlopCounterMode counts every multiply-accumulate), and the notebook's formulas.
+# The TT-SVD's ranks are checked only where the rule decides them with room to spare
+# (_tt_clear): rounding, or another correct way of writing the sum of the tail, could move a
+# rank whose tail lies next to delta.
+
+
+def _tt_feasible(modes: list[int], wanted: list[int]) -> list[int]:
+    """[1, r_1, ..., r_{d-1}, 1]: the wanted inner ranks, each lowered until r_k <= r_{k-1} n_k
+    and r_k <= n_{k+1} r_{k+1}, so that random cores of these ranks give a tensor of exactly
+    these TT ranks (generically)."""
+    d = len(modes)
+    ranks = [1, *wanted, 1]
+    for k in range(1, d):
+        ranks[k] = min(ranks[k], ranks[k - 1] * modes[k - 1])
+    for k in range(d - 1, 0, -1):
+        ranks[k] = min(ranks[k], ranks[k + 1] * modes[k])
+    return ranks
+
+
+def _tt_chain(cores: list[torch.Tensor]) -> torch.Tensor:
+    """The grader's own contraction of TT cores (3-way, or 4-way TT-matrix cores flattened
+    pairwise), checked against tensorly's tt_to_tensor."""
+    modes = [core.shape[1:-1] for core in cores]
+    flat = [core.reshape(core.shape[0], -1, core.shape[-1]).double() for core in cores]
+    full = flat[0][0]  # (n_1, r_1)
+    for core in flat[1:]:
+        full = (full @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+    with tl.backend_context("pytorch"):
+        theirs = torch.as_tensor(tl.tt_to_tensor(flat)).reshape(-1)
+    oracles_agree(torch.allclose(full.reshape(-1), theirs, rtol=1e-10, atol=1e-12 * float(
+        theirs.abs().max())), "TT contraction against tensorly's tt_to_tensor")
+    return full.reshape([size for mode in modes for size in mode])
+
+
+def _random_tt(modes: list[int], ranks: list[int], gen: torch.Generator
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cores = [torch.randn(ranks[k], n, ranks[k + 1], generator=gen, dtype=torch.float64)
+             for k, n in enumerate(modes)]
+    return _tt_chain(cores), cores
+
+
+def _np_tt_svd(a: torch.Tensor, eps: float) -> tuple[list[int], list[tuple], list]:
+    """TT-SVD of Oseledets' Algorithm 1 in numpy, float64: (ranks [1, r_1, ..., 1], per step
+    (singular values, tails, delta, rank) with tails[j] = norm of s[j:], the cores)."""
+    c = a.detach().double().numpy()
+    shape, d = c.shape, c.ndim
+    delta = eps / math.sqrt(d - 1) * float(np.linalg.norm(c))
+    ranks, steps, cores, r = [1], [], [], 1
+    for k in range(d - 1):
+        c = c.reshape(r * shape[k], -1)
+        u, s, vt = np.linalg.svd(c, full_matrices=False)
+        tails = np.append(np.sqrt(np.cumsum((s**2)[::-1])[::-1]), 0.0)
+        rank = next(j for j in range(1, len(s) + 1) if tails[j] <= delta)
+        steps.append((s, tails, delta, rank))
+        cores.append(u[:, :rank].reshape(r, shape[k], rank))
+        c = s[:rank, None] * vt[:rank]
+        r = rank
+        ranks.append(rank)
+    cores.append(c.reshape(r, shape[-1], 1))
+    return [*ranks, 1], steps, cores
+
+
+def _tt_clear(steps: list[tuple], margin: float = 0.01, gap: float = 1e-3) -> bool:
+    """Whether every truncation of the sweep is decided with room to spare: the kept rank's
+    tail <= (1 - margin) delta, the next smaller rank's tail >= (1 + margin) delta (a rank of
+    1 at its floor has none), and the singular values at the cut apart by a relative gap, so
+    that the kept subspace, and with it the next step, is unique."""
+    for s, tails, delta, rank in steps:
+        if tails[rank] > (1 - margin) * delta:
+            return False
+        if rank > 1 and tails[rank - 1] < (1 + margin) * delta:
+            return False
+        if rank < len(s) and s[rank - 1] - s[rank] < gap * s[rank - 1]:
+            return False
+    return True
+
+
+def _tt_cores(got, d: int, what: str, dims: int = 3) -> list[torch.Tensor]:
+    assert isinstance(got, list | tuple) and len(got) == d, (
+        f"{what} should return a list of {d} cores, got "
+        + (f"{len(got)}" if isinstance(got, list | tuple) else type(got).__name__)
+    )
+    cores = [_tensor(core, f"{what}: each core") for core in got]
+    shapes = [tuple(core.shape) for core in cores]
+    assert all(len(shape) == dims for shape in shapes), (
+        f"{what}: every core should have {dims} dimensions, got shapes {shapes}"
+    )
+    return cores
+
+
+def _tt_ranks_of(cores: list[torch.Tensor]) -> list[int]:
+    return [int(cores[0].shape[0])] + [int(core.shape[-1]) for core in cores]
+
+
+def _check_tt_shapes(cores: list[torch.Tensor], modes, ranks: list[int] | None, what: str
+                     ) -> None:
+    """Core k has shape (r_{k-1}, n_k, r_k) (or (r_{k-1}, m_k, n_k, r_k)): r_0 = r_d = 1, every
+    rank at least 1, neighbouring ranks agree, the modes are the tensor's (and the ranks `ranks`
+    when given); checked before the grader contracts the cores."""
+    shapes = [tuple(core.shape) for core in cores]
+    chained = _tt_ranks_of(cores)
+    want = [(chained[k], *mode, chained[k + 1]) for k, mode in enumerate(modes)]
+    links = all(shapes[k][-1] == shapes[k + 1][0] for k in range(len(shapes) - 1))
+    assert links and chained[0] == chained[-1] == 1 and shapes == want and min(chained) >= 1, (
+        f"{what}: core k should have shape (r_(k-1), {', '.join('n_k' for _ in modes[0])}, r_k)"
+        f" with r_0 = r_d = 1, every rank at least 1, and the modes "
+        f"{[tuple(m) for m in modes]}, got shapes {shapes}"
+    )
+    if ranks is not None:
+        assert chained == ranks, f"{what}: the TT ranks should be {ranks}, got {chained}"
+
+
+def _draw_noisy_tt(rng: random.Random, gen: torch.Generator, d: int
+                   ) -> tuple[torch.Tensor, float, float]:
+    """A tensor of low TT rank plus Gaussian noise of relative size sigma, and an eps around
+    sigma (so that the ranks come out below, at or above the exact ones)."""
+    modes = [rng.randint(2, 6) for _ in range(d)]
+    ranks = _tt_feasible(modes, [rng.randint(1, 4) for _ in range(d - 1)])
+    a, _ = _random_tt(modes, ranks, gen)
+    sigma = 10 ** rng.uniform(-2.0, -0.5)
+    a = a + sigma * float(a.norm()) / math.sqrt(a.numel()) * torch.randn(
+        a.shape, generator=gen, dtype=torch.float64)
+    return a, sigma, round(sigma * 10 ** rng.uniform(-0.5, 0.5), 4)
+
+
+@pytest.mark.points(2)
+def test_tt_to_tensor(student, rng, torch_rng):
+    """Entry [i_1, ..., i_d] = G_1[:, i_1, :] ... G_d[:, i_d, :] (tensorly's tt_to_tensor),
+    shape (n_1, ..., n_d), a mode of size 1 included; random cores of random ranks."""
+    for draw in range(3):
+        d = (2, rng.randint(3, 5), rng.randint(3, 5))[draw]
+        modes = [rng.randint(1, 5) for _ in range(d)]
+        if draw == 2:
+            modes[rng.randrange(d)] = 1
+        ranks = [1] + [rng.randint(1, 4) for _ in range(d - 1)] + [1]
+        expected, cores = _random_tt(modes, ranks, torch_rng)
+        what = f"tt_to_tensor of cores of shapes {[tuple(c.shape) for c in cores]}"
+        got = _tensor(student.call("tt_to_tensor", cores), what)
+        assert tuple(got.shape) == tuple(modes), (
+            f"{what} should have shape {tuple(modes)} (one mode per core, a mode of size 1 "
+            f"included), got {tuple(got.shape)}"
+        )
+        assert got.dtype == torch.float64, (
+            f"{what}: the tensor should be in the cores' dtype, torch.float64, got {got.dtype}"
+        )
+        gap = float((got.double() - expected).abs().max())
+        assert gap <= 1e-9 * float(expected.abs().max()), (
+            f"{what}: entry [i_1, ..., i_d] should be G_1[:, i_1, :] @ ... @ G_d[:, i_d, :]; "
+            f"max difference {gap:.3g}"
+        )
+
+
+@pytest.mark.points(3)
+def test_tt_svd_exact_tt_rank(student, rng, torch_rng):
+    """A tensor built from random cores of TT ranks r_k: the ranks come back exactly, core k
+    of shape (r_(k-1), n_k, r_k) in float64, and the tensor is rebuilt to float precision
+    (relative error <= 1e-9). Drawn so that each unfolding's r_k-th singular value is >= 10
+    delta and its tail beyond r_k (rounding noise) <= 1e-3 delta, for eps in [1e-4, 1e-2]."""
+    for _ in range(3):
+        while True:
+            d = rng.randint(3, 5)
+            modes = [rng.randint(2, 6) for _ in range(d)]
+            ranks = _tt_feasible(modes, [rng.randint(2, 5) for _ in range(d - 1)])
+            a, _ = _random_tt(modes, ranks, torch_rng)
+            eps = round(10 ** rng.uniform(-4, -2), 6)
+            delta = eps / math.sqrt(d - 1) * float(a.norm())
+            spectra = [torch.linalg.svdvals(a.reshape(math.prod(modes[:k]), -1))
+                       for k in range(1, d)]
+            if all(len(s) >= r and float(s[r - 1]) >= 10 * delta
+                   and float(s[r:].norm()) <= 1e-3 * delta
+                   for s, r in zip(spectra, ranks[1:-1], strict=True)):
+                break
+        oracles_agree(_np_tt_svd(a, eps)[0] == ranks, "numpy TT-SVD on an exact TT-rank draw")
+        what = (f"tt_svd on a {tuple(modes)} tensor built from random cores of TT ranks "
+                f"{ranks}, eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        _check_tt_shapes(cores, [(n,) for n in modes], ranks, what)
+        dtypes = sorted({str(core.dtype) for core in cores})
+        assert dtypes == ["torch.float64"], (
+            f"{what}: the cores should be in the tensor's dtype, torch.float64, got {dtypes}"
+        )
+        error = _rel_err(a, _tt_chain(cores))
+        assert error <= 1e-9, (
+            f"{what}: the cores should rebuild the tensor exactly (to float64 precision); "
+            f"relative error {error:.3g}"
+        )
+
+
+@pytest.mark.points(2)
+def test_tt_svd_error_bound(student, rng, torch_rng):
+    """On noisy tensors (any draw): valid cores (r_0 = r_d = 1, neighbouring ranks agree, the
+    tensor's modes) whose tensor B has ||A - B||_F <= eps ||A||_F (Theorem 2.2), d = 2 to 5."""
+    for d in (2, rng.randint(3, 4), 5):
+        a, sigma, eps = _draw_noisy_tt(rng, torch_rng, d)
+        what = (f"tt_svd on a {tuple(a.shape)} tensor (low TT rank plus {sigma:.3f} relative "
+                f"noise), eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        _check_tt_shapes(cores, [(n,) for n in a.shape], None, what)
+        error = _rel_err(a, _tt_chain(cores))
+        assert error <= eps * (1 + 1e-6), (
+            f"{what}: ||A - B||_F / ||A||_F should be <= eps = {eps} (each of the {d - 1} "
+            f"truncations drops at most delta = eps / sqrt(d - 1) * ||A||_F), got {error:.5f}"
+        )
+
+
+@pytest.mark.points(3)
+def test_tt_svd_ranks(student, rng, torch_rng):
+    """The ranks of the rule (smallest r >= 1 whose discarded tail is <= delta = eps /
+    sqrt(d - 1) ||A||_F, at each step of the sweep) on noisy tensors where every truncation is
+    clear (_tt_clear), against the grader's numpy TT-SVD; and every rank at its floor of 1
+    where delta >= 1.2 ||A||_F (the rule alone would keep nothing)."""
+    for d in (2, 3, rng.randint(4, 5)):
+        while True:
+            a, sigma, eps = _draw_noisy_tt(rng, torch_rng, d)
+            ranks, steps, _ = _np_tt_svd(a, eps)
+            if _tt_clear(steps):
+                break
+        what = (f"tt_svd on a {tuple(a.shape)} tensor (low TT rank plus {sigma:.3f} relative "
+                f"noise), eps={eps}")
+        cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+        got = _tt_ranks_of(cores)
+        tails = "; ".join(f"step {k + 1}: tails {[round(float(t), 4) for t in tail[:r + 1]]}"
+                          for k, (_, tail, _, r) in enumerate(steps))
+        assert got == ranks, (
+            f"{what}: the TT ranks should be {ranks} (at each step the smallest r >= 1 whose "
+            f"tail sqrt(sum_(i > r) s_i^2) is <= delta = {steps[0][2]:.4f}; {tails}), got {got}"
+        )
+    d = rng.randint(2, 5)
+    a, _ = _random_tt([rng.randint(2, 5) for _ in range(d)],
+                      [1] + [rng.randint(1, 3) for _ in range(d - 1)] + [1], torch_rng)
+    eps = round(math.sqrt(d - 1) * rng.uniform(1.2, 3.0), 3)
+    what = f"tt_svd on a {tuple(a.shape)} tensor with eps={eps} (delta > ||A||_F)"
+    cores = _tt_cores(student.call("tt_svd", a, eps), d, what)
+    got = _tt_ranks_of(cores)
+    assert got == [1] * (d + 1), (
+        f"{what}: every rank should be 1 (a rank is at least 1, also where delta exceeds the "
+        f"remainder's norm), got {got}"
+    )
+
+
+def _ttm_paired(w: torch.Tensor, out_modes, in_modes) -> torch.Tensor:
+    d = len(out_modes)
+    order = [axis for k in range(d) for axis in (k, d + k)]
+    return w.reshape(*out_modes, *in_modes).permute(order).reshape(
+        [m * n for m, n in zip(out_modes, in_modes, strict=True)])
+
+
+def _ttm_oracle(w: torch.Tensor, out_modes, in_modes, ranks: list[int]
+                ) -> tuple[list[int], torch.Tensor, bool]:
+    """(the core ranks, the matrix the cores rebuild, whether every cut is clear) of the
+    TT-matrix at `ranks` (lowered where too large): tensorly's tensor_train_matrix and
+    tt_matrix_to_matrix, checked against a fixed-rank sweep in numpy."""
+    with tl.backend_context("pytorch"):
+        theirs = tensor_train_matrix(w.double().reshape(*out_modes, *in_modes),
+                                     rank=list(ranks)).factors
+        rebuilt = torch.as_tensor(tt_matrix_to_matrix(theirs))
+    c, r, kept, clear = _ttm_paired(w.double(), out_modes, in_modes).numpy(), 1, [1], True
+    pairs = c.shape
+    for k in range(len(pairs) - 1):
+        c = c.reshape(r * pairs[k], -1)
+        u, s, vt = np.linalg.svd(c, full_matrices=False)
+        r = min(ranks[k + 1], len(s))
+        clear &= r == len(s) or bool(s[r - 1] - s[r] >= 1e-3 * s[r - 1])
+        c = s[:r, None] * vt[:r]
+        kept.append(r)
+    kept.append(1)
+    oracles_agree(kept == _tt_ranks_of(list(theirs)), "TT-matrix ranks against tensorly")
+    return kept, rebuilt, clear
+
+
+def _draw_ttm_modes(rng: random.Random, d: int) -> tuple[list[int], list[int]]:
+    while True:
+        out_modes = [rng.randint(1, 4) for _ in range(d)]
+        in_modes = [rng.randint(1, 4) for _ in range(d)]
+        if math.prod(out_modes) != math.prod(in_modes) and min(
+                math.prod(out_modes), math.prod(in_modes)) >= 4:
+            return out_modes, in_modes
+
+
+def _check_ttm(student, w, out_modes, in_modes, ranks, what) -> None:
+    kept, rebuilt, _ = _ttm_oracle(w, out_modes, in_modes, ranks)
+    d = len(out_modes)
+    cores = _tt_cores(student.call("tt_matrix", w, tuple(out_modes), tuple(in_modes), ranks),
+                      d, what, dims=4)
+    _check_tt_shapes(cores, list(zip(out_modes, in_modes, strict=True)), kept, what)
+    dtypes = sorted({str(core.dtype) for core in cores})
+    assert dtypes == ["torch.float64"], (
+        f"{what}: the cores should be in W's dtype, torch.float64, got {dtypes}"
+    )
+    got = _tt_chain(cores).reshape(*[s for pair in zip(out_modes, in_modes, strict=True)
+                                     for s in pair])
+    got = got.permute(*range(0, 2 * d, 2), *range(1, 2 * d, 2)).reshape(w.shape)
+    gap = float((got - rebuilt).norm() / w.norm())
+    assert gap <= 1e-8, (
+        f"{what}: the matrix the cores rebuild (W[i, j] = G_1[:, i_1, j_1, :] @ ... with the "
+        f"row-major multi-indices of i and j) should be the TT-SVD of W paired as (m_1 n_1, "
+        f"..., m_d n_d) at ranks {kept}, as tensorly's tensor_train_matrix gives it; relative "
+        f"difference {gap:.3g}"
+    )
+
+
+@pytest.mark.points(2)
+def test_tt_matrix_exact_at_large_ranks(student, rng, torch_rng):
+    """Ranks above what the unfoldings allow are lowered to min(r_(k-1) m_k n_k, prod_(j>k)
+    m_j n_j); the cores (r_(k-1), m_k, n_k, r_k) then rebuild W exactly; M != N."""
+    for d in (2, 3):
+        out_modes, in_modes = _draw_ttm_modes(rng, d)
+        w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                        dtype=torch.float64)
+        ranks = [1] + [rng.choice([64, 100, 10**6]) for _ in range(d - 1)] + [1]
+        what = (f"tt_matrix(W of shape {tuple(w.shape)}, {tuple(out_modes)}, "
+                f"{tuple(in_modes)}, {ranks})")
+        _check_ttm(student, w, out_modes, in_modes, ranks, what)
+
+
+@pytest.mark.points(3)
+def test_tt_matrix_truncated(student, rng, torch_rng):
+    """At ranks below the full ones (one possibly above, lowered): the TT-SVD of W paired as
+    (m_1 n_1, ..., m_d n_d), compared through the matrix the cores rebuild with tensorly's
+    tensor_train_matrix, on draws where each cut keeps a unique subspace (relative gap >=
+    1e-3 between the kept and the first dropped singular value)."""
+    for d in (2, 3, 4):
+        while True:
+            out_modes, in_modes = _draw_ttm_modes(rng, d)
+            w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                            dtype=torch.float64)
+            full, _, _ = _ttm_oracle(w, out_modes, in_modes, [1] + [10**6] * (d - 1) + [1])
+            ranks = [1] + [rng.randint(1, max(1, r - 1)) for r in full[1:-1]] + [1]
+            if d > 2:
+                ranks[rng.randint(1, d - 1)] = 10**6
+            kept, _, clear = _ttm_oracle(w, out_modes, in_modes, ranks)
+            if clear and kept != full:
+                break
+        what = (f"tt_matrix(W of shape {tuple(w.shape)}, {tuple(out_modes)}, "
+                f"{tuple(in_modes)}, {ranks})")
+        _check_ttm(student, w, out_modes, in_modes, ranks, what)
+
+
+def _tt_forward_mm(cores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """y = x W^T core by core, left to right, with torch.mm only: step k multiplies a
+    (batch prod_(j<k) m_j prod_(j>k) n_j) x (r_(k-1) n_k) matrix by (r_(k-1) n_k) x (m_k r_k)."""
+    batch = x.shape[0]
+    z = x.reshape(batch, 1, 1, -1)  # (batch, prod m_<k, r_(k-1), prod n_>=k)
+    for core in cores:
+        r0, m, n, r1 = core.shape
+        done, rest = z.shape[1], z.shape[3] // n
+        left = z.reshape(batch, done, r0, n, rest).permute(0, 1, 4, 2, 3).reshape(-1, r0 * n)
+        right = core.permute(0, 2, 1, 3).reshape(r0 * n, m * r1)
+        out = torch.mm(left, right).reshape(batch, done, rest, m, r1)
+        z = out.permute(0, 1, 3, 4, 2).reshape(batch, done * m, r1, rest)
+    return z.reshape(batch, -1)
+
+
+def _dense_of(cores: list[torch.Tensor]) -> torch.Tensor:
+    with tl.backend_context("pytorch"):
+        return torch.as_tensor(tt_matrix_to_matrix([core.double() for core in cores]))
+
+
+def _check_forward(got, expected: torch.Tensor, what: str, rtol: float = 1e-9,
+                   dtype: torch.dtype = torch.float64) -> None:
+    got = _tensor(got, what)
+    assert tuple(got.shape) == tuple(expected.shape), (
+        f"{what} should have shape (batch, M) = {tuple(expected.shape)}, got {tuple(got.shape)}"
+    )
+    assert got.dtype == dtype, f"{what}: the output should be in the inputs' dtype, {dtype}, " \
+                               f"got {got.dtype}"
+    gap = float((got.double() - expected).abs().max())
+    assert gap <= rtol * max(1.0, float(expected.abs().max())), (
+        f"{what}: the output should be x @ W^T for the TT-matrix W of the cores; max "
+        f"difference {gap:.3g}"
+    )
+
+
+@pytest.mark.points(3)
+def test_tt_linear_forward(student, rng, torch_rng):
+    """Random cores (modes of size 1 included): the output equals x @ W^T with W the dense
+    matrix of the same cores (tensorly's tt_matrix_to_matrix); and at full rank, with the
+    grader's cores of a drawn W (tensorly's tensor_train_matrix), x @ W^T itself."""
+    for d in (2, 3, 4):
+        out_modes, in_modes = _draw_ttm_modes(rng, d)
+        ranks = [1] + [rng.randint(1, 4) for _ in range(d - 1)] + [1]
+        cores = [torch.randn(ranks[k], m, n, ranks[k + 1], generator=torch_rng,
+                             dtype=torch.float64)
+                 for k, (m, n) in enumerate(zip(out_modes, in_modes, strict=True))]
+        x = torch.randn(rng.randint(1, 4), math.prod(in_modes), generator=torch_rng,
+                        dtype=torch.float64)
+        dense = _dense_of(cores)
+        expected = x @ dense.T
+        oracles_agree(torch.allclose(_tt_forward_mm(cores, x), expected, rtol=1e-10,
+                                     atol=1e-10), "core-by-core forward against the dense W")
+        what = (f"tt_linear_forward(cores of shapes {[tuple(c.shape) for c in cores]}, x of "
+                f"shape {tuple(x.shape)})")
+        _check_forward(student.call("tt_linear_forward", cores, x), expected, what)
+    out_modes, in_modes = _draw_ttm_modes(rng, 3)
+    w = torch.randn(math.prod(out_modes), math.prod(in_modes), generator=torch_rng,
+                    dtype=torch.float64)
+    with tl.backend_context("pytorch"):
+        cores = [torch.as_tensor(c) for c in tensor_train_matrix(
+            w.reshape(*out_modes, *in_modes), rank=[1, 10**6, 10**6, 1]).factors]
+    oracles_agree(torch.allclose(_dense_of(cores), w, atol=1e-10), "full-rank TT-matrix")
+    x = torch.randn(3, w.shape[1], generator=torch_rng, dtype=torch.float64)
+    what = (f"tt_linear_forward(the full-rank TT-matrix cores of a {tuple(w.shape)} W, "
+            f"shapes {[tuple(c.shape) for c in cores]})")
+    _check_forward(student.call("tt_linear_forward", cores, x), x @ w.T, what)
+
+
+@pytest.mark.points(1)
+def test_tt_linear_forward_never_forms_w(student, rng, torch_rng):
+    """A TT layer with M = N = 4^8 = 65,536 at small ranks, in float32: its W (2^32 entries,
+    16 GiB) cannot be formed in the kernel's memory; the core-by-core pass takes a few million
+    MACs. (float32 and one input keep the transfer small: 256 KiB each way.)"""
+    d = 8
+    ranks = [1] + [rng.randint(1, 3) for _ in range(d - 1)] + [1]
+    cores = [torch.randn(ranks[k], 4, 4, ranks[k + 1], generator=torch_rng) * 0.5
+             for k in range(d)]
+    x = torch.randn(1, 4**d, generator=torch_rng)
+    expected = _tt_forward_mm([core.double() for core in cores], x.double())
+    what = (f"tt_linear_forward(cores of a {4**d} x {4**d} TT layer at ranks {ranks}, x of "
+            f"shape {tuple(x.shape)})")
+    try:
+        got = student.call("tt_linear_forward", cores, x)
+    except StudentError as error:
+        raise AssertionError(f"{what}: apply the cores one at a time, never forming W "
+                             f"({4**d} x {4**d}); {str(error)[:300]}") from None
+    _check_forward(got, expected, what, rtol=1e-4, dtype=torch.float32)
+
+
+def _tt_cost_formula(out_modes, in_modes, ranks) -> tuple[int, int]:
+    params = macs = 0
+    for k in range(len(out_modes)):
+        core = ranks[k] * out_modes[k] * in_modes[k] * ranks[k + 1]
+        params += core
+        macs += math.prod(out_modes[:k]) * math.prod(in_modes[k + 1:]) * core
+    return params, macs
+
+
+@pytest.mark.points(2)
+def test_tt_linear_cost(student, rng, torch_rng):
+    """(parameters, MACs per input) of a TT-matrix layer, weights only, cores applied left to
+    right: sum_k r_(k-1) m_k n_k r_k and sum_k (prod_(j<k) m_j)(prod_(j>k) n_j) r_(k-1) m_k n_k
+    r_k, exact; the MACs agree with FlopCounterMode on the grader's torch.mm forward, the
+    parameters with the cores' sizes. Six drawn layers, with unequal ranks and modes."""
+    for _ in range(6):
+        d = rng.randint(2, 5)
+        out_modes = [rng.randint(1, 6) for _ in range(d)]
+        in_modes = [rng.randint(1, 6) for _ in range(d)]
+        ranks = [1] + [rng.randint(1, 8) for _ in range(d - 1)] + [1]
+        expected = _tt_cost_formula(out_modes, in_modes, ranks)
+        cores = [torch.randn(ranks[k], m, n, ranks[k + 1], generator=torch_rng)
+                 for k, (m, n) in enumerate(zip(out_modes, in_modes, strict=True))]
+        with FlopCounterMode(display=False) as counter:
+            _tt_forward_mm(cores, torch.randn(1, math.prod(in_modes), generator=torch_rng))
+        oracles_agree(expected == (sum(c.numel() for c in cores),
+                                   counter.get_total_flops() // 2),
+                      "TT cost formula against the cores' sizes and FlopCounterMode")
+        got = student.call("tt_linear_cost", tuple(out_modes), tuple(in_modes), ranks)
+        got = tuple(got) if isinstance(got, list | tuple) else got
+        ints = isinstance(got, tuple) and all(type(v) is int for v in got)
+        assert ints and _same(got, expected), (
+            f"tt_linear_cost({tuple(out_modes)}, {tuple(in_modes)}, {ranks}) should be "
+            f"(sum_k r_(k-1) m_k n_k r_k, sum_k (prod_(j<k) m_j)(prod_(j>k) n_j) r_(k-1) m_k "
+            f"n_k r_k) = {expected}, two ints (dense: {math.prod(out_modes) * math.prod(in_modes)}"
+            f"), got {got!r}"
+        )
