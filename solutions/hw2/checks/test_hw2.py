@@ -230,6 +230,75 @@ def test_magnitude_prune_zero_count(student, rng, torch_rng):
         )
 
 
+def _tied(shape: tuple[int, ...], torch_rng: torch.Generator, levels: int) -> torch.Tensor:
+    """Magnitudes from only `levels` distinct values (so the threshold is tied), random signs,
+    and some exact zeros (the ties a second pruning round meets)."""
+    magnitudes = torch.randint(0, levels + 1, shape, generator=torch_rng).float() / levels
+    signs = torch.where(torch.rand(shape, generator=torch_rng) < 0.5, -1.0, 1.0)
+    return magnitudes * signs
+
+
+def _tied_threshold(scores: torch.Tensor, sparsity: float) -> tuple[float, int]:
+    """The round(s * n)-th smallest score (-1 when nothing is pruned) and how many share it."""
+    k = round(sparsity * scores.numel())
+    if k == 0:
+        return -1.0, 0
+    threshold = float(scores.sort().values[k - 1])
+    return threshold, int((scores == threshold).sum())
+
+
+@pytest.mark.points(1)
+def test_ties_at_the_threshold_are_pruned(student, rng, torch_rng):
+    """With tied magnitudes (and the zeros of an earlier round) the keep-mask is still
+    |w| > t, t the round(s * n)-th smallest magnitude: every entry tied with t is pruned,
+    for magnitude_prune_ and for global_magnitude_prune (one threshold over the layers)."""
+    for _ in range(2):
+        shape = rng.choice([(rng.randint(4, 12), rng.randint(4, 12)),
+                            (rng.randint(2, 6), rng.randint(1, 4), 3, 3)])
+        tensor = _tied(shape, torch_rng, rng.randint(3, 6))
+        n = tensor.numel()
+        while True:  # a threshold shared by several entries
+            sparsity = _draw_sparsity(rng, n)
+            threshold, shared = _tied_threshold(tensor.abs().flatten(), sparsity)
+            if shared >= 2:
+                break
+        expected = tensor.abs() > threshold
+        mask, (after, _) = student.call_inspect("magnitude_prune_", tensor.clone(), sparsity)
+        assert isinstance(mask, torch.Tensor) and mask.shape == tensor.shape and \
+            torch.equal(mask.bool(), expected) and torch.equal(after, tensor * expected), (
+                f"magnitude_prune_ at sparsity {sparsity} of a tensor of shape {shape} whose "
+                f"round({sparsity} * {n})-th smallest magnitude, {threshold:g}, is shared by "
+                f"{shared} entries: the rule |w| > t prunes every entry tied with t, "
+                f"{int((~expected).sum())} zeros in all; got "
+                + (f"{int((~mask.bool()).sum())}" if isinstance(mask, torch.Tensor) else "no mask")
+            )
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    levels = rng.randint(4, 8)
+    for key in PRUNABLE_KEYS:
+        state[key] = _tied(tuple(state[key].shape), torch_rng, levels)
+    included = list(PRUNABLE_KEYS[1:])
+    scores = torch.cat([state[k].abs().flatten() for k in included])
+    while True:
+        sparsity = _draw_sparsity(rng, scores.numel())
+        threshold, shared = _tied_threshold(scores, sparsity)
+        if shared >= 2:
+            break
+    spec = kit_model("make_cnn", channels=channels, state_dict=state)
+    what = (f"global_magnitude_prune(make_cnn({channels}) with magnitudes on {levels} levels, "
+            f"{sparsity})")
+    masks, (after, *_) = student.call_inspect("global_magnitude_prune", spec, sparsity,
+                                              exclude=("conv1.weight",))
+    for key in included:
+        expected = state[key].abs() > threshold
+        assert torch.equal(after.state_dict[key], state[key] * expected), (
+            f"{what}: the round(s * n)-th smallest magnitude over the included weights, "
+            f"{threshold:g}, is shared by {shared} entries; the rule |w| > t prunes all of them: "
+            f"{key} should have {int((~expected).sum())} zeros, it has "
+            f"{int((after.state_dict[key] == 0).sum())}"
+        )
+
+
 @pytest.mark.points(2)
 def test_model_sparsity(student, rng, torch_rng):
     """Zeros / entries over the weights of Conv2d and Linear layers; biases and BN excluded."""
@@ -343,9 +412,12 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
         if all(bool(m.any()) for m in movable.values()):
             break
     model = kit_model("make_cnn", channels=channels, state_dict=state)
-    got = student.with_timeout(90).call("fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr,
-                                        seed=seed)
+    got, (after, *_) = student.with_timeout(90).call_inspect(
+        "fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr, seed=seed)
+    what = f"fine_tune_sparse(make_cnn({channels}), masks, epochs=1, lr={lr}, seed={seed})"
+    _returns_the_model(got, after, what)
     got = returned_module(got, "fine_tune_sparse")
+    assert not any(got.training.values()), f"{what} should return the model in eval mode"
     for name, mask in masks.items():
         weight = got.state_dict[name]
         regrown = int((weight[~mask] != 0).sum())
@@ -360,6 +432,16 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
             f"{name} that one epoch of nncourse.train moves (those with a path to the loss) "
             f"changed; the model should be trained with nncourse.train"
         )
+    for key, want in oracle.items():
+        have = got.state_dict.get(key)
+        assert isinstance(have, torch.Tensor) and have.shape == want.shape and \
+            torch.allclose(have.float(), want.float(), rtol=1e-4, atol=1e-5), (
+                f"{what}: {key} should be what nncourse.train(model, x, y, epochs=1, lr={lr}, "
+                f"seed={seed}) gives with the masks applied first and after every optimizer "
+                f"step (the grader ran it on the same draw)"
+                + ("" if not isinstance(have, torch.Tensor) or have.shape != want.shape
+                   else f"; it differs by up to {float((have.float() - want).abs().max()):.3g}")
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -567,7 +649,8 @@ def test_global_prune_with_torch(student, rng, torch_rng):
 @pytest.mark.points(3)
 def test_recalibrate_bn(student, rng, torch_rng):
     """Running statistics = batch mean and unbiased batch variance of one forward of x in
-    train mode; momenta, training flags and weights restored."""
+    train mode, for the BatchNorm2d layers of the CNN and a BatchNorm1d of an MLP; momenta,
+    training flags and weights restored."""
     for training in (False, True):
         channels = _draw_channels(rng)
         state = _random_state(channels, torch_rng)
@@ -604,6 +687,38 @@ def test_recalibrate_bn(student, rng, torch_rng):
             f"{what}: the model was in {'train' if training else 'eval'} mode; afterwards "
             f"these modules are not: {flags}. Restore every training flag."
         )
+    _check_recalibrate_bn1d(student, rng, torch_rng)
+
+
+def _check_recalibrate_bn1d(student, rng, torch_rng) -> None:
+    """recalibrate_bn on an MLP with a BatchNorm1d (the docstring: every BatchNorm2d and
+    BatchNorm1d): its running statistics re-estimated, its momentum restored."""
+    hidden = rng.randint(6, 24)
+    layers = [("Flatten", ()), ("Linear", (64, hidden)), ("BatchNorm1d", (hidden,)),
+              ("ReLU", ()), ("Linear", (hidden, 10))]
+    local = nn.Sequential(*(getattr(nn, name)(*args) for name, args in layers))
+    state = {key: _random_entry(key, value, torch_rng)
+             for key, value in local.state_dict().items()}
+    local.load_state_dict(state)
+    x, _ = _train_subset(rng, rng.randint(100, 300))
+    oracle = local.train()
+    oracle[2].reset_running_stats()
+    oracle[2].momentum = None
+    with torch.no_grad():
+        oracle(x)
+    spec = seq(*(layer(name, *args) for name, args in layers), state_dict=state)
+    returned, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
+    what = f"recalibrate_bn(an MLP with a BatchNorm1d({hidden}), x of shape {tuple(x.shape)})"
+    _returns_the_model(returned, after, what)
+    for stat in ("running_mean", "running_var"):
+        want, got = oracle.state_dict()[f"2.{stat}"], after.state_dict[f"2.{stat}"]
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5), (
+            f"{what}: the BatchNorm1d's {stat} should be re-estimated too (every BatchNorm1d "
+            f"and BatchNorm2d of the model), max difference "
+            f"{(got - want).abs().max().item():.3g}"
+        )
+    momentum = _config(after, "2", what).get("momentum")
+    assert momentum == 0.1, f"{what}: restore the BatchNorm1d's momentum to 0.1, got {momentum}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -968,6 +1083,14 @@ def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
             f"the input model; BatchNorm running statistics sliced too); max logit difference "
             f"{(out - want).abs().max().item() if out.shape == want.shape else 'n/a'}"
         )
+        for conv in keep:
+            have, kept = got.state_dict.get(f"{conv}.weight"), expected.state_dict()[
+                f"{conv}.weight"]
+            assert isinstance(have, torch.Tensor) and have.shape == kept.shape and \
+                torch.equal(have, kept), (
+                    f"{what}: {conv} should keep its channels {keep[conv].tolist()} in their "
+                    f"original order (the order of the input model), not in order of importance"
+                )
 
 
 @pytest.mark.points(2)
@@ -1001,12 +1124,15 @@ def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
 
 @pytest.mark.points(2)
 def test_channel_surgery_leaves_the_input_model_unchanged(student, rng, torch_rng):
-    """channel_prune and sort_channels return a new model; the input keeps every tensor and
-    every layer's size."""
-    for function in ("channel_prune", "sort_channels"):
+    """select_channels, channel_prune and sort_channels return a new model; the input keeps
+    every tensor and every layer's size."""
+    for function in ("select_channels", "channel_prune", "sort_channels"):
         channels, state, ratio, criterion = _channel_case(rng, torch_rng)
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
-        args = (spec, ratio, criterion) if function == "channel_prune" else (spec, criterion)
+        keep = {conv: torch.randperm(c, generator=torch_rng)[:rng.randint(1, c - 1)]
+                for conv, c in zip(CONVS, channels, strict=True)}
+        args = {"select_channels": (spec, keep), "channel_prune": (spec, ratio, criterion),
+                "sort_channels": (spec, criterion)}[function]
         _, (after, *_) = student.call_inspect(function, *args)
         changed = _changed_keys(state, after.state_dict)
         sizes = tuple(_config(after, c, function).get("out_channels") for c in CONVS)

@@ -1259,8 +1259,11 @@ def test_accumulated_grads_unequal_micro_batches(student, rng, torch_rng):
 
 def _optimizer_state_bytes(model, dtype, frozen, x, kind, options):
     """Run in the kernel: adam_state_bytes of the model in ``dtype`` with ``frozen`` parameters
-    (kind None), or optimizer_state_bytes of a torch optimizer ``kind`` after one step."""
+    (kind None), or optimizer_state_bytes of a torch optimizer ``kind`` after one step, with
+    two plain numbers added to the first parameter's state (as a counter would be: not
+    tensors, so they count for nothing)."""
     import torch
+
     model.to(getattr(torch, dtype))
     for name, p in model.named_parameters():
         if name in frozen:
@@ -1271,6 +1274,8 @@ def _optimizer_state_bytes(model, dtype, frozen, x, kind, options):
     optimizer = getattr(torch.optim, kind)(trainable, **options)
     model(x.to(getattr(torch, dtype))).float().pow(2).mean().backward()
     optimizer.step()
+    for state in list(optimizer.state.values())[:1]:
+        state.update(calls=1, last_loss=0.25)
     return optimizer_state_bytes(optimizer)  # noqa: F821 - the notebook's
 
 _OPTIMIZERS = [  # kind, options, state tensors per parameter (size of the parameter), step?
@@ -1315,8 +1320,9 @@ def _local_state_bytes(local: nn.Module, dtype: str, frozen: list[str], x: torch
 
 @pytest.mark.points(2)
 def test_optimizer_state_bytes(student, rng, torch_rng):
-    """Bytes of every tensor in optimizer.state after one step (Adam, AdamW with amsgrad, SGD
-    with and without momentum, RMSprop), frozen parameters and several dtypes included."""
+    """Bytes of every tensor in optimizer.state after one step, plain numbers in the state
+    skipped (Adam, AdamW with amsgrad, SGD with and without momentum, RMSprop), frozen
+    parameters and several dtypes included."""
     for kind, options, per_param, step in rng.sample(_OPTIMIZERS, len(_OPTIMIZERS)):
         local, spec, x, frozen, dtype = _draw_model(rng, torch_rng)
         expected = _local_state_bytes(local, dtype, frozen, x, kind, options)
