@@ -877,9 +877,9 @@ def test_make_regressor_refuses_shapes_it_cannot_map(student, rng):
     """make_regressor raises ValueError for a vector and a map, and for maps of different
     height or width, as its docstring promises."""
     cs, ct, h, w = rng.randint(1, 12), rng.randint(1, 16), rng.randint(2, 6), rng.randint(2, 6)
-    other = (h + rng.choice([-1, 1]), w) if rng.random() < 0.5 else (h, w + rng.choice([-1, 1]))
-    refuses(student, "make_regressor", (cs, h, w), (ct, *other),
-            why=f"maps of {h}x{w} and {other[0]}x{other[1]}")
+    for other in [(h + rng.choice([-1, 1]), w), (h, w + rng.choice([-1, 1]))]:  # H, then W
+        refuses(student, "make_regressor", (cs, h, w), (ct, *other),
+                why=f"maps of {h}x{w} and {other[0]}x{other[1]}")
     vector_first = rng.random() < 0.5
     shapes = ((cs,), (ct, h, w)) if vector_first else ((cs, h, w), (ct,))
     refuses(student, "make_regressor", *shapes, why="a vector and a feature map")
