@@ -234,6 +234,18 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "        loss = F.cross_entropy(model(xb), yb) * len(xb) / len(x)",
         ),
     ],
+    # accumulated_grads adds up the micro-batches' losses and calls backward once: the right
+    # gradients, but every micro-batch's activations alive at once (what accumulation avoids)
+    "accumulation_one_backward": [
+        (
+            "    model.zero_grad(set_to_none=True)\n    for xb, yb in zip(",
+            "    model.zero_grad(set_to_none=True)\n    total = 0\n    for xb, yb in zip(",
+        ),
+        (
+            "        loss.backward()\n    return {name: p.grad",
+            "        total = total + loss\n    total.backward()\n    return {name: p.grad",
+        ),
+    ],
     # distill with AdamW (weight decay 0.01): not the recipe's optimizer
     "distill_adamw": [
         (
@@ -260,6 +272,10 @@ CAUGHT_BY: dict[str, list[str]] = {
         "test_accumulated_grads_unequal_micro_batches",
     ],
     "accumulation_stale_gradients": [
+        "test_accumulated_grads_equal_micro_batches",
+        "test_accumulated_grads_unequal_micro_batches",
+    ],
+    "accumulation_one_backward": [
         "test_accumulated_grads_equal_micro_batches",
         "test_accumulated_grads_unequal_micro_batches",
     ],

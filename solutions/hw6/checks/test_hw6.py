@@ -900,7 +900,7 @@ def test_hint_loss_value(student, rng, torch_rng):
         raw = student.call("hint_loss", s, t, spec)
         _zero_dim(raw, "hint_loss")
         got = _as_float(raw)
-        assert got is not None and math.isclose(got, float(expected), rel_tol=1e-5,
+        assert got is not None and math.isclose(got, float(expected), rel_tol=1e-4,
                                                 abs_tol=1e-7), (
             f"{_describe_hint(s, t, spec)} should be the mean over all "
             f"{t.numel()} elements of (regressor(student) - teacher)^2 = {float(expected):.8g}, "
@@ -1124,9 +1124,8 @@ def test_distill_with_hints_accuracy(student, rng, torch_rng):
 def _accumulated_from_stale_grads(model, x, y, micro_batches, stale):
     """Run in the kernel: accumulated_grads on a model whose .grad is already filled with
     `stale` (left over from an earlier backward); the batch size of each forward it ran, and
-    the order of its forwards ("F") and backward calls ("B")."""
-    import torch
-
+    the order of its forwards ("F") and of the backward passes through them ("B"), however
+    the backward was started."""
     for name, p in model.named_parameters():  # left over from an earlier backward
         p.grad = stale[name].clone()
     sizes, events = [], []
@@ -1135,19 +1134,17 @@ def _accumulated_from_stale_grads(model, x, y, micro_batches, stale):
         sizes.append(len(args[0]))
         events.append("F")
 
-    backward = torch.autograd.backward  # Tensor.backward calls it too
+    import warnings
 
-    def counted(*args, **kwargs):
-        events.append("B")
-        return backward(*args, **kwargs)
-
-    handle = model.register_forward_pre_hook(forward)
-    torch.autograd.backward = counted
+    handles = [model.register_forward_pre_hook(forward),
+               model.register_full_backward_pre_hook(lambda module, grad: events.append("B"))]
     try:
-        grads = accumulated_grads(model, x, y, micro_batches)  # noqa: F821 - the notebook's
+        with warnings.catch_warnings():  # the input needs no gradient: the hook says so, rightly
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            grads = accumulated_grads(model, x, y, micro_batches)  # noqa: F821 - the notebook's
     finally:
-        torch.autograd.backward = backward
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return grads, sizes, "".join(events)
 
 
@@ -1212,9 +1209,9 @@ def _check_accumulation(student, rng, torch_rng, n: int, k: int) -> None:
         f"micro-batches of torch.tensor_split, of sizes {sizes}; the model saw batches {seen}"
     )
     assert events == "FB" * k, (
-        f"accumulated_grads with {k} micro-batches should call backward once after each "
-        f"micro-batch's forward (so that only one micro-batch's activations are alive at a "
-        f"time): forward, backward, {k} times; it ran "
+        f"accumulated_grads with {k} micro-batches should run each micro-batch's backward right "
+        f"after its forward (so that only one micro-batch's activations are alive at a time): "
+        f"forward, backward, {k} times; it ran "
         + ", ".join({"F": "forward", "B": "backward"}[e] for e in events)
     )
     for name, grad in expected.items():
