@@ -894,9 +894,9 @@ def test_hint_loss_value(student, rng, torch_rng):
         expected = _hint_oracle(s.double(), t.double(), local.weight.detach().double(),
                                 local.bias.detach().double())
         with torch.no_grad():
-            library = F.mse_loss(local(s), t)
-        oracles_agree(math.isclose(float(library), float(expected), rel_tol=1e-5,
-                                   abs_tol=1e-7), "hint loss formula vs F.mse_loss")
+            library = F.mse_loss(copy.deepcopy(local).double()(s.double()), t.double())
+        oracles_agree(math.isclose(float(library), float(expected), rel_tol=1e-9,
+                                   abs_tol=1e-12), "hint loss formula vs F.mse_loss")
         raw = student.call("hint_loss", s, t, spec)
         _zero_dim(raw, "hint_loss")
         got = _as_float(raw)
@@ -932,8 +932,7 @@ def test_hint_loss_gradient(student, rng, torch_rng):
                 bias.clone().requires_grad_(True)]
         _hint_oracle(auto[0], t.double(), auto[1], auto[2]).backward()
         w = weight.reshape(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            residual = local(s).double() - t.double()
+        residual = _regress(s.double(), weight, bias) - t.double()  # all in float64
         closed = (2 / t.numel()) * (residual @ w if not maps
                                     else torch.einsum("oc,nohw->nchw", w, residual))
         oracles_agree(torch.allclose(auto[0].grad, closed, rtol=1e-5, atol=1e-9),
@@ -1169,7 +1168,7 @@ def _accumulation_mistakes(local: nn.Module, x: torch.Tensor, y: torch.Tensor, k
                 for name in full}
 
     weighted = combine([len(xb) / n for xb, _ in chunks])
-    oracles_agree(all(torch.allclose(weighted[key], full[key], rtol=1e-5, atol=1e-7)
+    oracles_agree(all(torch.allclose(weighted[key], full[key], rtol=1e-4, atol=1e-6)
                       for key in full), "micro-batch gradients weighted by size vs full batch")
     last = len(chunks[-1][0])
     mistakes = [
