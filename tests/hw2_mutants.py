@@ -141,6 +141,38 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "",
         )
     ],
+    # magnitude_prune_ with topk: exactly k entries pruned, ties at the threshold split at random
+    "ties_split_by_topk": [
+        (
+            "        threshold = importance.flatten().kthvalue(num_zeros).values\n"
+            "        mask = importance > threshold\n",
+            "        mask = torch.ones(importance.numel(), dtype=torch.bool)\n"
+            "        mask[importance.flatten().topk(num_zeros, largest=False).indices] = False\n"
+            "        mask = mask.reshape(importance.shape)\n",
+        )
+    ],
+    # fine_tune_sparse forgets its learning rate: nncourse.train's default 1e-2
+    "fine_tune_lr_forgotten": [
+        (
+            "return nncourse.train(model, x, y, epochs=epochs, lr=lr, seed=seed, "
+            "callback=pruner.apply)",
+            "return nncourse.train(model, x, y, epochs=epochs, seed=seed, callback=pruner.apply)",
+        )
+    ],
+    # recalibrate_bn re-estimates BatchNorm2d only: a BatchNorm1d keeps stale statistics
+    "recalibrate_bn2d_only": [
+        (
+            "if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]",
+            "if isinstance(m, nn.BatchNorm2d)]",
+        )
+    ],
+    # channel_prune keeps the most important channels in order of importance, not their own
+    "kept_channels_by_importance": [
+        (
+            "keep[conv_name] = importance.topk(n_keep).indices.sort().values",
+            "keep[conv_name] = importance.topk(n_keep).indices",
+        )
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -189,4 +221,8 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "no_channel_kept": ("test_channel_prune_structure_macs_params",),
     "sparse_macs_as_float": ("test_sparse_macs",),
     "sparsity_not_validated": ("test_arguments_outside_the_contract_are_refused",),
+    "ties_split_by_topk": ("test_ties_at_the_threshold_are_pruned",),
+    "fine_tune_lr_forgotten": ("test_fine_tune_sparse_keeps_masks",),
+    "recalibrate_bn2d_only": ("test_recalibrate_bn",),
+    "kept_channels_by_importance": ("test_channel_prune_keeps_the_important_channels",),
 }

@@ -2,6 +2,7 @@
 
 Conventions: kd_loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) averaged over
 the rows, plus (1 - alpha) * cross-entropy over the labelled rows (label -1 = unlabelled).
+hint_loss = mean over every element of (regressor(student features) - teacher features)^2.
 Saved-activation bytes count each distinct storage autograd saves once, parameters excluded.
 
 The hidden checks test the same properties on other inputs, drawn at grading time, and measure
@@ -88,6 +89,59 @@ def test_distill_public(student):
         "distill should train the student: its weights did not change"
     )
     assert not any(got.training.values()), "distill should return the student in eval mode"
+
+
+@pytest.mark.points(1)
+def test_make_regressor_public(student):
+    """Vectors of 16 -> 64 values: Linear(16, 64); maps 8x4x4 -> 32x4x4: a 1x1 Conv2d, with
+    8 * 32 + 32 = 288 parameters."""
+    got = student.call("make_regressor", (16,), (64,))
+    assert isinstance(got, ReturnedModule), f"make_regressor should return a module, got {got!r}"
+    out = got.rebuild()(torch.zeros(2, 16))
+    assert out.shape == (2, 64), f"Linear(16, 64) maps (2, 16) to (2, 64), got {tuple(out.shape)}"
+    got = student.call("make_regressor", (8, 4, 4), (32, 4, 4))
+    assert isinstance(got, ReturnedModule), f"make_regressor should return a module, got {got!r}"
+    model = got.rebuild()
+    out = model(torch.zeros(2, 8, 4, 4))
+    assert out.shape == (2, 32, 4, 4), f"expected an output of shape (2, 32, 4, 4), got {out.shape}"
+    count = sum(p.numel() for p in model.parameters())
+    assert count == 288, f"a 1x1 Conv2d(8, 32) has 8 * 32 + 32 = 288 parameters, got {count}"
+
+
+@pytest.mark.points(1)
+def test_hint_loss_public(student):
+    """r(v) = 2 v with v = (1, 2) and u = (1, 1): squared errors 1 and 9, mean 5."""
+    double = dataclasses.replace(layer("Linear", 1, 1), state_dict={
+        "weight": torch.tensor([[2.0]]), "bias": torch.tensor([0.0])})
+    got = _float(student.call("hint_loss", torch.tensor([[1.0], [2.0]]),
+                              torch.tensor([[1.0], [1.0]]), double))
+    assert math.isclose(got, 5.0, rel_tol=1e-6), f"((2 - 1)^2 + (4 - 1)^2) / 2 = 5, got {got}"
+
+
+@pytest.mark.points(1)
+def test_distill_with_hints_public(student):
+    """distill_with_hints returns the trained student (same layers, new weights) in eval mode."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    init = {k: v.clone() for k, v in mlp.state_dict().items()}
+    x = torch.rand(32, 1, 8, 8)
+    y = torch.arange(32) % 10
+    teacher_logits = 5.0 * nn.functional.one_hot(y, 10).float()
+    teacher_features = torch.rand(32, 4)
+    labels = torch.where(torch.arange(32) < 8, y, -1)
+    spec = dataclasses.replace(
+        seq(layer("Flatten"), layer("Linear", 64, 8), layer("ReLU"), layer("Linear", 8, 10),
+            training=True), state_dict=init)
+    got = student.call("distill_with_hints", spec, layer("Linear", 8, 4), teacher_logits,
+                       teacher_features, x, labels, "1", epochs=2)
+    assert isinstance(got, ReturnedModule), (
+        f"distill_with_hints should return the student, got {got!r}")
+    assert set(got.state_dict) == set(init), "the returned student should have the same layers"
+    assert any(not torch.equal(got.state_dict[k], init[k]) for k in init), (
+        "distill_with_hints should train the student: its weights did not change"
+    )
+    assert not any(got.training.values()), (
+        "distill_with_hints should return the student in eval mode")
 
 
 @pytest.mark.points(1)

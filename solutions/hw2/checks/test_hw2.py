@@ -27,12 +27,17 @@ import nncourse
 from grader.checks import (
     ModuleSpec,
     ReturnedModule,
+    accuracy_on_test_split,
+    changed_modes,
     changed_state,
     demanded,
     kit_model,
     layer,
     one_thread,
+    oracles_agree,
+    pretrained_state,
     refuses,
+    returned_module,
     seq,
 )
 
@@ -118,10 +123,6 @@ def _build(channels, state: dict[str, torch.Tensor]) -> nn.Sequential:
     return model.eval()
 
 
-def _pretrained_state(name: str) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in nncourse.load_pretrained(name).state_dict().items()}
-
-
 def _counted_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     """MACs = FlopCounterMode's FLOPs / 2 (Conv2d and Linear only, bias excluded)."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -129,21 +130,10 @@ def _counted_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
-def _oracles_agree(agree: bool, what: str) -> None:
-    """Two of the grader's own oracles disagree: a grader bug, reported as an error."""
-    if not agree:
-        raise RuntimeError(f"grader oracles disagree: {what}")
-
-
-def _module(got, what: str) -> ReturnedModule:
-    assert isinstance(got, ReturnedModule), f"{what} should return a model (nn.Module), got {got!r}"
-    return got
-
-
 def _returns_the_model(got, after: ReturnedModule, what: str) -> None:
     """The function returns the model it was given, as that model is after the call (a caller
     writes `model = f(model, ...)`): the same keys and the same tensors."""
-    got = _module(got, what)
+    got = returned_module(got, what)
     differ = sorted(set(got.state_dict) ^ set(after.state_dict)) or changed_state(
         after.state_dict, got)
     assert not differ, (
@@ -240,6 +230,75 @@ def test_magnitude_prune_zero_count(student, rng, torch_rng):
         )
 
 
+def _tied(shape: tuple[int, ...], torch_rng: torch.Generator, levels: int) -> torch.Tensor:
+    """Magnitudes from only `levels` distinct values (so the threshold is tied), random signs,
+    and some exact zeros (the ties a second pruning round meets)."""
+    magnitudes = torch.randint(0, levels + 1, shape, generator=torch_rng).float() / levels
+    signs = torch.where(torch.rand(shape, generator=torch_rng) < 0.5, -1.0, 1.0)
+    return magnitudes * signs
+
+
+def _tied_threshold(scores: torch.Tensor, sparsity: float) -> tuple[float, int]:
+    """The round(s * n)-th smallest score (-1 when nothing is pruned) and how many share it."""
+    k = round(sparsity * scores.numel())
+    if k == 0:
+        return -1.0, 0
+    threshold = float(scores.sort().values[k - 1])
+    return threshold, int((scores == threshold).sum())
+
+
+@pytest.mark.points(1)
+def test_ties_at_the_threshold_are_pruned(student, rng, torch_rng):
+    """With tied magnitudes (and the zeros of an earlier round) the keep-mask is still
+    |w| > t, t the round(s * n)-th smallest magnitude: every entry tied with t is pruned,
+    for magnitude_prune_ and for global_magnitude_prune (one threshold over the layers)."""
+    for _ in range(2):
+        shape = rng.choice([(rng.randint(4, 12), rng.randint(4, 12)),
+                            (rng.randint(2, 6), rng.randint(1, 4), 3, 3)])
+        tensor = _tied(shape, torch_rng, rng.randint(3, 6))
+        n = tensor.numel()
+        while True:  # a threshold shared by several entries
+            sparsity = _draw_sparsity(rng, n)
+            threshold, shared = _tied_threshold(tensor.abs().flatten(), sparsity)
+            if shared >= 2:
+                break
+        expected = tensor.abs() > threshold
+        mask, (after, _) = student.call_inspect("magnitude_prune_", tensor.clone(), sparsity)
+        assert isinstance(mask, torch.Tensor) and mask.shape == tensor.shape and \
+            torch.equal(mask.bool(), expected) and torch.equal(after, tensor * expected), (
+                f"magnitude_prune_ at sparsity {sparsity} of a tensor of shape {shape} whose "
+                f"round({sparsity} * {n})-th smallest magnitude, {threshold:g}, is shared by "
+                f"{shared} entries: the rule |w| > t prunes every entry tied with t, "
+                f"{int((~expected).sum())} zeros in all; got "
+                + (f"{int((~mask.bool()).sum())}" if isinstance(mask, torch.Tensor) else "no mask")
+            )
+    channels = _draw_channels(rng)
+    state = _random_state(channels, torch_rng)
+    levels = rng.randint(4, 8)
+    for key in PRUNABLE_KEYS:
+        state[key] = _tied(tuple(state[key].shape), torch_rng, levels)
+    included = list(PRUNABLE_KEYS[1:])
+    scores = torch.cat([state[k].abs().flatten() for k in included])
+    while True:
+        sparsity = _draw_sparsity(rng, scores.numel())
+        threshold, shared = _tied_threshold(scores, sparsity)
+        if shared >= 2:
+            break
+    spec = kit_model("make_cnn", channels=channels, state_dict=state)
+    what = (f"global_magnitude_prune(make_cnn({channels}) with magnitudes on {levels} levels, "
+            f"{sparsity})")
+    masks, (after, *_) = student.call_inspect("global_magnitude_prune", spec, sparsity,
+                                              exclude=("conv1.weight",))
+    for key in included:
+        expected = state[key].abs() > threshold
+        assert torch.equal(after.state_dict[key], state[key] * expected), (
+            f"{what}: the round(s * n)-th smallest magnitude over the included weights, "
+            f"{threshold:g}, is shared by {shared} entries; the rule |w| > t prunes all of them: "
+            f"{key} should have {int((~expected).sum())} zeros, it has "
+            f"{int((after.state_dict[key] == 0).sum())}"
+        )
+
+
 @pytest.mark.points(2)
 def test_model_sparsity(student, rng, torch_rng):
     """Zeros / entries over the weights of Conv2d and Linear layers; biases and BN excluded."""
@@ -288,7 +347,7 @@ def test_masked_pruner_applies_masks(student, rng, torch_rng):
                                                   state_dict=state), masks)
     assert isinstance(got, tuple) and len(got) == 2, "the pruner test drive did not complete"
     after_init, model = got
-    model = _module(model, "MaskedPruner")
+    model = returned_module(model, "MaskedPruner")
     params = dict(nncourse.make_cnn(channels).named_parameters())
     for name in params:
         expected_init = state[name] * masks[name] if name in masks else state[name]
@@ -353,9 +412,12 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
         if all(bool(m.any()) for m in movable.values()):
             break
     model = kit_model("make_cnn", channels=channels, state_dict=state)
-    got = student.with_timeout(90).call("fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr,
-                                        seed=seed)
-    got = _module(got, "fine_tune_sparse")
+    got, (after, *_) = student.with_timeout(90).call_inspect(
+        "fine_tune_sparse", model, masks, x, y, epochs=1, lr=lr, seed=seed)
+    what = f"fine_tune_sparse(make_cnn({channels}), masks, epochs=1, lr={lr}, seed={seed})"
+    _returns_the_model(got, after, what)
+    got = returned_module(got, "fine_tune_sparse")
+    assert not any(got.training.values()), f"{what} should return the model in eval mode"
     for name, mask in masks.items():
         weight = got.state_dict[name]
         regrown = int((weight[~mask] != 0).sum())
@@ -370,6 +432,16 @@ def test_fine_tune_sparse_keeps_masks(student, rng, torch_rng):
             f"{name} that one epoch of nncourse.train moves (those with a path to the loss) "
             f"changed; the model should be trained with nncourse.train"
         )
+    for key, want in oracle.items():
+        have = got.state_dict.get(key)
+        assert isinstance(have, torch.Tensor) and have.shape == want.shape and \
+            torch.allclose(have.float(), want.float(), rtol=1e-4, atol=1e-5), (
+                f"{what}: {key} should be what nncourse.train(model, x, y, epochs=1, lr={lr}, "
+                f"seed={seed}) gives with the masks applied first and after every optimizer "
+                f"step (the grader ran it on the same draw)"
+                + ("" if not isinstance(have, torch.Tensor) or have.shape != want.shape
+                   else f"; it differs by up to {float((have.float() - want).abs().max()):.3g}")
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -381,7 +453,7 @@ def _scan_case(rng: random.Random) -> tuple[dict, list[str], list[float], torch.
     """The shipped CNN(16, 32, 64), 2-3 weights, 3 sparsities, a test subset. None of the 32
     (weight, sparsity) pairs has two equal magnitudes at its threshold (checked), so every
     correct magnitude pruning prunes the same entries."""
-    state = _pretrained_state("cnn_16_32_64")
+    state = pretrained_state("cnn_16_32_64")
     names = rng.sample(PRUNABLE_KEYS, rng.randint(2, 3))
     sparsities = sorted(rng.sample([0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], 3))
     x, y = _test_subset(rng, rng.randint(150, 250))
@@ -432,7 +504,7 @@ def test_sensitivity_scan_leaves_model_as_found(student, rng):
         f"sensitivity_scan must restore the model: {changed} differ after the scan "
         f"(restore each weight after measuring, and evaluate in eval mode)"
     )
-    in_eval = sorted(n or "<model>" for n, flag in after.training.items() if not flag)
+    in_eval = changed_modes(after, training=True)
     assert not in_eval, (
         f"the model was in train mode; after sensitivity_scan these modules are in eval mode: "
         f"{in_eval}. Restore every module's training flag."
@@ -577,7 +649,8 @@ def test_global_prune_with_torch(student, rng, torch_rng):
 @pytest.mark.points(3)
 def test_recalibrate_bn(student, rng, torch_rng):
     """Running statistics = batch mean and unbiased batch variance of one forward of x in
-    train mode; momenta, training flags and weights restored."""
+    train mode, for the BatchNorm2d layers of the CNN and a BatchNorm1d of an MLP; momenta,
+    training flags and weights restored."""
     for training in (False, True):
         channels = _draw_channels(rng)
         state = _random_state(channels, torch_rng)
@@ -609,11 +682,43 @@ def test_recalibrate_bn(student, rng, torch_rng):
         changed = _changed_keys({k: v for k, v in state.items() if "running" not in k
                                  and "num_batches" not in k}, after.state_dict)
         assert not changed, f"{what} must not change weights: {changed} changed"
-        flags = {n or "<model>" for n, flag in after.training.items() if flag != training}
+        flags = changed_modes(after, training)
         assert not flags, (
             f"{what}: the model was in {'train' if training else 'eval'} mode; afterwards "
-            f"these modules are not: {sorted(flags)}. Restore every training flag."
+            f"these modules are not: {flags}. Restore every training flag."
         )
+    _check_recalibrate_bn1d(student, rng, torch_rng)
+
+
+def _check_recalibrate_bn1d(student, rng, torch_rng) -> None:
+    """recalibrate_bn on an MLP with a BatchNorm1d (the docstring: every BatchNorm2d and
+    BatchNorm1d): its running statistics re-estimated, its momentum restored."""
+    hidden = rng.randint(6, 24)
+    layers = [("Flatten", ()), ("Linear", (64, hidden)), ("BatchNorm1d", (hidden,)),
+              ("ReLU", ()), ("Linear", (hidden, 10))]
+    local = nn.Sequential(*(getattr(nn, name)(*args) for name, args in layers))
+    state = {key: _random_entry(key, value, torch_rng)
+             for key, value in local.state_dict().items()}
+    local.load_state_dict(state)
+    x, _ = _train_subset(rng, rng.randint(100, 300))
+    oracle = local.train()
+    oracle[2].reset_running_stats()
+    oracle[2].momentum = None
+    with torch.no_grad():
+        oracle(x)
+    spec = seq(*(layer(name, *args) for name, args in layers), state_dict=state)
+    returned, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
+    what = f"recalibrate_bn(an MLP with a BatchNorm1d({hidden}), x of shape {tuple(x.shape)})"
+    _returns_the_model(returned, after, what)
+    for stat in ("running_mean", "running_var"):
+        want, got = oracle.state_dict()[f"2.{stat}"], after.state_dict[f"2.{stat}"]
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5), (
+            f"{what}: the BatchNorm1d's {stat} should be re-estimated too (every BatchNorm1d "
+            f"and BatchNorm2d of the model), max difference "
+            f"{(got - want).abs().max().item():.3g}"
+        )
+    momentum = _config(after, "2", what).get("momentum")
+    assert momentum == 0.1, f"{what}: restore the BatchNorm1d's momentum to 0.1, got {momentum}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -732,7 +837,7 @@ def test_select_channels(student, rng, torch_rng):
         expected = _oracle_select(channels, state, keep)
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
         what = f"select_channels(make_cnn({channels}), keep={{{', '.join(keep)}: ...}})"
-        got = _module(student.call("select_channels", spec, keep), "select_channels")
+        got = returned_module(student.call("select_channels", spec, keep), "select_channels")
         sizes = [len(keep[c]) if c in keep else channels[i] for i, c in enumerate(CONVS)]
         want_configs = {"conv1": ("out_channels", sizes[0]), "bn1": ("num_features", sizes[0]),
                         "conv2": ("in_channels", sizes[0]), "bn2": ("num_features", sizes[1]),
@@ -826,7 +931,7 @@ def test_select_channels_slices_biases_and_skips_a_missing_batchnorm(student, rn
     expected = _sliced_state(state, keep, LAYOUT_FOLLOWING)
     what = (f"select_channels(Sequential of Conv2d(bias=True) layers with channels {channels}, "
             f"the middle one without a BatchNorm, keep={{{', '.join(keep)}: ...}})")
-    got = _module(student.call("select_channels", spec, keep), "select_channels")
+    got = returned_module(student.call("select_channels", spec, keep), "select_channels")
     want_configs = {"0": ("out_channels", sizes[0]), "1": ("num_features", sizes[0]),
                     "3": ("in_channels", sizes[0]), "6": ("in_channels", sizes[1]),
                     "7": ("num_features", sizes[2]), "11": ("in_features", sizes[2])}
@@ -869,7 +974,7 @@ def test_channel_prune_prunes_every_conv_of_another_layout(student, rng, torch_r
     expected = _layout_model(sizes, _sliced_state(state, keep, LAYOUT_FOLLOWING))
     what = (f"channel_prune(Sequential of Conv2d(bias=True) layers \"0\", \"3\", \"6\" with "
             f"channels {channels}, {ratio}, 'l2')")
-    got = _module(student.call("channel_prune", spec, ratio, "l2"), "channel_prune")
+    got = returned_module(student.call("channel_prune", spec, ratio, "l2"), "channel_prune")
     have = tuple(_config(got, c, what).get("out_channels") for c in LAYOUT_CONVS)
     assert have == sizes, (
         f"{what}: a float ratio prunes every Conv2d of the model, whatever its name: the convs "
@@ -928,7 +1033,8 @@ def test_channel_prune_structure_macs_params(student, rng, torch_rng):
                       for n, c in zip(CONVS, channels, strict=True))
         what = f"channel_prune(make_cnn({channels}), {ratio}, {criterion!r})"
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
-        got = _module(student.call("channel_prune", spec, ratio, criterion), "channel_prune")
+        got = returned_module(student.call("channel_prune", spec, ratio, criterion),
+                              "channel_prune")
         have = tuple(_config(got, c, what).get("out_channels") for c in CONVS)
         assert have == sizes, (
             f"{what}: the convs should keep max(1, round(C * (1 - ratio))) channels: "
@@ -938,7 +1044,7 @@ def test_channel_prune_structure_macs_params(student, rng, torch_rng):
         k1, k2, k3 = sizes
         macs = 64 * 9 * k1 + 64 * 9 * k1 * k2 + 16 * 9 * k2 * k3 + 10 * k3  # 8x8, pool, 4x4
         params = 9 * k1 + 9 * k1 * k2 + 9 * k2 * k3 + 10 * k3 + 10 + 2 * (k1 + k2 + k3)
-        _oracles_agree(_counted_macs(nncourse.make_cnn(sizes), (1, 1, 8, 8)) == macs, "MACs")
+        oracles_agree(_counted_macs(nncourse.make_cnn(sizes), (1, 1, 8, 8)) == macs, "MACs")
         out = _forward(model, torch.zeros(3, 1, 8, 8), what)
         assert tuple(out.shape) == (3, 10), f"{what}: output shape {tuple(out.shape)}, not (3, 10)"
         got_macs = _counted_macs(model, (1, 1, 8, 8))
@@ -967,7 +1073,8 @@ def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
         expected = _oracle_select(channels, state, keep)
         what = f"channel_prune(make_cnn({channels}), {ratio}, {criterion!r})"
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
-        got = _module(student.call("channel_prune", spec, ratio, criterion), "channel_prune")
+        got = returned_module(student.call("channel_prune", spec, ratio, criterion),
+                              "channel_prune")
         out = _forward(_rebuild(got), x, what)
         want = expected(x).detach()
         assert out.shape == want.shape and torch.allclose(out, want, rtol=1e-4, atol=1e-4), (
@@ -976,6 +1083,14 @@ def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
             f"the input model; BatchNorm running statistics sliced too); max logit difference "
             f"{(out - want).abs().max().item() if out.shape == want.shape else 'n/a'}"
         )
+        for conv in keep:
+            have, kept = got.state_dict.get(f"{conv}.weight"), expected.state_dict()[
+                f"{conv}.weight"]
+            assert isinstance(have, torch.Tensor) and have.shape == kept.shape and \
+                torch.equal(have, kept), (
+                    f"{what}: {conv} should keep its channels {keep[conv].tolist()} in their "
+                    f"original order (the order of the input model), not in order of importance"
+                )
 
 
 @pytest.mark.points(2)
@@ -991,7 +1106,7 @@ def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
                 break
         what = f"sort_channels(make_cnn({channels}), {criterion!r})"
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
-        got = _module(student.call("sort_channels", spec, criterion), "sort_channels")
+        got = returned_module(student.call("sort_channels", spec, criterion), "sort_channels")
         model = _rebuild(got)
         out = _forward(model, x, what)
         want = _build(channels, state)(x).detach()
@@ -1009,12 +1124,15 @@ def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
 
 @pytest.mark.points(2)
 def test_channel_surgery_leaves_the_input_model_unchanged(student, rng, torch_rng):
-    """channel_prune and sort_channels return a new model; the input keeps every tensor and
-    every layer's size."""
-    for function in ("channel_prune", "sort_channels"):
+    """select_channels, channel_prune and sort_channels return a new model; the input keeps
+    every tensor and every layer's size."""
+    for function in ("select_channels", "channel_prune", "sort_channels"):
         channels, state, ratio, criterion = _channel_case(rng, torch_rng)
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
-        args = (spec, ratio, criterion) if function == "channel_prune" else (spec, criterion)
+        keep = {conv: torch.randperm(c, generator=torch_rng)[:rng.randint(1, c - 1)]
+                for conv, c in zip(CONVS, channels, strict=True)}
+        args = {"select_channels": (spec, keep), "channel_prune": (spec, ratio, criterion),
+                "sort_channels": (spec, criterion)}[function]
         _, (after, *_) = student.call_inspect(function, *args)
         changed = _changed_keys(state, after.state_dict)
         sizes = tuple(_config(after, c, function).get("out_channels") for c in CONVS)
@@ -1041,7 +1159,7 @@ def test_sparse_macs(student, rng, torch_rng):
                      "conv3.weight": n * (h // 2) * (w // 2), "fc.weight": n}
         expected = sum(positions[k] * nnz[k] for k in PRUNABLE_KEYS)
         dense_per_weight = {k: positions[k] * state[k].numel() for k in PRUNABLE_KEYS}
-        _oracles_agree(sum(dense_per_weight.values())
+        oracles_agree(sum(dense_per_weight.values())
                        == _counted_macs(nncourse.make_cnn(channels), (n, 1, h, w)), "MACs")
         spec = kit_model("make_cnn", channels=channels, state_dict=state)
         got = student.call("sparse_macs", spec, (n, 1, h, w))
@@ -1087,7 +1205,7 @@ REFERENCE_MARGIN = 0.01
 
 
 def _pretrained_model() -> nn.Sequential:
-    return _build((32, 64, 128), _pretrained_state("cnn_32_64_128"))
+    return _build((32, 64, 128), pretrained_state("cnn_32_64_128"))
 
 
 def _reference_global(seed: int) -> float:
@@ -1109,7 +1227,7 @@ def _reference_global(seed: int) -> float:
 def _reference_channels(criterion: str, seed: int) -> float:
     """Test accuracy of the grader's own run: half of every conv's channels removed by
     `criterion`, then 2 epochs of nncourse.train at lr 3e-3."""
-    state = _pretrained_state("cnn_32_64_128")
+    state = pretrained_state("cnn_32_64_128")
     keep = _oracle_keep(_build((32, 64, 128), state), (32, 64, 128), 0.5, criterion)
     pruned = _oracle_select((32, 64, 128), state, keep)
     x, y, x_test, y_test = nncourse.load_digits_split()
@@ -1120,20 +1238,12 @@ def _reference_channels(criterion: str, seed: int) -> float:
 
 def _pretrained_spec() -> ModuleSpec:
     return kit_model("make_cnn", channels=(32, 64, 128),
-                     state_dict=_pretrained_state("cnn_32_64_128"))
+                     state_dict=pretrained_state("cnn_32_64_128"))
 
 
 def _out_channels(got: ReturnedModule) -> tuple:
     configs = {info.name: info.config for info in got.layers}
     return tuple(configs.get(c, {}).get("out_channels") for c in CONVS)
-
-
-def _accuracy(got: ReturnedModule, what: str) -> float:
-    """Test accuracy of the returned layers and weights, rebuilt and run in the grader."""
-    _, _, x_test, y_test = nncourse.load_digits_split()
-    model = _rebuild(got)
-    _forward(model, x_test[:2], what)  # a clear message if the layers do not fit together
-    return nncourse.evaluate(model, x_test, y_test)
 
 
 def _globally_pruned_and_fine_tuned(model, sparsity, seed):
@@ -1167,7 +1277,7 @@ def test_global_pruning_and_fine_tuning_accuracy(student, rng):
                                           0.9, seed)
     what = ("global_magnitude_prune(pretrained CNN(32, 64, 128), 0.9) then fine_tune_sparse("
             f"..., epochs=3, lr=1e-3, seed={seed})")
-    got = _module(got, "fine_tune_sparse")
+    got = returned_module(got, "fine_tune_sparse")
     weights = [got.state_dict.get(k) for k in PRUNABLE_KEYS[1:]]
     assert all(isinstance(w, torch.Tensor) for w in weights), (
         f"{what}: the returned model should have the weights {PRUNABLE_KEYS[1:]}"
@@ -1177,7 +1287,7 @@ def test_global_pruning_and_fine_tuning_accuracy(student, rng):
         f"{what}: conv2, conv3 and fc should still be 90 % sparse after fine-tuning, they are "
         f"{sparsity:.4f} sparse"
     )
-    accuracy = _accuracy(got, what)
+    accuracy = accuracy_on_test_split(_rebuild(got), what)
     demand = demanded(accuracy, GLOBAL_90_MIN_ACCURACY, lambda: _reference_global(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
@@ -1198,11 +1308,11 @@ def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
                                           criterion, seed)
     what = (f"channel_prune(pretrained CNN(32, 64, 128), 0.5, {criterion!r}) then 2 epochs of "
             f"fine-tuning (seed {seed})")
-    got = _module(got, "channel_prune")
+    got = returned_module(got, "channel_prune")
     assert _out_channels(got) == (16, 32, 64), (
         f"{what}: the convs should keep (16, 32, 64) channels, got {_out_channels(got)}"
     )
-    accuracy = _accuracy(got, what)
+    accuracy = accuracy_on_test_split(_rebuild(got), what)
     demand = demanded(accuracy, CHANNEL_50_MIN_ACCURACY,
                             lambda: _reference_channels(criterion, seed), REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
