@@ -10,6 +10,12 @@ Every mutant must lose points under `solutions/hw2/checks/test_hw2.py`.
 from __future__ import annotations
 
 MUTANTS: dict[str, list[tuple[str, str]]] = {
+    # global_magnitude_prune names every weight "<module>.weight": a model that is one layer
+    # gets the key ".weight" (the root module's name is "")
+    "root_weight_prefixed": [
+        ('        name = f"{module_name}.weight" if module_name else "weight"\n',
+         '        name = f"{module_name}.weight"\n')
+    ],
     # magnitude_prune_ keeps the entry at the threshold: one zero short (two at sparsity 1)
     "ties_counted_twice": [
         ("        mask = importance > threshold\n", "        mask = importance >= threshold\n")
@@ -177,6 +183,7 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
 CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "root_weight_prefixed": ("test_global_magnitude_prune",),
     "ties_counted_twice": ("test_magnitude_prune_exact_masks", "test_magnitude_prune_zero_count"),
     "layer_skipped_in_global_pruning": (
         "test_global_magnitude_prune",

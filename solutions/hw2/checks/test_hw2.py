@@ -531,10 +531,45 @@ def _global_case(rng: random.Random, torch_rng: torch.Generator, exclude: tuple[
 _EXCLUDES = [("conv1.weight",), ("conv1.weight", "fc.weight"), ()]
 
 
+def _global_prune_of_a_bare_layer(student, rng: random.Random, torch_rng: torch.Generator):
+    """The model is the layer itself (the root module, name ""): its one weight is named
+    "weight", as model.named_parameters() names it, and is pruned like any other."""
+    if rng.random() < 0.5:
+        kind, args = "Linear", (rng.randint(8, 40), rng.randint(4, 20))
+        shape = (args[1], args[0])
+    else:
+        kind, args = "Conv2d", (rng.randint(2, 8), rng.randint(2, 12), rng.choice([1, 3]))
+        shape = (args[1], args[0], args[2], args[2])
+    weight, bias = _tie_free(shape, torch_rng), torch.randn(shape[0], generator=torch_rng)
+    sparsity = _draw_sparsity(rng, weight.numel())
+    zeros = round(sparsity * weight.numel())
+    keep = weight.abs() > (weight.abs().flatten().sort().values[zeros - 1] if zeros else -1.0)
+    what = (f"global_magnitude_prune(nn.{kind}{args}, {sparsity}, exclude=()), the model being "
+            f"the layer itself")
+    masks, (after, *_) = student.call_inspect(
+        "global_magnitude_prune", layer(kind, *args, state_dict={"weight": weight, "bias": bias}),
+        sparsity, exclude=())
+    assert isinstance(masks, dict) and set(masks) == {"weight"}, (
+        f"{what} should return one keep-mask keyed by the weight's parameter name, \"weight\" "
+        f"(model.named_parameters() has no prefix for the root module); got "
+        f"{sorted(masks) if isinstance(masks, dict) else masks!r}"
+    )
+    got = after.state_dict
+    assert torch.equal(got["weight"], weight * keep) and torch.equal(got["bias"], bias), (
+        f"{what}: the weight should have its {zeros} smallest magnitudes zeroed and the bias "
+        f"left alone; the weight has {int((got['weight'] == 0).sum())} zeros"
+    )
+    assert isinstance(masks["weight"], torch.Tensor) and masks["weight"].shape == keep.shape \
+        and torch.equal(masks["weight"].bool(), keep), (
+            f"{what}: the mask should be True exactly where the weight is kept")
+
+
 @pytest.mark.points(4)
 def test_global_magnitude_prune(student, rng, torch_rng):
     """One threshold over all included weights: round(s * total) zeros, every pruned magnitude
-    below every kept one, excluded weights and all other tensors untouched."""
+    below every kept one, excluded weights and all other tensors untouched; a model that is one
+    layer names its weight "weight"."""
+    _global_prune_of_a_bare_layer(student, rng, torch_rng)
     for exclude in _EXCLUDES:
         channels, state, sparsity, expected = _global_case(rng, torch_rng, exclude)
         included = list(expected)
