@@ -23,6 +23,11 @@ questions, gives other answers and the marks that `make demo` imports::
 
 The marks are written to ``examples/marks.csv`` (a `grader marks` sheet, with the hash of each
 answer as the example notebook holds it); answers no mark names stay for `grader mark`.
+
+A student saves the notebook with its outputs, so the figure a question discusses is in the
+file: each reference is run once (nbclient, one thread, in a temporary folder) and the PNG
+outputs of the cells its questions name are kept in every example made from it (every other
+output is cleared, as before).
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import importlib.util
+import os
 import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
 
 from grader.course.config import Course, load_course
 from grader.course.questions import answer_cell_question, load_questions, read_answers
@@ -65,11 +73,38 @@ def _mutants(hw: str = "hw1"):
     return module.MUTANTS
 
 
-def _clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def _clean(nb: nbformat.NotebookNode,
+           figures: dict[str, list] | None = None) -> nbformat.NotebookNode:
+    """``nb`` without outputs, except the figures (``{cell id: PNG outputs}``) its written
+    questions discuss."""
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
+            cell.outputs = [nbformat.from_dict(o) for o in (figures or {}).get(cell.get("id"), [])]
+            cell.execution_count = None
     return nb
+
+
+def _figures(course: Course, hw: str) -> dict[str, list]:
+    """The PNG outputs of the cells that ``hw``'s written questions name, from one run of the
+    reference (nbclient, one thread, in a temporary folder)."""
+    wanted = {q.figure for q in load_questions(course, hw) if q.figure}
+    if not wanted:
+        return {}
+    nb = nbformat.read(course.reference_notebook(hw), as_version=4)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with tempfile.TemporaryDirectory() as folder:
+        NotebookClient(nb, timeout=600, resources={"metadata": {"path": folder}}).execute()
+    figures = {}
+    for cell in nb.cells:
+        if cell.get("id") in wanted:
+            figures[cell.id] = [{"output_type": "display_data", "metadata": {},
+                                 "data": {"image/png": o["data"]["image/png"]}}
+                                for o in cell.get("outputs", [])
+                                if "image/png" in o.get("data", {})]
+    missing = wanted - {k for k, v in figures.items() if v}
+    assert not missing, f"{hw}: the reference drew no PNG in cells {sorted(missing)}"
+    print(f"{hw}: kept the figures of cells {sorted(figures)}")
+    return figures
 
 
 def _mutate(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
@@ -113,11 +148,13 @@ def _write(student: str, nb: nbformat.NotebookNode | str, timestamp: str | None,
 
 
 def main() -> None:
-    reference = nbformat.read(ROOT / "solutions" / "hw1" / "hw1.ipynb", as_version=4)
+    course = load_course(ROOT / "course.toml")
+    reference = nbformat.read(course.reference_notebook("hw1"), as_version=4)
+    figures = {hw: _figures(course, hw) for hw in ["hw1", *sorted(WRONG)]}
     shutil.rmtree(OUT, ignore_errors=True)
 
     def fresh() -> nbformat.NotebookNode:
-        return _clean(nbformat.from_dict(reference))
+        return _clean(nbformat.from_dict(reference), figures["hw1"])
 
     # HW1 is given on 2026-11-03: 100 % until 2026-11-04 11:59, 75 % until 2026-11-05 11:59,
     # 50 % until the last lecture day (2026-12-08) 11:59, Moscow time.
@@ -157,13 +194,12 @@ def main() -> None:
     _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
     # Later homeworks: alice hands in the reference, bob a realistic wrong version, both on
     # the morning after the lecture (on time).
-    course = load_course(ROOT / "course.toml")
     for hw, mutant in sorted(WRONG.items()):
         reference = nbformat.read(course.reference_notebook(hw), as_version=4)
         day = course.assignment(hw).lecture_day + dt.timedelta(days=1)
         stamp = f"{day.isoformat()} 10:00:00.000000 Europe/Moscow"
-        _write("alice", _clean(nbformat.from_dict(reference)), stamp, hw)
-        wrong = _clean(nbformat.from_dict(reference))
+        _write("alice", _clean(nbformat.from_dict(reference), figures[hw]), stamp, hw)
+        wrong = _clean(nbformat.from_dict(reference), figures[hw])
         _mutate(wrong, _mutants(hw)[mutant])
         _write("bob", wrong, stamp, hw)
     count = sum(1 for _ in OUT.glob("*/*/*.ipynb"))
