@@ -33,6 +33,10 @@ def test_grading_collects_the_answers_and_the_final_waits_for_the_marks(tmp_path
     assert table.loc["alice", "hw1_final"] == ""
     assert table.loc["alice", "hw1_raw"] == "40.00"  # the checks' 2 of 5 points so far
     assert table.loc["carol", "hw1_final"] == "0.00"  # the template: no answer, no point
+    # the summary printed at the end shows the rows as the CSV does
+    line = next(x for x in result.output.splitlines() if "│ alice" in x)
+    cells = [c.strip() for c in line.split("│")[1:-1]]
+    assert (cells[2], cells[3], cells[5]) == ("marking_pending", "40.00", "-"), line
     with open_gradebook(book) as opened:
         answers = written.answers(opened, figures=True)
     alice = next(a for (s, _, _), a in answers.items() if s == "alice")

@@ -90,7 +90,7 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         rows = scored_rows(book, course)
     write_csv(wide_table(course, rows, dt.datetime.now(course.timezone)), csv_path)
     write_feedback(course, rows, feedback_dir)
-    _summary(graded)
+    _summary(graded, rows)
     out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
     if any(g.row.status is Status.GRADER_ERROR for g in graded):
         sys.exit(1)
@@ -117,13 +117,13 @@ class _Printer(Progress):
     def finished(self, graded: Graded) -> None:
         row = graded.row
         if graded.skipped:
-            err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % (unchanged, kept)",
+            err.print(f"  {row.student}/{row.assignment}: checks {row.raw:.2f} % (unchanged, kept)",
                       markup=False)
             return
         self.graded += 1
         rate = (time.monotonic() - self.start) / self.graded
         left = rate * (self.total - self.graded)
-        err.print(f"  {row.student}/{row.assignment}: raw {row.raw:.2f} % ({row.status.value}, "
+        err.print(f"  {row.student}/{row.assignment}: checks {row.raw:.2f} % ({row.status.value}, "
                   f"{row.seconds:.1f} s)   {self.graded}/{self.total} done, "
                   f"{rate:.1f} s per submission, about {_duration(left)} left", markup=False)
 
@@ -140,15 +140,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _summary(graded: list[Graded]) -> None:
+def _summary(graded: list[Graded], scored: list[GradeRow]) -> None:
+    """The run's rows as the CSV and the feedback show them: a row with written questions
+    counts their marks, and its final waits until every answer is marked."""
     from grader.output.view import display_status
 
+    by_key = {(r.student, r.assignment, r.sha256): r for r in scored}
     table = Table(title="Grading summary")
     for column in ("student", "assignment", "status", "raw %", "cap %", "final %", "seconds"):
         table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for g in graded:
-        r = g.row
+        r = by_key.get((g.row.student, g.row.assignment, g.row.sha256), g.row)
         table.add_row(r.student, r.assignment, display_status(r).value, _pct(r.raw),
                       _pct(r.cap), _pct(r.final), f"{r.seconds:.1f}",
                       ("(kept) " if g.skipped else "") + r.detail)
