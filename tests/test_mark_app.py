@@ -243,6 +243,7 @@ def test_editing_a_rubric_item_rescores_every_answer_that_used_it(site: Site,
     browser.get(site.url("/q/hw1/roofline"))
     before = _scores(browser)
     used = {s for (s, q), m in _marks(site).items() if q == "roofline" and "ridge" in m.items}
+    assert "Europe/Moscow" in browser.find_element(By.ID, "answers").text  # the course's clock
     field = browser.find_element(By.ID, "points-ridge")
     field.clear()
     field.send_keys("0.5")

@@ -16,6 +16,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from grader.output.view import local_time
+
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                    autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                    lstrip_blocks=True)
@@ -28,6 +30,7 @@ def markdown(text: str) -> Markup:
 
 
 _ENV.filters["markdown"] = markdown
+_ENV.filters["local_time"] = local_time  # {{ iso|local_time(course) }}: the course's clock
 
 
 def render(template: str, **context: Any) -> str:
