@@ -10,7 +10,8 @@ another session), a hostile answer shown as text, and then the CSV and the feedb
 marks. Requests without the token (or with a wrong one, another host, a post without the
 session's CSRF token) are sent without a browser.
 
-`GRADER_SCREENSHOT=docs/marking.png` saves the marking page for the README.
+`GRADER_SCREENSHOT=shot.png` saves the tiny course's marking page (docs/marking.png is
+homework 1's, on `make demo`'s gradebook).
 """
 
 from __future__ import annotations
