@@ -774,7 +774,7 @@ def test_tucker2_conv_hooi(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_cp_decompose_exact_rank(student, rng, torch_rng):
     """On a kernel of exact CP rank R, parafac's factors rebuild it (relative error < 1e-2),
-    on draws where the same parafac call, run by the grader, rebuilds it (_als_recovers)."""
+    on draws where the same parafac call, run by the grader, rebuilds it."""
     for _ in range(2):
         while True:
             shape = (rng.randint(10, 16), rng.randint(6, 10), 3, 3)
@@ -820,7 +820,7 @@ def test_cp_conv_structure(student, rng, torch_rng):
     """1x1 C_in->R; (k_h,1) and (1,k_w) depth-wise (groups=R) with the stride, padding and
     dilation split by axis; 1x1 R->C_out with the bias. Parameters R(C_in + k_h + k_w + C_out)
     (+ C_out). Drawn where the grader's own run of the same parafac call completes
-    (_parafac_errors): on some small kernels an ALS step is singular and parafac raises."""
+    (on some small kernels an ALS step is singular and parafac raises)."""
     for stride, bias, dilation in [((2, 1), True, 1), (2, False, 1), (None, None, (1, 2))]:
         while True:
             kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=bias,
@@ -852,7 +852,7 @@ def test_cp_conv_equals_the_original_on_exact_rank(student, rng, torch_rng):
     """On a kernel of exact CP rank R, the four layers compute the original conv (stride 2 and
     bias included) within 1e-2 relative, and exactly the conv with their own CP kernel; on
     draws where the grader's own run of cp_conv's parafac call (default random_state and
-    n_iter_max) rebuilds the kernel (_als_recovers)."""
+    n_iter_max) rebuilds the kernel."""
     for stride in (2, (1, 2)):
         while True:
             kwargs, state = _draw_conv(rng, torch_rng, stride=stride, bias=True)
@@ -925,7 +925,7 @@ def test_cp_runs_the_asked_iterations(student, rng, torch_rng):
     cp_decompose): at n_iter_max 1 to 3, the factors of cp_decompose and the kernel of
     cp_conv's four layers rebuild what the grader's own call with those arguments rebuilds
     (relative difference < 1e-3), on draws where that call is robust and one iteration more or
-    fewer, or another random_state, lands >= 1e-2 away (_cp_count_draw)."""
+    fewer, or another random_state, lands >= 1e-2 away."""
     w, rank, n_iter, seed, expected = _cp_count_draw(rng, torch_rng)
     what = (f"cp_decompose on a random {tuple(w.shape)} kernel, rank {rank}, n_iter_max={n_iter}, "
             f"random_state={seed}")
@@ -1269,7 +1269,7 @@ def test_compress_cnn_ranks_and_outputs(student, rng, torch_rng):
     `layers`, the other stays a Conv2d) become Tucker-2 blocks at the energy ranks of their own
     kernels; the compressed model computes what the grader's HOSVD compression computes. Drawn
     so that the rule decides, not rounding: tau at least 1e-4 from every energy share, and a
-    clear cut at each rank (_clear_truncation; the kernels are float32)."""
+    clear cut at each rank (the kernels are float32)."""
     for layers in (None, None, (rng.choice(BOTH),)):
         channels, state, local, tau = _draw_compressible_cnn(rng, torch_rng)
         oracle, ranks = _oracle_compress(local, tau, layers or BOTH)
@@ -1660,7 +1660,7 @@ def test_tt_svd_error_bound(student, rng, torch_rng):
 def test_tt_svd_ranks(student, rng, torch_rng):
     """The ranks of the rule (smallest r >= 1 whose discarded tail is <= delta = eps /
     sqrt(d - 1) ||A||_F, at each step of the sweep) on noisy tensors where every truncation is
-    clear (_tt_clear), against the grader's numpy TT-SVD; and every rank at its floor of 1
+    clear, against the grader's numpy TT-SVD; and every rank at its floor of 1
     where delta >= 1.2 ||A||_F (the rule alone would keep nothing)."""
     for d in (2, 3, rng.randint(4, 5)):
         while True:
