@@ -209,3 +209,6 @@ def test_every_check_says_what_it_tests_in_a_whole_sentence(hw):
         for info in describe(folder):
             assert info.title != info.name, f"{info.name} has no docstring"
             assert info.title.endswith((".", "!", "?", ")")), f"{info.name}: {info.title!r}"
+            # a student reads it: it names what they wrote, never the check file's own helpers
+            helpers = re.findall(r"(?<![\w.*])_[a-z]\w*", info.title)
+            assert not helpers, f"{info.name}: its title names the helpers {helpers}"

@@ -1097,7 +1097,7 @@ def test_channel_prune_structure_macs_params(student, rng, torch_rng):
 def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
     """The pruned model computes what the oracle's does: the top channels by importance
     (ranked on the input model), BN statistics and next layer sliced consistently. Drawn so
-    that the cut between kept and removed channels is unambiguous (_clear_ranking)."""
+    that the cut between kept and removed channels is unambiguous."""
     x, _ = _test_subset(rng, 32)
     for criterion in ("l2", "bn_gamma"):
         while True:
@@ -1131,7 +1131,7 @@ def test_channel_prune_keeps_the_important_channels(student, rng, torch_rng):
 @pytest.mark.points(2)
 def test_sort_channels_is_an_equivalence(student, rng, torch_rng):
     """Same outputs as the input model; each conv's channels by decreasing importance (on
-    draws whose order is unambiguous: _clear_ranking)."""
+    draws whose order is unambiguous)."""
     x, _ = _test_subset(rng, 32)
     for criterion in ("l2", "bn_gamma"):
         while True:

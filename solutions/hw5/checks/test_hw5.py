@@ -980,7 +980,7 @@ def test_runtime_ops_on_drawn_graphs(student, rng, torch_rng):
     "extended" fuses): the operators of the graph ONNX Runtime writes after its optimizations,
     op_type for ONNX's own domain and domain:op_type for any other, as the grader's own ONNX
     Runtime session on its own copy of the bytes counts them; at the three portable levels the
-    notebook's list of folds and fusions gives the same counts (_rule_ops)."""
+    notebook's list of folds and fusions gives the same counts."""
     tag = f"{rng.randrange(16**6):06x}"
     while True:  # between them, the two chains have something folded and something fused
         chains = [_draw_chain(rng), _draw_chain(rng)]
@@ -1145,7 +1145,7 @@ def _reference_int8_accuracy(shared: dict[str, Any]) -> float:
 def test_int8_model_accuracy(student, shared):
     """The int8 model, run by the grader's judge in ONNX Runtime on the held-out images,
     classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader), or no
-    worse than the grader's own int8 model of the draw (_reference_int8_accuracy)."""
+    worse than the grader's own int8 model of the draw."""
     _need(shared, "onnx", "to_onnx")
     _need(shared, "int8", "quantize_onnx")
     file = shared["names"]["int8"]

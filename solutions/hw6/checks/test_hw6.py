@@ -409,7 +409,7 @@ def test_distill_beats_labels_only(student, rng, torch_rng):
     """With 5 labels per class and the rest of the train split as unlabelled transfer set, the
     distilled MLP 64-32-10, evaluated here on the test split, reaches >= 0.93 and beats the
     same MLP trained (here) on the 50 labels alone by >= 0.03; on a draw where the grader's own
-    distillation (_reference_distill) falls short of either, no less than it reaches. distill
+    distillation falls short of either, no less than it reaches. distill
     runs with the grader's kd_loss standing in for the notebook's."""
     x_train, y_train, x_test, y_test = nncourse.load_digits_split()
     teacher = nncourse.load_pretrained(TEACHER)
@@ -1081,7 +1081,7 @@ def test_distill_with_hints_accuracy(student, rng, torch_rng):
     """The notebook's setting: the MLP 64-16-16-16-16-10 guided at fc2 by the teacher's flatten
     features through a Linear(16, 64) regressor, beta 10, 5 labels per class; the returned
     student, evaluated here on the test split, reaches >= 0.88, or on a draw where the grader's
-    own run of the recipe (_reference_hints) falls short, no less than it reaches."""
+    own run of the recipe falls short, no less than it reaches."""
     x_train, y_train, x_test, y_test = nncourse.load_digits_split()
     teacher_logits, teacher_features = _teacher_outputs(x_train)
     labels = _labelled_draw(rng, y_train)
@@ -1586,7 +1586,7 @@ def test_forward_bf16_dtypes(student, rng, torch_rng):
 def test_forward_bf16_halves_saved_bytes(student, rng, torch_rng):
     """bf16 activations: the saved bytes are about half the float32 ones (0.4 to 0.6 here,
     where the batch is >= 8 x the width; the bf16 weight copies add a little). The byte counts
-    depend on the shapes only, and all 108 shapes _draw_bf16 can draw give 0.516-0.545."""
+    depend on the shapes only, and all 108 shapes the check can draw give 0.516-0.545."""
     for _ in range(2):
         local, spec, x = _draw_bf16(rng, torch_rng)
         plain = _saved_bytes(local, local, x)
@@ -1637,7 +1637,7 @@ def _reference_bf16(init: dict, seed: int) -> float:
 def test_train_bf16(student, rng, torch_rng):
     """Training under bf16 autocast: Linear outputs bf16 during training, float32 weights
     returned, test accuracy (measured here, in float32) >= 0.95, or on a draw where the
-    grader's own bf16 training falls short (_reference_bf16), no less than it reaches."""
+    grader's own bf16 training falls short, no less than it reaches."""
     x_train, y_train, x_test, y_test = nncourse.load_digits_split()
     init = _seeded(torch_rng, lambda: nncourse.make_mlp((128,)).state_dict())
     spec = kit_model("make_mlp", hidden=(128,), state_dict=init, training=True)
