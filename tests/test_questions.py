@@ -205,3 +205,18 @@ def test_a_huge_file_is_not_read(course: Course, tmp_path: Path) -> None:
         f.truncate(ANSWERS_NOTEBOOK_BYTES + 1)  # sparse: costs no disk
     answers = read_answers(path, load_questions(course, "hw1"))
     assert all("larger than" in a.flag for a in answers)
+
+
+def test_a_students_notebook_says_what_it_answers_without_the_rubric(course: Course) -> None:
+    # `grader check` (the student's kit has no rubric.toml) reads the answer cells alone
+    from grader.course.questions import answers_in
+
+    asked = answers_in(answered(course, {"roofline": GOOD["roofline"]}, figure=None))
+    assert [(qid, points) for qid, points, _ in asked] == [("roofline", 2.0), ("flops", 1.0)]
+    roofline, flops = (answer for _, _, answer in asked)
+    assert not roofline.missing and roofline.text == GOOD["roofline"]
+    assert "roofline-figure" in roofline.flag and "no PNG output" in roofline.flag
+    assert flops.missing and "left as given" in flops.flag
+    with_figure = answers_in(answered(course, GOOD))
+    assert [a.flag for _, _, a in with_figure] == ["", ""]
+    assert answers_in({"cells": [{"metadata": {"nncourse": {"question": {"id": "x"}}}}]}) == ()

@@ -100,3 +100,19 @@ def test_mark_refuses_a_broken_rubric_before_serving(tmp_path: Path) -> None:
                                        str(tmp_path / "gb.sqlite")])
     assert result.exit_code == 2
     assert "rubric.toml: question.roofline.points" in result.output
+
+
+@pytest.mark.kernel
+def test_check_says_which_written_questions_the_saved_file_answers(tmp_path: Path) -> None:
+    course = write_course(tmp_path)
+    notebook = write_submission(tmp_path / "mine", "me", answered(
+        course, {"roofline": "Both layers: below the ridge point."}, figure=None))
+    result = CliRunner().invoke(main, ["check", str(notebook), "--course", str(course.path)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # as read, whatever the terminal's width
+    assert "written questions (2), marked by people after the deadline" in text
+    assert ("roofline (2 pt): answered (6 words); the figure's cell (roofline-figure) has no "
+            "PNG output") in text
+    assert "run that cell and save the notebook before you hand it in" in text
+    assert "flops (1 pt): not answered yet; the answer cell was left as given" in text

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -125,8 +126,30 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
                 out.print(f"     {line}", markup=False)
     passed = sum(r.outcome is Outcome.PASSED for r in results)
     out.print(f"{passed} passed, {len(results) - passed} failed")
+    _written_questions(nb)
     if passed != len(results):
         sys.exit(1)
+
+
+def _written_questions(nb: Any) -> None:
+    """What the saved notebook answers of its written questions: people mark them after the
+    deadline, so only whether each is answered (and its figure saved) can be said here."""
+    from grader.course.questions import answers_in
+
+    asked = answers_in(nb)
+    if not asked:
+        return
+    out.print(f"written questions ({len(asked)}), marked by people after the deadline, not by "
+              f"these checks; as {'they stand' if len(asked) > 1 else 'it stands'} in the "
+              f"saved file:", markup=False, soft_wrap=True)
+    for qid, points, answer in asked:
+        state = "not answered yet" if answer.missing else \
+            f"answered ({len(answer.text.split())} words)"
+        flag = answer.flag.removeprefix("no answer: ")
+        if flag and not answer.missing:
+            flag += ": run that cell and save the notebook before you hand it in"
+        out.print(f"  {qid} ({points:g} pt): {state}{'; ' + flag if flag else ''}",
+                  markup=False, soft_wrap=True)
 
 
 def _course_file(given: Path, notebook: Path) -> Path:

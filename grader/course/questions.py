@@ -21,7 +21,7 @@ A question's points are ``start`` plus its applied items, kept within 0..``point
 are read from the submitted file (``read_answers``), bounded, and never by running it.
 
 Public: ``RubricItem``, ``Question``, ``load_questions``, ``rubric_path``, ``read_answers``,
-``no_answer``, ``answer_cell_question``, ``ANSWER_STUB``.
+``no_answer``, ``answer_cell_question``, ``answers_in``, ``ANSWER_STUB``.
 """
 
 from __future__ import annotations
@@ -297,3 +297,22 @@ def read_answers(path: Path, questions: tuple[Question, ...]) -> tuple[Answer, .
         return tuple(no_answer(q, "the file is not a notebook that can be read")
                      for q in questions)
     return tuple(_answer(q, cells) for q in questions)
+
+
+def answers_in(nb: Any) -> tuple[tuple[str, float, Answer], ...]:
+    """The written questions a notebook (a student's own, with no rubric at hand) asks, in its
+    order: each answer cell's question id, its points and its answer as the grader will read
+    it (missing when left as given; flagged when its figure has no output in the file)."""
+    cells = [c for c in nb.get("cells", []) if isinstance(c, dict)]
+    found: list[tuple[str, float, Answer]] = []
+    for cell in cells:
+        asked = answer_cell_question(cell)
+        points = asked.get("points") if asked is not None else None
+        if asked is None or any(qid == asked["id"] for qid, _, _ in found) or \
+                isinstance(points, bool) or not isinstance(points, int | float):
+            continue
+        figure = asked.get("figure", "")
+        question = Question(asked["id"], float(points), asked["id"], "",
+                            figure if isinstance(figure, str) else "", (), "")
+        found.append((question.id, question.points, _answer(question, cells)))
+    return tuple(found)

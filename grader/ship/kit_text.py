@@ -182,6 +182,13 @@ limits your system allows (macOS: CPU time and file size; Windows: none), so a n
 needs more memory than the grader allows can pass here and fail there. A plain kernel starts
 with its own imports (PyTorch), which costs a few seconds more per notebook than on Linux.
 
+Written questions: some markdown cells ask for your own words about your results (they hold
+`YOUR ANSWER HERE`). People mark them after the deadline with a rubric, and their points count
+with the checks'; your final score waits until they are marked. `grader check` cannot mark
+them: it lists each one and says whether the saved file answers it and holds the figure it
+discusses. The grader reads your answer and that figure from the file you hand in, so save the
+notebook after running it.
+
 The grader stops a cell after {limits.cell_timeout_s:g} s and the whole notebook after
 {limits.notebook_timeout_s:g} s; `grader check` uses the same limits. The notebooks run on one CPU
 thread and need no GPU and no network.
@@ -203,7 +210,8 @@ Hand in the notebook file itself, named as it is here (`{notebook}` for {first})
 with another name, not a link, not an archive, and not several notebooks for one homework.
 Run it from the top in a fresh kernel (`make check` does that) before you hand it in: the
 grader runs it the same way and grades what the functions return, not the outputs saved in
-the file. The time your file is received is the time the late rule uses.
+the file (except the figures your written answers discuss: save after the run). The time your
+file is received is the time the late rule uses.
 
 ## Passing the course
 
