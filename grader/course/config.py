@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from grader.course.rules import Extension, LatePolicy
-from grader.errors import ConfigError
+from grader.errors import ConfigError, GraderError
 from grader.records import Limits
 
 
@@ -327,20 +327,26 @@ def _lms_settings(table: _Reader, assignments: set[str]) -> LmsSettings:
     return LmsSettings(url.rstrip("/"), course, found)
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def csv_rows(path: Path, required: tuple[str, ...], error: type[GraderError] = ConfigError,
+             what: str = "", hint: str = "") -> list[tuple[int, dict[str, str]]]:
+    """The rows of the CSV file at ``path`` with their line numbers, every value a string
+    (empty when blank) stripped of surrounding blanks; a missing ``required`` column, a missing
+    or unreadable file is ``error`` naming the file (``what``: why it was read, after "file not
+    found"; ``hint``: what to do about a missing column)."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} in the header "
-                                  f"(expected {', '.join(required)})")
+                expected = ", ".join(required)
+                raise error(f"{path}: missing column(s) {', '.join(missing)} "
+                            f"{hint or f'in the header (expected {expected})'}")
             return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
                     for row in reader]
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (named in course.toml)") from None
+        raise error(f"{path}: file not found{f' ({what})' if what else ''}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+        raise error(f"{path}: cannot read it: {exc}") from exc
 
 
 def load_roster(path: Path) -> tuple[RosterEntry, ...]:
@@ -348,7 +354,7 @@ def load_roster(path: Path) -> tuple[RosterEntry, ...]:
     student's id in the LMS, which ``grader import`` maps downloads by); all but ``student``
     may be empty. An LMS id listed for two students is an error."""
     students: dict[str, RosterEntry] = {}
-    for line, row in _csv_rows(path, ("student",)):
+    for line, row in csv_rows(path, ("student",), what="named in course.toml"):
         sid = row["student"]
         if not sid:
             raise ConfigError(f"{path}, line {line}: empty student id")
@@ -384,7 +390,8 @@ def parse_extension(text: str) -> Extension:
 def load_extensions(path: Path, assignments: set[str]) -> dict[tuple[str, str], Extension]:
     """An extensions CSV with columns ``student,assignment,extension``."""
     found: dict[tuple[str, str], Extension] = {}
-    for line, row in _csv_rows(path, ("student", "assignment", "extension")):
+    for line, row in csv_rows(path, ("student", "assignment", "extension"),
+                               what="named in course.toml"):
         key = (row["student"], row["assignment"])
         if row["assignment"] not in assignments:
             raise ConfigError(f"{path}, line {line}: unknown assignment {row['assignment']!r}")

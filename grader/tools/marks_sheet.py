@@ -17,7 +17,6 @@ The rest is saved in one transaction, with the importing marker's name and the t
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grader.course.config import Course
+from grader.course.config import Course, csv_rows
 from grader.errors import MarkingError, StaleMark
 from grader.output.files import write_text_atomic
 from grader.pipeline import written
@@ -92,22 +91,6 @@ class Imported:
     unchanged: int  # rows empty or as they stand in the gradebook
 
 
-def _read(path: Path) -> list[tuple[int, dict[str, str]]]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise MarkingError(f"{path}: missing column(s) {', '.join(missing)} (export a "
-                                   f"sheet with `grader marks export` and fill that in)")
-            return [(reader.line_num, {k: (v or "") for k, v in row.items() if k})
-                    for row in reader]
-    except FileNotFoundError:
-        raise MarkingError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MarkingError(f"{path}: cannot read it: {exc}") from None
-
-
 def _unguard(text: str) -> str:
     return _GUARDED.sub("", text).strip()
 
@@ -154,7 +137,8 @@ def import_marks(book: Gradebook, course: Course, path: Path, marker: str) -> Im
     """Check every row of the sheet at ``path``, then store its marks in one transaction as
     ``marker``'s. Any bad row: MarkingError naming the file and every bad line, nothing
     stored."""
-    lines = _read(path)
+    lines = csv_rows(path, NEEDED, MarkingError,
+                     hint="(export a sheet with `grader marks export` and fill that in)")
     rows = marking.scored_rows(book, course)
     entries: dict[tuple[str, str, str], marking.Entry] = {}
     for hw, questions in marking.all_questions(course).items():

@@ -69,9 +69,9 @@ def test_kd_loss_unlabelled_public(student):
     )
 
 
-@pytest.mark.points(1)
-def test_distill_public(student):
-    """distill returns the trained student (same layers, new weights) in eval mode."""
+def _tiny_class():
+    """An MLP 64-8-10 to train (its spec and first weights), 32 images, a teacher that is sure
+    of every label, and 8 labels kept (the others -1)."""
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
     init = {k: v.clone() for k, v in mlp.state_dict().items()}
@@ -82,13 +82,23 @@ def test_distill_public(student):
     spec = dataclasses.replace(
         seq(layer("Flatten"), layer("Linear", 64, 8), layer("ReLU"), layer("Linear", 8, 10),
             training=True), state_dict=init)
-    got = student.call("distill", spec, teacher_logits, x, labels, epochs=2)
-    assert isinstance(got, ReturnedModule), f"distill should return the student, got {got!r}"
+    return spec, init, x, teacher_logits, labels
+
+
+def _trained(got, init, function: str) -> None:
+    assert isinstance(got, ReturnedModule), f"{function} should return the student, got {got!r}"
     assert set(got.state_dict) == set(init), "the returned student should have the same layers"
     assert any(not torch.equal(got.state_dict[k], init[k]) for k in init), (
-        "distill should train the student: its weights did not change"
+        f"{function} should train the student: its weights did not change"
     )
-    assert not any(got.training.values()), "distill should return the student in eval mode"
+    assert not any(got.training.values()), f"{function} should return the student in eval mode"
+
+
+@pytest.mark.points(1)
+def test_distill_public(student):
+    """distill returns the trained student (same layers, new weights) in eval mode."""
+    spec, init, x, teacher_logits, labels = _tiny_class()
+    _trained(student.call("distill", spec, teacher_logits, x, labels, epochs=2), init, "distill")
 
 
 @pytest.mark.points(1)
@@ -121,27 +131,11 @@ def test_hint_loss_public(student):
 @pytest.mark.points(1)
 def test_distill_with_hints_public(student):
     """distill_with_hints returns the trained student (same layers, new weights) in eval mode."""
-    torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
-    init = {k: v.clone() for k, v in mlp.state_dict().items()}
-    x = torch.rand(32, 1, 8, 8)
-    y = torch.arange(32) % 10
-    teacher_logits = 5.0 * nn.functional.one_hot(y, 10).float()
+    spec, init, x, teacher_logits, labels = _tiny_class()
     teacher_features = torch.rand(32, 4)
-    labels = torch.where(torch.arange(32) < 8, y, -1)
-    spec = dataclasses.replace(
-        seq(layer("Flatten"), layer("Linear", 64, 8), layer("ReLU"), layer("Linear", 8, 10),
-            training=True), state_dict=init)
     got = student.call("distill_with_hints", spec, layer("Linear", 8, 4), teacher_logits,
                        teacher_features, x, labels, "1", epochs=2)
-    assert isinstance(got, ReturnedModule), (
-        f"distill_with_hints should return the student, got {got!r}")
-    assert set(got.state_dict) == set(init), "the returned student should have the same layers"
-    assert any(not torch.equal(got.state_dict[k], init[k]) for k in init), (
-        "distill_with_hints should train the student: its weights did not change"
-    )
-    assert not any(got.training.values()), (
-        "distill_with_hints should return the student in eval mode")
+    _trained(got, init, "distill_with_hints")
 
 
 @pytest.mark.points(1)
