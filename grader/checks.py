@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,9 +49,9 @@ from grader.kernel.protocol import (
 __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
     "StudentError", "StudentRaised", "accuracy_on_test_split", "call_text", "changed_modes",
-    "changed_state", "demanded", "kit_model", "layer", "one_thread", "oracles_agree", "pair",
-    "pretrained_state", "probe", "refuses", "returned_module", "seq", "short_repr",
-    "with_state",
+    "changed_state", "demanded", "heldout_accuracy", "heldout_split", "kit_model", "layer",
+    "one_thread", "oracles_agree", "pair", "pretrained_state", "probe", "refuses",
+    "returned_module", "seq", "short_repr", "with_state",
 ]
 
 
@@ -191,12 +192,41 @@ def pretrained_state(name: str) -> dict[str, torch.Tensor]:
 
 
 def accuracy_on_test_split(model: nn.Module, what: str = "the returned model") -> float:
-    """``model``'s accuracy (a fraction in [0, 1]) on the course's 450 test images, run in the
-    grader's process; layers that do not fit together fail the check with ``what`` named."""
+    """``model``'s accuracy (a fraction in [0, 1]) on the 300 test images the course kit ships,
+    run in the grader's process; layers that do not fit together fail the check with ``what``
+    named."""
     import nncourse
 
     _, _, x_test, y_test = nncourse.load_digits_split()
+    return _accuracy(model, x_test, y_test, what, "the test images")
+
+
+def heldout_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out digits stored at ``path`` (written by scripts/make_digits.py beside a
+    homework's hidden checks, never in the kit): images (N, 1, 8, 8) in [0, 1] and int64
+    labels, as ``nncourse.load_digits_split`` gives the kit's. FileNotFoundError names a
+    missing file."""
+    from nncourse.data import as_tensors
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no held-out digits at {path} (scripts/make_digits.py writes "
+                                "them)")
+    data = torch.load(path, weights_only=True)
+    return as_tensors(data["pixels"], data["labels"])
+
+
+def heldout_accuracy(model: nn.Module, path: Path, what: str = "the returned model") -> float:
+    """``model``'s accuracy (a fraction in [0, 1]) on the held-out digits at ``path``: images
+    that neither the kit nor the student's kernel holds, run in the grader's process."""
+    x, y = heldout_split(path)
+    return _accuracy(model, x, y, what, "the held-out images")
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, what: str,
+              images: str) -> float:
+    import nncourse
+
     try:
-        return float(nncourse.evaluate(model, x_test, y_test))
+        return float(nncourse.evaluate(model, x, y))
     except RuntimeError as error:
-        raise AssertionError(f"{what} fails on the test images: {str(error)[:300]}") from None
+        raise AssertionError(f"{what} fails on {images}: {str(error)[:300]}") from None
