@@ -15,6 +15,10 @@ student's live kernel, ``grader.kernel.protocol.Student``), and draws its inputs
   the small helpers every homework's checks need (a size as a pair, a spec carrying the
   grader's own weights, a reply that must be a model, the kit's shipped weights, a model's
   accuracy on the course's test split);
+- ``heldout_accuracy`` / ``once`` and the ``challenge`` fixture: a challenge (a homework's
+  compression under a budget) is measured by the grader on held-out images the kit does not
+  ship, and scored on a curve between a baseline and the grader's own reference run on the same
+  draw, each run once per process (``grader.records.ChallengeResult``);
 - ``demanded`` / ``Demand`` / ``one_thread``: a check may only demand what its own draw
   guarantees. A check that trains a model, runs an iterative method from a random start, or
   calibrates on a random subset demands a floor; when the student falls short of it on a draw,
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +54,7 @@ __all__ = [
     "Demand", "GraderBug", "LayerInfo", "ModuleSpec", "ReturnedModule", "Student",
     "StudentError", "StudentRaised", "accuracy_on_test_split", "call_text", "changed_modes",
     "changed_state", "demanded", "heldout_accuracy", "heldout_split", "kit_model", "layer",
-    "one_thread", "oracles_agree", "pair", "pretrained_state", "probe", "refuses",
+    "once", "one_thread", "oracles_agree", "pair", "pretrained_state", "probe", "refuses",
     "returned_module", "seq", "short_repr", "with_state",
 ]
 
@@ -230,3 +234,20 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, what: str,
         return float(nncourse.evaluate(model, x, y))
     except RuntimeError as error:
         raise AssertionError(f"{what} fails on {images}: {str(error)[:300]}") from None
+
+
+_ONCE: dict[Hashable, Any] = {}
+_ONCE_KEPT = 64
+
+
+def once(key: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()``, run the first time this process asks for ``key`` and kept: for the
+    grader's own runs that are the same for every student of a grading run (a challenge's
+    reference and baseline on the run's draw), so a class of hundreds pays for them once per
+    grading process. ``key`` must hold everything the result depends on: the check's name and
+    every drawn value (the latest 64 keys are kept)."""
+    if key not in _ONCE:
+        if len(_ONCE) >= _ONCE_KEPT:
+            del _ONCE[next(iter(_ONCE))]
+        _ONCE[key] = compute()
+    return _ONCE[key]

@@ -159,9 +159,59 @@ class CheckInfo:
 
 
 @dataclass(frozen=True)
+class ChallengeResult:
+    """What a challenge check measured of one submission's model, all by the grader: its
+    ``score`` (higher is better: ``metric``, e.g. "held-out accuracy", a fraction), the
+    ``budget`` the check drew and what the model ``used`` of it (in ``unit``, counted by the
+    grader's own counters), and the curve of this draw: full points at or above ``bar`` (the
+    grader's own reference run on the same draw, ``reference``, less a stated margin), none at
+    or below ``baseline`` (the stated simple method at the same budget), linear between. Over
+    budget earns nothing. ``used``/``score`` are None when the model could not be measured."""
+
+    metric: str
+    unit: str
+    budget: float
+    used: float | None
+    score: float | None
+    bar: float
+    baseline: float
+    reference: float
+
+    @property
+    def within_budget(self) -> bool:
+        return self.used is not None and self.used <= self.budget
+
+    @property
+    def fraction(self) -> float:
+        """The share of the check's points this result earns on the curve (0 over budget)."""
+        if not self.within_budget or self.score is None:
+            return 0.0
+        if self.score >= self.bar:
+            return 1.0
+        if self.score <= self.baseline:
+            return 0.0
+        return (self.score - self.baseline) / (self.bar - self.baseline)
+
+    def summary(self) -> str:
+        """The curve and where this result sits on it, in words (a check's message)."""
+        if self.used is None or self.score is None:
+            return f"nothing was measured: no model came back within the budget of " \
+                   f"{self.budget:,.0f} {self.unit}"
+        where = (f"{self.metric} {self.score:.4f} with {self.used:,.0f} of {self.budget:,.0f} "
+                 f"{self.unit}")
+        if not self.within_budget:
+            return f"{where}: over the budget, no points"
+        return (f"{where}: full points at {self.bar:.4f} or above (the grader's own run "
+                f"reached {self.reference:.4f} on this draw), none at {self.baseline:.4f} or "
+                f"below (the baseline at the same budget); {self.fraction:.0%} of the points")
+
+
+@dataclass(frozen=True)
 class CheckResult:
-    """One check's verdict. ``points`` possible, ``earned`` either all or nothing; ``title``
-    says what the check tests (kept with the verdict, so that no page needs the check files)."""
+    """One check's verdict. ``points`` possible; ``earned`` all of them when passed, or for a
+    challenge its ``fraction`` of them (the curve of ``challenge``; a failed challenge keeps
+    what was measured, for the leaderboard). ``title`` says what the check tests (kept with the
+    verdict, so that no page needs the check files)."""
 
     name: str
     points: float
@@ -169,10 +219,12 @@ class CheckResult:
     message: str = ""
     title: str = ""
     task: str = ""  # the student's function it checks (its task in the notebook), if known
+    fraction: float = 1.0  # the share of ``points`` a passed check earns
+    challenge: ChallengeResult | None = None
 
     @property
     def earned(self) -> float:
-        return self.points if self.outcome is Outcome.PASSED else 0.0
+        return round(self.points * self.fraction, 4) if self.outcome is Outcome.PASSED else 0.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ regrade with the recorded seed draws the same inputs.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import dis
 import functools
 import hashlib
@@ -33,10 +34,35 @@ from grader.errors import (
     ZygoteError,
 )
 from grader.kernel.protocol import Student
-from grader.records import CheckInfo, CheckResult, Outcome
+from grader.records import ChallengeResult, CheckInfo, CheckResult, Outcome
 from grader.text import text_block
 
 _INI = Path(__file__).with_name("checks_pytest.ini")
+
+
+class Challenge:
+    """The ``challenge`` fixture: where a challenge check records what it measured. A passed
+    check then earns the result's ``fraction`` of its points, with the result's summary as its
+    message (a fraction of 0 is a failure); a failed one keeps the result for the leaderboard."""
+
+    def __init__(self) -> None:
+        self.result: ChallengeResult | None = None
+
+    def record(self, result: ChallengeResult) -> float:
+        """Keep ``result`` as this check's measurement; return the share of points it earns."""
+        self.result = result
+        return result.fraction
+
+
+def _with_challenge(result: CheckResult, challenge: Challenge | None) -> CheckResult:
+    measured = challenge.result if challenge is not None else None
+    if measured is None or result.outcome not in (Outcome.PASSED, Outcome.FAILED):
+        return result
+    if result.outcome is Outcome.FAILED:
+        return dataclasses.replace(result, challenge=measured)
+    outcome = Outcome.PASSED if measured.fraction > 0 else Outcome.FAILED
+    return dataclasses.replace(result, outcome=outcome, fraction=measured.fraction,
+                               message=text_block(measured.summary()), challenge=measured)
 
 
 class _GraderPlugin:
@@ -53,6 +79,7 @@ class _GraderPlugin:
         self.missing_points: list[str] = []
         self.collect_errors: list[str] = []
         self.results: dict[str, CheckResult] = {}
+        self._challenges: dict[str, Challenge] = {}
         self._answers_before = 0
 
     def start(self, student: Student, seed: int, unavailable: str) -> None:
@@ -80,6 +107,11 @@ class _GraderPlugin:
     @pytest.fixture
     def torch_rng(self, request: pytest.FixtureRequest) -> torch.Generator:
         return torch.Generator().manual_seed(self._item_seed(request.node))
+
+    @pytest.fixture
+    def challenge(self, request: pytest.FixtureRequest) -> Challenge:
+        slot = self._challenges[_check_name(request.node)] = Challenge()
+        return slot
 
     def _item_seed(self, item: pytest.Item) -> int:
         key = f"{self.seed}:{_check_name(item)}".encode()
@@ -150,7 +182,7 @@ class _GraderPlugin:
             else:
                 text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
                 result = self.infos[name].result(Outcome.ERROR, f"grader error: {text_block(text)}")
-            self.results.setdefault(name, result)
+            self.results.setdefault(name, _with_challenge(result, self._challenges.pop(name, None)))
         return report
 
     def _caused_by_an_answer(self, excinfo: pytest.ExceptionInfo[BaseException]) -> bool:

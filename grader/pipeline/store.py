@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import GradebookError
-from grader.records import CellError, CheckResult, GradeRow, Outcome, Status
+from grader.records import CellError, ChallengeResult, CheckResult, GradeRow, Outcome, Status
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # A row's fields, one column each, but for ``cell_errors`` and ``more_cell_errors``, kept
 # together in the column ``cell_errors`` (a JSON list, then ``{"more": n}`` when cut); the
@@ -38,6 +38,7 @@ _TYPES = {"earned": "REAL", "possible": "REAL", "raw": "REAL", "cap": "REAL", "f
 _ADDED: dict[int, list[tuple[str, str]]] = {
     2: [("exec_seconds", "seconds"), ("cell_errors", "'[]'")],
     3: [],  # version 3 added the tables of written answers (below); no column of grades
+    4: [],  # version 4: a check in ``checks`` may hold a fraction and a challenge's result
 }
 # The written answers (grader.pipeline.written reads and writes them). ``answers``: each
 # question's answer in one submission (by the submission's sha256), as read from its file.
@@ -64,9 +65,7 @@ _MARK_TABLES = (
 def _values(row: GradeRow) -> tuple[Any, ...]:
     record: dict[str, Any] = {name: getattr(row, name) for name in _COLUMNS}
     record["status"] = row.status.value
-    record["checks"] = json.dumps([
-        {"name": c.name, "points": c.points, "outcome": c.outcome.value, "message": c.message,
-         "title": c.title, "task": c.task} for c in row.checks])
+    record["checks"] = json.dumps([_check_json(c) for c in row.checks])
     errors: list[dict[str, Any]] = [{"cell": e.cell, "ename": e.ename, "message": e.message}
                                     for e in row.cell_errors]
     if row.more_cell_errors:
@@ -75,13 +74,28 @@ def _values(row: GradeRow) -> tuple[Any, ...]:
     return tuple(record[name] for name in _COLUMNS)
 
 
+def _check_json(c: CheckResult) -> dict[str, Any]:
+    found: dict[str, Any] = {"name": c.name, "points": c.points, "outcome": c.outcome.value,
+                             "message": c.message, "title": c.title, "task": c.task}
+    if c.fraction != 1.0:
+        found["fraction"] = c.fraction
+    if c.challenge is not None:
+        found["challenge"] = dataclasses.asdict(c.challenge)
+    return found
+
+
+def _check(c: dict[str, Any]) -> CheckResult:
+    challenge = c.get("challenge")
+    return CheckResult(str(c["name"]), float(c["points"]), Outcome(c["outcome"]),
+                       str(c.get("message", "")), str(c.get("title", "")), str(c.get("task", "")),
+                       float(c.get("fraction", 1.0)),
+                       ChallengeResult(**challenge) if isinstance(challenge, dict) else None)
+
+
 def _row(values: tuple[Any, ...]) -> GradeRow:
     record = dict(zip(_COLUMNS, values, strict=True))
     record["status"] = Status(record["status"])
-    record["checks"] = tuple(
-        CheckResult(str(c["name"]), float(c["points"]), Outcome(c["outcome"]),
-                    str(c.get("message", "")), str(c.get("title", "")), str(c.get("task", "")))
-        for c in json.loads(record["checks"] or "[]"))
+    record["checks"] = tuple(_check(c) for c in json.loads(record["checks"] or "[]"))
     errors, more = [], 0
     for item in json.loads(record["cell_errors"] or "[]"):
         if "more" in item:

@@ -1,0 +1,115 @@
+"""Challenges: a check that measures a student's compressed model under a budget and scores it
+on a curve (grader.records.ChallengeResult, the ``challenge`` fixture), kept in the gradebook."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_checking import _checks
+from test_store import make_row
+
+from grader.checks import once
+from grader.kernel.protocol import Student, encode
+from grader.pipeline.checking import Outcome, run_checks
+from grader.pipeline.store import open_gradebook
+from grader.records import ChallengeResult, CheckResult
+
+CURVE = ChallengeResult(metric="held-out accuracy", unit="non-zero weights", budget=1000.0,
+                        used=900.0, score=0.90, bar=0.95, baseline=0.80, reference=0.96)
+
+
+@pytest.mark.parametrize(("changes", "fraction"), [
+    ({"score": 0.95}, 1.0),  # at the bar: full points
+    ({"score": 0.99}, 1.0),  # above it (better than the reference)
+    ({"score": 0.875}, 0.5),  # half way from the baseline to the bar
+    ({"score": 0.80}, 0.0),  # at the baseline
+    ({"score": 0.10}, 0.0),
+    ({"used": 1000.0}, 2 / 3),  # the whole budget is within it
+    ({"used": 1001.0}, 0.0),  # one over: nothing, however accurate
+    ({"used": 1001.0, "score": 1.0}, 0.0),
+    ({"used": None, "score": None}, 0.0),
+    ({"bar": 0.80, "baseline": 0.85, "score": 0.80}, 1.0),  # the reference no better than the
+    ({"bar": 0.80, "baseline": 0.85, "score": 0.79}, 0.0),  # baseline: a step at the bar
+])
+def test_the_curve(changes, fraction):
+    assert replace(CURVE, **changes).fraction == pytest.approx(fraction)
+
+
+def test_the_summary_says_where_the_result_sits():
+    text = CURVE.summary()
+    assert "0.9000 with 900 of 1,000 non-zero weights" in text
+    assert "full points at 0.9500" in text and "0.9600" in text and "0.8000" in text
+    assert "67% of the points" in text
+    assert "over the budget" in replace(CURVE, used=1001.0).summary()
+    assert "nothing was measured" in replace(CURVE, used=None, score=None).summary()
+
+
+CHECKS = '''
+import pytest
+from grader.records import ChallengeResult
+
+def _result(used, score):
+    return ChallengeResult(metric="accuracy", unit="weights", budget=100.0, used=used,
+                           score=score, bar=0.9, baseline=0.5, reference=0.92)
+
+@pytest.mark.points(4)
+def test_challenge(student, challenge):
+    used, score = student.call("compress")
+    challenge.record(_result(used, score))
+    assert used <= 100, f"{used} weights, over the budget of 100"
+'''
+
+
+def _student(used: float, score: float) -> Student:
+    def transport(request_json: str, timeout: float) -> dict:
+        return {"ok": True, "value": encode([used, score])}
+    return Student(transport, call_timeout=1.0)
+
+
+@pytest.mark.parametrize(("used", "score", "outcome", "earned"), [
+    (100, 0.95, Outcome.PASSED, 4.0),
+    (80, 0.7, Outcome.PASSED, 2.0),
+    (80, 0.5, Outcome.FAILED, 0.0),  # at the baseline: a failure, with the curve as message
+    (101, 0.99, Outcome.FAILED, 0.0),  # over budget: the check's own message
+])
+def test_a_challenge_check_earns_its_share_and_keeps_what_it_measured(tmp_path, used, score,
+                                                                      outcome, earned):
+    (result,) = run_checks(_checks(tmp_path, CHECKS), _student(used, score), seed=1)
+    assert (result.outcome, result.earned) == (outcome, earned)
+    assert result.challenge is not None
+    assert (result.challenge.used, result.challenge.score) == (used, score)
+    if used > 100:
+        assert result.message == "101 weights, over the budget of 100"
+    else:
+        assert result.message == result.challenge.summary()
+
+
+def test_a_check_without_a_challenge_is_all_or_nothing(tmp_path):
+    folder = _checks(tmp_path, CHECKS.replace("    challenge.record(_result(used, score))\n", ""))
+    (result,) = run_checks(folder, _student(80, 0.7), seed=1)
+    assert (result.outcome, result.earned, result.challenge) == (Outcome.PASSED, 4.0, None)
+
+
+def test_the_gradebook_keeps_a_challenges_result(tmp_path: Path):
+    checks = (CheckResult("test_c", 6.0, Outcome.PASSED, CURVE.summary(), "title", "prune",
+                          CURVE.fraction, CURVE),
+              CheckResult("test_d", 2.0, Outcome.FAILED, "over", "", "",
+                          challenge=replace(CURVE, used=None, score=None)))
+    row = make_row(checks=checks)
+    with open_gradebook(tmp_path / "gb.sqlite") as book:
+        book.put(row)
+        back = book.get(row.student, row.assignment, row.sha256)
+        stored = book._db.execute("SELECT checks FROM grades").fetchone()[0]
+    assert back == row and back.checks[0].earned == pytest.approx(4.0)
+    assert json.loads(stored)[0]["challenge"]["reference"] == 0.96
+
+
+def test_once_runs_the_graders_own_computation_once_per_key():
+    calls = []
+    for _ in range(3):
+        assert once(("test_once", 1), lambda: calls.append(1) or 7) == 7
+    assert once(("test_once", 2), lambda: calls.append(2) or 8) == 8
+    assert calls == [1, 2]
