@@ -240,14 +240,16 @@ _ONCE: dict[Hashable, Any] = {}
 _ONCE_KEPT = 64
 
 
-def once(key: Hashable, compute: Callable[[], Any]) -> Any:
+def once(key: Hashable, compute: Callable[[], Any], student: Student | None = None) -> Any:
     """``compute()``, run the first time this process asks for ``key`` and kept: for the
     grader's own runs that are the same for every student of a grading run (a challenge's
     reference and baseline on the run's draw), so a class of hundreds pays for them once per
     grading process. ``key`` must hold everything the result depends on: the check's name and
-    every drawn value (the latest 64 keys are kept)."""
+    every drawn value (the latest 64 keys are kept). With ``student``, the time ``compute``
+    takes is not counted against that submission's time for its checks."""
     if key not in _ONCE:
         if len(_ONCE) >= _ONCE_KEPT:
             del _ONCE[next(iter(_ONCE))]
-        _ONCE[key] = compute()
+        with student.budget.paused() if student is not None else contextlib.nullcontext():
+            _ONCE[key] = compute()
     return _ONCE[key]

@@ -113,3 +113,16 @@ def test_once_runs_the_graders_own_computation_once_per_key():
         assert once(("test_once", 1), lambda: calls.append(1) or 7) == 7
     assert once(("test_once", 2), lambda: calls.append(2) or 8) == 8
     assert calls == [1, 2]
+
+
+def test_the_graders_own_run_is_not_the_submissions_time():
+    import time
+
+    from grader.kernel.protocol import Budget
+
+    student = Student(lambda request, timeout: {"ok": True, "value": encode(None)},
+                      call_timeout=1.0, budget=Budget(0.5))
+    once(("test_paused", time.monotonic()), lambda: time.sleep(0.7), student)
+    assert student.budget.remaining() > 0.3  # the 0.7 s of the grader's own run not counted
+    time.sleep(0.6)
+    assert student.budget.used_up()
