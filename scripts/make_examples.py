@@ -54,14 +54,16 @@ WRITTEN = ROOT / "examples" / "written"  # <hw>.toml: the examples' answers and 
 MARKS = ROOT / "examples" / "marks.csv"  # what `make demo` imports
 
 
-# For each later homework: the realistic wrong version bob submits (a mutant from
-# tests/hwN_mutants.py); alice submits the reference of every homework.
+# For each later homework: the realistic wrong versions bob's notebook holds (mutants from
+# tests/hwN_mutants.py: a mistake, and for a homework with a challenge a weaker, honest
+# solution of it, so that the leaderboard has two different results); alice submits the
+# reference of every homework.
 WRONG = {
-    "hw2": "mask_not_reapplied",
-    "hw3": "factors_transposed",
-    "hw4": "float_model_as_quantized",
-    "hw5": "static_batch",
-    "hw6": "kl_mean_reduction",
+    "hw2": ("mask_not_reapplied",),
+    "hw3": ("factors_transposed",),
+    "hw4": ("float_model_as_quantized",),
+    "hw5": ("static_batch",),
+    "hw6": ("kl_mean_reduction",),
 }
 
 
@@ -194,13 +196,14 @@ def main() -> None:
     _write("frank", text[: len(text) // 2], "2026-11-20 18:00:00.000000 Europe/Moscow")
     # Later homeworks: alice hands in the reference, bob a realistic wrong version, both on
     # the morning after the lecture (on time).
-    for hw, mutant in sorted(WRONG.items()):
+    for hw, mutants in sorted(WRONG.items()):
         reference = nbformat.read(course.reference_notebook(hw), as_version=4)
         day = course.assignment(hw).lecture_day + dt.timedelta(days=1)
         stamp = f"{day.isoformat()} 10:00:00.000000 Europe/Moscow"
         _write("alice", _clean(nbformat.from_dict(reference), figures[hw]), stamp, hw)
         wrong = _clean(nbformat.from_dict(reference), figures[hw])
-        _mutate(wrong, _mutants(hw)[mutant])
+        for mutant in mutants:
+            _mutate(wrong, _mutants(hw)[mutant])
         _write("bob", wrong, stamp, hw)
     count = sum(1 for _ in OUT.glob("*/*/*.ipynb"))
     print(f"wrote {count} example submissions to {OUT}")

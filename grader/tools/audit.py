@@ -51,7 +51,7 @@ from grader.kernel.sandbox import use_sandbox
 from grader.pipeline.checking import RunChecks, describe, serve_checks
 from grader.pipeline.grading import grade_notebook, new_seed
 from grader.pipeline.pool import worker_context
-from grader.records import Limits, Outcome, Status
+from grader.records import Limits, Status
 from grader.tools.harness import checks_on, live_kernel, score, write_variant
 from grader.tools.mutate import Mutant, notebook_mutants, sample
 
@@ -355,9 +355,10 @@ def _seeds(plan: _Plan, limits: Limits, count: int, full: int, work: Path,
             nonlocal ran
             ran += 1
             for r in run(live.student, seed, "the reference's kernel is gone"):
-                if r.outcome is not Outcome.PASSED:
+                if r.earned < r.points:  # a challenge's partial points are a loss too
                     losses.append(Loss(seed, r.name, r.outcome.value, r.message))
-                    report(f"[{plan.assignment}] seed {seed}: {r.name} lost {r.points:g}: "
+                    report(f"[{plan.assignment}] seed {seed}: {r.name} lost "
+                           f"{r.points - r.earned:g}: "
                            f"{r.message.splitlines()[0] if r.message else ''}")
             if ran % 10 == 0 or ran == total:
                 report(f"[{plan.assignment}] seeds {ran}/{total} "
@@ -452,8 +453,7 @@ def _grade(notebook: Path, checks: Path, limits: Limits, seed: int) -> dict[str,
         return {"error": f"{type(exc).__name__}: {exc}", "seconds": time.monotonic() - start}
     results = run.results
     earned, possible = score(results)
-    failed = [(r.name, r.outcome.value, r.message) for r in results
-              if r.outcome is not Outcome.PASSED]
+    failed = [(r.name, r.outcome.value, r.message) for r in results if r.earned < r.points]
     return {"status": execution.status.value, "detail": execution.detail, "earned": earned,
             "possible": possible, "failed": failed, "seconds": time.monotonic() - start}
 
