@@ -126,3 +126,142 @@ def test_the_graders_own_run_is_not_the_submissions_time():
     assert student.budget.remaining() > 0.3  # the 0.7 s of the grader's own run not counted
     time.sleep(0.6)
     assert student.budget.used_up()
+
+
+# --- the leaderboard: the report, the class's page, the feedback --------------------------
+
+def _challenge_row(student: str, used: float | None, score: float | None, earned_share: float,
+                   budget: float = 1000.0):
+    from rows import make_row
+
+    from grader.records import Outcome as O
+
+    result = replace(CURVE, used=used, score=score, budget=budget)
+    passed = earned_share > 0
+    check = CheckResult("test_hw2::test_prune_challenge", 6.0, O.PASSED if passed else O.FAILED,
+                        result.summary(), "prunes the CNN to a budget", "prune_to_budget",
+                        earned_share if passed else 1.0, result)
+    return make_row(student, "hw2", checks=(check,), earned=6.0 * earned_share, possible=6.0)
+
+
+def _class_rows():
+    return [_challenge_row("alice", 950.0, 0.97, 1.0),
+            _challenge_row("bob", 1000.0, 0.875, 0.5),
+            _challenge_row("carol", 1200.0, 0.99, 0.0),  # best score, but over budget
+            _challenge_row("dave", 600.0, 0.875, 0.5),  # bob's score with less of the budget
+            _challenge_row("erin", None, None, 0.0)]
+
+
+def _course():
+    from rows import REPO_COURSE
+
+    from grader.course.config import load_course
+    return load_course(REPO_COURSE)
+
+
+def _now():
+    import datetime as dt
+    return dt.datetime(2026, 12, 20, 12, 0, tzinfo=dt.UTC)
+
+
+def test_equal_results_share_a_rank():
+    from grader.tools.report import build_report
+
+    rows = [_challenge_row("bob", 900.0, 0.875, 0.5), _challenge_row("dave", 900.0, 0.875, 0.5),
+            _challenge_row("alice", 950.0, 0.97, 1.0)]
+    (board,) = next(hw for hw in build_report(_course(), rows, _now()).homeworks
+                    if hw.id == "hw2").challenges
+    assert [(rank, e.student) for rank, e in board.ranked] == [
+        (1, "alice"), (2, "bob"), (2, "dave")]
+
+
+def test_the_report_ranks_each_challenge():
+    from grader.tools.report import build_report
+
+    report = build_report(_course(), _class_rows(), _now())
+    (board,) = next(hw for hw in report.homeworks if hw.id == "hw2").challenges
+    # bob and dave: the same share and score, dave with less of the budget; carol's best
+    # score is over budget; erin's model could not be measured
+    assert [(rank, e.student) for rank, e in board.ranked] == [
+        (1, "alice"), (2, "dave"), (3, "bob"), (None, "carol"), (None, "erin")]
+    assert board.budgets == (1000.0,) and board.unmeasured == 0
+    assert (board.metric, board.unit) == ("held-out accuracy", "non-zero weights")
+
+
+def test_a_check_that_measured_nothing_is_counted_apart():
+    from rows import make_row
+
+    from grader.records import Outcome as O
+    from grader.tools.report import build_report
+
+    rows = _class_rows() + [make_row("frank", "hw2", checks=(CheckResult(
+        "test_hw2::test_prune_challenge", 6.0, O.FAILED, "prune_to_budget raised"),))]
+    report = build_report(_course(), rows, _now())
+    (board,) = next(hw for hw in report.homeworks if hw.id == "hw2").challenges
+    assert board.unmeasured == 1 and "frank" not in [e.student for e in board.entries]
+
+
+def test_the_report_page_shows_the_leaderboard_and_its_figure():
+    from grader.tools.report_page import make_report, render_report
+
+    page = render_report(make_report(_course(), _class_rows(), _now()))
+    assert "Challenge: prunes the CNN to a budget" in page
+    assert "1,200 (over)" in page and "0.9700" in page
+    assert 'alt="prunes the CNN to a budget: score against budget used"' in page
+
+
+def test_the_public_page_names_no_student_and_shows_no_grade():
+    from grader.output.view import public_name
+    from grader.tools.report import build_report
+    from grader.tools.report_page import public_report, render_public
+
+    course = _course()
+    report = public_report(build_report(course, _class_rows(), _now(), roster=()), "salt-1")
+    page = render_public(report)
+    for student in ("alice", "bob", "carol", "dave", "erin"):
+        assert student not in page
+        assert public_name("salt-1", student) in page
+    for person in course.roster:
+        assert person.name not in page and person.id not in page
+    assert "pass table" not in page and "Similar code" not in page
+    assert not report.standings and not report.similarity
+    assert all(not hw.raw and not hw.trouble for hw in report.homeworks)
+    # another gradebook's secret gives other pseudonyms: nobody can compute them from ids
+    assert public_name("salt-2", "alice") != public_name("salt-1", "alice")
+
+
+def test_feedback_tells_a_student_their_pseudonym():
+    from grader.output.feedback import feedback_html, feedback_markdown
+    from grader.output.view import public_name, view
+
+    course = _course()
+    row = _class_rows()[1]
+    v = view(row, course, "salt-1")
+    assert public_name("salt-1", "bob") in feedback_markdown(v)
+    assert public_name("salt-1", "bob") in feedback_html(v)
+    assert "partial" in feedback_markdown(v) and "50% of the points" in feedback_markdown(v)
+    assert view(row, course).leaderboard_name == ""  # no secret, no pseudonym
+
+
+def test_grader_report_public_writes_the_class_page(tmp_path):
+    from click.testing import CliRunner
+    from rows import REPO_COURSE
+
+    from grader.cli.main import main
+
+    book_path = tmp_path / "gradebook.sqlite"
+    with open_gradebook(book_path) as book:
+        for row in _class_rows():
+            book.put(row)
+        salt = book.public_salt()
+    out = tmp_path / "leaderboard.html"
+    result = CliRunner().invoke(main, ["report", "--public", "--course", str(REPO_COURSE),
+                                       "--gradebook", str(book_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 challenge leaderboard(s), 5 result(s) under pseudonyms" in result.output
+    page = out.read_text()
+    assert "alice" not in page
+    from grader.output.view import public_name
+    assert public_name(salt, "alice") in page
+    with open_gradebook(book_path) as book:
+        assert book.public_salt() == salt  # made once, kept

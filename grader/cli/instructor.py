@@ -41,6 +41,7 @@ DEFAULT_CSV = Path("grades/gradebook.csv")
 DEFAULT_LONG_CSV = Path("grades/gradebook_long.csv")
 DEFAULT_FEEDBACK = Path("grades/feedback")
 DEFAULT_REPORT = Path("grades/report.html")
+DEFAULT_PUBLIC = Path("grades/leaderboard.html")
 DEFAULT_LMS_OUT = Path("grades/lms")
 
 
@@ -88,8 +89,9 @@ def grade(submissions: Path, course_path: Path, gradebook: Path, assignments: tu
         graded = grade_all(course, submissions, book, assignments, force, seed,
                            _Printer(), jobs or _cores(), scheduler)
         rows = scored_rows(book, course)
+        salt = book.public_salt()
     write_csv(wide_table(course, rows, dt.datetime.now(course.timezone)), csv_path)
-    write_feedback(course, rows, feedback_dir)
+    write_feedback(course, rows, feedback_dir, salt)
     _summary(graded, rows)
     out.print(f"gradebook: {gradebook}   CSV: {csv_path}   feedback: {feedback_dir}/")
     if any(g.row.status is Status.GRADER_ERROR for g in graded):
@@ -208,7 +210,7 @@ def export_cmd(course_path: Path, gradebook: Path, fmt: str, csv_path: Path, lon
 
     write_csv(wide_table(course, rows, _as_of(course, as_of)), csv_path)
     write_csv(long_table(course, rows), long_path)
-    written = write_feedback(course, rows, feedback_dir)
+    written = write_feedback(course, rows, feedback_dir, _salt(gradebook))
     out.print(f"wrote {csv_path}, {long_path} and {len(written)} feedback file(s) (Markdown "
               f"and HTML) in {feedback_dir}/")
 
@@ -225,6 +227,12 @@ def _as_of(course: Course, as_of: str | None) -> dt.datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=course.timezone)
 
 
+def _salt(gradebook: Path) -> str:
+    """The gradebook's secret for the pseudonyms of the class's leaderboard."""
+    with open_gradebook(gradebook) as book:
+        return book.public_salt()
+
+
 def _rows(gradebook: Path, course: Course) -> list[GradeRow]:
     """The gradebook's rows with their written answers' marks (``scored_rows``)."""
     if not gradebook.exists():
@@ -236,31 +244,48 @@ def _rows(gradebook: Path, course: Course) -> list[GradeRow]:
 @click.command("report")
 @course_option
 @gradebook_option
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=DEFAULT_REPORT,
-              show_default=True, help="The HTML page to write (one self-contained file).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
+              help=f"The HTML page to write (one self-contained file). Default: "
+                   f"{DEFAULT_REPORT}, or {DEFAULT_PUBLIC} with --public.")
+@click.option("--public", is_flag=True,
+              help="Write the page for the class instead: the challenges' leaderboards only, "
+                   "each student under a pseudonym (their feedback tells them theirs).")
 @click.option("--as-of", "as_of", default=None, metavar="WHEN",
               help="The time the pass table is made for, ISO 8601 (2026-12-09 or "
                    "2026-12-09T12:00; the course's time zone unless an offset is given). "
                    "Default: now.")
-def report_cmd(course_path: Path, gradebook: Path, out_path: Path, as_of: str | None) -> None:
+def report_cmd(course_path: Path, gradebook: Path, out_path: Path | None, public: bool,
+               as_of: str | None) -> None:
     """Write the instructor's report: per homework the score histograms, statuses, the checks
-    most often failed, late submissions by tier, notebooks that did not run, grading time;
-    the pass table; and pairs of submissions with similar code (flags, never a grade change).
+    most often failed, the challenges' leaderboards, late submissions by tier, notebooks that
+    did not run, grading time; the pass table; and pairs of submissions with similar code
+    (flags, never a grade change). With --public, the page to show the class: the
+    challenges' leaderboards under pseudonyms, and nothing else of any student.
 
-    Example: grader report --out grades/report.html
+    Examples: grader report --out grades/report.html;
+    grader report --public --out grades/leaderboard.html
     """
-    from grader.tools.report_page import write_report  # matplotlib, copydetect: only here
+    from grader.tools.report_page import write_public, write_report  # matplotlib: only here
 
     course = load_course(course_path)
     now = _as_of(course, as_of)
+    out_path = out_path or (DEFAULT_PUBLIC if public else DEFAULT_REPORT)
     if out_path.is_dir():  # said before the work, not after it
         raise UsageFailure(f"{out_path}: cannot write the report: it is a folder (give the "
                            f"page to write, e.g. {out_path / 'report.html'})")
     rows = _rows(gradebook, course)
     try:
-        report = write_report(course, rows, out_path, now)
+        if public:
+            report = write_public(course, rows, _salt(gradebook), out_path, now)
+        else:
+            report = write_report(course, rows, out_path, now)
     except OSError as exc:
         raise UsageFailure(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
+    if public:
+        boards = [b for hw in report.homeworks for b in hw.challenges]
+        out.print(f"wrote {out_path}: {len(boards)} challenge leaderboard(s), "
+                  f"{sum(len(b.entries) for b in boards)} result(s) under pseudonyms")
+        return
     out.print(f"wrote {out_path}: {len(report.standings)} students, {report.trouble} notebook(s) "
               f"that did not run to the end, {report.flagged_pairs} similar pair(s)")
 

@@ -46,6 +46,8 @@ def feedback_markdown(v: RowView) -> str:
                 lines += ["", *(f"  {line}" for line in markdown_block(check.message).split(
                     "\n")), ""]
         lines.append("")
+    if v.leaderboard_name:
+        lines += [f"On the class's challenge leaderboard you are **{v.leaderboard_name}**.", ""]
     lines += _written_markdown(v)
     return "\n".join(lines) + "\n"
 
@@ -96,12 +98,15 @@ def feedback_path(out_dir: Path, student: str, assignment: str, suffix: str) -> 
     return out_dir / safe_student / f"{assignment}{suffix}"
 
 
-def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path) -> list[Path]:
+def write_feedback(course: Course, rows: Iterable[GradeRow], out_dir: Path,
+                   salt: str = "") -> list[Path]:
     """The feedback of every counted submission, ``out_dir/<student>/<assignment>.md`` and
-    ``.html`` beside it; return the Markdown files written."""
+    ``.html`` beside it; return the Markdown files written. ``salt``: the gradebook's secret
+    for the pseudonyms of the class's leaderboard (a challenge's feedback names the
+    student's)."""
     written = []
     for (student, assignment), row in sorted(counted_rows(rows, course.counted).items()):
-        v = view(row, course)
+        v = view(row, course, salt)
         markdown = feedback_path(out_dir, student, assignment, ".md")
         write_text_atomic(markdown, feedback_markdown(v))
         write_text_atomic(feedback_path(out_dir, student, assignment, ".html"), feedback_html(v))

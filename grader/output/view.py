@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -231,9 +232,9 @@ class CheckView:
     task: str  # the student's function it checks ("" when not known)
     points: float
     earned: float
-    passed: bool
-    outcome: str  # "passed", "failed" or "error"
-    message: str  # empty when passed
+    passed: bool  # with all its points
+    outcome: str  # "passed", "partial" (a challenge's share of its points), "failed", "error"
+    message: str  # empty when passed with all its points
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ class RowView:
     checks_earned: float = 0.0  # the checks' own points (``earned`` counts the marks too)
     checks_possible: float = 0.0
     written: tuple[QuestionMark, ...] = ()  # each written question with its mark
+    leaderboard_name: str = ""  # the student's pseudonym on the class's leaderboard, if any
 
     @property
     def marking_pending(self) -> bool:
@@ -284,8 +286,24 @@ class RowView:
         return self.status in (Status.OK, Status.TIME_UNKNOWN)
 
 
-def view(row: GradeRow, course: Course) -> RowView:
-    """The view of ``row`` under ``course``'s rules."""
+def public_name(salt: str, student: str) -> str:
+    """The pseudonym of ``student`` on pages shown to the class (``grader report --public``):
+    stable for a gradebook, and made with its secret ``salt``
+    (``grader.pipeline.store.Gradebook.public_salt``), so that no student can work out whose
+    a pseudonym is from the ids they know."""
+    return "player " + hashlib.sha256(f"{salt}/{student}".encode()).hexdigest()[:6]
+
+
+def _check_view(c: CheckResult) -> CheckView:
+    whole = c.outcome is Outcome.PASSED and c.earned >= c.points
+    outcome = "partial" if c.outcome is Outcome.PASSED and not whole else c.outcome.value
+    return CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.task, c.points,
+                     c.earned, whole, outcome, "" if whole else text_block(c.message))
+
+
+def view(row: GradeRow, course: Course, salt: str = "") -> RowView:
+    """The view of ``row`` under ``course``'s rules; with the gradebook's ``salt``, a row with
+    a challenge names the student's pseudonym on the class's leaderboard."""
     titles = {a.id: a.title for a in course.assignments}
     status = display_status(row)
     return RowView(
@@ -295,11 +313,11 @@ def view(row: GradeRow, course: Course) -> RowView:
         earned=row.earned, possible=row.possible, raw=row.raw, cap=row.cap, final=row.final,
         final_words=_final_words(row),
         cap_words=cap_words(row, course.late_policy), cell_errors=cell_error_lines(row),
-        checks=tuple(CheckView(c.name, one_line(c.title or c.name, DETAIL_CHARS), c.task,
-                               c.points, c.earned, c.outcome is Outcome.PASSED, c.outcome.value,
-                               "" if c.outcome is Outcome.PASSED else text_block(c.message))
-                     for c in in_notebook_order(row.checks, course, row.assignment)),
+        checks=tuple(_check_view(c) for c in in_notebook_order(row.checks, course,
+                                                                 row.assignment)),
         submitted_at=local_time(row.submitted_at, course),
         graded_at=local_time(row.graded_at, course), seconds=row.seconds,
         checks_earned=checks_points(row)[0], checks_possible=checks_points(row)[1],
-        written=row.written)
+        written=row.written,
+        leaderboard_name=public_name(salt, row.student)
+        if salt and any(c.challenge is not None for c in row.checks) else "")

@@ -14,6 +14,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,6 +157,16 @@ class Gradebook:
                 self._db.execute(f"UPDATE grades SET {column} = {fill}")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                              (str(target),))
+
+    def public_salt(self) -> str:
+        """A random secret of this gradebook, made on first use: the key of the pseudonyms on
+        pages shown to the class (``grader report --public``), so that no student can work out
+        whose row is whose from the ids they know."""
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('public_salt', ?)",
+                             (secrets.token_hex(16),))
+            return str(self._db.execute(
+                "SELECT value FROM meta WHERE key = 'public_salt'").fetchone()[0])
 
     def get(self, student: str, assignment: str, sha256: str) -> GradeRow | None:
         cur = self._db.execute(

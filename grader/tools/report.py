@@ -18,7 +18,7 @@ from grader.course.questions import Question
 from grader.course.rules import late_tiers
 from grader.output.standing import Standing, standing
 from grader.output.view import STATUS_WORDS, counted_rows, display_status
-from grader.records import GradeRow, Outcome, Status
+from grader.records import CheckResult, GradeRow, Outcome, Status
 from grader.tools.similarity import HomeworkSimilarity
 
 # Statuses of a notebook that ran and whose checks ran on what it defined; any other status
@@ -108,6 +108,96 @@ class QuestionReport:
 
 
 @dataclass(frozen=True)
+class ChallengeEntry:
+    """One student's result in a challenge (``grader.records.ChallengeResult``), with the
+    points the check gave it."""
+
+    student: str
+    score: float | None  # None: nothing could be measured
+    used: float | None
+    budget: float
+    reference: float  # the grader's own run on the student's draw
+    bar: float
+    baseline: float
+    earned: float
+    points: float
+
+    @property
+    def within_budget(self) -> bool:
+        return self.used is not None and self.used <= self.budget
+
+    @property
+    def used_share(self) -> float | None:
+        """What the model used of its budget (1.0: all of it)."""
+        return None if self.used is None or not self.budget else self.used / self.budget
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """One challenge check over the counted submissions that it measured, best first: within
+    budget before over it and before nothing measured; then by the share of points, by how far
+    the score is above the grader's own run on the same draw, by less of the budget used."""
+
+    check: str  # file stem::function
+    title: str
+    metric: str
+    unit: str
+    entries: tuple[ChallengeEntry, ...]
+    unmeasured: int  # counted submissions whose check measured nothing (it failed before)
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        """The budgets drawn: one per grading run the counted submissions come from."""
+        return tuple(sorted({e.budget for e in self.entries}))
+
+    @property
+    def ranked(self) -> tuple[tuple[int | None, ChallengeEntry], ...]:
+        """Each entry with its rank (1 = best; None over budget or not measured); entries with
+        the same share, score and draw share a rank."""
+        found: list[tuple[int | None, ChallengeEntry]] = []
+        previous: tuple[float, ...] | None = None
+        for position, entry in enumerate(self.entries, start=1):
+            key = _standing(entry)
+            if not entry.within_budget:
+                found.append((None, entry))
+            elif found and key == previous:
+                found.append((found[-1][0], entry))
+            else:
+                found.append((position, entry))
+            previous = key
+        return tuple(found)
+
+
+def _standing(e: ChallengeEntry) -> tuple[float, ...]:
+    measured = e.score is not None and e.used is not None
+    return (0.0 if e.within_budget else 1.0 if measured else 2.0,
+            -(e.earned / e.points if e.points else 0.0),
+            -((e.score or 0.0) - e.reference), e.used or 0.0)
+
+
+def _leaderboards(counted: Sequence[GradeRow]) -> tuple[Leaderboard, ...]:
+    results: dict[str, list[tuple[GradeRow, CheckResult]]] = defaultdict(list)
+    tried: Counter[str] = Counter()
+    for row in counted:
+        for check in row.checks:
+            tried[check.name] += 1
+            if check.challenge is not None:
+                results[check.name].append((row, check))
+    boards = []
+    for name, found in sorted(results.items()):
+        entries = [ChallengeEntry(row.student, c.score, c.used, c.budget, c.reference, c.bar,
+                                  c.baseline, check.earned, check.points)
+                   for row, check in found if (c := check.challenge) is not None]
+        entries.sort(key=lambda e: (_standing(e), e.student))
+        last = found[-1][1]
+        assert last.challenge is not None
+        boards.append(Leaderboard(name, last.title or name, last.challenge.metric,
+                                  last.challenge.unit, tuple(entries),
+                                  tried[name] - len(entries)))
+    return tuple(boards)
+
+
+@dataclass(frozen=True)
 class HomeworkReport:
     id: str
     title: str
@@ -123,6 +213,7 @@ class HomeworkReport:
     trouble: tuple[Trouble, ...]
     timing: Timing | None  # None when nothing was graded
     questions: tuple[QuestionReport, ...] = ()  # its written questions
+    challenges: tuple[Leaderboard, ...] = ()  # its challenge checks, with their leaderboards
 
     @property
     def submitted(self) -> int:
@@ -243,7 +334,8 @@ def _homework(course: Course, assignment: str, all_rows: Sequence[GradeRow],
         trouble=tuple(Trouble(r.student, r.status.value, STATUS_WORDS[r.status], r.detail)
                       for r in counted
                       if r.status not in RAN),
-        timing=timing, questions=tuple(_question(q, counted) for q in questions))
+        timing=timing, questions=tuple(_question(q, counted) for q in questions),
+        challenges=_leaderboards([r for r in counted if r.status in CHECKED]))
 
 
 def build_report(course: Course, rows: Iterable[GradeRow], now: dt.datetime,

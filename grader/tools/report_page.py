@@ -6,6 +6,7 @@ the report never reads or collects the check files."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import io
 from pathlib import Path
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING
 from grader.course.config import Course
 from grader.output.files import write_text_atomic
 from grader.output.pages import render
-from grader.output.view import counted_rows
+from grader.output.view import counted_rows, public_name
 from grader.records import GradeRow
 from grader.tools.marking import all_questions
-from grader.tools.report import HomeworkReport, Report, build_report
+from grader.tools.report import HomeworkReport, Leaderboard, Report, build_report
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 BINS = list(range(0, 101, 10))  # histogram bins, percent; the last one holds 90..100
 BAR = "#3b6ea8"  # the figures' bar colour (the page test looks for it in the screenshot)
+OVER = "#b03a2e"  # over budget, the budget line
 
 
 def _png(fig: Figure) -> str:
@@ -71,9 +73,43 @@ def pass_counts(report: Report) -> str:
     return _png(fig)
 
 
+def challenge_scatter(board: Leaderboard) -> str:
+    """A challenge's class, each model a point: the share of its budget used (x; the dashed
+    line at 100 % is the budget) against its score (y), with the curve of the draw (the bar for
+    full points, the baseline for none) where every entry has the same draw, as a base64 PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+    ax = fig.subplots()
+    measured = [e for e in board.entries if e.used_share is not None and e.score is not None]
+    for within, colour, label in ((True, BAR, "within budget"), (False, OVER, "over budget")):
+        chosen = [e for e in measured if e.within_budget is within]
+        if chosen:
+            ax.scatter([100 * (e.used_share or 0.0) for e in chosen],
+                       [e.score or 0.0 for e in chosen], color=colour, label=label, zorder=3)
+    ax.axvline(100, color=OVER, linestyle="--", linewidth=1)
+    if len(board.budgets) == 1 and board.entries:
+        first = board.entries[0]
+        ax.axhline(first.bar, color="#2e7d32", linewidth=1,
+                   label=f"full points ({first.bar:.3f})")
+        ax.axhline(first.baseline, color="#777777", linestyle=":", linewidth=1,
+                   label=f"no points ({first.baseline:.3f})")
+        where = f"budget {first.budget:,.0f} {board.unit}"
+    else:
+        where = f"{len(board.budgets)} budgets drawn (graded in several runs)"
+    ax.set_xlabel(f"share of the budget used, % ({where})")
+    ax.set_ylabel(board.metric)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"{len(measured)} models measured", fontsize=9)
+    return _png(fig)
+
+
 def report_figures(report: Report) -> dict[str, str]:
-    """Every figure of the page, by key: ``pass`` and each homework id with a submission."""
+    """Every figure of the page, by key: ``pass``, each homework id with a submission, and
+    each challenge check's name."""
     figures = {hw.id: score_histograms(hw) for hw in report.homeworks if hw.submitted}
+    figures.update({board.check: challenge_scatter(board)
+                    for hw in report.homeworks for board in hw.challenges})
     if report.standings:
         figures["pass"] = pass_counts(report)
     return figures
@@ -82,6 +118,39 @@ def report_figures(report: Report) -> dict[str, str]:
 def render_report(report: Report) -> str:
     """The report page (HTML)."""
     return render("report.html.j2", r=report, figures=report_figures(report))
+
+
+def public_report(report: Report, salt: str) -> Report:
+    """What ``report`` may show the class: only its challenges' leaderboards, each student
+    named by a pseudonym that only the gradebook's secret ``salt`` makes (a student cannot
+    work out a classmate's from their id); nothing else of any student."""
+    homeworks = tuple(
+        dataclasses.replace(
+            hw, raw=(), final=(), statuses=(), failed_checks=(), not_checked=(), late=(),
+            trouble=(), timing=None, questions=(),
+            challenges=tuple(_pseudonymous(board, salt) for board in hw.challenges))
+        for hw in report.homeworks if hw.challenges)
+    return dataclasses.replace(report, homeworks=homeworks, standings=(), similarity=())
+
+
+def _pseudonymous(board: Leaderboard, salt: str) -> Leaderboard:
+    return dataclasses.replace(board, entries=tuple(
+        dataclasses.replace(e, student=public_name(salt, e.student)) for e in board.entries))
+
+
+def render_public(report: Report) -> str:
+    """The class's page (HTML) of a ``public_report``: the challenges' leaderboards."""
+    figures = {board.check: challenge_scatter(board)
+               for hw in report.homeworks for board in hw.challenges}
+    return render("report_public.html.j2", r=report, figures=figures)
+
+
+def write_public(course: Course, rows: list[GradeRow], salt: str, out: Path,
+                 now: dt.datetime) -> Report:
+    """Write the class's page at ``out``: the challenges' leaderboards under pseudonyms."""
+    report = public_report(build_report(course, rows, now, roster=()), salt)
+    write_text_atomic(out, render_public(report))
+    return report
 
 
 def make_report(course: Course, rows: list[GradeRow], now: dt.datetime) -> Report:
