@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedback and report
+demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedback, report, leaderboard
 	$(BIN)/grader grade examples/submissions --jobs 2 --gradebook $(DEMO)/gradebook.sqlite \
 		--csv $(DEMO)/gradebook.csv --feedback $(DEMO)/feedback
 	@# written answers: the examples' marks (scripts/make_examples.py writes them once a homework
@@ -31,6 +31,7 @@ demo: $(STAMP)  ## grade the bundled example submissions, write the CSV, feedbac
 		$(BIN)/grader export --gradebook $(DEMO)/gradebook.sqlite --csv $(DEMO)/gradebook.csv \
 			--long $(DEMO)/gradebook_long.csv --feedback $(DEMO)/feedback; fi
 	$(BIN)/grader report --gradebook $(DEMO)/gradebook.sqlite --out $(DEMO)/report.html
+	$(BIN)/grader report --public --gradebook $(DEMO)/gradebook.sqlite --out $(DEMO)/leaderboard.html
 
 # Four workers on two cores: most of a kernel test is waiting (kernel start-up, limits); a test
 # file stays on one worker, so the live reference kernel of a homework's tests is shared.
