@@ -262,8 +262,8 @@ def report_cmd(course_path: Path, gradebook: Path, out_path: Path | None, public
     (flags, never a grade change). With --public, the page to show the class: the
     challenges' leaderboards under pseudonyms, and nothing else of any student.
 
-    Examples: grader report --out grades/report.html;
-    grader report --public --out grades/leaderboard.html
+    Example: grader report --out grades/report.html (the class's page: grader report
+    --public --out grades/leaderboard.html)
     """
     from grader.tools.report_page import write_public, write_report  # matplotlib: only here
 
