@@ -265,3 +265,27 @@ def test_grader_report_public_writes_the_class_page(tmp_path):
     assert public_name(salt, "alice") in page
     with open_gradebook(book_path) as book:
         assert book.public_salt() == salt  # made once, kept
+
+
+@pytest.mark.kernel
+def test_grader_check_shows_a_challenges_share(tmp_path):
+    import nbformat
+    from click.testing import CliRunner
+    from written_course import write_course, write_submission
+
+    from grader.cli.main import main
+
+    course = write_course(tmp_path)
+    public = tmp_path / "assignments" / "hw1" / "checks" / "test_hw1_public.py"
+    public.write_text(public.read_text() + CHECKS.replace(
+        'student.call("compress")', "(80, 0.7)").replace("def _result", "def _made"
+    ).replace("_result(used", "_made(used"))
+    reference = nbformat.read(course.reference_notebook("hw1"), as_version=4)
+    notebook = write_submission(tmp_path / "mine", "me", reference)
+    result = CliRunner().invoke(main, ["check", str(notebook), "--course", str(course.path)],
+                                catch_exceptions=False)
+    text = " ".join(result.output.split())
+    assert "PART test_hw1_public::test_challenge (2 of 4 pt)" in text, text
+    assert "accuracy 0.7000 with 80 of 100 weights" in text
+    assert "1 passed, 1 with part of their points, 0 failed" in text
+    assert result.exit_code == 1  # not every point: the student can do better

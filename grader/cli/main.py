@@ -117,15 +117,20 @@ def check(notebook: Path, course_path: Path, assignment: str | None, seed: int |
         out.print(f"checks: {checks.problem.value} ({checks.detail})", markup=False)
     results = in_notebook_order(checks.results, course, assignment)
     for r in results:
-        mark = "[green]PASS[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
+        whole = r.outcome is Outcome.PASSED and r.earned >= r.points
+        mark = "[green]PASS[/]" if whole else \
+            "[yellow]PART[/]" if r.outcome is Outcome.PASSED else "[red]FAIL[/]"
         out.print(f"{mark} ", end="")
-        out.print(f"{r.task + ': ' if r.task else ''}{r.title or r.name} ({r.points:g} pt)",
-                  markup=False)
-        if r.outcome is not Outcome.PASSED:
+        share = "" if whole or r.outcome is not Outcome.PASSED else f"{r.earned:g} of "
+        out.print(f"{r.task + ': ' if r.task else ''}{r.title or r.name} "
+                  f"({share}{r.points:g} pt)", markup=False)
+        if not whole:
             for line in r.message.splitlines():
                 out.print(f"     {line}", markup=False)
-    passed = sum(r.outcome is Outcome.PASSED for r in results)
-    out.print(f"{passed} passed, {len(results) - passed} failed")
+    passed = sum(r.outcome is Outcome.PASSED and r.earned >= r.points for r in results)
+    partial = sum(r.outcome is Outcome.PASSED for r in results) - passed
+    out.print(f"{passed} passed, " + (f"{partial} with part of their points, " if partial else "")
+              + f"{len(results) - passed - partial} failed")
     _written_questions(nb)
     if passed != len(results):
         sys.exit(1)
