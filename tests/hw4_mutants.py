@@ -141,20 +141,19 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         ("scale = ((hi - lo) / qmax).clamp(min=torch.finfo(torch.float16).tiny).half()",
          "scale = ((hi - lo) / qmax).clamp(min=torch.finfo(torch.float16).tiny)"),
     ],
-    # an honest but weaker solution (bob's in `make demo`): section 2.2's symmetric grid,
-    # max|w_g| / (2^(b-1) - 1) with the zero point at 2^(b-1), in the same format and with the
-    # same allocation recipe: 2^b - 1 levels, 2-bit weights get three of them
+    # an honest but weaker solution (bob's in `make demo`): the same allocation recipe, but each
+    # layer quantized on section 2.2's symmetric grid, max|w_c| / (2^(b-1) - 1) per output
+    # channel with the zero point at 2^(b-1), in the same format: 2^b - 1 levels, so 2-bit
+    # weights get three of them (quantize_layer itself stays correct)
     "challenge_weaker": [
-        ("    lo, hi = groups.amin(dim=1).clamp(max=0), groups.amax(dim=1).clamp(min=0)\n"
-         "    qmax = 2**bits - 1\n"
-         "    scale = ((hi - lo) / qmax).clamp(min=torch.finfo(torch.float16).tiny).half()\n"
-         "    step = scale.float()[:, None]\n"
-         "    zero_point = torch.round(-lo[:, None] / step)\n",
-         "    qmax = 2**bits - 1\n"
-         "    scale = (groups.abs().amax(dim=1) / max(2 ** (bits - 1) - 1, 1)).clamp(\n"
-         "        min=torch.finfo(torch.float16).tiny).half()\n"
-         "    step = scale.float()[:, None]\n"
-         "    zero_point = torch.full_like(step, 2 ** (bits - 1))\n"),
+        ("            entry = quantize_layer(weight, bits, weight[0].numel())\n",
+         "            entry = quantize_layer(weight, bits, weight[0].numel())\n"
+         "            rows = weight.flatten(1)\n"
+         "            scale = (rows.abs().amax(dim=1) / max(2 ** (bits - 1) - 1, 1)).half()\n"
+         "            codes = (torch.round(rows / scale.float()[:, None]) + 2 ** (bits - 1))\n"
+         "            entry = dict(entry, codes=pack_codes(codes.clamp(0, 2**bits - 1), bits),\n"
+         "                         scale=scale, zero_point=torch.full(scale.shape, 2 ** (bits - 1),\n"
+         "                                                            dtype=torch.uint8))\n"),
     ],
 }
 
@@ -189,7 +188,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "over_budget_by_one_byte": ("test_quantize_to_budget",),
     "budget_counts_only_the_convs": ("test_quantize_to_budget",),
     "zero_points_not_counted": ("test_quantize_to_budget",),
-    "codes_one_per_byte": ("test_quantize_to_budget",),
-    "scales_in_float32": ("test_quantize_to_budget",),
+    "codes_one_per_byte": ("test_quantize_layer", "test_quantize_to_budget"),
+    "scales_in_float32": ("test_quantize_layer", "test_quantize_to_budget"),
     "challenge_weaker": ("test_quantize_to_budget",),
 }

@@ -248,3 +248,18 @@ def test_quantize_to_budget_public(student):
                 f"{tuple(getattr(value, 'shape', ()))}")
             used += value.numel() * value.element_size()
     assert used <= budget, f"the packed weights take {used:,} bytes, over the budget of {budget:,}"
+
+
+@pytest.mark.points(1)
+def test_quantize_layer_public(student):
+    """2 bits, groups of 3: [-1, 0.5] -> scale 0.5, zero point 2, codes 3, 0, 2 (0.5 rounds to 0);
+    [0, 0.6] -> scale 0.2 in float16, zero point 0, codes 0, 2, 3; packed in 2 bytes."""
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.3, 0.6]])
+    got = student.call("quantize_layer", w, 2, 3)
+    assert got["scale"].dtype == torch.float16 and got["scale"].tolist() == [
+        0.5, torch.tensor(0.2).half().item()], f"expected float16 scales [0.5, 0.2], got {got['scale']}"
+    assert got["zero_point"].dtype == torch.uint8 and got["zero_point"].tolist() == [2, 0], (
+        f"expected uint8 zero points [2, 0], got {got['zero_point']}")
+    assert got["codes"].dtype == torch.uint8 and got["codes"].tolist() == [35, 14], (
+        f"codes 3, 0, 2, 0, 2, 3 at 2 bits, least significant first: bytes [35, 14], got "
+        f"{got['codes']}")

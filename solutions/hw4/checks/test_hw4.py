@@ -64,7 +64,7 @@ MLP = (256, 128)  # the shipped mlp_256_128 (fp32 test accuracy 0.9733)
 
 # Thresholds, a safe margin below the reference (measured on the kit's 300 test digits, 40 draws).
 KMEANS_4BIT_MIN_ACCURACY = 0.96  # reference 0.973-0.993 (mean 0.987) over 40 perturbed CNNs
-QAT_2BIT_MIN_ACCURACY = 0.94  # reference: mean 0.974, under 0.94 once in 40 seeds
+QAT_2BIT_MIN_ACCURACY = 0.94  # reference: mean 0.978, 0.957-0.993 over 40 draws
 PTQ_MAX_ACCURACY_DROP = 0.015  # reference: at most 0.0033 below fp32 over 40 CNNs
 PTQ_MAX_SIZE_FRACTION = 0.4  # reference: 0.33 of the fp32 state_dict
 DYNAMIC_MAX_ACCURACY_DROP = 0.01  # reference: at most 0.0033 below fp32 over 40 MLPs
@@ -1101,13 +1101,14 @@ def test_qat_2bit_accuracy(student, rng, torch_rng):
     and Linear weights take at most 2^bits values per output channel (checked here, on the
     weights its forward pass uses), and it reaches the accuracy threshold on the test digits.
 
-    Training is stochastic: the reference reaches 0.97 on average, but about one seed in 40
-    lands near 0.90. So on a seed where the student's model falls short, the grader runs QAT
-    itself (_reference_qat) and demands no more than its run reaches there, less
-    REFERENCE_MARGIN (grader.checks.demanded); a correct implementation takes the same steps. A
-    second seed is tried when the first falls short (an implementation that differs in a
-    harmless detail has its own unlucky seeds). An implementation without the straight-through
-    gradient or with per-tensor scales stays near 0.92 on both."""
+    Training is stochastic: the reference reaches 0.978 on average and 0.957 at worst over 40
+    draws (on the former 450 test digits one seed in 40 landed near 0.90). So on a seed where
+    the student's model falls short, the grader runs QAT itself (_reference_qat) and demands no
+    more than its run reaches there, less REFERENCE_MARGIN (grader.checks.demanded); a correct
+    implementation takes the same steps. A second seed is tried when the first falls short (an
+    implementation that differs in a harmless detail has its own unlucky seeds). An
+    implementation without the straight-through gradient or with per-tensor scales stays near
+    0.92 on both."""
     bits = 2
     state = _perturbed_state("cnn_16_32_64", torch_rng)
     x_train, y_train, _, _ = nncourse.load_digits_split()
@@ -1342,7 +1343,7 @@ CHALLENGE_MODEL = "cnn_16_32_64"
 CHALLENGE_LAYERS = ("conv1", "conv2", "conv3", "fc")  # every Conv2d and Linear of make_cnn
 # Budgets in bytes of packed weights (fp32 weights: 95,296 bytes). Uniform bits with one group
 # per output channel take 6,322 (2 bits) and 9,300 (3 bits): in this range the baseline is 2
-# bits everywhere (held-out 0.6133) and the recipe 0.9533-0.9933.
+# bits everywhere (held-out 0.6133) and the recipe 0.9667-0.9933 (shipped channel order).
 BUDGET_RANGE = (7_000, 9_200)
 EDGE_FROM = (7_600, 9_200)  # the second call: one byte under the recipe's allocation at one of
 # these (its sizes are 7,590 bytes or more here, so the second budget stays in BUDGET_RANGE)
@@ -1512,6 +1513,78 @@ def _unpacked(got, state: dict) -> tuple[dict, int]:
         weights[name] = w_hat.reshape(shape)
         used += codes.numel() + 2 * scale.numel() + zero.numel()
     return weights, used
+
+
+def _draw_layer_weight(rng, torch_rng) -> tuple[torch.Tensor, int, int]:
+    """A conv or Linear weight, a bit width and a group size (one per output channel, one that
+    leaves a shorter last group, or a small one), with one group all positive and one all
+    negative (the range stretched to 0 on one side), redrawn until no weight and no zero point
+    lies within 1e-3 step of a rounding tie and float32 and float64 agree on every float16
+    scale."""
+    while True:
+        shape = rng.choice([(rng.randint(3, 8), rng.randint(1, 4), 3, 3), (rng.randint(3, 8), rng.randint(5, 40))])
+        w = torch.randn(shape, generator=torch_rng) * rng.uniform(0.05, 2.0)
+        bits = rng.randint(1, 8)
+        n, per_channel = w.numel(), w[0].numel()
+        group_size = rng.choice([per_channel, per_channel + rng.randint(1, 5), rng.randint(2, 8)])
+        flat = w.reshape(-1)
+        flat[:group_size] = flat[:group_size].abs()
+        flat[-group_size:] = -flat[-group_size:].abs()
+        padded = torch.cat([flat, flat.new_zeros(-n % group_size)]).reshape(-1, group_size)
+        low, high = padded.amin(dim=1).clamp(max=0), padded.amax(dim=1).clamp(min=0)
+        levels = 2**bits - 1
+        step32 = ((high - low) / levels).half().double()
+        step64 = ((high.double() - low.double()) / levels).half().double()
+        position = torch.cat([(padded.double() / step32[:, None]).reshape(-1),
+                              -low.double() / step32])
+        if torch.equal(step32, step64) and ((position - position.floor() - 0.5).abs() > 1e-3).all():
+            return w, bits, group_size
+
+
+@pytest.mark.points(3)
+def test_quantize_layer(student, rng, torch_rng):
+    """quantize_layer in the challenge's format, exactly: per group of group_size weights in
+    row-major order the range [min(w_g, 0), max(w_g, 0)], scale (hi - lo) / (2^bits - 1) in
+    float16, zero point round(-lo / scale) as uint8, codes clamp(round(w / scale) + zero point)
+    packed least significant bit first in ceil(n * bits / 8) bytes; bits and group_size as
+    given. Conv and Linear weights, 1-8 bits, groups per channel or not, one group all
+    positive and one all negative; tie-free draws."""
+    for _ in range(3):
+        w, bits, group_size = _draw_layer_weight(rng, torch_rng)
+        got = student.call("quantize_layer", w, bits, group_size)
+        what = f"quantize_layer(a weight of shape {tuple(w.shape)}, bits={bits}, group_size={group_size})"
+        assert isinstance(got, dict) and set(got) == _ENTRY_KEYS, (
+            f"{what} should return a dict with keys {sorted(_ENTRY_KEYS)}, got "
+            f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
+        assert got["bits"] == bits and got["group_size"] == group_size, (
+            f"{what}: bits and group_size should be {bits} and {group_size}, got "
+            f"{got['bits']!r:.30} and {got['group_size']!r:.30}")
+        n = w.numel()
+        padded = torch.cat([w.reshape(-1), w.new_zeros(-n % group_size)]).reshape(-1, group_size)
+        low, high = padded.amin(dim=1).clamp(max=0), padded.amax(dim=1).clamp(min=0)
+        levels = 2**bits - 1
+        scale = ((high - low) / levels).half()
+        zero = torch.round(-low / scale.float())
+        codes = (torch.round(padded / scale.float()[:, None]) + zero[:, None]).clamp(0, levels)
+        groups = padded.shape[0]
+        got_scale = _tensor(got, "scale", torch.float16, groups, f"{what} ({groups} groups)")
+        got_zero = _tensor(got, "zero_point", torch.uint8, groups, f"{what} ({groups} groups)")
+        got_codes = _tensor(got, "codes", torch.uint8, math.ceil(n * bits / 8),
+                            f"{what} ({n} codes of {bits} bits, packed 8 bits per byte)")
+        assert torch.equal(got_scale, scale), (
+            f"{what}: the scales should be (hi - lo) / {levels} in float16, with [lo, hi] each "
+            f"group's range stretched to 0: {scale[:4].tolist()}..., got {got_scale[:4].tolist()}...")
+        assert torch.equal(got_zero.long(), zero.long()), (
+            f"{what}: the zero points should be round(-lo / scale): {zero[:6].long().tolist()}..., "
+            f"got {got_zero[:6].tolist()}...")
+        stream = ((got_codes.long().reshape(-1, 1) >> torch.arange(8)) & 1).reshape(-1)
+        values = (stream[: n * bits].reshape(n, bits) << torch.arange(bits)).sum(dim=1)
+        expected = codes.reshape(-1)[:n].long()
+        wrong = (values != expected).nonzero().flatten()
+        assert len(wrong) == 0, (
+            f"{what}: unpacked least significant bit first, code {int(wrong[0])} is "
+            f"{int(values[wrong[0]])}, expected clamp(round(w / scale) + zero_point, 0, {levels}) "
+            f"= {int(expected[wrong[0]])} ({len(wrong)} of {n} codes differ)")
 
 
 @pytest.mark.slow_check
