@@ -151,9 +151,9 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
          "            rows = weight.flatten(1)\n"
          "            scale = (rows.abs().amax(dim=1) / max(2 ** (bits - 1) - 1, 1)).half()\n"
          "            codes = (torch.round(rows / scale.float()[:, None]) + 2 ** (bits - 1))\n"
+         "            zero_point = torch.full(scale.shape, 2 ** (bits - 1), dtype=torch.uint8)\n"
          "            entry = dict(entry, codes=pack_codes(codes.clamp(0, 2**bits - 1), bits),\n"
-         "                         scale=scale, zero_point=torch.full(scale.shape, 2 ** (bits - 1),\n"
-         "                                                            dtype=torch.uint8))\n"),
+         "                         scale=scale, zero_point=zero_point)\n"),
     ],
 }
 

@@ -256,8 +256,9 @@ def test_quantize_layer_public(student):
     [0, 0.6] -> scale 0.2 in float16, zero point 0, codes 0, 2, 3; packed in 2 bytes."""
     w = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.3, 0.6]])
     got = student.call("quantize_layer", w, 2, 3)
-    assert got["scale"].dtype == torch.float16 and got["scale"].tolist() == [
-        0.5, torch.tensor(0.2).half().item()], f"expected float16 scales [0.5, 0.2], got {got['scale']}"
+    scales = [0.5, torch.tensor(0.2).half().item()]
+    assert got["scale"].dtype == torch.float16 and got["scale"].tolist() == scales, (
+        f"expected float16 scales [0.5, 0.2], got {got['scale']}")
     assert got["zero_point"].dtype == torch.uint8 and got["zero_point"].tolist() == [2, 0], (
         f"expected uint8 zero points [2, 0], got {got['zero_point']}")
     assert got["codes"].dtype == torch.uint8 and got["codes"].tolist() == [35, 14], (

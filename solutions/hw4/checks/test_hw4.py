@@ -1435,7 +1435,7 @@ def _best_allocation(table: dict, budget: int) -> tuple[dict, int]:
             increase = sum(option[0] for option in choice)
             if increase < best_increase:
                 best, best_increase = choice, increase
-    weights = {name: option[2] for name, option in zip(table, best)}
+    weights = {name: option[2] for name, option in zip(table, best, strict=True)}
     return weights, sum(option[1] for option in best)
 
 
@@ -1494,9 +1494,11 @@ def _unpacked(got, state: dict) -> tuple[dict, int]:
             f"{what} should be a dict with keys {sorted(_ENTRY_KEYS)}, got "
             f"{sorted(entry) if isinstance(entry, dict) else type(entry).__name__}")
         bits, group_size = entry["bits"], entry["group_size"]
-        assert type(bits) is int and 1 <= bits <= 8, f"{what}: bits should be an int from 1 to 8, got {bits!r:.50}"
+        assert type(bits) is int and 1 <= bits <= 8, (
+            f"{what}: bits should be an int from 1 to 8, got {bits!r:.50}")
         assert type(group_size) is int and 1 <= group_size <= n, (
-            f"{what}: group_size should be an int from 1 to {n:,} (its weights), got {group_size!r:.50}")
+            f"{what}: group_size should be an int from 1 to {n:,} (its weights), got "
+            f"{group_size!r:.50}")
         groups = math.ceil(n / group_size)
         codes = _tensor(entry, "codes", torch.uint8, math.ceil(n * bits / 8),
                         f"{what} ({n:,} weights at {bits} bits, packed 8 bits per byte)")
@@ -1522,7 +1524,8 @@ def _draw_layer_weight(rng, torch_rng) -> tuple[torch.Tensor, int, int]:
     lies within 1e-3 step of a rounding tie and float32 and float64 agree on every float16
     scale."""
     while True:
-        shape = rng.choice([(rng.randint(3, 8), rng.randint(1, 4), 3, 3), (rng.randint(3, 8), rng.randint(5, 40))])
+        shape = rng.choice([(rng.randint(3, 8), rng.randint(1, 4), 3, 3),
+                            (rng.randint(3, 8), rng.randint(5, 40))])
         w = torch.randn(shape, generator=torch_rng) * rng.uniform(0.05, 2.0)
         bits = rng.randint(1, 8)
         n, per_channel = w.numel(), w[0].numel()
@@ -1552,7 +1555,8 @@ def test_quantize_layer(student, rng, torch_rng):
     for _ in range(3):
         w, bits, group_size = _draw_layer_weight(rng, torch_rng)
         got = student.call("quantize_layer", w, bits, group_size)
-        what = f"quantize_layer(a weight of shape {tuple(w.shape)}, bits={bits}, group_size={group_size})"
+        what = (f"quantize_layer(a weight of shape {tuple(w.shape)}, bits={bits}, "
+                f"group_size={group_size})")
         assert isinstance(got, dict) and set(got) == _ENTRY_KEYS, (
             f"{what} should return a dict with keys {sorted(_ENTRY_KEYS)}, got "
             f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
@@ -1573,7 +1577,8 @@ def test_quantize_layer(student, rng, torch_rng):
                             f"{what} ({n} codes of {bits} bits, packed 8 bits per byte)")
         assert torch.equal(got_scale, scale), (
             f"{what}: the scales should be (hi - lo) / {levels} in float16, with [lo, hi] each "
-            f"group's range stretched to 0: {scale[:4].tolist()}..., got {got_scale[:4].tolist()}...")
+            f"group's range stretched to 0: {scale[:4].tolist()}..., got "
+            f"{got_scale[:4].tolist()}...")
         assert torch.equal(got_zero.long(), zero.long()), (
             f"{what}: the zero points should be round(-lo / scale): {zero[:6].long().tolist()}..., "
             f"got {got_zero[:6].tolist()}...")
