@@ -1385,7 +1385,7 @@ def _grid(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, in
     padded = torch.cat([w.reshape(-1), w.new_zeros(-n % group_size)]).reshape(-1, group_size)
     low, high = padded.amin(dim=1).clamp(max=0), padded.amax(dim=1).clamp(min=0)
     levels = 2**bits - 1
-    step = ((high - low) / levels).clamp(min=torch.finfo(torch.float16).tiny).half().float()
+    step = ((high - low) / levels).half().float()
     zero = torch.round(-low / step)
     codes = (torch.round(padded / step[:, None]) + zero[:, None]).clamp(0, levels)
     w_hat = (step[:, None] * (codes - zero[:, None])).reshape(-1)[:n].reshape(w.shape)
@@ -1575,10 +1575,12 @@ def test_quantize_layer(student, rng, torch_rng):
         got_zero = _tensor(got, "zero_point", torch.uint8, groups, f"{what} ({groups} groups)")
         got_codes = _tensor(got, "codes", torch.uint8, math.ceil(n * bits / 8),
                             f"{what} ({n} codes of {bits} bits, packed 8 bits per byte)")
-        assert torch.equal(got_scale, scale), (
+        off = (got_scale != scale).nonzero().flatten()
+        assert len(off) == 0, (
             f"{what}: the scales should be (hi - lo) / {levels} in float16, with [lo, hi] each "
-            f"group's range stretched to 0: {scale[:4].tolist()}..., got "
-            f"{got_scale[:4].tolist()}...")
+            f"group's range stretched to 0; group {int(off[0]) if len(off) else 0}'s should be "
+            f"{scale[off[0] if len(off) else 0].item()!r}, got "
+            f"{got_scale[off[0] if len(off) else 0].item()!r} ({len(off)} of {groups} differ)")
         assert torch.equal(got_zero.long(), zero.long()), (
             f"{what}: the zero points should be round(-lo / scale): {zero[:6].long().tolist()}..., "
             f"got {got_zero[:6].tolist()}...")
