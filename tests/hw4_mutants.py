@@ -117,6 +117,43 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         ("    return tq.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)\n",
          "    return tq.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)\n"),
     ],
+    # -- the challenge (section 9) --
+    # quantize_to_budget lets an allocation one byte over the budget through
+    "over_budget_by_one_byte": [("if sum(option[1] for option in choice) <= budget)",
+                                "if sum(option[1] for option in choice) <= budget + 1)")],
+    # quantize_to_budget counts the bytes of the convolutions only (the Linear layer as free)
+    "budget_counts_only_the_convs": [
+        ("options[name].append((loss - base_loss, packed_size({name: entry}), entry))",
+         "options[name].append((loss - base_loss, packed_size({name: entry})\n"
+         "                          if isinstance(module, nn.Conv2d) else 0, entry))"),
+    ],
+    # quantize_to_budget counts codes and float16 scales but not the zero points
+    "zero_points_not_counted": [
+        ("options[name].append((loss - base_loss, packed_size({name: entry}), entry))",
+         "options[name].append((loss - base_loss, entry[\"codes\"].numel()\n"
+         "                          + 2 * entry[\"scale\"].numel(), entry))"),
+    ],
+    # quantize_layer stores one code per byte: quantized, but not packed
+    "codes_one_per_byte": [('"codes": pack_codes(codes.reshape(-1)[: flat.numel()], bits),',
+                            '"codes": codes.reshape(-1)[: flat.numel()].to(torch.uint8),')],
+    # quantize_layer keeps the scales in float32 (the notebook's format says float16)
+    "scales_in_float32": [
+        ("scale = ((hi - lo) / qmax).half()", "scale = ((hi - lo) / qmax)"),
+    ],
+    # an honest but weaker solution (bob's in `make demo`): the same allocation recipe, but each
+    # layer quantized on section 2.2's symmetric grid, max|w_c| / (2^(b-1) - 1) per output
+    # channel with the zero point at 2^(b-1), in the same format: 2^b - 1 levels, so 2-bit
+    # weights get three of them (quantize_layer itself stays correct)
+    "challenge_weaker": [
+        ("            entry = quantize_layer(weight, bits, weight[0].numel())\n",
+         "            entry = quantize_layer(weight, bits, weight[0].numel())\n"
+         "            rows = weight.flatten(1)\n"
+         "            scale = (rows.abs().amax(dim=1) / max(2 ** (bits - 1) - 1, 1)).half()\n"
+         "            codes = (torch.round(rows / scale.float()[:, None]) + 2 ** (bits - 1))\n"
+         "            zero_point = torch.full(scale.shape, 2 ** (bits - 1), dtype=torch.uint8)\n"
+         "            entry = dict(entry, codes=pack_codes(codes.clamp(0, 2**bits - 1), bits),\n"
+         "                         scale=scale, zero_point=zero_point)\n"),
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -147,4 +184,10 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "qat_trains_the_given_model": ("test_qat_train_works_on_a_copy",),
     "ptq_on_the_given_model": ("test_ptq_int8_leaves_the_model_alone",),
     "dynamic_in_place": ("test_dynamic_quantize",),
+    "over_budget_by_one_byte": ("test_quantize_to_budget",),
+    "budget_counts_only_the_convs": ("test_quantize_to_budget",),
+    "zero_points_not_counted": ("test_quantize_to_budget",),
+    "codes_one_per_byte": ("test_quantize_layer", "test_quantize_to_budget"),
+    "scales_in_float32": ("test_quantize_layer", "test_quantize_to_budget"),
+    "challenge_weaker": ("test_quantize_to_budget",),
 }

@@ -5,7 +5,9 @@ q_max), rounding half to even; asymmetric S = (r_max - r_min) / (q_max - q_min),
 Z = round(q_min - r_min / S) clamped into the range; symmetric per-channel S_c = max|W_c| / q_max.
 
 The hidden checks test the same properties on other inputs drawn at grading time, and measure
-the models your functions return (k-means, QAT, int8) on the held-out digits themselves.
+the models your functions return (k-means, QAT, int8) on the test digits themselves; the
+challenge (quantize_to_budget) on other budgets, with the model's channels in another order, on
+held-out digits that the kit does not hold.
 """
 
 from __future__ import annotations
@@ -205,3 +207,60 @@ def test_qat_train_public(student):
         )
         most = max(row.unique().numel() for row in weight.flatten(1))
         assert most <= 3, f"{name}.weight has a channel with {most} values, at most 3 expected"
+
+
+_LAYERS = {"conv1": (16, 1, 3, 3), "conv2": (32, 16, 3, 3), "conv3": (64, 32, 3, 3), "fc": (10, 64)}
+
+
+@pytest.mark.points(1)
+def test_quantize_to_budget_public(student):
+    """The shipped CNN(16, 32, 64) at a budget of 8,000 bytes: one entry per Conv2d/Linear layer
+    in the notebook's format (bits 1-8, uint8 codes of ceil(n * bits / 8) bytes, one float16
+    scale and one uint8 zero point per group), codes, scales and zero points within 8,000 bytes."""
+    budget = 8_000
+    x_train, y_train, _, _ = nncourse.load_digits_split()
+    state = nncourse.load_pretrained("cnn_16_32_64").state_dict()
+    got = student.with_timeout(30).call(
+        "quantize_to_budget", kit_model("make_cnn", channels=(16, 32, 64), state_dict=state),
+        x_train, y_train, budget)
+    assert isinstance(got, dict) and sorted(got) == sorted(_LAYERS), (
+        f"expected a dict keyed {sorted(_LAYERS)}, got "
+        f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
+    used = 0
+    for name, shape in _LAYERS.items():
+        entry, n = got[name], math.prod(shape)
+        assert isinstance(entry, dict) and set(entry) == {
+            "bits", "group_size", "codes", "scale", "zero_point"}, (
+            f"{name}: expected a dict with keys bits, group_size, codes, scale, zero_point")
+        bits, group_size = entry["bits"], entry["group_size"]
+        assert type(bits) is int and 1 <= bits <= 8, f"{name}: bits {bits!r} is not an int 1-8"
+        assert type(group_size) is int and 1 <= group_size <= n, (
+            f"{name}: group_size {group_size!r} is not an int from 1 to {n}")
+        groups = math.ceil(n / group_size)
+        for key, dtype, length in [("codes", torch.uint8, math.ceil(n * bits / 8)),
+                                   ("scale", torch.float16, groups),
+                                   ("zero_point", torch.uint8, groups)]:
+            value = entry[key]
+            assert (isinstance(value, torch.Tensor) and value.dtype == dtype
+                    and tuple(value.shape) == (length,)), (
+                f"{name}: {key} should be a 1-D {dtype} tensor of {length} values, got "
+                f"{getattr(value, 'dtype', type(value).__name__)} "
+                f"{tuple(getattr(value, 'shape', ()))}")
+            used += value.numel() * value.element_size()
+    assert used <= budget, f"the packed weights take {used:,} bytes, over the budget of {budget:,}"
+
+
+@pytest.mark.points(1)
+def test_quantize_layer_public(student):
+    """2 bits, groups of 3: [-1, 0.5] -> scale 0.5, zero point 2, codes 3, 0, 2 (0.5 rounds to 0);
+    [0, 0.6] -> scale 0.2 in float16, zero point 0, codes 0, 2, 3; packed in 2 bytes."""
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.3, 0.6]])
+    got = student.call("quantize_layer", w, 2, 3)
+    scales = [0.5, torch.tensor(0.2).half().item()]
+    assert got["scale"].dtype == torch.float16 and got["scale"].tolist() == scales, (
+        f"expected float16 scales [0.5, 0.2], got {got['scale']}")
+    assert got["zero_point"].dtype == torch.uint8 and got["zero_point"].tolist() == [2, 0], (
+        f"expected uint8 zero points [2, 0], got {got['zero_point']}")
+    assert got["codes"].dtype == torch.uint8 and got["codes"].tolist() == [35, 14], (
+        f"codes 3, 0, 2, 0, 2, 3 at 2 bits, least significant first: bytes [35, 14], got "
+        f"{got['codes']}")
