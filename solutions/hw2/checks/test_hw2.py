@@ -8,9 +8,10 @@ against torch.utils.flop_counter.FlopCounterMode.
 
 Every input is drawn per run from the `rng` / `torch_rng` fixtures. Exact quantities (masks,
 zero counts, channel counts, MACs, parameters, BatchNorm statistics, sliced tensors) are
-compared with oracles written here. Learned quantities (accuracy) are measured here, on the
-held-out split of nncourse.load_digits_split(), from the weights the student's code returns
-(last section); never from a number the notebook prints.
+compared with oracles written here. Learned quantities (accuracy) are measured here, from the
+weights the student's code returns, never from a number the notebook prints: on the kit's test
+split (nncourse.load_digits_split()) for the fixed recipes of the accuracy section, and on the
+150 held-out digits beside this file (never in the kit) for the challenge of section 9.
 """
 
 from __future__ import annotations
@@ -1216,20 +1217,23 @@ def test_sparse_macs(student, rng, torch_rng):
 # Accuracy: the student's pipelines run in the kernel on a fresh copy of the shipped
 # CNN(32, 64, 128) (global pruning + masked fine-tuning; channel pruning + fine-tuning with a
 # fixed recipe), with a seed drawn per run; the grader gets the weights back and measures
-# sparsity, channel counts and test accuracy on the 450 held-out images itself.
+# sparsity, channel counts and the accuracy on the kit's 300 test images itself (the fixed
+# recipes run on the training split only, so the test images are as good as unseen here; the
+# challenge below, whose training the student chooses, is measured on held-out images).
 #
-# Thresholds. The reference notebook's recipes measured (1 thread, several seeds):
+# Thresholds. The reference notebook's recipes measured on the kit's 300 test images (1 thread,
+# seeds 0-29 and 0-19, after the split of abb3c67):
 # - 90 % global magnitude pruning with conv1 excluded, then 3 epochs of masked fine-tuning at
-#   lr 1e-3: 0.989-0.996 over 11 seeds. The same recipe with random masks of the same sparsity
-#   reaches only 0.87-0.89, and with the largest weights pruned instead of the smallest 0.19.
-#   Threshold 0.97, 2 points below the worst seed.
-# - 50 % of every conv's channels removed (L2 or BN-gamma importance), then 2 epochs at lr 3e-3:
-#   0.971-0.989 over 36 seeds, typically 0.98. The same training of a (16, 32, 64) CNN from
-#   scratch, i.e. a "pruner" that does not carry the weights over, reaches 0.85-0.88.
-#   Threshold 0.95. The channel choice itself hardly matters after fine-tuning on this data set
-#   (random channels reach 0.98), so this check guards the surgery (the weights carried over, a
-#   model that trains and runs at the right size); which channels are kept is checked exactly
-#   by the channel checks above.
+#   lr 1e-3: 0.990-0.997 over 30 seeds (mean 0.995). Before the split, on 450 images: the same
+#   recipe with random masks of the same sparsity reached only 0.87-0.89, and with the largest
+#   weights pruned instead of the smallest 0.19. Threshold 0.97, 2 points below the worst seed.
+# - 50 % of every conv's channels removed, then 2 epochs at lr 3e-3: 0.970-0.987 over 20 seeds
+#   with L2 importance (mean 0.978), 0.970-0.990 with BN-gamma (mean 0.981). Before the split:
+#   the same training of a (16, 32, 64) CNN from scratch, i.e. a "pruner" that does not carry
+#   the weights over, reached 0.85-0.88. Threshold 0.95. The channel choice itself hardly
+#   matters after fine-tuning on this data set (random channels reached 0.98), so this check
+#   guards the surgery (the weights carried over, a model that trains and runs at the right
+#   size); which channels are kept is checked exactly by the channel checks above.
 #
 # A threshold measured on some seeds promises nothing on an unlucky one: the seed is drawn from
 # 10,001, and on a rare shuffle the recipe itself may fall short. So when the student's model
@@ -1330,7 +1334,7 @@ def test_global_pruning_and_fine_tuning_accuracy(student, rng):
     demand = demanded(accuracy, GLOBAL_90_MIN_ACCURACY, lambda: _reference_global(seed),
                       REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
-        f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
+        f"{what}: the test accuracy, measured by the grader on the kit's 300 test images, should "
         f"be at least {demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )
 
@@ -1355,7 +1359,7 @@ def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
     demand = demanded(accuracy, CHANNEL_50_MIN_ACCURACY,
                             lambda: _reference_channels(criterion, seed), REFERENCE_MARGIN)
     assert demand.met_by(accuracy), (
-        f"{what}: the test accuracy, measured by the grader on the 450 held-out images, should "
+        f"{what}: the test accuracy, measured by the grader on the kit's 300 test images, should "
         f"be at least {demand.minimum:.4f}{demand.note()}, got {accuracy:.4f}"
     )
 
@@ -1377,9 +1381,10 @@ def test_channel_pruning_and_fine_tuning_accuracy(student, rng):
 #
 # CHALLENGE_MARGIN: the reference recipe's held-out accuracy over 30 fine-tuning seeds (0-29,
 # 1 thread), min / mean / max: at 1,875 weights 0.9467 / 0.9707 / 0.9867 (seed 0: 0.9800); at
-# 3,281 0.9867 / 0.9916 / 0.9933 (seed 0: 0.9933); at 4,686 0.9867 / 0.9951 / 1.0000 (seed 0: 1.0000). The widest
-# spread, 0.040 (6 of the 150 images) at the low end, plus one image: a solution as good as
-# the reference, with another seed, reaches the bar.
+# 3,281 0.9867 / 0.9916 / 0.9933 (seed 0: 0.9933); at 4,686 0.9867 / 0.9951 / 1.0000 (seed 0:
+# 1.0000). The widest spread, 0.040 (6 of the 150 images, at 1,875), plus one image: a solution
+# as good as the reference, with another seed, reaches the bar. The reference notebook's call
+# and the grader's run give bitwise the same weights (one thread), hence the same accuracy.
 
 CHALLENGE_BUDGETS = (1_875, 4_686)  # inclusive: round(0.02 * 93,728), round(0.05 * 93,728)
 CHALLENGE_MARGIN = 0.05
