@@ -9,6 +9,23 @@ Every mutant must lose points under `solutions/hw2/checks/test_hw2.py`.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+
+def _region(function: str) -> str:
+    """The body between the solution markers of the reference's `function` (its whole text, for
+    a wrong version that replaces all of it)."""
+    notebook = Path(__file__).parents[1] / "solutions" / "hw2" / "hw2.ipynb"
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        source = "".join(cell["source"])
+        if f"def {function}(" in source and "### BEGIN SOLUTION\n" in source:
+            return source.split("### BEGIN SOLUTION\n")[1].split("    ### END SOLUTION")[0]
+    raise LookupError(function)
+
+
+CHALLENGE_REGION = _region("prune_to_budget")
+
 MUTANTS: dict[str, list[tuple[str, str]]] = {
     # global_magnitude_prune names every weight "<module>.weight": a model that is one layer
     # gets the key ".weight" (the root module's name is "")
@@ -179,6 +196,50 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
             "keep[conv_name] = importance.topk(n_keep).indices",
         )
     ],
+    # prune_to_budget hands out one weight more than the budget (the rest of the budget plus one)
+    "challenge_over_budget_by_one": [
+        ("count[name] += budget - used  #", "count[name] += budget - used + 1  #")
+    ],
+    # prune_to_budget reads section 4's "we exclude the first conv" into the challenge: conv1 is
+    # left dense and outside the count, 288 weights over the budget
+    "challenge_conv1_not_counted": [
+        (
+            "               if isinstance(m, PRUNABLE)}\n    n = CHALLENGE_SCAN_IMAGES\n",
+            "               if isinstance(m, PRUNABLE) and name != \"conv1\"}\n"
+            "    n = CHALLENGE_SCAN_IMAGES\n",
+        )
+    ],
+    # prune_to_budget counts the convs only: fc's 1,280 weights stay dense, over the budget
+    "challenge_convs_only": [
+        (
+            "               if isinstance(m, PRUNABLE)}\n    n = CHALLENGE_SCAN_IMAGES\n",
+            "               if isinstance(m, nn.Conv2d)}\n    n = CHALLENGE_SCAN_IMAGES\n",
+        )
+    ],
+    # prune_to_budget fine-tunes with plain nncourse.train: the pruned weights grow back
+    "challenge_masks_not_kept": [
+        (
+            "    return fine_tune_sparse(model, masks, x_train, y_train, epochs=CHALLENGE_EPOCHS,\n"
+            "                            lr=CHALLENGE_LR)\n    ### END SOLUTION",
+            "    return nncourse.train(model, x_train, y_train, epochs=CHALLENGE_EPOCHS,\n"
+            "                          lr=CHALLENGE_LR)\n    ### END SOLUTION",
+        )
+    ],
+    # an honest, weaker challenge solution (for the examples' leaderboard): global magnitude
+    # pruning of conv2, conv3 and fc to the budget less conv1's 288 weights (conv1 kept dense,
+    # and counted), BatchNorm re-calibrated, no fine-tuning. Measured on the held-out images:
+    # 0.24 at 1,875 weights (no points), 0.59 at 2,500 (39 %), 0.75 at 3,281 (50 %), 0.83 at
+    # 4,000 and 0.86 at 4,686 (60 %); at the budget of WRONG_VERSION_SEED (2,834) about 45 %
+    "challenge_weaker": [
+        (
+            CHALLENGE_REGION,
+            "    first = model.conv1.weight.numel()  # conv1 stays dense, and counts\n"
+            "    rest = sum(m.weight.numel() for m in model.modules()\n"
+            "               if isinstance(m, PRUNABLE)) - first\n"
+            "    global_magnitude_prune(model, 1 - (budget - first) / rest)\n"
+            "    return recalibrate_bn(model, x_train)\n",
+        )
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -232,4 +293,9 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "fine_tune_lr_forgotten": ("test_fine_tune_sparse_keeps_masks",),
     "recalibrate_bn2d_only": ("test_recalibrate_bn",),
     "kept_channels_by_importance": ("test_channel_prune_keeps_the_important_channels",),
+    "challenge_over_budget_by_one": ("test_prune_to_budget_challenge",),
+    "challenge_conv1_not_counted": ("test_prune_to_budget_challenge",),
+    "challenge_convs_only": ("test_prune_to_budget_challenge",),
+    "challenge_masks_not_kept": ("test_prune_to_budget_challenge",),
+    "challenge_weaker": ("test_prune_to_budget_challenge",),
 }

@@ -268,3 +268,28 @@ def test_sparse_macs_public(student):
                        **{"0__weight": conv, "2__weight": [[0.0] * 4 + [1.0] * 4] * 3})
     got = student.call("sparse_macs", spec, (1, 1, 4, 4))
     assert got == 48, f"expected 36 + 12 = 48 MACs, got {got}"
+
+
+@pytest.mark.points(1)
+def test_prune_to_budget_public(student):
+    """Challenge, budget 3,000: the pretrained CNN comes back with the same state_dict keys,
+    shapes and dtypes, and at most 3,000 nonzero weights in conv1, conv2, conv3 and fc (biases
+    and BatchNorm not counted). The grader draws the budget, and measures the accuracy on
+    images it holds back."""
+    budget = 3_000
+    given = nncourse.load_pretrained("cnn_32_64_128").state_dict()
+    x, y, _, _ = nncourse.load_digits_split()
+    model = kit_model("make_cnn", channels=(32, 64, 128),
+                      state_dict={k: v.clone() for k, v in given.items()})
+    got = student.with_timeout(60).call("prune_to_budget", model, x, y, budget)
+    assert isinstance(got, ReturnedModule), f"prune_to_budget should return the model, got {got!r}"
+    state = got.state_dict
+    missing, extra = sorted(set(given) - set(state)), sorted(set(state) - set(given))
+    assert not missing and not extra, (
+        f"keep the architecture: the state_dict keys should be those of the model given; "
+        f"missing {missing[:3]}, extra {extra[:3]}")
+    wrong = [k for k, v in given.items() if (state[k].shape, state[k].dtype) != (v.shape, v.dtype)]
+    assert not wrong, f"keep every tensor's shape and dtype; these changed: {wrong[:3]}"
+    used = sum(int(torch.count_nonzero(state[k]))
+               for k in ("conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"))
+    assert used <= budget, f"{used:,} nonzero weights, over the budget of {budget:,}"
