@@ -180,7 +180,8 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
          "        small = compress_cnn(model, tau, layers)\n"
          "        for layer in layers:\n"
          "            block = small.get_submodule(layer)\n"
-         "            setattr(small, layer, nn.Sequential(block[0], block[1], nn.ReLU(), block[2]))\n"
+         "            relu_inside = nn.Sequential(block[0], block[1], nn.ReLU(), block[2])\n"
+         "            setattr(small, layer, relu_inside)\n"
          "        return small  # energy ranks"),
     ],
     # compress_to_macs: the compressed layers put into the model it was given, against

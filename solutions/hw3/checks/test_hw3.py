@@ -1933,14 +1933,18 @@ def test_tt_linear_cost(student, rng, torch_rng):
 # 9. Challenge: ranks under a MAC budget (graded on a curve, grader.records.ChallengeResult)
 
 HELDOUT = Path(__file__).with_name("heldout_digits.pt")
-CHALLENGE_FRACTIONS = (0.20, 0.30)  # the budget: f x the shipped CNN's MACs, f drawn in here
+CHALLENGE_FRACTIONS = (0.25, 0.30)  # the budget: f x the shipped CNN's MACs, f drawn in here
 ORIGINAL_MACS = 2_379_008  # the shipped CNN(32, 64, 128) on one 1x8x8 image (checked below)
 # Full points at the grader's own run of the reference recipe (shuffling seed 0) less this.
 # Held-out accuracy of the reference recipe with shuffling seeds 0-29, measured here (torch
 # 2.13 CPU, one thread; 150 digits, so steps of 0.0067):
-#   f = 0.20 (475,801 MACs): min 0.9800, mean 0.9960, max 1.0000; seed 0: 1.0000
-#   f = 0.25 (594,752 MACs): min 0.9800, mean 0.9949, max 1.0000; seed 0: 0.9933
-#   f = 0.30 (713,702 MACs): min 0.9800, mean 0.9976, max 1.0000; seed 0: 0.9933
+#   f = 0.25  (594,752 MACs): min 0.9800, mean 0.9949, max 1.0000; seed 0: 0.9933
+#   f = 0.275 (654,227 MACs): min 0.9800, mean 0.9973, max 1.0000; seed 0: 0.9933
+#   f = 0.30  (713,702 MACs): min 0.9800, mean 0.9976, max 1.0000; seed 0: 0.9933
+# (and f = 0.20, below the range: min 0.9800, mean 0.9960, max 1.0000; seed 0: 1.0000).
+# The range: there the one-ratio baseline without fine-tuning reaches 0.79-0.85 and the
+# reference 0.99-1.00, while the reference's own ranks without fine-tuning (0.89-0.95) earn
+# 52-82 % of the points; at f = 0.20-0.24 that share went up to 90 %.
 # Another seed lands at most 0.02 (three digits) below seed 0's run; 0.025 keeps a solution as
 # good as the reference at full points with room for float rounding of the bar.
 CHALLENGE_MARGIN = 0.025
@@ -2052,16 +2056,16 @@ def _factorization_problems(original: nn.Module, returned: nn.Module) -> list[st
         return [f"the model should be an nn.Sequential of the given layers {list(given)} in "
                 f"this order, got {type(returned).__name__} of {names}"]
     problems = []
-    for name, layer in returned.named_children():
+    for name, child in returned.named_children():
         mine = given[name]
-        if not isinstance(mine, nn.Conv2d | nn.Linear) or not isinstance(layer, nn.Sequential):
-            if type(layer) is not type(mine) or layer.extra_repr() != mine.extra_repr():
+        if not isinstance(mine, nn.Conv2d | nn.Linear) or not isinstance(child, nn.Sequential):
+            if type(child) is not type(mine) or child.extra_repr() != mine.extra_repr():
                 problems.append(f"{name} should be kept as {mine}"
                                 + (" or factorized" if isinstance(mine, nn.Conv2d | nn.Linear)
-                                   else "") + f", got {layer}")
+                                   else "") + f", got {child}")
             continue
         kind = type(mine)
-        leaves = [m for m in layer.modules() if not isinstance(m, nn.Sequential)]
+        leaves = [m for m in child.modules() if not isinstance(m, nn.Sequential)]
         wrong = sorted({type(m).__name__ for m in leaves if type(m) is not kind})
         if wrong or not leaves:
             problems.append(f"{name} may be replaced by an nn.Sequential of {kind.__name__} "
@@ -2094,7 +2098,7 @@ def _output_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 @pytest.mark.points(6)
 def test_compress_to_macs_challenge(student, rng, challenge):
     """The challenge: compress_to_macs(the shipped CNN, the kit's training images and labels,
-    budget) with a budget drawn per run between 0.20 and 0.30 of the original MACs; MACs
+    budget) with a budget drawn per run between 0.25 and 0.30 of the original MACs; MACs
     counted here with FlopCounterMode (FLOPs / 2, every Conv2d and Linear, bias excluded), the
     structure checked (each conv or linear kept or a Sequential of its own kind, stride 1, same
     output shapes, other layers as given), the model given left unchanged, accuracy on 150
