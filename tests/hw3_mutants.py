@@ -153,6 +153,45 @@ MUTANTS: dict[str, list[tuple[str, str]]] = {
         ("cp_decompose(conv.weight, rank, n_iter_max, random_state)",
          "cp_decompose(conv.weight, rank)"),
     ],
+    # compress_to_macs, honest but weaker: the reference's per-layer ranks without the
+    # fine-tuning (a clearly partial share of the challenge's points)
+    "challenge_weaker": [
+        ("    return nncourse.train(compressed, x_train, y_train, epochs=3, lr=1e-3, seed=0)\n",
+         "    return compressed\n"),
+    ],
+    # compress_to_macs: an off-by-one in the search returns the first tau that does NOT fit
+    # (over the budget by one step of the ranks)
+    "challenge_one_step_over_budget": [
+        ("    compressed = compressed_at(taus[low])\n",
+         "    compressed = compressed_at(taus[min(low + 1, len(taus) - 1)])\n"),
+    ],
+    # compress_to_macs: the budget counted on the compressed convs only, conv1 and fc left out
+    # of the count ("the budget is for the layers I decompose")
+    "challenge_budget_on_the_convs_only": [
+        ("        if model_macs(compressed_at(taus[middle])) <= budget:\n",
+         "        candidate = compressed_at(taus[middle])\n"
+         "        convs_only = (model_macs(candidate) - model_macs(model.conv1, (1, 1, 8, 8))\n"
+         "                      - model_macs(model.fc, (1, 128)))\n"
+         "        if convs_only <= budget:\n"),
+    ],
+    # compress_to_macs: "a factorization" read as a small network, a ReLU between the factors
+    "challenge_relu_between_factors": [
+        ("        return compress_cnn(model, tau, layers)  # energy ranks",
+         "        small = compress_cnn(model, tau, layers)\n"
+         "        for layer in layers:\n"
+         "            block = small.get_submodule(layer)\n"
+         "            relu_inside = nn.Sequential(block[0], block[1], nn.ReLU(), block[2])\n"
+         "            setattr(small, layer, relu_inside)\n"
+         "        return small  # energy ranks"),
+    ],
+    # compress_to_macs: the compressed layers put into the model it was given, against
+    # "`model` is left unchanged"
+    "challenge_changes_the_given_model": [
+        ("    compressed = compressed_at(taus[low])\n",
+         "    compressed = model\n"
+         "    for name, child in compressed_at(taus[low]).named_children():\n"
+         "        setattr(compressed, name, child)\n"),
+    ],
 }
 
 # wrong version -> the hidden checks its bug must fail (others may fail too)
@@ -183,4 +222,9 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "compress_cnn_ignores_layers": ("test_compress_cnn_ranks_and_outputs",),
     "finetune_epochs_hard_coded": ("test_compress_and_finetune_follows_the_recipe",),
     "cp_conv_defaults": ("test_cp_runs_the_asked_iterations",),
+    "challenge_weaker": ("test_compress_to_macs_challenge",),
+    "challenge_one_step_over_budget": ("test_compress_to_macs_challenge",),
+    "challenge_budget_on_the_convs_only": ("test_compress_to_macs_challenge",),
+    "challenge_relu_between_factors": ("test_compress_to_macs_challenge",),
+    "challenge_changes_the_given_model": ("test_compress_to_macs_challenge",),
 }

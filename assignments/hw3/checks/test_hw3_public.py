@@ -14,8 +14,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from grader.checks import ModuleSpec, kit_model
+import nncourse
+from grader.checks import ModuleSpec, kit_model, pretrained_state, returned_module
 
 
 def _with_weights(name: str, *args, state: dict, **kwargs) -> ModuleSpec:
@@ -234,3 +236,32 @@ def test_tt_linear_cost_public(student):
         f"tt_linear_cost((4, 4, 8), (8, 4, 4), [1, 8, 8, 1]) should be (1536, 24576), two ints, "
         f"got {got!r}"
     )
+
+
+@pytest.mark.points(1)
+def test_compress_to_macs_public(student):
+    """The challenge at a quarter of the shipped CNN's 2,379,008 MACs (594,752): the same
+    named layers in order, each conv or linear kept or a Sequential of its own kind, and at
+    most 594,752 MACs (FlopCounterMode: FLOPs / 2, every Conv2d and Linear, bias excluded).
+    The hidden check draws the budget and measures the accuracy on digits the kit lacks."""
+    budget = 594_752
+    x, y, _, _ = nncourse.load_digits_split()
+    state = pretrained_state("cnn_32_64_128")
+    got = student.with_timeout(60).call(
+        "compress_to_macs", kit_model("make_cnn", channels=(32, 64, 128), state_dict=state), x,
+        y, budget)
+    model = returned_module(got, "compress_to_macs").rebuild().eval()
+    names = [name for name, _ in model.named_children()]
+    expected = ["conv1", "bn1", "relu1", "conv2", "bn2", "relu2", "pool", "conv3", "bn3", "relu3",
+                "gap", "flatten", "fc"]
+    assert names == expected, f"the model should keep the layers {expected}, got {names}"
+    for name, kind in (("conv1", "Conv2d"), ("conv2", "Conv2d"), ("conv3", "Conv2d"),
+                       ("fc", "Linear")):
+        kinds = {type(m).__name__ for m in model.get_submodule(name).modules()} - {"Sequential"}
+        assert kinds == {kind}, f"{name} should hold {kind} layers only, got {sorted(kinds)}"
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        logits = model(torch.zeros(1, 1, 8, 8))
+    assert tuple(logits.shape) == (1, 10), (
+        f"one image should give (1, 10) logits, got {tuple(logits.shape)}")
+    macs = counter.get_total_flops() // 2
+    assert macs <= budget, f"{macs:,} MACs, over the budget of {budget:,}"
