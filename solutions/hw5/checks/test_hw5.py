@@ -6,7 +6,7 @@ functions to export models it chose (weights, example batch, file names drawn pe
 loads and runs the files they wrote itself, in a separate sandboxed process that holds no
 secrets (``student.judge``): ``torch.export.load`` may unpickle, so it runs there, and it runs
 with ``torch.load`` forced to ``weights_only=True``, so a ``.pt2`` that needs the unsafe loader
-fails its check. The labels of the held-out split never leave the grader: the judge gets the
+fails its check. The labels of the test split never leave the grader: the judge gets the
 test images only and hands back logits; accuracy and parity are computed here, against a model
 the grader rebuilt from the weights it sent. ONNX models the grader writes itself (drawn chains
 of layers, their weights in external files of drawn names) are built in the grader's process and
@@ -58,7 +58,7 @@ from grader.checks import (
 )
 
 TOLERANCE = 1e-4  # |a - b| <= TOLERANCE * (1 + max |b|); the reference is 100x inside it
-INT8_ACCURACY_MARGIN = 0.02  # measured: int8 within 0.0022 of fp32 on the held-out split
+INT8_ACCURACY_MARGIN = 0.02  # measured: int8 = fp32 on the kit's 300 test images, 40 draws
 INT8_SIZE_FRACTION = 0.5  # of 4 bytes per parameter; measured 0.40 (16-32-64), 0.29 (32-64-128)
 EXPORT_TIMEOUT = 120  # seconds for a call that exports (the ONNX exporter is slow when cold)
 # The int8 accuracy depends on the draw (the model, its classifier's rescaling, the calibration
@@ -1121,10 +1121,13 @@ def _reference_int8_accuracy(shared: dict[str, Any]) -> float:
 
     model = nncourse.make_cnn(shared["channels"])
     model.load_state_dict(shared["state"])
+    example = shared["example"]
+    if example.shape[0] < 2:  # the tracer specializes a batch of 1: trace with a batch of 2
+        example = example[:1].expand(2, *example.shape[1:]).contiguous()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), one_thread():
         warnings.simplefilter("ignore")  # the exporters' and quantizer's own notices
         fp32, prepared, int8 = (os.path.join(tmp, n) for n in ("m.onnx", "p.onnx", "q.onnx"))
-        program = torch.export.export(model.eval(), (shared["example"],),
+        program = torch.export.export(model.eval(), (example,),
                                       dynamic_shapes=({0: Dim("batch")},))
         torch.onnx.export(program, f=fp32, dynamo=True, external_data=True, verbose=False)
         quant_pre_process(fp32, prepared)
@@ -1143,7 +1146,7 @@ def _reference_int8_accuracy(shared: dict[str, Any]) -> float:
 @pytest.mark.slow_check
 @pytest.mark.points(3)
 def test_int8_model_accuracy(student, shared):
-    """The int8 model, run by the grader's judge in ONNX Runtime on the held-out images,
+    """The int8 model, run by the grader's judge in ONNX Runtime on the test images,
     classifies within INT8_ACCURACY_MARGIN of the fp32 model (labels stay in the grader), or no
     worse than the grader's own int8 model of the draw."""
     _need(shared, "onnx", "to_onnx")

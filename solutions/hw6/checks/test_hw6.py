@@ -19,7 +19,7 @@ sentence each check relies on):
   `step` per parameter tensor.
 
 Exact quantities (loss values, gradients, byte counts, output shapes) are compared with oracles
-computed here. Learned quantities (accuracy) are measured here, on the held-out split, from the
+computed here. Learned quantities (accuracy) are measured here, on the test split, from the
 weights the student's function returns. The training recipes (distill, distill_with_hints,
 train_bf16) are also followed step by step on a small drawn problem: every optimizer step's
 batch, learning rate, mode and gradient against the recipe, at the student's own weights (an
@@ -246,8 +246,8 @@ def test_kd_loss_gradient(student, rng, torch_rng):
 TEACHER = "cnn_16_32_64"
 STUDENT_HIDDEN = (32,)
 PER_CLASS = 5  # the few-label setting: 50 labels, the rest of the train split unlabelled
-KD_MIN_ACCURACY = 0.93  # reference 0.95-0.97 (13 draws); labels only 0.82-0.90
-KD_MIN_GAIN = 0.03  # reference gains 0.06-0.13 over the labels-only baseline
+KD_MIN_ACCURACY = 0.93  # the grader's run, 40 draws: 0.957-0.977; labels only 0.810-0.913
+KD_MIN_GAIN = 0.03  # the grader's run gains 0.053-0.163 over the labels-only baseline (40 draws)
 # Both trainings depend on the draw (labelled images, initial weights, shuffling seed): the
 # thresholds were met on the draws measured, which promises nothing on an unlucky one. When the
 # student's model falls short, the grader runs the recipe itself on the same draw and demands
@@ -1044,7 +1044,9 @@ def test_distill_with_hints_follows_the_recipe(student, rng, torch_rng):
 
 THIN, GUIDED = (16, 16, 16, 16), "fc2"  # MLP 64-16-16-16-16-10, hint at its second layer
 HINT_LAYER, HINT_BETA = "flatten", 10.0  # the teacher's 64 pooled features
-HINT_MIN_ACCURACY = 0.88  # the recipe on 30 draws: 0.891-0.951 (logits only 0.791-0.924)
+# the notebook's 30 draws: 0.907-0.957 (logits only 0.803-0.940); the grader's run on 40 draws
+# of this check: 0.863-0.960, one below 0.88 (there `demanded` asks the grader's run less 0.01)
+HINT_MIN_ACCURACY = 0.88
 
 
 def _teacher_outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1615,7 +1617,7 @@ def _train_bf16_with_dtypes(model, x, y, epochs, seed):
             handle.remove()
     return trained, sorted(dtypes)
 
-BF16_MIN_ACCURACY = 0.95  # reference MLP 64-128-10, 15 epochs: 0.973-0.978 (3 seeds)
+BF16_MIN_ACCURACY = 0.95  # the grader's MLP 64-128-10, 15 epochs: 0.970-0.980 (20 draws)
 
 
 def _reference_bf16(init: dict, seed: int) -> float:
