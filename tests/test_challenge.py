@@ -205,9 +205,10 @@ def test_the_report_page_shows_the_leaderboard_and_its_figure():
     from grader.tools.report_page import make_report, render_report
 
     page = render_report(make_report(_course(), _class_rows(), _now()))
-    assert "Challenge: prunes the CNN to a budget" in page
+    assert "Challenge: <code>prune_to_budget</code>" in page
+    assert "<p>prunes the CNN to a budget</p>" in page
     assert "1,200 (over)" in page and "0.9700" in page
-    assert 'alt="prunes the CNN to a budget: score against budget used"' in page
+    assert 'alt="prune_to_budget: score against budget used"' in page
 
 
 def test_the_public_page_names_no_student_and_shows_no_grade():

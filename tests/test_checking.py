@@ -254,3 +254,29 @@ def test_module_state_of_one_student_never_reaches_the_next(tmp_path):
     serve_checks(_checks(tmp_path, CACHING_CHECKS), [right, wrong, right],
                  lambda student, run: outcomes.extend(r.outcome for r in run(student, 7, "")))
     assert outcomes == [Outcome.PASSED, Outcome.FAILED, Outcome.PASSED]
+
+
+def test_a_title_shows_the_constants_it_names_by_value():
+    from grader.pipeline.checking import check_title
+
+    constants = {"MIN_ACCURACY": 0.95, "BUDGET_RANGE": (7000, 9200), "CNN_CHANNELS": (16, 32, 64),
+                 "STEPS_MAX": 1200, "NAME_OF": "text", "CNN": (1, 2)}
+    doc = ("Accuracy >= MIN_ACCURACY at a budget in BUDGET_RANGE bytes, CNN_CHANNELS channels,\n"
+           "at most STEPS_MAX steps; NAME_OF and CNN stay.\n\nMore.")
+    assert check_title(doc, constants) == (
+        "Accuracy >= 0.95 at a budget in 7,000 to 9,200 bytes, (16, 32, 64) channels, at most "
+        "1,200 steps; NAME_OF and CNN stay.")
+
+
+def test_no_homework_title_names_a_constant_of_its_check_file():
+    # the student reads the title (feedback, `make check`), never the check file
+    import re
+
+    from conftest import REPO
+
+    for folder in sorted(REPO.glob("*/hw*/checks")):
+        for info in describe(folder):
+            names = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]\b", info.title))
+            source = "".join(p.read_text() for p in folder.glob("*.py"))
+            defined = {n for n in names if re.search(rf"^{n}\b.*=", source, re.M)}
+            assert not defined, f"{folder}: {info.name}'s title names {sorted(defined)}"

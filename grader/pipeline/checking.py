@@ -19,7 +19,7 @@ import random
 import re
 import sys
 import types
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,7 +151,7 @@ class _GraderPlugin:
             task = item.get_closest_marker("task")
             self.infos[name] = CheckInfo(name, float(value),
                                          item.get_closest_marker("slow_check") is not None,
-                                         check_title(doc) or name,
+                                         check_title(doc, _constants(item)) or name,
                                          str(task.args[0]) if task and task.args else _task(item))
         if self._select is not None:
             kept = [item for item in items if _check_name(item) in self._select]
@@ -203,11 +203,38 @@ _DATA_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, Loo
                 ArithmeticError, RecursionError, RuntimeError, MemoryError, UnicodeError)
 
 
-def check_title(doc: str) -> str:
+def check_title(doc: str, constants: Mapping[str, object] | None = None) -> str:
     """What a check tests, in words: its docstring's first paragraph on one line (a docstring's
-    first line alone may stop mid-sentence)."""
-    paragraph = doc.strip().split("\n\n", 1)[0]
-    return " ".join(paragraph.split())
+    first line alone may stop mid-sentence). A constant of the check's file that it names
+    (``ACCURACY_FLOOR``: capitals with an underscore, a number or a tuple of numbers) is shown
+    by its value, since the student reads the title and not the file."""
+    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    if not constants:
+        return paragraph
+
+    def value(found: re.Match[str]) -> str:
+        named = constants.get(found.group(0))
+        if isinstance(named, bool) or not isinstance(named, int | float | tuple) or (
+                isinstance(named, tuple) and not all(isinstance(v, int | float) for v in named)):
+            return found.group(0)
+        if isinstance(named, tuple):
+            return " to ".join(_number(v) for v in named) if len(named) == 2 else \
+                "(" + ", ".join(_number(v) for v in named) + ")"
+        return _number(named)
+
+    return _CONSTANT.sub(value, paragraph)
+
+
+_CONSTANT = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _constants(item: pytest.Item) -> Mapping[str, object]:
+    function = getattr(item, "function", None)
+    return getattr(function, "__globals__", {})
 
 
 # How a check names the student's function it calls: student.call("f", ...),

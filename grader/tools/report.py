@@ -140,6 +140,7 @@ class Leaderboard:
 
     check: str  # file stem::function
     title: str
+    task: str  # the student's function the challenge calls ("" when not known)
     metric: str
     unit: str
     entries: tuple[ChallengeEntry, ...]
@@ -191,7 +192,7 @@ def _leaderboards(counted: Sequence[GradeRow]) -> tuple[Leaderboard, ...]:
         entries.sort(key=lambda e: (_standing(e), e.student))
         last = found[-1][1]
         assert last.challenge is not None
-        boards.append(Leaderboard(name, last.title or name, last.challenge.metric,
+        boards.append(Leaderboard(name, last.title or name, last.task, last.challenge.metric,
                                   last.challenge.unit, tuple(entries),
                                   tried[name] - len(entries)))
     return tuple(boards)
