@@ -2103,7 +2103,8 @@ def test_compress_to_macs_challenge(student, rng, challenge):
     structure checked (each conv or linear kept or a Sequential of its own kind, stride 1, same
     output shapes, other layers as given), the model given left unchanged, accuracy on 150
     held-out digits; full points at the grader's own reference run less 0.025, none at the
-    one-ratio baseline without fine-tuning."""
+    one-ratio baseline without fine-tuning. Two more calls at other budgets of the range must
+    stay within them too."""
     fraction = round(rng.uniform(*CHALLENGE_FRACTIONS), 3)
     budget = int(fraction * ORIGINAL_MACS)
     original = nncourse.load_pretrained(PRETRAINED)
@@ -2156,3 +2157,18 @@ def test_compress_to_macs_challenge(student, rng, challenge):
         f"{what}: the returned model needs {used:,} MACs for one 1x8x8 image (FLOPs / 2, every "
         f"Conv2d and Linear, bias excluded), over the budget of {budget:,} by {used - budget:,}"
     )
+    # Two more calls at other budgets of the range (the notebook says the grader may make
+    # them; only the first is scored): a search that ends on some budgets only, or stays within
+    # one by luck, shows on another.
+    for _ in range(2):
+        other = int(round(rng.uniform(*CHALLENGE_FRACTIONS), 3) * ORIGINAL_MACS)
+        call = f"compress_to_macs(the shipped CNN, x_train, y_train, budget={other:,})"
+        again = returned_module(student.with_timeout(CHALLENGE_SECONDS).call(
+            "compress_to_macs", kit_model("make_cnn", channels=CHANNELS, state_dict=state), x, y,
+            other), call).rebuild()
+        problems = _factorization_problems(original, again)
+        assert not problems, f"{call}: " + "; ".join(problems)
+        macs = _flop_counter_macs(again)
+        assert macs <= other, (
+            f"{call}: the returned model needs {macs:,} MACs, over that budget by "
+            f"{macs - other:,} (the first call, at {budget:,}, is the one scored)")
