@@ -182,6 +182,11 @@ class ChallengeResult:
         return self.used is not None and self.used <= self.budget
 
     @property
+    def used_share(self) -> float | None:
+        """What the model used of its budget (1.0: all of it); None when not measured."""
+        return None if self.used is None or not self.budget else self.used / self.budget
+
+    @property
     def fraction(self) -> float:
         """The share of the check's points this result earns on the curve (0 over budget)."""
         if not self.within_budget or self.score is None:

@@ -18,7 +18,7 @@ from grader.course.questions import Question
 from grader.course.rules import late_tiers
 from grader.output.standing import Standing, standing
 from grader.output.view import STATUS_WORDS, counted_rows, display_status
-from grader.records import CheckResult, GradeRow, Outcome, Status
+from grader.records import ChallengeResult, CheckResult, GradeRow, Outcome, Status
 from grader.tools.similarity import HomeworkSimilarity
 
 # Statuses of a notebook that ran and whose checks ran on what it defined; any other status
@@ -109,27 +109,12 @@ class QuestionReport:
 
 @dataclass(frozen=True)
 class ChallengeEntry:
-    """One student's result in a challenge (``grader.records.ChallengeResult``), with the
-    points the check gave it."""
+    """One student's result in a challenge, with the points the check gave it."""
 
     student: str
-    score: float | None  # None: nothing could be measured
-    used: float | None
-    budget: float
-    reference: float  # the grader's own run on the student's draw
-    bar: float
-    baseline: float
+    result: ChallengeResult  # what the grader measured, and the curve of the student's draw
     earned: float
     points: float
-
-    @property
-    def within_budget(self) -> bool:
-        return self.used is not None and self.used <= self.budget
-
-    @property
-    def used_share(self) -> float | None:
-        """What the model used of its budget (1.0: all of it)."""
-        return None if self.used is None or not self.budget else self.used / self.budget
 
 
 @dataclass(frozen=True)
@@ -149,7 +134,7 @@ class Leaderboard:
     @property
     def budgets(self) -> tuple[float, ...]:
         """The budgets drawn: one per grading run the counted submissions come from."""
-        return tuple(sorted({e.budget for e in self.entries}))
+        return tuple(sorted({e.result.budget for e in self.entries}))
 
     @property
     def ranked(self) -> tuple[tuple[int | None, ChallengeEntry], ...]:
@@ -159,7 +144,7 @@ class Leaderboard:
         previous: tuple[float, ...] | None = None
         for position, entry in enumerate(self.entries, start=1):
             key = _standing(entry)
-            if not entry.within_budget:
+            if not entry.result.within_budget:
                 found.append((None, entry))
             elif found and key == previous:
                 found.append((found[-1][0], entry))
@@ -170,31 +155,29 @@ class Leaderboard:
 
 
 def _standing(e: ChallengeEntry) -> tuple[float, ...]:
-    measured = e.score is not None and e.used is not None
-    return (0.0 if e.within_budget else 1.0 if measured else 2.0,
+    r = e.result
+    measured = r.score is not None and r.used is not None
+    return (0.0 if r.within_budget else 1.0 if measured else 2.0,
             -(e.earned / e.points if e.points else 0.0),
-            -((e.score or 0.0) - e.reference), e.used or 0.0)
+            -((r.score or 0.0) - r.reference), r.used or 0.0)
 
 
 def _leaderboards(counted: Sequence[GradeRow]) -> tuple[Leaderboard, ...]:
-    results: dict[str, list[tuple[GradeRow, CheckResult]]] = defaultdict(list)
+    entries: dict[str, list[ChallengeEntry]] = defaultdict(list)
+    measured: dict[str, tuple[CheckResult, ChallengeResult]] = {}  # the last, for the names
     tried: Counter[str] = Counter()
     for row in counted:
         for check in row.checks:
             tried[check.name] += 1
             if check.challenge is not None:
-                results[check.name].append((row, check))
+                entries[check.name].append(
+                    ChallengeEntry(row.student, check.challenge, check.earned, check.points))
+                measured[check.name] = (check, check.challenge)
     boards = []
-    for name, found in sorted(results.items()):
-        entries = [ChallengeEntry(row.student, c.score, c.used, c.budget, c.reference, c.bar,
-                                  c.baseline, check.earned, check.points)
-                   for row, check in found if (c := check.challenge) is not None]
-        entries.sort(key=lambda e: (_standing(e), e.student))
-        last = found[-1][1]
-        assert last.challenge is not None
-        boards.append(Leaderboard(name, last.title or name, last.task, last.challenge.metric,
-                                  last.challenge.unit, tuple(entries),
-                                  tried[name] - len(entries)))
+    for name, (check, result) in sorted(measured.items()):
+        ranked = sorted(entries[name], key=lambda e: (_standing(e), e.student))
+        boards.append(Leaderboard(name, check.title or name, check.task, result.metric,
+                                  result.unit, tuple(ranked), tried[name] - len(ranked)))
     return tuple(boards)
 
 

@@ -81,15 +81,16 @@ def challenge_scatter(board: Leaderboard) -> str:
 
     fig = Figure(figsize=(6.0, 3.2), layout="constrained")
     ax = fig.subplots()
-    measured = [e for e in board.entries if e.used_share is not None and e.score is not None]
+    measured = [e.result for e in board.entries
+                if e.result.used_share is not None and e.result.score is not None]
     for within, colour, label in ((True, BAR, "within budget"), (False, OVER, "over budget")):
-        chosen = [e for e in measured if e.within_budget is within]
+        chosen = [r for r in measured if r.within_budget is within]
         if chosen:
-            ax.scatter([100 * (e.used_share or 0.0) for e in chosen],
-                       [e.score or 0.0 for e in chosen], color=colour, label=label, zorder=3)
+            ax.scatter([100 * (r.used_share or 0.0) for r in chosen],
+                       [r.score or 0.0 for r in chosen], color=colour, label=label, zorder=3)
     ax.axvline(100, color=OVER, linestyle="--", linewidth=1)
     if len(board.budgets) == 1 and board.entries:
-        first = board.entries[0]
+        first = board.entries[0].result
         ax.axhline(first.bar, color="#2e7d32", linewidth=1,
                    label=f"full points ({first.bar:.3f})")
         ax.axhline(first.baseline, color="#777777", linestyle=":", linewidth=1,

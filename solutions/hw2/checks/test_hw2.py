@@ -696,13 +696,7 @@ def test_recalibrate_bn(student, rng, torch_rng):
         state = _random_state(channels, torch_rng)
         x, _ = _train_subset(rng, rng.randint(100, 300))
         x = x + 0.1 * torch.randn(x.shape, generator=torch_rng)
-        oracle = _build(channels, state)
-        for module in oracle.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.reset_running_stats()
-                module.momentum = None
-        with torch.no_grad():
-            oracle.train()(x)
+        oracle = _bn_recalibrated(_build(channels, state), x)
         spec = kit_model("make_cnn", channels=channels, state_dict=state, training=training)
         returned, (after, _) = student.call_inspect("recalibrate_bn", spec, x)
         what = f"recalibrate_bn(make_cnn({channels}), x of shape {tuple(x.shape)})"

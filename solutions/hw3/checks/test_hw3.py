@@ -273,19 +273,24 @@ def _macs(model: nn.Module, shape=(1, 1, 8, 8)) -> int:
         else:
             total += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]
-    model = model.eval()
+    _forward_with_hooks(model, [(m, hook) for m in model.modules()
+                                if isinstance(m, nn.Conv2d | nn.Linear)], shape)
+    return total
+
+
+def _forward_with_hooks(model: nn.Module, hooks: list, shape=(1, 1, 8, 8)) -> None:
+    """One eval-mode forward of zeros of ``shape`` with the forward hooks ``hooks`` ((module,
+    hook) pairs) attached, and removed after; layers that do not fit together fail the check."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
     try:
         with torch.no_grad():
-            model(torch.zeros(shape))
+            model.eval()(torch.zeros(shape))
     except RuntimeError as error:  # the returned layers do not fit together
         raise AssertionError(f"the returned model fails on a {shape} input: "
                              f"{str(error)[:300]}") from None
     finally:
         for handle in handles:
             handle.remove()
-    return total
 
 
 def _draw_conv(rng: random.Random, gen: torch.Generator, stride=None, bias=None, dilation=1,
@@ -2079,18 +2084,10 @@ def _factorization_problems(original: nn.Module, returned: nn.Module) -> list[st
 def _output_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """The output shape of each top-level layer on one 1x8x8 image."""
     shapes = {}
-    handles = [child.register_forward_hook(
-        lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape)))
-        for name, child in model.named_children()]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 1, 8, 8))
-    except RuntimeError as error:  # the returned layers do not fit together
-        raise AssertionError(f"the returned model fails on a 1x8x8 image: "
-                             f"{str(error)[:300]}") from None
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hooks(model, [
+        (child, lambda module, inputs, output, name=name:
+         shapes.__setitem__(name, tuple(output.shape)))
+        for name, child in model.named_children()])
     return shapes
 
 
